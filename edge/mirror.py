@@ -1,0 +1,154 @@
+"""The bills mirror: the centre's bills kept locally, with the local-payments overlay.
+
+`apply_changes` replaces a row only when the incoming version is higher and stores the
+cursor in the same transaction, so the cursor is never ahead of the data. The due amount
+shown is `amount - paid - pending_local` (DESIGN 5.3): a local payment counts until the
+mirror holds the bill at a version >= the one in the centre's verdict for it.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edge.errors import EdgeError
+
+BILL_FIELDS = (
+    "bill_id", "account", "governorate", "cycle", "name", "address", "meter", "kwh",
+    "amount", "paid", "due_date", "version", "updated_at",
+)  # fmt: skip
+_MARKS = ", ".join("?" for _ in BILL_FIELDS)
+_INT_FIELDS = {"kwh", "amount", "paid", "version"}
+ACCOUNT = re.compile(r"^[0-9]{1,20}$")
+BILL_ID = re.compile(r"^[A-Z]{3}-[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{1,20}$")
+CYCLE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+
+# A local payment still counts against the bill while the centre has not confirmed it, or
+# confirmed it at a version the mirror does not hold yet. Rejected payments keep counting:
+# the cashier holds the money until an operator resolves the entry.
+_PENDING_LOCAL = """
+    COALESCE((SELECT SUM(p.amount) FROM payments p JOIN outbox_entries o ON o.seq = p.seq
+              WHERE p.bill_id = b.bill_id
+                AND (o.state != 'delivered' OR o.version IS NULL OR o.version > b.version)), 0)
+"""
+_SELECT_VIEW = (
+    "SELECT b.bill_id, b.account, b.governorate, b.cycle, b.name, b.address, b.meter, b.kwh,"
+    " b.amount, b.paid, b.due_date, b.version, b.updated_at," + _PENDING_LOCAL + " FROM bills b"
+)
+
+
+class BadBill(EdgeError):
+    """A bill from the centre does not have the expected shape; the batch is not applied."""
+
+
+@dataclass(frozen=True)
+class BillView:
+    bill_id: str
+    account: str
+    governorate: str
+    cycle: str
+    name: str
+    address: str
+    meter: str
+    kwh: int
+    amount: int
+    paid: int
+    due_date: str
+    version: int
+    updated_at: str
+    pending_local: int
+
+    @property
+    def due(self) -> int:
+        return max(0, self.amount - self.paid - self.pending_local)
+
+    @property
+    def status(self) -> str:
+        if self.due == 0:
+            return "paid"
+        return "unpaid" if self.paid + self.pending_local == 0 else "partial"
+
+
+@dataclass(frozen=True)
+class MirrorState:
+    cursor: int | None
+    as_of: float | None
+    bills: int
+
+
+def validate_bill(raw: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The row to store for one bill from the centre; raises BadBill naming the field."""
+    if not isinstance(raw, Mapping):
+        raise BadBill("a bill must be a map")
+    row = []
+    for field in BILL_FIELDS:
+        value = raw.get(field)
+        if field in _INT_FIELDS:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise BadBill(f"bill field {field!r} must be a non-negative integer")
+        elif not isinstance(value, str):
+            raise BadBill(f"bill field {field!r} must be a string")
+        row.append(value)
+    if not BILL_ID.match(raw["bill_id"]) or not ACCOUNT.match(raw["account"]):
+        raise BadBill(f"bad bill id or account: {raw['bill_id']!r}")
+    if not CYCLE.match(raw["cycle"]):
+        raise BadBill(f"bad cycle {raw['cycle']!r}")
+    return tuple(row)
+
+
+def apply_changes(
+    conn: sqlite3.Connection,
+    bills: Iterable[Mapping[str, Any]],
+    cursor: int,
+    *,
+    now: float | None = None,
+) -> int:
+    """Apply one batch of bill changes and its cursor (inside the caller's transaction).
+
+    Returns the number of rows inserted or replaced. Raises BadBill before writing anything.
+    """
+    rows = [validate_bill(bill) for bill in bills]
+    before = conn.total_changes
+    inserted = 0
+    for row in rows:
+        exists = conn.execute("SELECT version FROM bills WHERE bill_id = ?", (row[0],)).fetchone()
+        if exists is None:
+            conn.execute(f"INSERT INTO bills ({', '.join(BILL_FIELDS)}) VALUES ({_MARKS})", row)
+            inserted += 1
+        elif row[11] > exists[0]:
+            conn.execute(
+                f"UPDATE bills SET ({', '.join(BILL_FIELDS)}) = ({_MARKS}) WHERE bill_id = ?",
+                (*row, row[0]),
+            )
+    changed = conn.total_changes - before
+    conn.execute(
+        "UPDATE mirror_state SET cursor = ?, as_of = ?, bills = bills + ? WHERE id = 1",
+        (cursor, time.time() if now is None else now, inserted),
+    )
+    return changed
+
+
+def mark_heard(conn: sqlite3.Connection, *, now: float | None = None) -> None:
+    """The centre answered (even with no changes): the mirror is current as of now."""
+    conn.execute(
+        "UPDATE mirror_state SET as_of = ? WHERE id = 1", (time.time() if now is None else now,)
+    )
+
+
+def state(conn: sqlite3.Connection) -> MirrorState:
+    row = conn.execute("SELECT cursor, as_of, bills FROM mirror_state WHERE id = 1").fetchone()
+    return MirrorState(cursor=row[0], as_of=row[1], bills=int(row[2]))
+
+
+def bill(conn: sqlite3.Connection, bill_id: str) -> BillView | None:
+    row = conn.execute(_SELECT_VIEW + " WHERE b.bill_id = ?", (bill_id,)).fetchone()
+    return None if row is None else BillView(*row)
+
+
+def bills_for_account(conn: sqlite3.Connection, account: str) -> list[BillView]:
+    rows = conn.execute(_SELECT_VIEW + " WHERE b.account = ? ORDER BY b.cycle", (account,))
+    return [BillView(*row) for row in rows]

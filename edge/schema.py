@@ -1,0 +1,58 @@
+"""The node's own tables (mirror, payments, receipts), applied after the outbox's migrations."""
+
+from __future__ import annotations
+
+from outbox import Migration
+
+EDGE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "edge.0001_mirror",
+        """
+        CREATE TABLE bills (
+            bill_id     TEXT PRIMARY KEY,
+            account     TEXT NOT NULL,
+            governorate TEXT NOT NULL,
+            cycle       TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            address     TEXT NOT NULL,
+            meter       TEXT NOT NULL,
+            kwh         INTEGER NOT NULL,
+            amount      INTEGER NOT NULL,
+            paid        INTEGER NOT NULL,
+            due_date    TEXT NOT NULL,
+            version     INTEGER NOT NULL,
+            updated_at  TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX bills_account ON bills (account, cycle);
+        CREATE TABLE mirror_state (
+            id      INTEGER PRIMARY KEY CHECK (id = 1),
+            cursor  INTEGER,
+            as_of   REAL,
+            bills   INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO mirror_state (id, cursor, as_of, bills) VALUES (1, NULL, NULL, 0);
+        """,
+    ),
+    Migration(
+        "edge.0002_payments",
+        """
+        CREATE TABLE payments (
+            payment_id  TEXT PRIMARY KEY,
+            seq         INTEGER NOT NULL UNIQUE REFERENCES outbox_entries (seq),
+            bill_id     TEXT NOT NULL,
+            account     TEXT NOT NULL,
+            amount      INTEGER NOT NULL CHECK (amount > 0),
+            method      TEXT NOT NULL,
+            cashier     TEXT NOT NULL,
+            channel     TEXT NOT NULL,
+            receipt     TEXT NOT NULL UNIQUE,
+            accepted_at REAL NOT NULL
+        );
+        CREATE INDEX payments_bill ON payments (bill_id);
+        CREATE TABLE receipt_counters (
+            day  TEXT PRIMARY KEY,
+            last INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+)

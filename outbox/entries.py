@@ -1,0 +1,226 @@
+"""Outbox entries: append inside the caller's transaction, claim in seq order, settle verdicts.
+
+Every function takes an open sqlite3 connection; the caller owns the transaction, so a
+payment and its outbox entry commit (or vanish) together.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from outbox.chain import GENESIS, entry_hash
+from outbox.ids import new_entry_id
+from outbox.retry import RetryPolicy
+
+PENDING, DELIVERED, REJECTED = "pending", "delivered", "rejected"
+VERDICTS = {
+    "applied": DELIVERED,
+    "duplicate": DELIVERED,
+    "credited": DELIVERED,
+    "rejected": REJECTED,
+}
+
+_SELECT = (
+    "SELECT seq, id, kind, payload, created_at, state, attempts, next_attempt_at, last_error,"
+    " verdict, reason, version, settled_at, prev_hash, hash FROM outbox_entries"
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    id: str
+    kind: str
+    payload: bytes
+    created_at: float
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    verdict: str | None
+    reason: str | None
+    version: int | None
+    settled_at: float | None
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row | tuple[object, ...]) -> Entry:
+        return cls(*row)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The centre's verdict on one entry."""
+
+    seq: int
+    id: str
+    verdict: str
+    reason: str | None = None
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    pending: int
+    oldest_pending_age_s: float | None
+    rejected: int
+    delivered: int
+    last_seq: int
+
+
+def append(
+    conn: sqlite3.Connection,
+    node: str,
+    kind: str,
+    payload: bytes,
+    *,
+    entry_id: str | None = None,
+    now: float | None = None,
+) -> Entry:
+    """Add an entry after the last one, chained to it. Must run inside a write transaction."""
+    if not conn.in_transaction:
+        raise RuntimeError("outbox.append must run inside the caller's write transaction")
+    created = time.time() if now is None else now
+    last = conn.execute("SELECT seq, hash FROM outbox_entries ORDER BY seq DESC LIMIT 1").fetchone()
+    prev_seq, prev_hash = (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
+    seq = prev_seq + 1
+    eid = entry_id or new_entry_id(node, now=created)
+    digest = entry_hash(prev_hash, seq, eid, kind, payload)
+    conn.execute(
+        "INSERT INTO outbox_entries (seq, id, kind, payload, created_at, prev_hash, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (seq, eid, kind, payload, created, prev_hash, digest),
+    )
+    return Entry(
+        seq,
+        eid,
+        kind,
+        payload,
+        created,
+        PENDING,
+        0,
+        0.0,
+        None,
+        None,
+        None,
+        None,
+        None,
+        prev_hash,
+        digest,
+    )
+
+
+def get(conn: sqlite3.Connection, entry_id: str) -> Entry | None:
+    row = conn.execute(_SELECT + " WHERE id = ?", (entry_id,)).fetchone()
+    return None if row is None else Entry.from_row(row)
+
+
+def claim(conn: sqlite3.Connection, limit: int) -> list[Entry]:
+    """The next pending entries in seq order (the centre needs them in order, no gaps)."""
+    rows = conn.execute(
+        _SELECT + " WHERE state = 'pending' ORDER BY seq LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [Entry.from_row(row) for row in rows]
+
+
+def next_attempt_at(conn: sqlite3.Connection) -> float | None:
+    """When the head of the queue may be tried again (None: nothing pending)."""
+    row = conn.execute(
+        "SELECT next_attempt_at FROM outbox_entries WHERE state = 'pending' ORDER BY seq LIMIT 1"
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+def settle(conn: sqlite3.Connection, results: Iterable[Result], *, now: float | None = None) -> int:
+    """Record the centre's verdicts; return how many entries changed state.
+
+    An entry already settled keeps its first verdict: a late or repeated answer changes nothing.
+    """
+    settled_at = time.time() if now is None else now
+    changed = 0
+    for result in results:
+        state = VERDICTS.get(result.verdict)
+        if state is None:
+            raise ValueError(f"unknown verdict {result.verdict!r} for seq {result.seq}")
+        cursor = conn.execute(
+            "UPDATE outbox_entries SET state = ?, verdict = ?, reason = ?, version = ?,"
+            " settled_at = ?, last_error = NULL WHERE seq = ? AND id = ? AND state = 'pending'",
+            (
+                state,
+                result.verdict,
+                result.reason,
+                result.version,
+                settled_at,
+                result.seq,
+                result.id,
+            ),
+        )
+        changed += cursor.rowcount
+    return changed
+
+
+def record_failure(
+    conn: sqlite3.Connection,
+    seqs: Iterable[int],
+    error: str,
+    policy: RetryPolicy,
+    *,
+    now: float | None = None,
+    delay: float | None = None,
+) -> float:
+    """Count a failed attempt on these entries; return when the next attempt is due."""
+    at = time.time() if now is None else now
+    seq_list = list(seqs)
+    if not seq_list:
+        return at
+    row = conn.execute(
+        "SELECT attempts FROM outbox_entries WHERE seq = ?", (min(seq_list),)
+    ).fetchone()
+    failures = (int(row[0]) if row else 0) + 1
+    due = at + (policy.delay(failures) if delay is None else delay)
+    conn.executemany(
+        "UPDATE outbox_entries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+        " WHERE seq = ? AND state = 'pending'",
+        [(error[:500], due, seq) for seq in seq_list],
+    )
+    return due
+
+
+def stats(conn: sqlite3.Connection, *, now: float | None = None) -> Stats:
+    at = time.time() if now is None else now
+    counts = dict(
+        conn.execute("SELECT state, COUNT(*) FROM outbox_entries GROUP BY state").fetchall()
+    )
+    oldest = conn.execute(
+        "SELECT created_at FROM outbox_entries WHERE state = 'pending' ORDER BY seq LIMIT 1"
+    ).fetchone()
+    last = conn.execute("SELECT MAX(seq) FROM outbox_entries").fetchone()
+    return Stats(
+        pending=int(counts.get(PENDING, 0)),
+        oldest_pending_age_s=None if oldest is None else max(0.0, at - float(oldest[0])),
+        rejected=int(counts.get(REJECTED, 0)),
+        delivered=int(counts.get(DELIVERED, 0)),
+        last_seq=int(last[0] or 0),
+    )
+
+
+def iter_entries(
+    conn: sqlite3.Connection, *, after_seq: int = 0, chunk: int = 1000
+) -> Iterator[Entry]:
+    """Every entry in seq order, read in chunks (for chain verification and audits)."""
+    while True:
+        rows = conn.execute(
+            _SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, chunk),
+        ).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            entry = Entry.from_row(row)
+            yield entry
+        after_seq = int(rows[-1][0])

@@ -1,0 +1,36 @@
+"""Entry ids: ULID-style (time-sortable, 80 random bits) with the node id as prefix.
+
+The id is made once at the edge and reused on every retry, so the centre can
+count each entry exactly once. Ordering never relies on it: that is `seq`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+ENTRY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}_[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def _b32(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_entry_id(node: str, *, now: float | None = None, rand: bytes | None = None) -> str:
+    """`{node}_{ULID}`: 48-bit milliseconds then 80 random bits, Crockford base32."""
+    if not NODE_ID.match(node):
+        raise ValueError(f"bad node id {node!r}: lowercase letters, digits and '-', 1-32 chars")
+    millis = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
+    entropy = int.from_bytes(os.urandom(10) if rand is None else rand, "big")
+    return f"{node}_{_b32(millis, 10)}{_b32(entropy, 16)}"
+
+
+def node_of(entry_id: str) -> str:
+    return entry_id.rsplit("_", 1)[0]

@@ -1,0 +1,230 @@
+"""The single writer connection, on its own thread, with group commit.
+
+Jobs submitted while a commit is in flight are gathered into the next transaction: one
+`BEGIN IMMEDIATE`, one SAVEPOINT per job (so one job's error never fails the others), one
+`COMMIT` and so one fsync for all of them. Each caller is answered only after that commit
+has returned. The event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from outbox.errors import StorageError, WriterClosed
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], T]
+
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+
+
+def storage_error(exc: sqlite3.Error) -> StorageError | None:
+    """The StorageError this sqlite error means, or None if it is not a disk problem."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    if code & 0xFF == _SQLITE_FULL:
+        return StorageError(f"disk full: {exc}", full=True)
+    if code & 0xFF == _SQLITE_IOERR:
+        return StorageError(f"disk I/O error: {exc}", full=False)
+    return None
+
+
+@dataclass
+class _Item:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    exclusive: bool
+    result: Any = None
+    error: BaseException | None = field(default=None)
+
+
+_STOP = object()
+
+
+def connect(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A connection set up the way every writer of ours needs it (WAL, FULL sync, autocommit)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class Writer:
+    """One thread owning one connection; `submit` groups jobs, `exclusive` runs one alone."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        max_batch: int = 512,
+        on_open: Callable[[sqlite3.Connection], None] | None = None,
+        name: str = "sqlite-writer",
+    ) -> None:
+        if synchronous not in ("FULL", "EXTRA", "NORMAL", "OFF"):
+            raise ValueError(f"bad synchronous level {synchronous!r}")
+        self.path = path
+        self.synchronous = synchronous
+        self.max_batch = max_batch
+        self.commits = 0
+        self.jobs = 0
+        self._on_open = on_open
+        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        self._thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
+        if self._open_error is not None:
+            self._thread.join()
+            raise self._open_error
+
+    async def submit(self, fn: Job[T]) -> T:
+        """Run `fn(conn)` inside a shared write transaction; return after its commit."""
+        return await self._put(fn, exclusive=False)
+
+    async def exclusive(self, fn: Job[T]) -> T:
+        """Run `fn(conn)` alone, outside any transaction (checkpoints, backups, maintenance)."""
+        return await self._put(fn, exclusive=True)
+
+    async def close(self) -> None:
+        """Finish every job already queued, then close the connection."""
+        if self._closing:
+            return
+        self._closing = True
+        if not self._thread.is_alive():
+            return
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    async def _put(self, fn: Job[T], *, exclusive: bool) -> T:
+        if self._closing or not self._thread.is_alive():
+            raise WriterClosed("the database writer is closed")
+        loop = asyncio.get_running_loop()
+        item = _Item(fn, loop.create_future(), loop, exclusive)
+        self._queue.put(item)
+        # Shielded: a caller that goes away (client disconnect) must not cancel a commit
+        # that may already be on disk; the result is simply not read.
+        result: T = await asyncio.shield(item.future)
+        return result
+
+    # --- the writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            conn = connect(self.path, synchronous=self.synchronous)
+            if self._on_open is not None:
+                self._on_open(conn)
+        except BaseException as exc:
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        carry: _Item | object | None = None
+        try:
+            while True:
+                first = carry if carry is not None else self._queue.get()
+                carry = None
+                if first is _STOP:
+                    break
+                assert isinstance(first, _Item)
+                if first.exclusive:
+                    self._run_exclusive(conn, first)
+                    continue
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP or (isinstance(nxt, _Item) and nxt.exclusive):
+                        carry = nxt
+                        break
+                    assert isinstance(nxt, _Item)
+                    batch.append(nxt)
+                self._run_batch(conn, batch)
+        finally:
+            self._fail_queued()
+            conn.close()
+
+    def _run_exclusive(self, conn: sqlite3.Connection, item: _Item) -> None:
+        try:
+            item.result = item.fn(conn)
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            item.error = _translate(exc)
+        self._answer([item])
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        done: list[_Item] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    item.result = item.fn(conn)
+                    conn.execute("RELEASE job")
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back by itself (FULL, IOERR):
+                        # every job of this batch is gone, not only this one.
+                        raise
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    item.error = _translate(exc)
+                done.append(item)
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.jobs += len(batch)
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = _translate(exc)
+            log.error("write transaction of %d jobs failed: %s", len(batch), error)
+            for item in batch:
+                item.result, item.error = None, error
+        self._answer(batch)
+
+    def _answer(self, items: list[_Item]) -> None:
+        for item in items:
+            item.loop.call_soon_threadsafe(_settle, item.future, item.result, item.error)
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Item):
+                item.error = WriterClosed("the database writer closed")
+                self._answer([item])
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        return storage_error(exc) or exc
+    return exc
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
