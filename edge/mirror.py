@@ -21,7 +21,12 @@ BILL_FIELDS = (
     "bill_id", "account", "governorate", "cycle", "name", "address", "meter", "kwh",
     "amount", "paid", "due_date", "version", "updated_at",
 )  # fmt: skip
-_MARKS = ", ".join("?" for _ in BILL_FIELDS)
+_UPSERT = (
+    f"INSERT INTO bills ({', '.join(BILL_FIELDS)}) VALUES ({', '.join('?' for _ in BILL_FIELDS)})"
+    " ON CONFLICT (bill_id) DO UPDATE SET "
+    + ", ".join(f"{f} = excluded.{f}" for f in BILL_FIELDS[1:])
+    + " WHERE excluded.version > bills.version"
+)
 _INT_FIELDS = {"kwh", "amount", "paid", "version"}
 ACCOUNT = re.compile(r"^[0-9]{1,20}$")
 BILL_ID = re.compile(r"^[A-Z]{3}-[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{1,20}$")
@@ -103,32 +108,35 @@ def validate_bill(raw: Mapping[str, Any]) -> tuple[Any, ...]:
 def apply_changes(
     conn: sqlite3.Connection,
     bills: Iterable[Mapping[str, Any]],
-    cursor: int,
+    cursor: int | None,
     *,
     now: float | None = None,
 ) -> int:
     """Apply one batch of bill changes and its cursor (inside the caller's transaction).
 
-    Returns the number of rows inserted or replaced. Raises BadBill before writing anything.
+    A bill replaces the stored one only if its version is higher. `cursor=None` (a snapshot
+    batch before its end) leaves the cursor as it was. Returns the rows inserted or replaced.
+    Raises BadBill before writing anything.
     """
     rows = [validate_bill(bill) for bill in bills]
+    ids = list({row[0] for row in rows})
+    known = 0
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        known += conn.execute(
+            f"SELECT COUNT(*) FROM bills WHERE bill_id IN ({marks})", chunk
+        ).fetchone()[0]
     before = conn.total_changes
-    inserted = 0
-    for row in rows:
-        exists = conn.execute("SELECT version FROM bills WHERE bill_id = ?", (row[0],)).fetchone()
-        if exists is None:
-            conn.execute(f"INSERT INTO bills ({', '.join(BILL_FIELDS)}) VALUES ({_MARKS})", row)
-            inserted += 1
-        elif row[11] > exists[0]:
-            conn.execute(
-                f"UPDATE bills SET ({', '.join(BILL_FIELDS)}) = ({_MARKS}) WHERE bill_id = ?",
-                (*row, row[0]),
-            )
+    conn.executemany(_UPSERT, rows)
     changed = conn.total_changes - before
-    conn.execute(
-        "UPDATE mirror_state SET cursor = ?, as_of = ?, bills = bills + ? WHERE id = 1",
-        (cursor, time.time() if now is None else now, inserted),
-    )
+    if cursor is None:
+        conn.execute("UPDATE mirror_state SET bills = bills + ? WHERE id = 1", (len(ids) - known,))
+    else:
+        conn.execute(
+            "UPDATE mirror_state SET cursor = ?, as_of = ?, bills = bills + ? WHERE id = 1",
+            (cursor, time.time() if now is None else now, len(ids) - known),
+        )
     return changed
 
 

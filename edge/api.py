@@ -1,0 +1,226 @@
+"""The cashier-facing API: bill inquiries and payments (DESIGN 6.3).
+
+Inquiries read the mirror on the event loop (indexed lookups, microseconds); payments go
+through the group-commit writer and are answered only after their commit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from typing import Any
+
+from aiohttp import web
+
+import outbox
+from edge import errors, mirror, payments
+from edge.auth import Client
+from edge.node import NODE, Node
+
+MAX_BODY = 64 * 1024
+PAYMENT_FIELDS = {"bill_id", "amount", "method", "cashier"}
+MAX_AMOUNT = 10**12  # 10 billion SYP: far above any bill, far below SQLite's integer limit
+_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+_CASHIER = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+_PAYMENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}_[0-9A-HJKMNP-TV-Z]{26}$")
+
+routes = web.RouteTableDef()
+
+
+def client_of(request: web.Request, scope: str) -> Client:
+    """The authenticated client; 401 without a valid token, 403 without the scope."""
+    node = request.app[NODE]
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthorized(
+            "send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
+        )
+    client = node.tokens.identify(token.strip())
+    if client is None:
+        raise errors.Unauthorized(
+            "the token is not known to this node", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if scope not in client.scopes and "admin" not in client.scopes:
+        raise errors.Forbidden(f"this token lacks the '{scope}' scope")
+    return client
+
+
+def json_response(
+    body: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, ensure_ascii=False).encode(),
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def freshness(node: Node, state: mirror.MirrorState) -> tuple[str | None, bool]:
+    if state.as_of is None:
+        return None, True
+    age = node.clock() - state.as_of
+    return payments.iso(state.as_of), age > node.settings.mirror_stale_after_s
+
+
+def bill_json(view: mirror.BillView) -> dict[str, Any]:
+    return {
+        "bill_id": view.bill_id,
+        "cycle": view.cycle,
+        "amount": view.amount,
+        "paid": view.paid,
+        "pending_local": view.pending_local,
+        "due": view.due,
+        "due_date": view.due_date,
+        "status": view.status,
+        "kwh": view.kwh,
+        "meter": view.meter,
+        "version": view.version,
+    }
+
+
+@routes.get("/v1/accounts/{account}/bills")
+async def account_bills(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    client_of(request, "inquire")
+    account = request.match_info["account"]
+    if not mirror.ACCOUNT.match(account):
+        raise errors.InvalidAccount(f"{account[:40]!r} is not an account number")
+    views, state = node.db.read(lambda c: (mirror.bills_for_account(c, account), mirror.state(c)))
+    if not views:
+        raise errors.UnknownAccount(f"no bills for account {account} in this node's mirror")
+    as_of, stale = freshness(node, state)
+    latest = views[-1]
+    return json_response(
+        {
+            "account": account,
+            "governorate": latest.governorate,
+            "subscriber": {"name": latest.name, "address": latest.address},
+            "bills": [bill_json(v) for v in views],
+            "total_due": sum(v.due for v in views),
+            "currency": "SYP",
+            "as_of": as_of,
+            "stale": stale,
+        }
+    )
+
+
+@routes.get("/v1/bills/{bill_id}")
+async def one_bill(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    client_of(request, "inquire")
+    bill_id = request.match_info["bill_id"]
+    if not mirror.BILL_ID.match(bill_id):
+        raise errors.InvalidBillId(f"{bill_id[:60]!r} is not a bill id like DAM-2026-05-0100234567")
+    view, state = node.db.read(lambda c: (mirror.bill(c, bill_id), mirror.state(c)))
+    if view is None:
+        raise errors.UnknownBill(f"bill {bill_id} is not in this node's mirror")
+    as_of, stale = freshness(node, state)
+    body = bill_json(view) | {
+        "account": view.account,
+        "governorate": view.governorate,
+        "subscriber": {"name": view.name, "address": view.address},
+        "currency": "SYP",
+        "as_of": as_of,
+        "stale": stale,
+    }
+    return json_response(body)
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise errors.UnsupportedMediaType(f"got {request.content_type or 'no content type'}")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise errors.BodyTooLarge(f"{request.content_length} bytes is over the 64 KiB limit")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise errors.MalformedJson("the body could not be parsed as JSON") from None
+
+
+def parse_payment(doc: Any) -> payments.PaymentRequest:
+    if not isinstance(doc, dict):
+        raise errors.InvalidBody("the body must be a JSON object")
+    missing, extra = PAYMENT_FIELDS - doc.keys(), doc.keys() - PAYMENT_FIELDS
+    if missing:
+        raise errors.InvalidBody(f"missing field(s): {', '.join(sorted(missing))}")
+    if extra:
+        raise errors.InvalidBody(
+            f"unknown field(s): {', '.join(sorted(str(k)[:40] for k in extra))}"
+        )
+    bill_id, amount, method, cashier = doc["bill_id"], doc["amount"], doc["method"], doc["cashier"]
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= MAX_AMOUNT:
+        raise errors.InvalidAmount("amount must be a positive whole number of piastres")
+    if not isinstance(bill_id, str) or not mirror.BILL_ID.match(bill_id):
+        raise errors.InvalidField("bill_id must be a bill id like DAM-2026-05-0100234567")
+    if method not in payments.METHODS:
+        raise errors.InvalidField(f"method must be one of {', '.join(payments.METHODS)}")
+    if not isinstance(cashier, str) or not _CASHIER.match(cashier) or not cashier.strip():
+        raise errors.InvalidField("cashier must be a name of 1-64 characters")
+    return payments.PaymentRequest(bill_id=bill_id, amount=amount, method=method, cashier=cashier)
+
+
+def check_disk(node: Node) -> None:
+    """Refuse money before the disk is so full that the WAL could wedge the database."""
+    floor = node.settings.storage_min_free_mb * 1024 * 1024
+    if floor and shutil.disk_usage(node.settings.node_data_dir).free < floor:
+        raise errors.StorageFull(
+            f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
+        )
+
+
+@routes.post("/v1/payments")
+async def create_payment(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    client = client_of(request, "pay")
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        raise errors.IdempotencyKeyRequired("send an Idempotency-Key header, reused on retries")
+    if not _KEY.match(key):
+        raise errors.InvalidIdempotencyKey()
+    req = parse_payment(await read_json(request))
+    if node.shutting_down:
+        raise errors.NodeShuttingDown(
+            node.shutdown_reason or "the node is stopping",
+            headers={"Retry-After": str(node.settings.power_retry_after_s)},
+        )
+    check_disk(node)
+    now, settings = node.clock(), node.settings
+
+    def job(conn: sqlite3.Connection) -> payments.Reply:
+        return payments.accept(
+            conn, node=settings.node_id, governorate=settings.node_governorate,
+            channel=client.name, key=key, request=req, now=now, tz=settings.tz,
+        )  # fmt: skip
+
+    try:
+        reply = await node.db.write(job)
+    except outbox.StorageError as exc:
+        raise (errors.StorageFull if exc.full else errors.StorageFailed)(str(exc)) from exc
+    if not reply.replayed:
+        node.outbox_changed.set()
+    headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
+    if reply.status == 201:
+        headers["Location"] = f"/v1/payments/{json.loads(reply.body)['payment_id']}"
+    return web.Response(
+        status=reply.status, body=reply.body, content_type="application/json", charset="utf-8",
+        headers=headers,
+    )  # fmt: skip
+
+
+@routes.get("/v1/payments/{payment_id}")
+async def get_payment(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    client_of(request, "inquire")
+    payment_id = request.match_info["payment_id"]
+    if not _PAYMENT_ID.match(payment_id):
+        raise errors.InvalidPaymentId(f"{payment_id[:60]!r} is not a payment id")
+    found = node.db.read(lambda c: payments.find(c, payment_id))
+    if found is None:
+        raise errors.UnknownPayment(f"payment {payment_id} is not known to this node")
+    return json_response(found)

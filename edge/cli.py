@@ -1,0 +1,106 @@
+"""The `edge` command: serve a node, manage tokens, run the demo and the reference centre."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from edge import __version__, auth, config
+from edge.errors import ConfigError, DatabaseError
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from edge.app import create_app
+
+    settings = config.load(args.config)
+    app = create_app(settings)
+    log.info(
+        "node %s (%s) serving on %s:%d, data in %s",
+        settings.node_id, settings.node_governorate, settings.http_host, settings.http_port,
+        settings.node_data_dir,
+    )  # fmt: skip
+    web.run_app(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        shutdown_timeout=settings.http_shutdown_timeout_s,
+        print=None,
+        access_log=None,
+    )
+    log.info("node stopped cleanly")
+    return 0
+
+
+def cmd_token_add(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
+    token = auth.add_token(settings.auth_tokens_file, args.name, scopes)
+    print(f"token for {args.name} ({', '.join(scopes)}); shown once, store it now:")
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge", description="Governorate edge node")
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node")
+    serve.add_argument("--config", type=Path, required=True)
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="client tokens").add_subparsers(
+        dest="token_cmd", required=True
+    )
+    add = token.add_parser("add", help="create a client token (printed once)")
+    add.add_argument("--config", type=Path, required=True)
+    add.add_argument("--name", required=True, help="the client, e.g. counter-3")
+    add.add_argument("--scope", default="inquire,pay", help="comma list of inquire,pay,admin")
+    add.set_defaults(func=cmd_token_add)
+
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edge import demo
+    from sync.centre import cli as centre_cli
+
+    centre_cli.register(sub)
+    demo.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"edge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseError as exc:
+        print(f"edge: database error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

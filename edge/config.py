@@ -1,0 +1,196 @@
+"""The node's settings: one frozen dataclass, loaded from TOML then `EDGE_*` variables.
+
+A field `{section}_{key}` is the TOML key `key` of table `[section]` and the variable
+`EDGE_{SECTION}_{KEY}`. Unknown keys are refused (a typo must not silently mean a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from edge.errors import ConfigError
+
+GOVERNORATES = {
+    "DAM": ("Damascus", "دمشق"),
+    "RDA": ("Rural Damascus", "ريف دمشق"),
+    "ALE": ("Aleppo", "حلب"),
+    "HMS": ("Homs", "حمص"),
+    "HAM": ("Hama", "حماة"),
+    "LAT": ("Latakia", "اللاذقية"),
+    "TAR": ("Tartus", "طرطوس"),
+    "IDL": ("Idlib", "إدلب"),
+    "RAQ": ("Raqqa", "الرقة"),
+    "DEZ": ("Deir ez-Zor", "دير الزور"),
+    "HAS": ("Hasakah", "الحسكة"),
+    "DAR": ("Daraa", "درعا"),
+    "SWE": ("As-Suwayda", "السويداء"),
+    "QUN": ("Quneitra", "القنيطرة"),
+}
+SECTIONS = ("node", "http", "auth", "centre", "mirror", "storage", "ups", "power")
+_NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    node_id: str = "dam-1"
+    node_governorate: str = "DAM"
+    node_data_dir: Path = Path("/var/lib/edge")
+    node_timezone: str = "Asia/Damascus"
+    http_host: str = "0.0.0.0"  # noqa: S104 - the node serves the governorate's LAN
+    http_port: int = 8080
+    http_shutdown_timeout_s: float = 20.0
+    auth_tokens_file: Path = Path("/etc/edge/tokens.toml")
+    centre_url: str = "http://127.0.0.1:9090"
+    centre_secret_file: Path = Path("/etc/edge/centre.secret")
+    centre_batch_size: int = 500
+    centre_timeout_s: float = 30.0
+    centre_retry_base_s: float = 1.0
+    centre_retry_cap_s: float = 300.0
+    centre_config_fault_retry_s: float = 300.0
+    centre_pull_interval_s: float = 30.0
+    centre_pull_interval_battery_s: float = 300.0
+    centre_pull_limit: int = 1000
+    centre_ca_file: str = ""
+    centre_client_cert: str = ""
+    centre_client_key: str = ""
+    mirror_stale_after_s: float = 3600.0
+    storage_min_free_mb: int = 64
+    storage_synchronous: str = "FULL"
+    ups_source: str = "nut"
+    ups_host: str = "127.0.0.1"
+    ups_port: int = 3493
+    ups_name: str = "ups"
+    ups_username: str = ""
+    ups_password_file: str = ""
+    ups_poll_s: float = 5.0
+    ups_poll_battery_s: float = 2.0
+    ups_timeout_s: float = 3.0
+    power_on_low: str = "shutdown"
+    power_runtime_floor_s: int = 180
+    power_dead_time_s: float = 15.0
+    power_final_replay_s: float = 20.0
+    power_retry_after_s: int = 600
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.node_timezone)
+
+    @property
+    def db_path(self) -> Path:
+        return self.node_data_dir / "edge.db"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def load(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `path` (None: defaults only), then `EDGE_*` variables, validated."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        raw.update(_flatten(doc, path))
+    for key, value in (os.environ if env is None else env).items():
+        if key.startswith("EDGE_") and key[5:].lower() in _FIELDS:
+            raw[key[5:].lower()] = value
+    values = {name: _coerce(name, value) for name, value in raw.items()}
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _flatten(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section, table in doc.items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
+        for key, value in table.items():
+            name = f"{section}_{key}"
+            if name not in _FIELDS:
+                raise ConfigError(f"{path}: unknown key {section}.{key}")
+            out[name] = value
+    return out
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    key = name.replace("_", ".", 1)
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "Path":
+            if not isinstance(value, str) or not value:
+                raise ValueError
+            return Path(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a {kind}, got {value!r}") from None
+
+
+def validate(s: Settings) -> None:
+    """Raise ConfigError naming the first key with an invalid value."""
+    if not _NODE_ID.match(s.node_id):
+        raise ConfigError(
+            f"node.id {s.node_id!r}: use lowercase letters, digits and '-', 1-32 chars"
+        )
+    if s.node_governorate not in GOVERNORATES:
+        raise ConfigError(
+            f"node.governorate {s.node_governorate!r}: one of {', '.join(GOVERNORATES)}"
+        )
+    try:
+        ZoneInfo(s.node_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"node.timezone {s.node_timezone!r} is not a known time zone") from None
+    if not 0 <= s.http_port <= 65535:
+        raise ConfigError(f"http.port {s.http_port} is not a TCP port")
+    if not 0 <= s.ups_port <= 65535:
+        raise ConfigError(f"ups.port {s.ups_port} is not a TCP port")
+    if s.centre_url and not s.centre_url.startswith(("http://", "https://")):
+        raise ConfigError(f"centre.url {s.centre_url!r}: http://… or https://…, or empty for none")
+    if not 1 <= s.centre_batch_size <= 5000:
+        raise ConfigError("centre.batch_size must be between 1 and 5000")
+    if not 1 <= s.centre_pull_limit <= 10000:
+        raise ConfigError("centre.pull_limit must be between 1 and 10000")
+    for name in ("http_shutdown_timeout_s", "centre_timeout_s", "centre_retry_base_s",
+                 "centre_pull_interval_s", "centre_pull_interval_battery_s", "ups_poll_s",
+                 "ups_poll_battery_s", "ups_timeout_s", "mirror_stale_after_s"):  # fmt: skip
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name.replace('_', '.', 1)} must be positive")
+    if s.centre_retry_cap_s < s.centre_retry_base_s:
+        raise ConfigError("centre.retry_cap_s must be at least centre.retry_base_s")
+    if s.storage_min_free_mb < 0:
+        raise ConfigError("storage.min_free_mb must not be negative")
+    if s.storage_synchronous not in ("FULL", "EXTRA"):
+        raise ConfigError(
+            "storage.synchronous must be FULL or EXTRA: payments need durable commits"
+        )
+    if s.ups_source not in ("nut", "psutil", "none"):
+        raise ConfigError(f"ups.source {s.ups_source!r}: one of nut, psutil, none")
+    if s.power_on_low not in ("shutdown", "read_only"):
+        raise ConfigError(f"power.on_low {s.power_on_low!r}: one of shutdown, read_only")
+    if s.power_runtime_floor_s < 0:
+        raise ConfigError("power.runtime_floor_s must not be negative")

@@ -1,0 +1,56 @@
+"""The running node's state, shared by handlers and background loops through one AppKey."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from edge.auth import Tokens
+from edge.config import Settings
+from edge.db import Database
+from sync.link import Link
+
+
+@dataclass
+class PowerView:
+    """What the power monitor last concluded; `unknown` until a UPS source reports."""
+
+    state: str = "unknown"
+    source: str = "none"
+    ups_status: str | None = None
+    battery_charge: float | None = None
+    runtime_s: float | None = None
+    load_pct: float | None = None
+    input_voltage: float | None = None
+    updated_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Node:
+    settings: Settings
+    db: Database
+    tokens: Tokens
+    clock: Callable[[], float] = time.time
+    started_at: float = field(default_factory=time.time)
+    shutting_down: bool = False
+    shutdown_reason: str = ""
+    power: PowerView = field(default_factory=PowerView)
+    link: Link = field(default_factory=Link)
+    # Set when a payment commits, so the replayer sends it without waiting for its timer.
+    outbox_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def refuse_payments(self, reason: str) -> None:
+        self.shutting_down = True
+        self.shutdown_reason = reason
+
+
+NODE = web.AppKey("node", Node)

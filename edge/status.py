@@ -1,0 +1,98 @@
+"""Operational views with no personal data and no token: status, liveness, readiness, OpenAPI."""
+
+from __future__ import annotations
+
+import importlib.resources
+import sqlite3
+from typing import Any
+
+from aiohttp import web
+
+import outbox
+from edge import __version__, mirror, payments
+from edge.api import json_response
+from edge.node import NODE, Node
+
+routes = web.RouteTableDef()
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else payments.iso(ts)
+
+
+def mode(node: Node) -> str:
+    """`normal`, `degraded` (offline or on battery), `read_only` or `shutting_down`."""
+    if node.shutting_down:
+        return "read_only" if node.settings.power_on_low == "read_only" else "shutting_down"
+    if node.power.state in ("battery", "low") or node.link.state in ("down", "degraded"):
+        return "degraded"
+    return "normal"
+
+
+async def snapshot(node: Node) -> dict[str, Any]:
+    """The whole status document (also what the dashboard and `edge status` show)."""
+    now = node.clock()
+
+    def read(conn: sqlite3.Connection) -> tuple[outbox.Stats, mirror.MirrorState]:
+        return outbox.stats(conn, now=now), mirror.state(conn)
+
+    stats, state = await node.db.read_slow(read)
+    age = None if state.as_of is None else max(0.0, now - state.as_of)
+    link = node.link.as_dict()
+    power = node.power.as_dict()
+    return {
+        "node": node.settings.node_id,
+        "governorate": node.settings.node_governorate,
+        "version": __version__,
+        "mode": mode(node),
+        "now": _iso(now),
+        "uptime_s": round(now - node.started_at, 1),
+        "power": power | {"updated_at": _iso(power["updated_at"])},
+        "link": link
+        | {"last_ok_at": _iso(link["last_ok_at"]), "last_error_at": _iso(link["last_error_at"])},
+        "outbox": {
+            "pending": stats.pending,
+            "oldest_pending_age_s": None
+            if stats.oldest_pending_age_s is None
+            else round(stats.oldest_pending_age_s, 1),
+            "rejected": stats.rejected,
+            "delivered": stats.delivered,
+            "last_seq": stats.last_seq,
+        },
+        "mirror": {
+            "bills": state.bills,
+            "cursor": state.cursor,
+            "as_of": _iso(state.as_of),
+            "age_s": None if age is None else round(age, 1),
+            "stale": age is None or age > node.settings.mirror_stale_after_s,
+        },
+    }
+
+
+@routes.get("/v1/status")
+async def status(request: web.Request) -> web.Response:
+    return json_response(await snapshot(request.app[NODE]))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "alive"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    problems = []
+    if not node.db.is_open:
+        problems.append("database not open")
+    if node.shutting_down:
+        problems.append(f"shutting down: {node.shutdown_reason or 'stopping'}")
+    if problems:
+        return json_response({"status": "not_ready", "problems": problems}, status=503)
+    return json_response({"status": "ready"})
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    doc = importlib.resources.files("edge").joinpath("openapi.json").read_bytes()
+    return web.Response(body=doc, content_type="application/json", charset="utf-8")

@@ -1,0 +1,141 @@
+"""The reference centre's settings: a frozen dataclass, loaded from TOML (DESIGN 6.2).
+
+Secrets are read from each node's `secret_file` at load time (see sync.signing.read_secret:
+the stripped text as UTF-8 bytes, never hex-decoded). Relative paths are taken from the
+config file's directory. For programmatic use build `CentreSettings(...)` directly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from outbox.ids import NODE_ID
+from sync.errors import CentreConfigError, SyncError
+from sync.signing import read_secret
+
+GOVERNORATES = (
+    "DAM", "RDA", "ALE", "HMS", "HAM", "LAT", "TAR", "IDL", "RAQ", "DEZ", "HAS", "DAR", "SWE",
+    "QUN",
+)  # fmt: skip
+DB_NAME = "centre.db"
+_GOV = re.compile(r"^[A-Z]{3}$")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    governorate: str
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CentreSettings:
+    data_dir: Path = Path("/var/lib/edge-centre")
+    host: str = "127.0.0.1"
+    port: int = 9090
+    governorate: str | None = None  # the governorate that `import`, `seed` and `cycle` act on
+    max_skew_s: float = 300.0
+    nodes: Mapping[str, NodeSettings] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_NAME
+
+    @property
+    def secrets(self) -> dict[str, bytes]:
+        return {node: settings.secret for node, settings in self.nodes.items()}
+
+    def require_governorate(self) -> str:
+        if self.governorate is None:
+            raise CentreConfigError("[centre] governorate is required for this command")
+        return self.governorate
+
+
+def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise CentreConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _governorate(value: object, key: str) -> str:
+    if not isinstance(value, str) or not _GOV.match(value) or value not in GOVERNORATES:
+        raise CentreConfigError(f"{key} must be one of {', '.join(GOVERNORATES)}, not {value!r}")
+    return value
+
+
+def _path(value: object, key: str, base: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise CentreConfigError(f"{key} must be a non-empty path")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
+    """Settings from an already-parsed TOML document; relative paths resolve against `base`."""
+    unknown = set(raw) - {"centre", "nodes"}
+    if unknown:
+        raise CentreConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    centre = _table(raw, "centre")
+    defaults = CentreSettings()
+    unknown = set(centre) - {"data_dir", "host", "port", "governorate", "max_skew_s"}
+    if unknown:
+        raise CentreConfigError(f"unknown key(s) in [centre]: {', '.join(sorted(unknown))}")
+    data_dir = _path(centre.get("data_dir", str(defaults.data_dir)), "centre.data_dir", base)
+    host = centre.get("host", defaults.host)
+    if not isinstance(host, str) or not host:
+        raise CentreConfigError("centre.host must be a non-empty string")
+    port = centre.get("port", defaults.port)
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise CentreConfigError(f"centre.port must be an integer in 0-65535, not {port!r}")
+    governorate = centre.get("governorate")
+    if governorate is not None:
+        governorate = _governorate(governorate, "centre.governorate")
+    skew = centre.get("max_skew_s", defaults.max_skew_s)
+    if type(skew) not in (int, float) or not math.isfinite(skew) or skew <= 0:
+        raise CentreConfigError(f"centre.max_skew_s must be a positive number, not {skew!r}")
+
+    nodes: dict[str, NodeSettings] = {}
+    for node, table in _table(raw, "nodes").items():
+        key = f"nodes.{node}"
+        if not NODE_ID.match(node):
+            raise CentreConfigError(f"[{key}]: a node id is 1-32 lowercase letters, digits or '-'")
+        if not isinstance(table, dict):
+            raise CentreConfigError(f"[{key}] must be a table")
+        unknown = set(table) - {"governorate", "secret_file"}
+        if unknown:
+            raise CentreConfigError(f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
+        if "secret_file" not in table:
+            raise CentreConfigError(f"{key}.secret_file is required")
+        gov = _governorate(table.get("governorate"), f"{key}.governorate")
+        secret_file = _path(table["secret_file"], f"{key}.secret_file", base)
+        try:
+            secret = read_secret(secret_file)
+        except SyncError as exc:
+            raise CentreConfigError(f"{key}.secret_file: {exc.detail}") from exc
+        nodes[node] = NodeSettings(governorate=gov, secret=secret)
+    return CentreSettings(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        governorate=governorate,
+        max_skew_s=float(skew),
+        nodes=nodes,
+    )
+
+
+def load_settings(path: Path) -> CentreSettings:
+    """Read and check the centre's TOML file; raises CentreConfigError naming the key."""
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise CentreConfigError(f"cannot read the config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CentreConfigError(f"the config file {path} is not valid TOML: {exc}") from exc
+    return parse(raw, path.resolve().parent)

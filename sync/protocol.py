@@ -1,0 +1,378 @@
+"""The wire protocol between a node and the centre: msgpack frames and their strict decoding.
+
+Every decoder raises ProtocolError and nothing else on any input. Signing lives in
+sync.signing (re-exported here); sync/PROTOCOL.md is the human-readable contract.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgpack
+
+from outbox.chain import Linked
+from outbox.ids import ENTRY_ID, NODE_ID
+from sync.errors import ProtocolError
+from sync.signing import NODE_HEADER as NODE_HEADER
+from sync.signing import SIGNATURE_HEADER as SIGNATURE_HEADER
+from sync.signing import TIMESTAMP_HEADER as TIMESTAMP_HEADER
+from sync.signing import read_secret as read_secret
+from sync.signing import sign as sign
+from sync.signing import verify as verify
+
+PROTOCOL_VERSION = 1
+CONTENT_TYPE = "application/msgpack"
+MAX_BATCH = 5_000
+MAX_CHANGES = 10_000
+MAX_PAYLOAD = 64 * 1024
+MAX_INT = 2**63 - 1  # SQLite's integer range: anything larger cannot be stored anyway
+MAX_TEXT = 1024
+VERDICTS = ("applied", "duplicate", "credited", "rejected")
+BILL_FIELDS = (
+    "bill_id", "account", "governorate", "cycle", "name", "address", "meter", "kwh",
+    "amount", "paid", "due_date", "version", "updated_at",
+)  # fmt: skip
+BILL_INT_FIELDS = frozenset({"kwh", "amount", "paid", "version"})
+
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Caps on every container and string while unpacking, so a hostile length prefix cannot make
+# the decoder allocate before validation even starts.
+_LIMITS: dict[str, int] = {
+    "max_map_len": 32,
+    "max_str_len": 4 * MAX_TEXT,
+    "max_bin_len": MAX_PAYLOAD,
+    "max_ext_len": 0,
+}
+
+
+class VerdictLike(Protocol):
+    @property
+    def seq(self) -> int: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def version(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class WireEntry:
+    seq: int
+    id: str
+    kind: str
+    payload: bytes
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    node: str
+    entries: list[WireEntry]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    seq: int
+    id: str
+    verdict: str
+    reason: str | None
+    version: int | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    results: list[Verdict]
+    acked_seq: int
+
+
+@dataclass(frozen=True)
+class Changes:
+    changes: list[dict[str, Any]]
+    cursor: int
+    more: bool
+
+
+# --- decoding helpers ------------------------------------------------------------------
+
+
+def _pack(obj: object) -> bytes:
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+def _unpack(body: object, max_array_len: int) -> Any:
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise ProtocolError("a frame must be bytes")
+    try:
+        return msgpack.unpackb(
+            body, raw=False, strict_map_key=True, max_array_len=max_array_len, **_LIMITS
+        )
+    except Exception as exc:  # msgpack raises many types; all mean "not a frame"
+        raise ProtocolError(f"not a msgpack frame: {type(exc).__name__}: {exc}") from None
+
+
+def _map(obj: object, where: str, required: Iterable[str], optional: Iterable[str] = ()) -> Any:
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{where} must be a map")
+    need, may = set(required), set(optional)
+    missing = need - obj.keys()
+    if missing:
+        raise ProtocolError(f"{where} lacks {', '.join(sorted(missing))}")
+    extra = [key for key in obj if key not in need and key not in may]
+    if extra:
+        raise ProtocolError(f"{where} has unexpected keys {sorted(map(str, extra))}")
+    return obj
+
+
+def _frame(obj: object, required: Iterable[str], optional: Iterable[str] = ()) -> Any:
+    frame = _map(obj, "the frame", ("v", *required), optional)
+    version = frame["v"]
+    if type(version) is not int:
+        raise ProtocolError("v must be an integer")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {version} is not supported (this side speaks {PROTOCOL_VERSION})",
+            code="unsupported_version",
+        )
+    return frame
+
+
+def _int(value: object, where: str, *, low: int = 0) -> int:
+    # type() and not isinstance(): True is an int to Python but never a number on the wire.
+    if type(value) is not int or not low <= value <= MAX_INT:
+        raise ProtocolError(f"{where} must be an integer in [{low}, 2^63-1]")
+    return value
+
+
+def _str(value: object, where: str, pattern: re.Pattern[str] | None = None) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise ProtocolError(f"{where} must be a string of at most {MAX_TEXT} characters")
+    if pattern is not None and not pattern.match(value):
+        raise ProtocolError(f"{where} is not well formed: {value[:80]!r}")
+    return value
+
+
+def _list(value: object, where: str, limit: int, code: str = "too_large") -> list[Any]:
+    if not isinstance(value, list):
+        raise ProtocolError(f"{where} must be an array")
+    if len(value) > limit:
+        raise ProtocolError(f"{where} has {len(value)} items; the limit is {limit}", code=code)
+    return value
+
+
+def validate_bill(obj: object, where: str = "bill") -> dict[str, Any]:
+    """A bill map with exactly BILL_FIELDS: non-negative integers and strings."""
+    bill = _map(obj, where, BILL_FIELDS)
+    for field in BILL_FIELDS:
+        if field in BILL_INT_FIELDS:
+            _int(bill[field], f"{where}.{field}")
+        else:
+            _str(bill[field], f"{where}.{field}")
+    return dict(bill)
+
+
+# --- outbox batch and reply ------------------------------------------------------------
+
+
+def encode_batch(node: str, entries: Sequence[Linked]) -> bytes:
+    return _pack(
+        {
+            "v": PROTOCOL_VERSION,
+            "node": node,
+            "entries": [
+                {"seq": e.seq, "id": e.id, "kind": e.kind, "payload": bytes(e.payload),
+                 "prev_hash": e.prev_hash, "hash": e.hash}
+                for e in entries
+            ],
+        }
+    )  # fmt: skip
+
+
+def decode_batch(body: bytes) -> Batch:
+    frame = _frame(_unpack(body, 1 << 18), ("node", "entries"))
+    node = _str(frame["node"], "node", NODE_ID)
+    raw = _list(frame["entries"], "entries", MAX_BATCH, "batch_too_large")
+    entries = []
+    for i, item in enumerate(raw):
+        where = f"entries[{i}]"
+        e = _map(item, where, ("seq", "id", "kind", "payload", "prev_hash", "hash"))
+        if not isinstance(e["payload"], bytes) or len(e["payload"]) > MAX_PAYLOAD:
+            raise ProtocolError(f"{where}.payload must be binary of at most {MAX_PAYLOAD} bytes")
+        entries.append(
+            WireEntry(
+                seq=_int(e["seq"], f"{where}.seq", low=1),
+                id=_str(e["id"], f"{where}.id", ENTRY_ID),
+                kind=_str(e["kind"], f"{where}.kind", _KIND),
+                payload=e["payload"],
+                prev_hash=_str(e["prev_hash"], f"{where}.prev_hash", _HASH),
+                hash=_str(e["hash"], f"{where}.hash", _HASH),
+            )
+        )
+    return Batch(node=node, entries=entries)
+
+
+def encode_reply(results: Iterable[VerdictLike], acked_seq: int) -> bytes:
+    return _pack(
+        {
+            "v": PROTOCOL_VERSION,
+            "results": [
+                {"seq": r.seq, "id": r.id, "verdict": r.verdict, "reason": r.reason,
+                 "version": r.version}
+                for r in results
+            ],
+            "acked_seq": acked_seq,
+        }
+    )  # fmt: skip
+
+
+def decode_reply(body: bytes) -> Reply:
+    frame = _frame(_unpack(body, 1 << 18), ("results", "acked_seq"))
+    results = []
+    for i, item in enumerate(_list(frame["results"], "results", MAX_BATCH)):
+        where = f"results[{i}]"
+        r = _map(item, where, ("seq", "id", "verdict", "reason", "version"))
+        verdict = r["verdict"]
+        if verdict not in VERDICTS:
+            raise ProtocolError(f"{where}.verdict must be one of {', '.join(VERDICTS)}")
+        reason = None if r["reason"] is None else _str(r["reason"], f"{where}.reason", _CODE)
+        version = None if r["version"] is None else _int(r["version"], f"{where}.version")
+        if verdict == "rejected" and reason is None:
+            raise ProtocolError(f"{where}: a rejected verdict needs a reason")
+        if verdict in ("applied", "credited") and version is None:
+            raise ProtocolError(f"{where}: an {verdict} verdict needs a version")
+        results.append(
+            Verdict(
+                seq=_int(r["seq"], f"{where}.seq", low=1),
+                id=_str(r["id"], f"{where}.id"),
+                verdict=verdict,
+                reason=reason,
+                version=version,
+            )
+        )
+    return Reply(results=results, acked_seq=_int(frame["acked_seq"], "acked_seq"))
+
+
+# --- change feed and snapshot ----------------------------------------------------------
+
+
+def bill_map(bill: Mapping[str, Any]) -> dict[str, Any]:
+    return {field: bill[field] for field in BILL_FIELDS}
+
+
+def encode_changes(changes: Sequence[Mapping[str, Any]], cursor: int, more: bool) -> bytes:
+    return _pack(
+        {
+            "v": PROTOCOL_VERSION,
+            "changes": [bill_map(bill) for bill in changes],
+            "cursor": cursor,
+            "more": more,
+        }
+    )
+
+
+def decode_changes(body: bytes) -> Changes:
+    frame = _frame(_unpack(body, MAX_CHANGES), ("changes", "cursor", "more"))
+    raw = _list(frame["changes"], "changes", MAX_CHANGES)
+    changes = [validate_bill(item, f"changes[{i}]") for i, item in enumerate(raw)]
+    if not isinstance(frame["more"], bool):
+        raise ProtocolError("more must be a boolean")
+    return Changes(changes=changes, cursor=_int(frame["cursor"], "cursor"), more=frame["more"])
+
+
+def encode_snapshot_item(bill: Mapping[str, Any]) -> bytes:
+    return _pack(bill_map(bill))
+
+
+def encode_snapshot_end(cursor: int, count: int) -> bytes:
+    return _pack({"v": PROTOCOL_VERSION, "end": True, "cursor": cursor, "count": count})
+
+
+class SnapshotReader:
+    """Incremental decoder of a snapshot stream: feed it chunks as they arrive."""
+
+    def __init__(self, *, max_buffer: int = 16 * 1024 * 1024) -> None:
+        self._unpacker = msgpack.Unpacker(
+            raw=False, strict_map_key=True, max_buffer_size=max_buffer, max_array_len=0, **_LIMITS
+        )
+        self._fed = 0
+        self._count = 0
+        self._cursor: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._cursor is not None
+
+    @property
+    def cursor(self) -> int | None:
+        """The change-feed cursor to follow from, once the end marker has arrived."""
+        return self._cursor
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        """The bills completed by this chunk, validated; raises ProtocolError on bad input."""
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise ProtocolError("a snapshot chunk must be bytes")
+        if self.done and len(chunk):
+            raise ProtocolError("data after the end of the snapshot")
+        bills: list[dict[str, Any]] = []
+        try:
+            self._unpacker.feed(chunk)
+            self._fed += len(chunk)
+            for obj in self._unpacker:
+                if self.done:
+                    raise ProtocolError("data after the end of the snapshot")
+                if isinstance(obj, dict) and "end" in obj:
+                    self._end(obj)
+                else:
+                    bills.append(validate_bill(obj, f"snapshot bill {self._count + 1}"))
+                    self._count += 1
+        except ProtocolError:
+            raise
+        except Exception as exc:  # msgpack's own errors: buffer full, bad bytes, limits
+            raise ProtocolError(f"bad snapshot stream: {type(exc).__name__}: {exc}") from None
+        if self.done and self._unpacker.tell() < self._fed:
+            raise ProtocolError("data after the end of the snapshot")
+        return bills
+
+    def finish(self) -> None:
+        """Call when the body has ended: raises unless the end marker was seen."""
+        if not self.done:
+            raise ProtocolError(f"the snapshot stopped after {self._count} bills without its end")
+
+    def _end(self, obj: dict[str, Any]) -> None:
+        frame = _frame(obj, ("end", "cursor", "count"))
+        if frame["end"] is not True:
+            raise ProtocolError("end must be true")
+        count = _int(frame["count"], "count")
+        if count != self._count:
+            raise ProtocolError(f"the snapshot announced {count} bills but carried {self._count}")
+        self._cursor = _int(frame["cursor"], "cursor")
+
+
+# --- error frames ----------------------------------------------------------------------
+
+
+def encode_error(code: str, detail: str) -> bytes:
+    return _pack({"v": PROTOCOL_VERSION, "error": code, "detail": detail})
+
+
+def decode_error(body: bytes) -> tuple[str, str]:
+    """(code, detail) of an error frame; ("unknown", text) for anything else (a proxy's page)."""
+    try:
+        frame = _frame(_unpack(body, 0), ("error", "detail"))
+        return _str(frame["error"], "error"), _str(frame["detail"], "detail")
+    except ProtocolError:
+        text = bytes(body).decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else ""
+        return "unknown", text[:MAX_TEXT]

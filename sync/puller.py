@@ -1,0 +1,185 @@
+"""The mirror puller: follows the centre's bill changes from the stored cursor.
+
+A new node (no cursor) first streams the snapshot, applying it in batches, then follows
+`bills/changes`. Each batch goes to a callable the node provides (sync never imports
+edge) that stores the bills and the cursor in one transaction. On battery the power
+policy lengthens `interval_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+import outbox
+from sync import protocol, signing
+from sync.errors import ProtocolError, SyncError
+from sync.link import Link
+
+log = logging.getLogger(__name__)
+ApplyBatch = Callable[[list[dict[str, Any]], int | None], Awaitable[None]]
+SNAPSHOT_BATCH = 5_000
+MAX_PAGES_PER_STEP = 50
+
+
+class PullFailed(SyncError):
+    code = "pull_failed"
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    node: str
+    governorate: str
+    url: str
+    secret: bytes
+    limit: int = 1000
+    interval_s: float = 30.0
+    policy: outbox.RetryPolicy = field(default_factory=outbox.RetryPolicy)
+
+
+class Puller:
+    def __init__(
+        self,
+        config: PullConfig,
+        session: aiohttp.ClientSession,
+        link: Link,
+        *,
+        cursor: Callable[[], int | None],
+        apply: ApplyBatch,
+        heard: Callable[[], Awaitable[None]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.session = session
+        self.link = link
+        self.cursor = cursor
+        self.apply = apply
+        self.heard = heard
+        self.clock = clock
+        self.interval_s = config.interval_s
+        self.failures = 0
+        self.base = f"/v1/governorates/{config.governorate}/bills"
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def trigger(self) -> None:
+        self.failures = 0
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def set_interval(self, seconds: float) -> None:
+        if seconds != self.interval_s:
+            log.info("mirror pull interval now %.0f s", seconds)
+            self.interval_s = seconds
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            delay = self.interval_s
+            try:
+                await self.step()
+                self.failures = 0
+            except (PullFailed, ProtocolError) as exc:
+                self.failures += 1
+                delay = min(self.interval_s, self.config.policy.delay(self.failures))
+                log.warning(
+                    "mirror pull failed (attempt %d), next in %.1f s: %s", self.failures, delay, exc
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a loop never dies silently
+                self.failures += 1
+                delay = self.config.policy.delay(self.failures)
+                log.exception("mirror pull failed unexpectedly")
+            if not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def step(self) -> int:
+        """Pull what is new (bootstrapping from the snapshot if needed); return bills applied."""
+        cursor = self.cursor()
+        if cursor is None:
+            return await self.bootstrap()
+        applied = 0
+        for _ in range(MAX_PAGES_PER_STEP):
+            path = f"{self.base}/changes?since={cursor}&limit={self.config.limit}"
+            raw, date = await self._get(path)
+            changes = protocol.decode_changes(raw)
+            if changes.changes or changes.cursor != cursor:
+                await self.apply(changes.changes, changes.cursor)
+            else:
+                await self.heard()
+            self.link.ok(date)
+            applied += len(changes.changes)
+            cursor = changes.cursor
+            if not changes.more:
+                break
+        return applied
+
+    async def bootstrap(self) -> int:
+        """Stream the snapshot into the mirror in batches; the cursor is stored with the last."""
+        try:
+            return await self._bootstrap()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._transport(exc) from exc
+
+    async def _bootstrap(self) -> int:
+        path = f"{self.base}/snapshot"
+        reader = protocol.SnapshotReader()
+        pending: list[dict[str, Any]] = []
+        applied = 0
+        log.info("mirror is empty: bootstrapping from the centre's snapshot")
+        async with self._request(path) as resp:
+            await self._check(resp)
+            async for chunk in resp.content.iter_chunked(256 * 1024):
+                pending.extend(reader.feed(chunk))
+                if len(pending) >= SNAPSHOT_BATCH:
+                    await self.apply(pending, None)
+                    applied += len(pending)
+                    pending = []
+            reader.finish()
+            date = resp.headers.get("Date")
+        await self.apply(pending, reader.cursor)
+        applied += len(pending)
+        self.link.ok(date)
+        log.info("mirror bootstrapped: %d bills, cursor %s", applied, reader.cursor)
+        return applied
+
+    def _request(self, path: str) -> Any:
+        headers = signing.sign(
+            self.config.secret, self.config.node, "GET", path, b"", int(self.link.corrected_time())
+        )
+        return self.session.get(self.config.url + path, headers=headers)
+
+    async def _check(self, resp: aiohttp.ClientResponse) -> None:
+        if resp.status == 200:
+            return
+        date = resp.headers.get("Date")
+        code, detail = protocol.decode_error(await resp.read())
+        error = f"{resp.status} {code}: {detail}"
+        fault = 400 <= resp.status < 500 and code != "stale_timestamp"
+        self.link.failed(error, config_fault=fault, server_date=date)
+        raise PullFailed(error)
+
+    async def _get(self, path: str) -> tuple[bytes, str | None]:
+        try:
+            async with self._request(path) as resp:
+                await self._check(resp)
+                return await resp.read(), resp.headers.get("Date")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._transport(exc) from exc
+
+    def _transport(self, exc: BaseException) -> PullFailed:
+        error = f"transport: {type(exc).__name__}: {exc}"
+        self.link.failed(error)
+        return PullFailed(error)
