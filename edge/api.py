@@ -18,13 +18,13 @@ import outbox
 from edge import errors, mirror, payments
 from edge.auth import Client
 from edge.node import NODE, Node
+from outbox.ids import ENTRY_ID
 
 MAX_BODY = 64 * 1024
 PAYMENT_FIELDS = {"bill_id", "amount", "method", "cashier"}
 MAX_AMOUNT = 10**12  # 10 billion SYP: far above any bill, far below SQLite's integer limit
-_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
-_CASHIER = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
-_PAYMENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}_[0-9A-HJKMNP-TV-Z]{26}$")
+_KEY = re.compile(r"^[\x20-\x7e]{1,255}\Z")
+_CASHIER = re.compile(r"^[^\x00-\x1f\x7f]{1,64}\Z")
 
 routes = web.RouteTableDef()
 
@@ -165,13 +165,10 @@ def parse_payment(doc: Any) -> payments.PaymentRequest:
     return payments.PaymentRequest(bill_id=bill_id, amount=amount, method=method, cashier=cashier)
 
 
-def check_disk(node: Node) -> None:
-    """Refuse money before the disk is so full that the WAL could wedge the database."""
+def disk_low(node: Node) -> bool:
+    """True below the free-space floor: refusing money there keeps the WAL from wedging."""
     floor = node.settings.storage_min_free_mb * 1024 * 1024
-    if floor and shutil.disk_usage(node.settings.node_data_dir).free < floor:
-        raise errors.StorageFull(
-            f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
-        )
+    return bool(floor) and shutil.disk_usage(node.settings.node_data_dir).free < floor
 
 
 @routes.post("/v1/payments")
@@ -184,12 +181,19 @@ async def create_payment(request: web.Request) -> web.Response:
     if not _KEY.match(key):
         raise errors.InvalidIdempotencyKey()
     req = parse_payment(await read_json(request))
-    if node.shutting_down:
-        raise errors.NodeShuttingDown(
-            node.shutdown_reason or "the node is stopping",
-            headers={"Retry-After": str(node.settings.power_retry_after_s)},
+    if node.shutting_down or disk_low(node):
+        # A retry of a payment already taken still gets its receipt; new money is refused.
+        stored = stored_reply(node, client.name, key, req)
+        if stored is not None:
+            return reply_response(stored)
+        if node.shutting_down:
+            raise errors.NodeShuttingDown(
+                node.shutdown_reason or "the node is stopping",
+                headers={"Retry-After": str(node.settings.power_retry_after_s)},
+            )
+        raise errors.StorageFull(
+            f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
         )
-    check_disk(node)
     now, settings = node.clock(), node.settings
 
     def job(conn: sqlite3.Connection) -> payments.Reply:
@@ -204,6 +208,10 @@ async def create_payment(request: web.Request) -> web.Response:
         raise (errors.StorageFull if exc.full else errors.StorageFailed)(str(exc)) from exc
     if not reply.replayed:
         node.outbox_changed.set()
+    return reply_response(reply)
+
+
+def reply_response(reply: payments.Reply) -> web.Response:
     headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
     if reply.status == 201:
         headers["Location"] = f"/v1/payments/{json.loads(reply.body)['payment_id']}"
@@ -213,12 +221,24 @@ async def create_payment(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
+def stored_reply(
+    node: Node, client: str, key: str, req: payments.PaymentRequest
+) -> payments.Reply | None:
+    try:
+        found = node.db.read(lambda c: outbox.idempotency.lookup(c, client, key, req.fingerprint()))
+    except outbox.IdempotencyKeyReused:
+        raise errors.IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different body"
+        ) from None
+    return None if found is None else payments.Reply(found.status, found.body, replayed=True)
+
+
 @routes.get("/v1/payments/{payment_id}")
 async def get_payment(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client_of(request, "inquire")
     payment_id = request.match_info["payment_id"]
-    if not _PAYMENT_ID.match(payment_id):
+    if not ENTRY_ID.match(payment_id):
         raise errors.InvalidPaymentId(f"{payment_id[:60]!r} is not a payment id")
     found = node.db.read(lambda c: payments.find(c, payment_id))
     if found is None:

@@ -22,8 +22,8 @@ from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SCOPES = ("inquire", "pay", "admin")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_HASH = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _RECHECK_S = 2.0
 
 

@@ -55,6 +55,61 @@ def cmd_token_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_url(settings: config.Settings, path: str) -> str:
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host  # noqa: S104
+    return f"http://{host}:{settings.http_port}{path}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    settings = config.load(args.config)
+    try:
+        with urllib.request.urlopen(_node_url(settings, "/v1/status"), timeout=10) as resp:  # noqa: S310
+            doc = json.load(resp)
+    except (urllib.error.URLError, OSError) as exc:
+        print(
+            f"edge: the node at {_node_url(settings, '')} does not answer: {exc}", file=sys.stderr
+        )
+        return 1
+    print(json.dumps(doc, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+    settings = config.load(args.config)
+    token = args.token or os.environ.get("EDGE_ADMIN_TOKEN", "")
+    if not token:
+        print("edge: give an admin token with --token or EDGE_ADMIN_TOKEN", file=sys.stderr)
+        return 2
+    request = urllib.request.Request(  # noqa: S310
+        _node_url(settings, "/v1/admin/replay"),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            doc = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        print(
+            f"edge: the node refused: {exc.code} {exc.read().decode(errors='replace')}",
+            file=sys.stderr,
+        )
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"edge: the node does not answer: {exc}", file=sys.stderr)
+        return 1
+    print(f"replay triggered; {doc.get('pending')} entries pending")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="Governorate edge node")
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
@@ -73,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True, help="the client, e.g. counter-3")
     add.add_argument("--scope", default="inquire,pay", help="comma list of inquire,pay,admin")
     add.set_defaults(func=cmd_token_add)
+
+    status = sub.add_parser("status", help="print the running node's /v1/status")
+    status.add_argument("--config", type=Path, required=True)
+    status.set_defaults(func=cmd_status)
+
+    replay = sub.add_parser("replay", help="ask the running node to replay its outbox now")
+    replay.add_argument("--config", type=Path, required=True)
+    replay.add_argument("--token", help="an admin token (or set EDGE_ADMIN_TOKEN)")
+    replay.set_defaults(func=cmd_replay)
 
     _register_optional(sub)
     return parser

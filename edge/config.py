@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -17,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import ConfigError
+from outbox.ids import NODE_ID
 
 GOVERNORATES = {
     "DAM": ("Damascus", "دمشق"),
@@ -35,7 +35,6 @@ GOVERNORATES = {
     "QUN": ("Quneitra", "القنيطرة"),
 }
 SECTIONS = ("node", "http", "auth", "centre", "mirror", "storage", "ups", "power")
-_NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 def validate(s: Settings) -> None:
     """Raise ConfigError naming the first key with an invalid value."""
-    if not _NODE_ID.match(s.node_id):
+    if not NODE_ID.match(s.node_id):
         raise ConfigError(
             f"node.id {s.node_id!r}: use lowercase letters, digits and '-', 1-32 chars"
         )

@@ -154,4 +154,8 @@ StorageFailed = _error(
     "The node could not write to its disk; the payment was not taken",
     "تعذّر على الخادم الكتابة على القرص؛ لم تُقبل الدفعة",
 )
+NotReady = _error(503, "not_ready", "The node is not ready", "الخادم غير جاهز")
+NoCentre = _error(
+    409, "no_centre", "No centre is configured on this node", "لم يُضبط المركز على هذا الخادم"
+)
 InternalError = _error(500, "internal_error", "Internal error", "خطأ داخلي")

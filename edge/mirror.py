@@ -28,9 +28,9 @@ _UPSERT = (
     + " WHERE excluded.version > bills.version"
 )
 _INT_FIELDS = {"kwh", "amount", "paid", "version"}
-ACCOUNT = re.compile(r"^[0-9]{1,20}$")
-BILL_ID = re.compile(r"^[A-Z]{3}-[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{1,20}$")
-CYCLE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+ACCOUNT = re.compile(r"^[0-9]{1,20}\Z")
+BILL_ID = re.compile(r"^[A-Z]{3}-[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{1,20}\Z")
+CYCLE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])\Z")
 
 # A local payment still counts against the bill while the centre has not confirmed it, or
 # confirmed it at a version the mirror does not hold yet. Rejected payments keep counting:

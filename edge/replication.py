@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 import outbox
-from edge import mirror
+from edge import errors, mirror
 from edge.api import client_of, json_response
 from edge.config import Settings
 from edge.errors import ConfigError
@@ -133,7 +133,7 @@ async def replay_now(request: web.Request) -> web.Response:
     node = request.app[NODE]
     replayer = node.extras.get("replayer")
     if not isinstance(replayer, Replayer):
-        return json_response({"triggered": False, "reason": "no centre configured"}, status=409)
+        raise errors.NoCentre("centre.url is empty in this node's configuration")
     replayer.trigger()
     puller = node.extras.get("puller")
     if isinstance(puller, Puller):

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import __version__, mirror, payments
+from edge import __version__, errors, mirror, payments
 from edge.api import json_response
 from edge.node import NODE, Node
 
@@ -88,7 +88,7 @@ async def readyz(request: web.Request) -> web.Response:
     if node.shutting_down:
         problems.append(f"shutting down: {node.shutdown_reason or 'stopping'}")
     if problems:
-        return json_response({"status": "not_ready", "problems": problems}, status=503)
+        raise errors.NotReady("; ".join(problems), headers={"Retry-After": "5"})
     return json_response({"status": "ready"})
 
 

@@ -11,8 +11,8 @@ import re
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-ENTRY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}_[0-9A-HJKMNP-TV-Z]{26}$")
+NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}\Z")
+ENTRY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}_[0-9A-HJKMNP-TV-Z]{26}\Z")
 
 
 def _b32(value: int, length: int) -> str:

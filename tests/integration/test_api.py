@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from nodefixtures import RunningNode, running  # noqa: F401
+from nodefixtures import RunningNode
 
 BILL = "DAM-2026-05-0100234567"
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "title_ar"}
@@ -298,3 +298,22 @@ async def test_shutting_down_refuses_payments_but_answers_inquiries(running: Run
     assert (await inquire(running))["account"] == "0100234567"
     async with running.session.get(f"{running.url}/readyz") as resp:
         assert resp.status == 503
+
+
+async def test_retry_of_a_taken_payment_gets_its_receipt_while_shutting_down(running: RunningNode) -> None:
+    first = await pay(running, payment(1_000), "before-stop")
+    running.node.refuse_payments("battery low")
+    again = await pay(running, payment(1_000), "before-stop")
+    assert again[0] == 201 and again[1] == first[1]
+    assert again[2]["Idempotent-Replayed"] == "true"
+    other = await pay(running, payment(1_001), "before-stop")
+    assert other[0] == 422 and other[1]["code"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("cashier", "rami\n"), ("bill_id", BILL + "\n"), ("method", "cash\n")]
+)
+async def test_trailing_newline_is_not_accepted(running: RunningNode, field: str, value: str) -> None:
+    status, body, _ = await pay(running, payment() | {field: value}, f"nl-{field}")
+    assert status == 422 and body["code"] == "invalid_field"
+    assert running.db_counts()[:2] == (0, 0)

@@ -8,8 +8,8 @@ import os
 import sqlite3
 import subprocess
 import threading
-from contextlib import closing
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,9 @@ async def test_open_creates_the_database_and_records_each_migration_once(tmp_pat
     first = Database(data)
     await first.open()
     recorded = first.read(
-        lambda c: c.execute("SELECT name, applied_at FROM schema_migrations ORDER BY rowid").fetchall()
+        lambda c: c.execute(
+            "SELECT name, applied_at FROM schema_migrations ORDER BY rowid"
+        ).fetchall()
     )
     await first.close()
     assert (data / DB_NAME).is_file()
@@ -54,9 +56,14 @@ async def test_open_creates_the_database_and_records_each_migration_once(tmp_pat
     again = Database(data)
     await again.open()
     try:
-        assert again.read(
-            lambda c: c.execute("SELECT name, applied_at FROM schema_migrations ORDER BY rowid").fetchall()
-        ) == recorded
+        assert (
+            again.read(
+                lambda c: c.execute(
+                    "SELECT name, applied_at FROM schema_migrations ORDER BY rowid"
+                ).fetchall()
+            )
+            == recorded
+        )
         assert await again.exclusive(lambda c: outbox.apply_migrations(c, MIGRATIONS)) == []
     finally:
         await again.close()
@@ -255,12 +262,16 @@ async def test_a_full_disk_refuses_payments_whole_and_recovers_when_space_is_fre
 
         async def one(n: int) -> str:
             bill_id = bills[n % len(bills)]["bill_id"]
-            reply = await database.write(lambda c: pay(c, bill_id, 100 + n, key=f"key-{n}-" + "x" * 200))
+            reply = await database.write(
+                lambda c: pay(c, bill_id, 100 + n, key=f"key-{n}-" + "x" * 200)
+            )
             return str(json.loads(reply.body)["payment_id"])
 
         full: outbox.StorageError | None = None
         while full is None and len(acknowledged) < 200_000:
-            results = await asyncio.gather(*(one(next(counter)) for _ in range(16)), return_exceptions=True)
+            results = await asyncio.gather(
+                *(one(next(counter)) for _ in range(16)), return_exceptions=True
+            )
             for result in results:
                 if isinstance(result, outbox.StorageError):
                     full = result

@@ -38,7 +38,8 @@ def build(count: int) -> list[Link]:
 def test_hash_is_sha256_of_previous_hash_and_msgpacked_entry():
     payload = b"\x81\xa6amount\xcd\x03\xe8"
     expected = hashlib.sha256(
-        bytes.fromhex(GENESIS) + msgpack.packb([1, "dam-1_X", "payment", payload], use_bin_type=True)
+        bytes.fromhex(GENESIS)
+        + msgpack.packb([1, "dam-1_X", "payment", payload], use_bin_type=True)
     ).hexdigest()
     assert entry_hash(GENESIS, 1, "dam-1_X", "payment", payload) == expected
 

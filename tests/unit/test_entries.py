@@ -147,7 +147,9 @@ def test_record_failure_counts_attempts_and_backs_off_with_the_policy(
     for entry in outbox.claim(conn, 3):
         assert (entry.attempts, entry.last_error) == (6, "503 attempt 6")
     untouched = outbox.claim(conn, 5)[3:]
-    assert [(e.attempts, e.last_error, e.next_attempt_at) for e in untouched] == [(0, None, 0.0)] * 2
+    assert [(e.attempts, e.last_error, e.next_attempt_at) for e in untouched] == [
+        (0, None, 0.0)
+    ] * 2
 
 
 def test_record_failure_with_an_explicit_delay_and_a_long_error(

@@ -30,7 +30,7 @@ def test_a_new_key_has_nothing_stored(conn: sqlite3.Connection):
 
 
 def test_the_same_request_gets_the_stored_response(conn: sqlite3.Connection):
-    stored = StoredResponse(201, "{\"receipt\": \"DAM-1\"}".encode())
+    stored = StoredResponse(201, b'{"receipt": "DAM-1"}')
     idempotency.remember(conn, "counter-1", "k1", fingerprint("a"), stored, now=1.0)
     assert idempotency.lookup(conn, "counter-1", "k1", fingerprint("a")) == stored
 

@@ -30,7 +30,10 @@ def pay_and_settle(tx: Callable[..., Any], pay) -> Callable[..., str]:
     keys = iter(range(1000))
 
     def run(
-        conn: sqlite3.Connection, amount: int, verdict: str | None = None, version: int | None = None
+        conn: sqlite3.Connection,
+        amount: int,
+        verdict: str | None = None,
+        version: int | None = None,
     ) -> str:
         reply = tx(conn, lambda c: pay(c, BILL, amount, key=f"k{next(keys)}"))
         payment_id: str = json.loads(reply.body)["payment_id"]
@@ -191,7 +194,10 @@ def test_two_payments_each_count_until_their_own_version_arrives(
 
     entry = outbox.get(billed, second)
     assert entry is not None
-    tx(billed, lambda c: outbox.settle(c, [outbox.Result(entry.seq, entry.id, "applied", version=5)]))
+    tx(
+        billed,
+        lambda c: outbox.settle(c, [outbox.Result(entry.seq, entry.id, "applied", version=5)]),
+    )
     assert view(billed).due == 65_000
     centre_update(billed, tx, bill_factory, 3, version=5, paid=35_000)
     assert (view(billed).pending_local, view(billed).due) == (0, 65_000)

@@ -1,0 +1,233 @@
+"""Bills at the centre: loading a billing export, upserting with versions, online payments.
+
+Every function here is a write job on a connection (run it through `CentreStore.write`).
+A changed bill gets version + 1 and a new change_seq, so nodes pull it; an unchanged one
+is left alone. Payments recorded at the centre are never undone by a re-import.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from sync.centre.store import BILL_COLUMNS, ChangeSeq, iso
+from sync.errors import ImportFailed
+
+CSV_HEADER = ("account", "cycle", "name", "address", "meter", "kwh", "amount", "paid", "due_date")
+ACCOUNT = re.compile(r"^[0-9]{1,20}$")
+CYCLE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
+_TEXT_MAX = 512
+
+
+@dataclass(frozen=True)
+class BillInput:
+    """One bill as the governorate's billing system states it."""
+
+    account: str
+    cycle: str
+    name: str
+    address: str
+    meter: str
+    kwh: int
+    amount: int
+    paid: int
+    due_date: str
+
+    def bill_id(self, governorate: str) -> str:
+        return f"{governorate}-{self.cycle}-{self.account}"
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def _field_error(line: int, field: str, why: str) -> ImportFailed:
+    return ImportFailed(f"line {line}: {field} {why}")
+
+
+def parse_row(row: dict[str, str], line: int) -> BillInput:
+    """One CSV row checked field by field; raises ImportFailed naming the line and field."""
+    values = {key: (row.get(key) or "").strip() for key in CSV_HEADER}
+    if not ACCOUNT.match(values["account"]):
+        raise _field_error(line, "account", "must be 1-20 digits")
+    if not CYCLE.match(values["cycle"]):
+        raise _field_error(line, "cycle", "must be YYYY-MM")
+    for key in ("name", "address", "meter"):
+        if not values[key] or len(values[key]) > _TEXT_MAX:
+            raise _field_error(line, key, f"must be 1-{_TEXT_MAX} characters")
+    numbers: dict[str, int] = {}
+    for key in ("kwh", "amount", "paid"):
+        if not _DIGITS.match(values[key]):
+            raise _field_error(
+                line, key, "must be a whole non-negative number (piastres for money)"
+            )
+        numbers[key] = int(values[key])
+    if numbers["paid"] > numbers["amount"]:
+        raise _field_error(line, "paid", "is more than amount")
+    try:
+        date.fromisoformat(values["due_date"])
+    except ValueError:
+        raise _field_error(line, "due_date", "must be a date YYYY-MM-DD") from None
+    if len(values["due_date"]) != 10:
+        raise _field_error(line, "due_date", "must be a date YYYY-MM-DD")
+    return BillInput(
+        account=values["account"],
+        cycle=values["cycle"],
+        name=values["name"],
+        address=values["address"],
+        meter=values["meter"],
+        kwh=numbers["kwh"],
+        amount=numbers["amount"],
+        paid=numbers["paid"],
+        due_date=values["due_date"],
+    )
+
+
+def parse_csv(text: str) -> list[BillInput]:
+    """Every row of a billing export; the whole file is refused at its first bad line."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = tuple(name.strip() for name in reader.fieldnames or ())
+    if sorted(header) != sorted(CSV_HEADER):
+        raise ImportFailed(
+            f"line 1: the header must be {','.join(CSV_HEADER)}, not {','.join(header)}"
+        )
+    reader.fieldnames = list(header)
+    bills: list[BillInput] = []
+    seen: dict[tuple[str, str], int] = {}
+    try:
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(value is None for value in row.values()):
+                raise ImportFailed(f"line {line}: expected {len(CSV_HEADER)} columns")
+            bill = parse_row(row, line)
+            key = (bill.account, bill.cycle)
+            if key in seen:
+                raise ImportFailed(f"line {line}: account {bill.account} cycle {bill.cycle}"
+                                   f" is already on line {seen[key]}")  # fmt: skip
+            seen[key] = line
+            bills.append(bill)
+    except csv.Error as exc:
+        raise ImportFailed(f"line {reader.line_num}: {exc}") from exc
+    return bills
+
+
+def read_csv(path: Path) -> list[BillInput]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise ImportFailed(f"cannot read {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ImportFailed(f"{path} is not UTF-8 (byte {exc.start})") from exc
+    return parse_csv(text)
+
+
+def upsert_bills(
+    conn: sqlite3.Connection, governorate: str, bills: Iterable[BillInput], now: float
+) -> UpsertResult:
+    """Insert new bills (version 1), bump changed ones, leave unchanged ones alone."""
+    counter = ChangeSeq(conn)
+    stamp = iso(now)
+    inserts: list[tuple[object, ...]] = []
+    updates: list[tuple[object, ...]] = []
+    credits: list[tuple[object, ...]] = []
+    unchanged = 0
+    lookup = (
+        "SELECT account, name, address, meter, kwh, amount, paid, due_date, version"
+        " FROM bills WHERE bill_id = ?"
+    )
+    for bill in bills:
+        bill_id = bill.bill_id(governorate)
+        row = conn.execute(lookup, (bill_id,)).fetchone()
+        if row is None:
+            inserts.append((bill_id, bill.account, governorate, bill.cycle, bill.name, bill.address,
+                            bill.meter, bill.kwh, bill.amount, bill.paid, bill.due_date, 1, stamp,
+                            counter.next()))  # fmt: skip
+            continue
+        # The centre may have recorded payments the export does not know yet: keep the larger.
+        paid = min(bill.amount, max(bill.paid, row[6]))
+        new = (bill.account, bill.name, bill.address, bill.meter, bill.kwh, bill.amount, paid,
+               bill.due_date)  # fmt: skip
+        if new == tuple(row[:8]):
+            unchanged += 1
+            continue
+        updates.append((*new[1:], row[8] + 1, stamp, counter.next(), bill_id))
+        if row[6] > bill.amount:
+            # A bill corrected below what was already paid: the excess is the subscriber's.
+            credits.append((f"import-{bill_id}-v{row[8] + 1}", governorate, bill.account, bill_id,
+                            row[6] - bill.amount, now))  # fmt: skip
+    if inserts:
+        conn.executemany(
+            f"INSERT INTO bills ({BILL_COLUMNS}, change_seq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            inserts,
+        )
+    if updates:
+        conn.executemany(
+            "UPDATE bills SET name = ?, address = ?, meter = ?, kwh = ?, amount = ?, paid = ?,"
+            " due_date = ?, version = ?, updated_at = ?, change_seq = ? WHERE bill_id = ?",
+            updates,
+        )
+    if credits:
+        conn.executemany(
+            "INSERT INTO credits (source, governorate, account, bill_id, amount, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            credits,
+        )
+    counter.save()
+    return UpsertResult(inserted=len(inserts), updated=len(updates), unchanged=unchanged)
+
+
+@dataclass(frozen=True)
+class OnlinePayment:
+    bill_id: str
+    amount: int
+    applied: int
+    credit: int
+    paid: int
+    version: int
+
+
+def pay_online(conn: sqlite3.Connection, bill_id: str, amount: int, now: float) -> OnlinePayment:
+    """A payment made at the centre (the ministry's site): bumps the bill's version."""
+    if type(amount) is not int or amount <= 0:
+        raise ImportFailed("the amount must be a positive whole number of piastres")
+    row = conn.execute(
+        "SELECT governorate, account, amount, paid, version FROM bills WHERE bill_id = ?",
+        (bill_id,),
+    ).fetchone()
+    if row is None:
+        raise ImportFailed(f"no bill {bill_id} at the centre")
+    governorate, account, billed, paid, version = row
+    applied = min(amount, billed - paid)
+    credit = amount - applied
+    if applied:
+        version += 1
+        counter = ChangeSeq(conn)
+        conn.execute(
+            "UPDATE bills SET paid = ?, version = ?, change_seq = ?, updated_at = ?"
+            " WHERE bill_id = ?",
+            (paid + applied, version, counter.next(), iso(now), bill_id),
+        )
+        counter.save()
+    cursor = conn.execute(
+        "INSERT INTO online_payments (bill_id, amount, credit, version, paid_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (bill_id, amount, credit, version, now),
+    )
+    if credit:
+        conn.execute(
+            "INSERT INTO credits (source, governorate, account, bill_id, amount, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (f"online-{cursor.lastrowid}", governorate, account, bill_id, credit, now),
+        )
+    return OnlinePayment(bill_id, amount, applied, credit, paid + applied, version)

@@ -1,0 +1,253 @@
+"""The ledger of node entries: recording one outbox batch (a write job), and listing entries.
+
+`record_batch` checks the whole batch against the node's chain before writing anything,
+then records every new entry with its verdict, applies payments to bills and moves the
+chain head, all in the caller's one write transaction (a `CentreStore.write` job).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from outbox.chain import GENESIS, entry_hash
+from sync import protocol
+from sync.centre.store import ChangeSeq, iso
+from sync.errors import Refused
+
+log = logging.getLogger(__name__)
+
+LEDGER_HEADER = ("id", "node", "seq", "bill_id", "amount", "verdict")
+PAYMENT_FIELDS = (
+    "payment_id", "bill_id", "account", "amount", "channel", "idempotency_key", "method",
+    "cashier", "accepted_at", "receipt",
+)  # fmt: skip
+_CHUNK = 500  # ids per IN (...) lookup, well under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class Stored:
+    node: str
+    hash: str
+    verdict: str
+    reason: str | None
+    version: int | None
+
+
+@dataclass(frozen=True)
+class Payment:
+    bill_id: str
+    account: str
+    amount: int
+
+
+def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Stored]:
+    found: dict[str, Stored] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(
+            f"SELECT id, node, hash, verdict, reason, version FROM entries WHERE id IN ({marks})",
+            chunk,
+        )
+        for row in rows:
+            found[row[0]] = Stored(*row[1:])
+    return found
+
+
+def _bills(conn: sqlite3.Connection, bill_ids: set[str]) -> dict[str, list[Any]]:
+    """bill_id -> [governorate, account, amount, paid, version, changed] for the batch."""
+    ids = sorted(bill_ids)
+    found: dict[str, list[Any]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(
+            "SELECT bill_id, governorate, account, amount, paid, version FROM bills"
+            f" WHERE bill_id IN ({marks})",
+            chunk,
+        )
+        for row in rows:
+            found[row[0]] = [*row[1:], False]
+    return found
+
+
+def parse_payment(payload: bytes, entry_id: str) -> Payment | None:
+    """The accounting fields of a payment payload, or None when it is malformed."""
+    try:
+        data = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except Exception:  # any msgpack failure means the same thing: a malformed payload
+        return None
+    if not isinstance(data, dict) or any(field not in data for field in PAYMENT_FIELDS):
+        return None
+    amount = data["amount"]
+    if type(amount) is not int or not 0 < amount <= protocol.MAX_INT:
+        return None
+    if any(not isinstance(data[f], str) for f in PAYMENT_FIELDS if f != "amount"):
+        return None
+    if data["payment_id"] != entry_id:
+        return None
+    return Payment(bill_id=data["bill_id"], account=data["account"], amount=amount)
+
+
+def _check_chain(
+    conn: sqlite3.Connection, node: str, entries: Sequence[protocol.WireEntry]
+) -> tuple[dict[str, Stored], tuple[int, str]]:
+    """Refuse the batch (409, nothing written) unless every entry is known or continues the chain."""
+    head_row = conn.execute("SELECT seq, hash FROM chain_heads WHERE node = ?", (node,)).fetchone()
+    head: tuple[int, str] = (0, GENESIS) if head_row is None else (head_row[0], head_row[1])
+    known = _known(conn, [e.id for e in entries])
+    seq, prev = head
+    sent: dict[str, str] = {}
+    for e in entries:
+        stored_hash = known[e.id].hash if e.id in known else sent.get(e.id)
+        if stored_hash is not None:
+            if stored_hash != e.hash or (e.id in known and known[e.id].node != node):
+                raise Refused(
+                    409, "chain_broken",
+                    f"entry {e.id} (seq {e.seq}) was already recorded with other content",
+                )  # fmt: skip
+            continue
+        if e.seq > seq + 1:
+            raise Refused(
+                409, "chain_gap",
+                f"entry {e.id} has seq {e.seq} but node {node}'s chain at the centre ends at"
+                f" seq {seq}: seq {seq + 1}..{e.seq - 1} are missing or out of order",
+            )  # fmt: skip
+        if e.seq <= seq:
+            raise Refused(
+                409, "chain_broken",
+                f"entry {e.id} has seq {e.seq}, which the centre holds for another entry id",
+            )  # fmt: skip
+        if e.prev_hash != prev:
+            raise Refused(
+                409, "chain_broken",
+                f"entry {e.id} (seq {e.seq}): prev_hash does not match the hash of seq {seq}",
+            )  # fmt: skip
+        if entry_hash(prev, e.seq, e.id, e.kind, e.payload) != e.hash:
+            raise Refused(
+                409, "chain_broken",
+                f"entry {e.id} (seq {e.seq}): hash does not match the entry's content",
+            )  # fmt: skip
+        seq, prev = e.seq, e.hash
+        sent[e.id] = e.hash
+    return known, (seq, prev)
+
+
+def record_batch(
+    conn: sqlite3.Connection,
+    node: str,
+    governorate: str,
+    entries: Sequence[protocol.WireEntry],
+    now: float,
+) -> protocol.Reply:
+    """Record one batch from `node` (a write job); raises Refused with nothing written."""
+    known, (head_seq, head_hash) = _check_chain(conn, node, entries)
+    fresh = [e for e in entries if e.id not in known]
+    payments: dict[str, Payment | None] = {}
+    for e in fresh:
+        if e.kind == "payment" and e.id not in payments:
+            payments[e.id] = parse_payment(e.payload, e.id)
+    bills = _bills(conn, {p.bill_id for p in payments.values() if p is not None})
+
+    results: list[protocol.Verdict] = []
+    decided: dict[str, protocol.Verdict] = {}
+    rows: list[tuple[Any, ...]] = []
+    credits: list[tuple[Any, ...]] = []
+    for e in entries:
+        stored = known.get(e.id)
+        if stored is not None or e.id in decided:
+            first = (
+                decided[e.id]
+                if stored is None
+                else protocol.Verdict(e.seq, e.id, stored.verdict, stored.reason, stored.version)
+            )
+            results.append(_repeat(e, first))
+            continue
+        payment = payments.get(e.id)
+        verdict, reason, version, credit = _apply(e, payment, governorate, bills)
+        result = protocol.Verdict(e.seq, e.id, verdict, reason, version)
+        decided[e.id] = result
+        results.append(result)
+        bill_id, amount = (payment.bill_id, payment.amount) if payment else (None, None)
+        rows.append((e.id, node, e.seq, e.kind, e.payload, e.prev_hash, e.hash, bill_id, amount,
+                     verdict, reason, version, now))  # fmt: skip
+        if credit and payment is not None:
+            gov, account = bills[payment.bill_id][0], bills[payment.bill_id][1]
+            credits.append((e.id, gov, account, payment.bill_id, credit, now))
+
+    if rows:
+        conn.executemany(
+            "INSERT INTO entries (id, node, seq, kind, payload, prev_hash, hash, bill_id, amount,"
+            " verdict, reason, version, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.execute(
+            "INSERT INTO chain_heads (node, seq, hash) VALUES (?, ?, ?)"
+            " ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            (node, head_seq, head_hash),
+        )
+    if credits:
+        conn.executemany(
+            "INSERT INTO credits (source, governorate, account, bill_id, amount, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            credits,
+        )
+    changed = [(bill_id, state) for bill_id, state in bills.items() if state[5]]
+    if changed:
+        counter = ChangeSeq(conn)
+        stamp = iso(now)
+        conn.executemany(
+            "UPDATE bills SET paid = ?, version = ?, change_seq = ?, updated_at = ?"
+            " WHERE bill_id = ?",
+            [(state[3], state[4], counter.next(), stamp, bill_id) for bill_id, state in changed],
+        )
+        counter.save()
+    log.debug("node %s: %d entries, %d new, head %d", node, len(entries), len(rows), head_seq)
+    return protocol.Reply(results=results, acked_seq=head_seq)
+
+
+def _repeat(e: protocol.WireEntry, first: protocol.Verdict) -> protocol.Verdict:
+    # A rejected entry stays rejected on every resend, so a lost reply can never turn it into
+    # "delivered" at the node; otherwise `duplicate` names the first verdict in `reason`.
+    if first.verdict == "rejected":
+        return protocol.Verdict(e.seq, e.id, "rejected", first.reason, first.version)
+    return protocol.Verdict(e.seq, e.id, "duplicate", first.verdict, first.version)
+
+
+def _apply(
+    e: protocol.WireEntry, payment: Payment | None, governorate: str, bills: dict[str, list[Any]]
+) -> tuple[str, str | None, int | None, int]:
+    """(verdict, reason, version, credit) for one new entry; updates the cached bill state."""
+    if e.kind != "payment":
+        return "rejected", "unknown_kind", None, 0
+    if payment is None:
+        return "rejected", "bad_payload", None, 0
+    bill = bills.get(payment.bill_id)
+    if bill is None:
+        return "rejected", "unknown_bill", None, 0
+    bill_gov, account, amount, paid, version, _ = bill
+    if bill_gov != governorate:
+        return "rejected", "governorate_mismatch", None, 0
+    if account != payment.account:
+        return "rejected", "account_mismatch", None, 0
+    remaining = amount - paid
+    if remaining <= 0:
+        return "credited", None, version, payment.amount
+    taken = min(remaining, payment.amount)
+    bill[3], bill[4], bill[5] = paid + taken, version + 1, True
+    return "applied", None, version + 1, payment.amount - taken
+
+
+def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[tuple[Any, ...]]:
+    """(id, node, seq, bill_id, amount, verdict) in (node, seq) order."""
+    sql = "SELECT id, node, seq, bill_id, amount, verdict FROM entries"
+    if node is None:
+        yield from conn.execute(sql + " ORDER BY node, seq")
+    else:
+        yield from conn.execute(sql + " WHERE node = ? ORDER BY seq", (node,))

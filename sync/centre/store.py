@@ -1,0 +1,264 @@
+"""The centre's SQLite database: schema, the one writer (outbox.Writer), readers, bill feeds.
+
+Writes go through `CentreStore.write` (group commit, WAL, synchronous=FULL); reads run on a
+small thread pool with one query-only connection per thread. A snapshot holds one read
+transaction for its whole stream, so it is consistent with the cursor it ends with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgpack
+
+import outbox
+from sync import protocol
+from sync.errors import SyncError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BILL_COLUMNS = ", ".join(protocol.BILL_FIELDS)
+SNAPSHOT_PAGE = 5_000
+
+CENTRE_MIGRATIONS: tuple[outbox.Migration, ...] = (
+    outbox.Migration(
+        "centre.0001_bills",
+        """
+        CREATE TABLE bills (
+            bill_id     TEXT PRIMARY KEY,
+            account     TEXT NOT NULL,
+            governorate TEXT NOT NULL,
+            cycle       TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            address     TEXT NOT NULL,
+            meter       TEXT NOT NULL,
+            kwh         INTEGER NOT NULL CHECK (kwh >= 0),
+            amount      INTEGER NOT NULL CHECK (amount >= 0),
+            paid        INTEGER NOT NULL CHECK (paid >= 0 AND paid <= amount),
+            due_date    TEXT NOT NULL,
+            version     INTEGER NOT NULL CHECK (version >= 1),
+            updated_at  TEXT NOT NULL,
+            change_seq  INTEGER NOT NULL UNIQUE
+        ) WITHOUT ROWID;
+        CREATE INDEX bills_changes ON bills (governorate, change_seq);
+        CREATE INDEX bills_account ON bills (governorate, account, cycle);
+        CREATE TABLE change_counter (
+            id   INTEGER PRIMARY KEY CHECK (id = 1),
+            last INTEGER NOT NULL
+        );
+        INSERT INTO change_counter (id, last) VALUES (1, 0);
+        CREATE TABLE credits (
+            id          INTEGER PRIMARY KEY,
+            source      TEXT NOT NULL UNIQUE,
+            governorate TEXT NOT NULL,
+            account     TEXT NOT NULL,
+            bill_id     TEXT NOT NULL,
+            amount      INTEGER NOT NULL CHECK (amount > 0),
+            created_at  REAL NOT NULL
+        );
+        CREATE INDEX credits_account ON credits (governorate, account);
+        CREATE TABLE online_payments (
+            id       INTEGER PRIMARY KEY,
+            bill_id  TEXT NOT NULL,
+            amount   INTEGER NOT NULL CHECK (amount > 0),
+            credit   INTEGER NOT NULL,
+            version  INTEGER NOT NULL,
+            paid_at  REAL NOT NULL
+        );
+        """,
+    ),
+    outbox.Migration(
+        "centre.0002_entries",
+        """
+        CREATE TABLE chain_heads (
+            node TEXT PRIMARY KEY,
+            seq  INTEGER NOT NULL,
+            hash TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE entries (
+            id          TEXT NOT NULL UNIQUE,
+            node        TEXT NOT NULL,
+            seq         INTEGER NOT NULL,
+            kind        TEXT NOT NULL,
+            payload     BLOB NOT NULL,
+            prev_hash   TEXT NOT NULL,
+            hash        TEXT NOT NULL,
+            bill_id     TEXT,
+            amount      INTEGER,
+            verdict     TEXT NOT NULL CHECK (verdict IN ('applied', 'credited', 'rejected')),
+            reason      TEXT,
+            version     INTEGER,
+            received_at REAL NOT NULL,
+            UNIQUE (node, seq)
+        );
+        """,
+    ),
+)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ChangeSeq:
+    """Hands out change_seq values inside one write transaction; `save` stores the high mark."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.last = int(conn.execute("SELECT last FROM change_counter WHERE id = 1").fetchone()[0])
+        self._start = self.last
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+    def save(self) -> None:
+        if self.last != self._start:
+            self._conn.execute("UPDATE change_counter SET last = ? WHERE id = 1", (self.last,))
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    outbox.apply_migrations(conn, CENTRE_MIGRATIONS)
+
+
+def connect_reader(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def read_changes(
+    conn: sqlite3.Connection, governorate: str, since: int, limit: int
+) -> protocol.Changes:
+    """Bills of `governorate` changed after `since`, in change_seq order, at most `limit`."""
+    rows = conn.execute(
+        f"SELECT {BILL_COLUMNS}, change_seq FROM bills WHERE governorate = ? AND change_seq > ?"
+        " ORDER BY change_seq LIMIT ?",
+        (governorate, since, limit + 1),
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    changes = [dict(zip(protocol.BILL_FIELDS, row[:-1], strict=True)) for row in rows]
+    return protocol.Changes(changes=changes, cursor=rows[-1][-1] if rows else since, more=more)
+
+
+def _begin_snapshot(conn: sqlite3.Connection, governorate: str) -> tuple[int, sqlite3.Cursor]:
+    # The counter and the bills are read in one transaction: nothing committed later is in
+    # the stream, and everything committed later has a change_seq above the cursor.
+    conn.execute("BEGIN")
+    last = int(conn.execute("SELECT last FROM change_counter WHERE id = 1").fetchone()[0])
+    cursor = conn.execute(
+        f"SELECT {BILL_COLUMNS} FROM bills WHERE governorate = ? ORDER BY change_seq",
+        (governorate,),
+    )
+    return last, cursor
+
+
+def _snapshot_page(cursor: sqlite3.Cursor, size: int) -> tuple[bytes, int]:
+    rows = cursor.fetchmany(size)
+    packer = msgpack.Packer(use_bin_type=True)
+    fields = protocol.BILL_FIELDS
+    return b"".join([packer.pack(dict(zip(fields, row, strict=True))) for row in rows]), len(rows)
+
+
+def _end_snapshot(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+class CentreStore:
+    """`await open()`, then `write(job)` for grouped write jobs, `read(fn)` for queries."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", readers: int = 2) -> None:
+        self.path = path
+        self.writer = outbox.Writer(
+            str(path), synchronous=synchronous, on_open=migrate, name="centre-writer"
+        )
+        self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="centre-reader")
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            await self.writer.start()
+        except (OSError, sqlite3.Error, outbox.OutboxError) as exc:
+            raise SyncError(f"cannot open the centre database {self.path}: {exc}") from exc
+        log.info("centre database %s open", self.path)
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.writer.submit(fn)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run_read, fn)
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect_reader(str(self.path))
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return fn(conn)
+
+    async def changes_body(self, governorate: str, since: int, limit: int) -> bytes:
+        """The encoded change-feed frame (read and packed off the event loop)."""
+
+        def run(conn: sqlite3.Connection) -> bytes:
+            found = read_changes(conn, governorate, since, limit)
+            return protocol.encode_changes(found.changes, found.cursor, found.more)
+
+        return await self.read(run)
+
+    async def snapshot(
+        self, governorate: str, page: int = SNAPSHOT_PAGE
+    ) -> AsyncGenerator[bytes, None]:
+        """The snapshot stream in chunks: every bill of the governorate, then the end marker.
+
+        Use with `contextlib.aclosing` so an abandoned stream ends its read transaction.
+        """
+        loop = asyncio.get_running_loop()
+        # One thread per stream: its connection is only ever touched by that thread, and the
+        # closing job queues behind a page still being read if the client went away.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centre-snapshot")
+        conn = await loop.run_in_executor(executor, connect_reader, str(self.path))
+        try:
+            last, cursor = await loop.run_in_executor(executor, _begin_snapshot, conn, governorate)
+            count = 0
+            while True:
+                chunk, n = await loop.run_in_executor(executor, _snapshot_page, cursor, page)
+                if n == 0:
+                    break
+                count += n
+                yield chunk
+            yield protocol.encode_snapshot_end(last, count)
+            log.info("snapshot of %s: %d bills, cursor %d", governorate, count, last)
+        finally:
+            executor.submit(_end_snapshot, conn)
+            executor.shutdown(wait=False)
+
+
+def fetch_bill(conn: sqlite3.Connection, bill_id: str) -> dict[str, Any] | None:
+    row = conn.execute(f"SELECT {BILL_COLUMNS} FROM bills WHERE bill_id = ?", (bill_id,)).fetchone()
+    return None if row is None else dict(zip(protocol.BILL_FIELDS, row, strict=True))

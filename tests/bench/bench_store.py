@@ -1,0 +1,159 @@
+"""Benchmark: durable payments per second with and without group commit (not a test).
+
+Usage: .venv/bin/python tests/bench/bench_store.py [--quick] [--seconds S] [--dir DIR]
+
+Every payment goes through `edge.payments.accept` via `Database.write` on a real file with
+WAL + synchronous=FULL, so each is acknowledged only after its commit is on disk. "group
+commit" is the normal Database; "one commit per payment" is the same with max_batch=1, one
+FULL commit (one fsync) per payment. The issue's target: group commit >= 10x the latter at
+128 concurrent writers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+
+from edge import mirror, payments
+from edge.db import Database
+
+WRITERS = (1, 16, 128)
+BILLS = 2_000
+MODES = (("group commit", 512), ("one commit per payment", 1))
+
+
+def bills() -> list[dict[str, object]]:
+    return [
+        {
+            "bill_id": f"DAM-2026-05-{account}",
+            "account": str(account),
+            "governorate": "DAM",
+            "cycle": "2026-05",
+            "name": "bench",
+            "address": "Damascus",
+            "meter": f"M-{account}",
+            "kwh": 100,
+            "amount": 10**15,  # never runs out of due amount
+            "paid": 0,
+            "due_date": "2026-07-15",
+            "version": 1,
+            "updated_at": "2026-05-01T00:00:00Z",
+        }
+        for account in range(1_000_000, 1_000_000 + BILLS)
+    ]
+
+
+@dataclass
+class Cell:
+    payments: int
+    seconds: float
+    commits: int
+
+    @property
+    def rate(self) -> float:
+        return self.payments / self.seconds
+
+    @property
+    def commits_per_payment(self) -> float:
+        return self.commits / self.payments
+
+
+async def measure(
+    base: Path, writers: int, max_batch: int, seconds: float, *, rows_only: bool = False
+) -> Cell:
+    """Payments (or, with rows_only, bare one-row inserts) acknowledged in `seconds`."""
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        db = Database(Path(tmp) / "data", max_batch=max_batch)
+        await db.open()
+        try:
+            seeded = bills()
+            await db.write(lambda conn: mirror.apply_changes(conn, seeded, 1))
+            await db.exclusive(lambda c: c.execute("CREATE TABLE bare (n INTEGER, body BLOB)"))
+            sync = await db.exclusive(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+            assert sync == 2, "the benchmark must run with synchronous=FULL"
+            done = 0
+            deadline = time.perf_counter() + seconds
+
+            async def cashier(w: int) -> None:
+                nonlocal done
+                n = 0
+                while time.perf_counter() < deadline:
+                    n += 1
+                    bill_id = str(seeded[(w * 7919 + n) % BILLS]["bill_id"])
+                    request = payments.PaymentRequest(bill_id, 100, "cash", f"cashier-{w}")
+
+                    def job(conn, request=request, key=f"{w}-{n}"):  # type: ignore[no-untyped-def]
+                        return payments.accept(
+                            conn, node="bench-1", governorate="DAM", channel="bench", key=key,
+                            request=request, now=time.time(), tz=UTC,
+                        )  # fmt: skip
+
+                    if rows_only:
+                        await db.write(
+                            lambda c, n=n: c.execute(
+                                "INSERT INTO bare VALUES (?, zeroblob(300))", (n,)
+                            )
+                        )
+                    else:
+                        reply = await db.write(job)
+                        assert reply.status == 201
+                    done += 1
+
+            commits_before = db.writer.commits
+            started = time.perf_counter()
+            await asyncio.gather(*(cashier(w) for w in range(writers)))
+            elapsed = time.perf_counter() - started
+            return Cell(done, elapsed, db.writer.commits - commits_before)
+        finally:
+            await db.close()
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 s per measurement instead of 3 s")
+    parser.add_argument("--seconds", type=float, help="seconds per measurement")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
+                        help="where to put the database files (default: the temp dir)")  # fmt: skip
+    args = parser.parse_args()
+    seconds = args.seconds or (1.0 if args.quick else 3.0)
+
+    print(f"durable payments through edge.payments.accept, WAL + synchronous=FULL, in {args.dir}")
+    print(f"{seconds:g} s per measurement, {BILLS} bills seeded\n")
+    results: dict[tuple[str, int], Cell] = {}
+    header = f"{'writers':>7} | " + " | ".join(f"{name:^34}" for name, _ in MODES)
+    print(header)
+    print(
+        f"{'':>7} | " + " | ".join(f"{'payments/s':>12} {'commits/payment':>18}   " for _ in MODES)
+    )
+    print("-" * len(header))
+    for writers in WRITERS:
+        cells = []
+        for name, max_batch in MODES:
+            cell = await measure(args.dir, writers, max_batch, seconds)
+            results[(name, writers)] = cell
+            cells.append(f"{cell.rate:>12,.0f} {cell.commits_per_payment:>18.4f}   ")
+        print(f"{writers:>7} | " + " | ".join(cells), flush=True)
+
+    print("\ncalibration, bare one-row inserts instead of payments (this machine's disk):")
+    single = await measure(args.dir, 1, 1, seconds, rows_only=True)
+    grouped = await measure(args.dir, WRITERS[-1], 512, seconds, rows_only=True)
+    print(f"  one FULL commit per row, 1 writer: {single.rate:>9,.0f} rows/s")
+    print(f"  group commit, {WRITERS[-1]} writers:          {grouped.rate:>9,.0f} rows/s"
+          f" ({1 / grouped.commits_per_payment:.0f} rows per commit)")  # fmt: skip
+
+    top = WRITERS[-1]
+    ratio = results[(MODES[0][0], top)].rate / results[(MODES[1][0], top)].rate
+    verdict = "meets" if ratio >= 10 else "MISSES"
+    print(f"\ngroup commit / one commit per payment at {top} writers: {ratio:.1f}x"
+          f" ({verdict} the >= 10x target)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
