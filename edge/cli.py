@@ -10,8 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge import __version__, auth, config
+from edge import __version__, auth, config, demo
 from edge.errors import ConfigError, DatabaseError
+from sync.centre import cli as centre_cli
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ups(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from edge import monitor
+
+    return asyncio.run(monitor.report(config.load(args.config)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="Governorate edge node")
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
@@ -138,16 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--token", help="an admin token (or set EDGE_ADMIN_TOKEN)")
     replay.set_defaults(func=cmd_replay)
 
-    _register_optional(sub)
-    return parser
-
-
-def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from edge import demo
-    from sync.centre import cli as centre_cli
+    ups = sub.add_parser("ups", help="print the UPS as the node sees it (exit 1: no data)")
+    ups.add_argument("--config", type=Path, required=True)
+    ups.set_defaults(func=cmd_ups)
 
     centre_cli.register(sub)
     demo.register(sub)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

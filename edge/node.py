@@ -28,6 +28,7 @@ class PowerView:
     load_pct: float | None = None
     input_voltage: float | None = None
     updated_at: float | None = None
+    error: str | None = None  # why the source gives no data, shown while `unknown`
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

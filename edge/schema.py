@@ -55,4 +55,20 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    Migration(
+        "edge.0003_power_events",
+        """
+        CREATE TABLE power_events (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            at          REAL NOT NULL,
+            from_state  TEXT NOT NULL,
+            to_state    TEXT NOT NULL,
+            flags       TEXT,
+            charge      REAL,
+            runtime_s   REAL,
+            reason      TEXT NOT NULL
+        );
+        CREATE INDEX power_events_at ON power_events (at);
+        """,
+    ),
 )

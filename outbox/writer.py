@@ -54,9 +54,13 @@ _STOP = object()
 def connect(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
     """A connection set up the way every writer of ours needs it (WAL, FULL sync, autocommit)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA foreign_keys=ON")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()  # e.g. "file is not a database": do not keep the refused file open
+        raise
     return conn
 
 
@@ -126,9 +130,7 @@ class Writer:
 
     def _run(self) -> None:
         try:
-            conn = connect(self.path, synchronous=self.synchronous)
-            if self._on_open is not None:
-                self._on_open(conn)
+            conn = self._open()
         except BaseException as exc:
             self._open_error = exc
             self._ready.set()
@@ -160,6 +162,16 @@ class Writer:
         finally:
             self._fail_queued()
             conn.close()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = connect(self.path, synchronous=self.synchronous)
+        try:
+            if self._on_open is not None:
+                self._on_open(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _run_exclusive(self, conn: sqlite3.Connection, item: _Item) -> None:
         try:

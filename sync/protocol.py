@@ -303,7 +303,7 @@ class SnapshotReader:
         self._unpacker = msgpack.Unpacker(
             raw=False, strict_map_key=True, max_buffer_size=max_buffer, max_array_len=0, **_LIMITS
         )
-        self._fed = 0
+        self._fed = self._end_at = 0
         self._count = 0
         self._cursor: int | None = None
 
@@ -335,6 +335,7 @@ class SnapshotReader:
                     raise ProtocolError("data after the end of the snapshot")
                 if isinstance(obj, dict) and "end" in obj:
                     self._end(obj)
+                    self._end_at = self._unpacker.tell()
                 else:
                     bills.append(validate_bill(obj, f"snapshot bill {self._count + 1}"))
                     self._count += 1
@@ -342,7 +343,7 @@ class SnapshotReader:
             raise
         except Exception as exc:  # msgpack's own errors: buffer full, bad bytes, limits
             raise ProtocolError(f"bad snapshot stream: {type(exc).__name__}: {exc}") from None
-        if self.done and self._unpacker.tell() < self._fed:
+        if self.done and self._fed > self._end_at:
             raise ProtocolError("data after the end of the snapshot")
         return bills
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import threading
@@ -40,15 +41,15 @@ def rows(db: Database) -> list[int]:
 # --- open and migrate -------------------------------------------------------------------
 
 
+def recorded_migrations(c: sqlite3.Connection) -> list[tuple[str, float]]:
+    return c.execute("SELECT name, applied_at FROM schema_migrations ORDER BY rowid").fetchall()
+
+
 async def test_open_creates_the_database_and_records_each_migration_once(tmp_path: Path):
     data = tmp_path / "nested" / "data"
     first = Database(data)
     await first.open()
-    recorded = first.read(
-        lambda c: c.execute(
-            "SELECT name, applied_at FROM schema_migrations ORDER BY rowid"
-        ).fetchall()
-    )
+    recorded = first.read(recorded_migrations)
     await first.close()
     assert (data / DB_NAME).is_file()
     assert [name for name, _ in recorded] == [m.name for m in MIGRATIONS]
@@ -56,17 +57,23 @@ async def test_open_creates_the_database_and_records_each_migration_once(tmp_pat
     again = Database(data)
     await again.open()
     try:
-        assert (
-            again.read(
-                lambda c: c.execute(
-                    "SELECT name, applied_at FROM schema_migrations ORDER BY rowid"
-                ).fetchall()
-            )
-            == recorded
-        )
+        assert again.read(recorded_migrations) == recorded  # not applied a second time
         assert await again.exclusive(lambda c: outbox.apply_migrations(c, MIGRATIONS)) == []
     finally:
         await again.close()
+
+
+def files_held_open(under: Path) -> list[str]:
+    """Files under `under` that this process still has open (Linux /proc)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(under)):
+            held.append(target)
+    return held
 
 
 async def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path: Path):
@@ -81,12 +88,30 @@ async def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path:
     assert str(data / DB_NAME) in str(caught.value)
     assert not database.is_open
     assert (data / DB_NAME).read_bytes() == junk
+    assert files_held_open(data) == []
+
+
+async def test_a_migration_that_fails_is_refused_with_the_path(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with closing(sqlite3.connect(data / DB_NAME)) as foreign:
+        foreign.execute("CREATE TABLE outbox_entries (something_else TEXT)")
+        foreign.commit()
+    database = Database(data)
+    with pytest.raises(DatabaseError, match=r"outbox\.0001_entries") as caught:
+        await database.open()
+    await database.close()
+    assert str(data / DB_NAME) in str(caught.value)
+    assert files_held_open(data) == []
+    with closing(sqlite3.connect(data / DB_NAME)) as check:
+        columns = [row[1] for row in check.execute("PRAGMA table_info(outbox_entries)")]
+        assert columns == ["something_else"]
 
 
 async def test_a_data_dir_that_cannot_be_created_is_named(tmp_path: Path):
     (tmp_path / "taken").write_text("a file where the data directory should be")
     database = Database(tmp_path / "taken" / "data")
-    with pytest.raises(DatabaseError, match=str(tmp_path / "taken" / "data")):
+    with pytest.raises(DatabaseError, match=re.escape(str(tmp_path / "taken" / "data"))):
         await database.open()
     await database.close()
 
@@ -301,6 +326,7 @@ async def test_a_full_disk_refuses_payments_whole_and_recovers_when_space_is_fre
         assert integrity == "ok"
         assert stored == acknowledged | {later}
         assert entries == len(stored)
-        assert outbox.verify_chain(await database.read_slow(lambda c: list(outbox.iter_entries(c))))
+        chain = await database.read_slow(lambda c: outbox.verify_chain(outbox.iter_entries(c)))
+        assert chain[0] == entries
     finally:
         await database.close()

@@ -1,0 +1,163 @@
+"""`edge demo`: a reference centre seeded with a demo governorate, and a node against it.
+
+Both run in this one process on embedded SQLite under one data dir; the node's config is
+written to DIR/edge.toml so the operator tools (`edge status --config ...`) work on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import sqlite3
+from pathlib import Path
+
+from aiohttp import web
+
+from edge import auth, config
+from edge.app import create_app
+from sync.centre import app as centre_app
+from sync.centre import seed
+from sync.centre.cli import current_cycle
+from sync.centre.config import CentreSettings, NodeSettings
+
+log = logging.getLogger(__name__)
+NODE_ID, GOV = "dam-1", "DAM"
+
+
+def _secret_file(path: Path) -> bytes:
+    if not path.exists():
+        path.write_text(secrets.token_hex(32) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+def _token(data: Path, tokens_file: Path, name: str, scopes: list[str], given: str | None) -> str:
+    """The demo keeps its tokens in plain files beside the data so the README's curl works."""
+    plain = data / f"{name}.token"
+    if given:
+        plain.write_text(given + "\n")
+    if plain.exists():
+        token = plain.read_text().strip()
+        if auth.hash_token(token) not in auth.load_tokens(tokens_file):
+            _append_hash(tokens_file, f"{name}-{secrets.token_hex(3)}", token, scopes)
+        return token
+    token = auth.add_token(tokens_file, f"{name}-{secrets.token_hex(3)}", scopes)
+    plain.write_text(token + "\n")
+    plain.chmod(0o600)
+    return token
+
+
+def _append_hash(tokens_file: Path, name: str, token: str, scopes: list[str]) -> None:
+    with tokens_file.open("a", encoding="utf-8") as fh:
+        quoted = ", ".join(f'"{s}"' for s in scopes)
+        fh.write(f'\n[tokens."{name}"]\nhash = "{auth.hash_token(token)}"\nscopes = [{quoted}]\n')
+
+
+def _write_node_config(path: Path, s: config.Settings) -> None:
+    path.write_text(
+        "# Written by `edge demo`; see deploy/edge.toml.example for every key.\n"
+        f'[node]\nid = "{s.node_id}"\ngovernorate = "{s.node_governorate}"\n'
+        f'data_dir = "{s.node_data_dir}"\n'
+        f'[http]\nhost = "{s.http_host}"\nport = {s.http_port}\n'
+        f'[auth]\ntokens_file = "{s.auth_tokens_file}"\n'
+        f'[centre]\nurl = "{s.centre_url}"\nsecret_file = "{s.centre_secret_file}"\n'
+        f"pull_interval_s = {s.centre_pull_interval_s}\n"
+        f'[ups]\nsource = "{s.ups_source}"\n'
+    )
+
+
+def _sample_accounts(db: Path, n: int = 3) -> list[tuple[str, int]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT account, amount - paid FROM bills WHERE paid < amount ORDER BY account LIMIT ?",
+            (n,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(str(a), int(d)) for a, d in rows]
+
+
+async def run_demo(args: argparse.Namespace, data: Path) -> int:
+    secret_path = data / f"{NODE_ID}.secret"
+    secret = _secret_file(secret_path)
+    centre_settings = CentreSettings(
+        data_dir=data / "centre", host="127.0.0.1", port=args.centre_port, governorate=GOV,
+        nodes={NODE_ID: NodeSettings(governorate=GOV, secret=secret)},
+    )  # fmt: skip
+    centre_settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not centre_settings.db_path.exists():
+        print(f"seeding the demo centre with {args.bills} {GOV} accounts ...", flush=True)
+        await seed.seed_database(centre_settings, args.bills, current_cycle(), seed=2026)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    centre_runner = web.AppRunner(centre_app.create_app(centre_settings), access_log=None)
+    await centre_runner.setup()
+    await web.TCPSite(centre_runner, "127.0.0.1", args.centre_port).start()
+    centre_port = centre_runner.addresses[0][1]
+
+    tokens_file = data / "tokens.toml"
+    cashier = _token(data, tokens_file, "cashier", ["inquire", "pay"], args.token)
+    admin = _token(data, tokens_file, "admin", ["admin"], None)
+    settings = config.Settings(
+        node_id=NODE_ID, node_governorate=GOV, node_data_dir=data / "node",
+        http_host=args.host, http_port=args.port, auth_tokens_file=tokens_file,
+        centre_url=f"http://127.0.0.1:{centre_port}", centre_secret_file=secret_path,
+        centre_pull_interval_s=5.0, ups_source=args.ups, power_final_replay_s=5.0,
+    )  # fmt: skip
+    config.validate(settings)
+    node_runner = web.AppRunner(create_app(settings), access_log=None)
+    try:
+        await node_runner.setup()
+        await web.TCPSite(node_runner, args.host, args.port).start()
+        port = node_runner.addresses[0][1]
+        _write_node_config(data / "edge.toml", settings.replace(http_port=port))
+        url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"  # noqa: S104
+        samples = _sample_accounts(centre_settings.db_path)
+        print(f"\nedge demo: node {NODE_ID} ({GOV}) and a reference centre are running", flush=True)
+        print(f"  Dashboard:     {url}/", flush=True)
+        print(f"  API:           {url}/v1/status", flush=True)
+        print(f"  Centre:        http://127.0.0.1:{centre_port}", flush=True)
+        print(f"  Cashier token: {cashier}", flush=True)
+        print(f"  Admin token:   {admin}", flush=True)
+        print(f"  Node config:   {data / 'edge.toml'}", flush=True)
+        for account, due in samples:
+            print(f"  Sample account: {account} (due {due} piastres)", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        await stop.wait()
+        print("stopping ...", flush=True)
+    finally:
+        # The node first: its final replay still reaches the centre.
+        await node_runner.cleanup()
+        await centre_runner.cleanup()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+    print("edge demo stopped cleanly", flush=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    data = Path(args.data).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(run_demo(args, data))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser("demo", help="run a reference centre and a node against it")
+    demo.add_argument("--port", type=int, default=8080, help="the node's port (0: any free one)")
+    demo.add_argument("--host", default="127.0.0.1", help="the node's address")
+    demo.add_argument("--data", default="edge-demo", help="data dir (default ./edge-demo)")
+    demo.add_argument("--token", help="use this cashier token instead of a new one")
+    demo.add_argument("--bills", type=int, default=10_000, help="demo accounts to seed")
+    demo.add_argument("--centre-port", type=int, default=0, help="the centre's port (0: any)")
+    demo.add_argument("--ups", default="none", choices=("none", "nut", "psutil"))
+    demo.set_defaults(func=cmd_demo)

@@ -1,0 +1,309 @@
+"""The power monitor: polls the UPS source, stores every state change, applies the power policy.
+
+Policy (DESIGN 5.4): on `battery` checkpoint the WAL and slow the mirror pull; on `low`
+refuse payments, make a last bounded replay, checkpoint, then stop the process (or stay
+read-only, by setting); back on `mains` before the stop, resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+import outbox
+from edge import errors, payments
+from edge.api import json_response
+from edge.config import Settings
+from edge.node import NODE, Node
+from edge.power import PowerSource, PowerTracker, Reading, Transition, classify, make_source
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+EVENTS_LIMIT = 1000
+REPLAY_POLL_S = 0.2
+MAX_EVENT_ID = 2**63 - 1
+LOW_MESSAGES = {
+    "shutdown": (
+        "انقطاع في الكهرباء: بطارية جهاز UPS على وشك النفاد والخادم سيتوقف بعد قليل. "
+        "الاستعلام عن الفواتير ما زال متاحاً؛ أعد محاولة الدفع بعد عودة الكهرباء. / "
+        "Power cut: the UPS battery is nearly empty and the server is about to stop. "
+        "Bill inquiries still work; retry the payment once power is back."
+    ),
+    "read_only": (
+        "انقطاع في الكهرباء: بطارية جهاز UPS على وشك النفاد، لذلك لا يقبل الخادم الدفعات حتى "
+        "عودة الكهرباء. الاستعلام عن الفواتير ما زال متاحاً. / "
+        "Power cut: the UPS battery is nearly empty, so the server takes no payments until "
+        "power is back. Bill inquiries still work."
+    ),
+}
+
+
+def stop_process() -> None:
+    """SIGTERM to ourselves: aiohttp's run_app then shuts down gracefully and exits 0."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+class PowerMonitor:
+    """`run()` polls until `stop()`; `step()` is one poll. `shutdown` is the final action."""
+
+    def __init__(
+        self, node: Node, source: PowerSource, *,
+        monotonic: Callable[[], float] = time.monotonic,
+        shutdown: Callable[[], None] = stop_process,
+    ) -> None:  # fmt: skip
+        s = node.settings
+        self.node, self.source, self.monotonic, self.shutdown = node, source, monotonic, shutdown
+        self.tracker = PowerTracker(
+            runtime_floor_s=s.power_runtime_floor_s, dead_time_s=s.power_dead_time_s
+        )
+        self.last_checkpoint: tuple[int, int, int] | None = None
+        self.shutdown_requested = False
+        self._stop = asyncio.Event()
+        self._low_task: asyncio.Task[None] | None = None
+        self._refusing = False
+        node.power.source = source.name
+
+    def interval(self) -> float:
+        # Faster on battery, and while a change waits for its confirming reading.
+        urgent = self.tracker.state in ("battery", "low") or self.tracker.pending is not None
+        s = self.node.settings
+        return s.ups_poll_battery_s if urgent else s.ups_poll_s
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        log.info("power monitor started: %s", self.source.describe())
+        while not self._stop.is_set():
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a loop never dies silently
+                log.exception("power monitor step failed; polling on")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval())
+        log.info("power monitor stopped")
+
+    async def close(self) -> None:
+        self.stop()
+        task, self._low_task = self._low_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.source.close()
+
+    async def step(self) -> Transition | None:
+        reading = await self.source.read()
+        self._show(reading)
+        change = self.tracker.step(reading, self.monotonic())
+        self.node.power.state = self.tracker.state
+        if change is None:
+            return None
+        at = self.node.clock()
+        level = logging.WARNING if change.to_state in ("low", "unknown") else logging.INFO
+        log.log(level, "power %s -> %s: %s", change.from_state, change.to_state, change.reason)
+        await self.node.db.write(lambda c: record(c, change, at))
+        await self._apply(change)
+        return change
+
+    def _show(self, reading: Reading) -> None:
+        view = self.node.power
+        view.error = reading.error
+        if not reading.ok:
+            # Last known figures stay, dated by updated_at; the status must not look current.
+            view.ups_status = None
+            return
+        view.ups_status = reading.status
+        view.battery_charge, view.runtime_s = reading.charge, reading.runtime_s
+        view.load_pct, view.input_voltage = reading.load_pct, reading.input_voltage
+        view.updated_at = self.node.clock()
+
+    # --- policy -------------------------------------------------------------------------
+
+    async def _apply(self, change: Transition) -> None:
+        s = self.node.settings
+        puller = self.node.extras.get("puller")
+        on_battery = change.to_state in ("battery", "low")
+        if puller is not None:
+            puller.set_interval(
+                s.centre_pull_interval_battery_s if on_battery else s.centre_pull_interval_s
+            )
+        if change.to_state == "battery":
+            await self._checkpoint("PASSIVE")
+        elif change.to_state == "low":
+            self._go_low()
+        elif change.to_state == "mains":
+            self._resume()
+        else:
+            log.warning("the UPS gives no data (%s); the node keeps working", change.reason)
+
+    def _go_low(self) -> None:
+        if not self.node.shutting_down:
+            self.node.refuse_payments(LOW_MESSAGES[self.node.settings.power_on_low])
+            self._refusing = True
+            log.warning("low battery: payments refused, inquiries still answered")
+        if self._low_task is None or self._low_task.done():
+            self._low_task = asyncio.create_task(self._final(), name="power-final")
+
+    def _resume(self) -> None:
+        task, self._low_task = self._low_task, None
+        if task is not None and not task.done():
+            task.cancel()
+        if self.shutdown_requested:
+            log.warning("mains is back, but the node is already stopping")
+            return
+        if self._refusing and not self._stop.is_set():
+            self.node.shutting_down, self.node.shutdown_reason = False, ""
+            self._refusing = False
+            log.info("mains is back: payments resumed")
+
+    async def _final(self) -> None:
+        s = self.node.settings
+        try:
+            drained = await self.final_replay(s.power_final_replay_s)
+            await self._checkpoint("TRUNCATE")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("final replay/checkpoint failed; stopping anyway")
+            drained = False
+        if s.power_on_low == "read_only":
+            log.warning("low battery: read-only until mains returns (outbox drained: %s)", drained)
+            return
+        log.warning("low battery: stopping the node now (outbox drained: %s)", drained)
+        self.shutdown_requested = True
+        self.shutdown()
+
+    async def final_replay(self, seconds: float) -> bool:
+        """Wake the running replayer and wait (bounded) until nothing is pending.
+
+        Not `Replayer.drain`: alongside the live replay loop it would send every batch twice.
+        """
+        replayer = self.node.extras.get("replayer")
+        if replayer is None:
+            return True
+        replayer.trigger()
+        deadline = time.monotonic() + seconds
+        while self.node.db.read(outbox.next_attempt_at) is not None:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(REPLAY_POLL_S)
+        return True
+
+    async def _checkpoint(self, mode: str) -> None:
+        try:
+            self.last_checkpoint = await self.node.db.checkpoint(mode)
+            log.info("WAL checkpoint (%s): %s", mode, self.last_checkpoint)
+        except Exception:  # a failed checkpoint costs recovery time, not data
+            log.exception("WAL checkpoint (%s) failed", mode)
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+def record(conn: sqlite3.Connection, change: Transition, at: float) -> None:
+    r = change.reading
+    conn.execute(
+        "INSERT INTO power_events (at, from_state, to_state, flags, charge, runtime_s, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (at, change.from_state, change.to_state, r.status, r.charge, r.runtime_s, change.reason),
+    )
+
+
+def events(
+    conn: sqlite3.Connection, *, since_id: int | None = None, since_at: float | None = None,
+    limit: int = EVENTS_LIMIT,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Events after `since_id` / `since_at`, oldest first; without either, the latest `limit`."""
+    cols = "id, at, from_state, to_state, flags, charge, runtime_s, reason"
+    if since_id is not None or since_at is not None:
+        where, arg = ("id > ?", since_id) if since_id is not None else ("at > ?", since_at)
+        sql = f"SELECT {cols} FROM power_events WHERE {where} ORDER BY id LIMIT ?"
+        rows = conn.execute(sql, (arg, limit)).fetchall()
+    else:
+        sql = f"SELECT {cols} FROM power_events ORDER BY id DESC LIMIT ?"
+        rows = conn.execute(sql, (limit,)).fetchall()[::-1]
+    keys = ("id", "at", "from", "to", "flags", "charge", "runtime_s", "reason")
+    return [
+        dict(zip(keys, (*row[:1], payments.iso(row[1]), *row[2:]), strict=True)) for row in rows
+    ]
+
+
+def parse_since(value: str | None) -> tuple[int | None, float | None]:
+    """(event id, time) from `since`: digits are an id, anything else an ISO 8601 time."""
+    if value is None:
+        return None, None
+    if value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_EVENT_ID:
+        return int(value), None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise errors.InvalidQuery(
+            "since must be an event id or an ISO 8601 time such as 2026-06-01T00:00:00Z"
+        ) from None
+    return None, (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+@routes.get("/v1/power/events")
+async def power_events(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    since_id, since_at = parse_since(request.query.get("since"))
+    found = node.db.read(lambda c: events(c, since_id=since_id, since_at=since_at))
+    return json_response({"events": found})
+
+
+# --- wiring ---------------------------------------------------------------------------
+
+
+async def power_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the monitor after replication (the policy uses it); stop it first on close."""
+    node = app[NODE]
+    node.power.source = node.settings.ups_source
+    if node.settings.ups_source == "none":
+        log.warning("ups.source is none: the power state stays unknown and nothing is stopped")
+        yield
+        return
+    monitor = PowerMonitor(node, make_source(node.settings))
+    node.extras["power"] = monitor
+    task = asyncio.create_task(monitor.run(), name="power-monitor")
+    try:
+        yield
+    finally:
+        monitor.stop()
+        await task
+        await monitor.close()
+
+
+async def report(settings: Settings, out: Callable[[str], None] = print) -> int:
+    """`edge ups`: one reading, printed with the state the node would give it (1: no data)."""
+    source = make_source(settings)
+    try:
+        reading = await source.read()
+    finally:
+        await source.close()
+    state, reason = classify(reading, settings.power_runtime_floor_s)
+    out(f"source:         {source.describe()}")
+    out(f"state:          {state} ({reason})")
+    figures = [("ups.status", reading.status, ""), ("battery.charge", reading.charge, " %"),
+               ("battery.runtime", reading.runtime_s, " s"), ("ups.load", reading.load_pct, " %"),
+               ("input.voltage", reading.input_voltage, " V")]  # fmt: skip
+    for name, value, unit in figures:
+        shown = "-" if value is None else f"{value:g}{unit}" if isinstance(value, float) else value
+        out(f"{name + ':':<16}{shown}")
+    if reading.raw:
+        out("all variables:")
+        for key in sorted(reading.raw):
+            out(f"  {key}: {reading.raw[key]}")
+    return 0 if reading.ok else 1

@@ -1,0 +1,178 @@
+"""The `edge centre ...` commands (DESIGN 6.1): serve, import, ledger, seed, pay, cycle.
+
+`register(subparsers)` adds the group to the `edge` parser; each command is
+`args.func(args) -> int` (0 ok, 1 refused, 2 bad configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import logging
+import random
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import TypeVar
+
+from aiohttp import web
+
+from sync.centre import bills, ledger, seed
+from sync.centre.app import create_app
+from sync.centre.config import CentreSettings, load_settings
+from sync.centre.store import CentreStore
+from sync.errors import CentreConfigError, SyncError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def current_cycle(today: date | None = None) -> str:
+    """Cycles are two months long and start in odd months."""
+    day = today or date.today()
+    return f"{day.year:04d}-{day.month - (day.month - 1) % 2:02d}"
+
+
+async def _with_store(settings: CentreSettings, job: Callable[[sqlite3.Connection], T]) -> T:
+    store = CentreStore(settings.db_path)
+    await store.open()
+    try:
+        return await store.write(job)
+    finally:
+        await store.close()
+
+
+def _run(args: argparse.Namespace, action: Callable[[CentreSettings], int]) -> int:
+    try:
+        settings = load_settings(args.config)
+    except CentreConfigError as exc:
+        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
+        return 2
+    try:
+        return action(settings)
+    except CentreConfigError as exc:
+        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
+        return 2
+    except SyncError as exc:
+        print(f"edge centre: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        log.info("centre on %s:%d with %d nodes", settings.host, settings.port, len(settings.nodes))
+        web.run_app(create_app(settings), host=settings.host, port=settings.port)
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        governorate = settings.require_governorate()
+        rows = bills.read_csv(args.csv)
+        now = time.time()
+        result = asyncio.run(
+            _with_store(settings, lambda conn: bills.upsert_bills(conn, governorate, rows, now))
+        )
+        print(f"{len(rows)} rows: {result.inserted} new, {result.updated} changed,"
+              f" {result.unchanged} unchanged")  # fmt: skip
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        rows = asyncio.run(
+            _with_store(settings, lambda conn: list(ledger.ledger_rows(conn, args.node)))
+        )
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(ledger.LEDGER_HEADER)
+        out.writerows(rows)
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        result = asyncio.run(seed.seed_database(settings, args.bills, args.cycle, args.seed))
+        print(f"seeded {result.inserted} bills of cycle {args.cycle} for {settings.governorate}")
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_pay(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        now = time.time()
+        paid = asyncio.run(
+            _with_store(
+                settings, lambda conn: bills.pay_online(conn, args.bill_id, args.amount, now)
+            )
+        )
+        print(f"{paid.bill_id}: paid {paid.paid} after {paid.applied} applied,"
+              f" credit {paid.credit}, version {paid.version}")  # fmt: skip
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_cycle(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        governorate = settings.require_governorate()
+        rng = random.Random(args.seed)  # noqa: S311 - demo consumption figures, not a secret
+        result = asyncio.run(
+            _with_store(settings, lambda conn: seed.issue_cycle(conn, governorate, args.cycle, rng))
+        )
+        print(f"issued {result.inserted} bills of cycle {args.cycle} for {governorate}")
+        return 0
+
+    return _run(args, action)
+
+
+def _positive(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _cycle(text: str) -> str:
+    if not bills.CYCLE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a cycle YYYY-MM")
+    return text
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `centre` and its sub-commands to the `edge` command's sub-parsers."""
+    centre = subparsers.add_parser("centre", help="run and operate the reference centre")
+    sub = centre.add_subparsers(dest="centre_command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--config", required=True, type=Path, help="the centre's TOML file")
+        parser.set_defaults(func=func)
+        return parser
+
+    command("serve", "run the reference centre", cmd_serve)
+    parser = command("import", "load or update bills from a billing export (CSV)", cmd_import)
+    parser.add_argument("csv", type=Path, metavar="BILLS.csv")
+    parser = command("ledger", "the entries recorded from nodes, as CSV", cmd_ledger)
+    parser.add_argument("--node", help="only this node's entries")
+    parser = command("seed", "add realistic demo bills", cmd_seed)
+    parser.add_argument("--bills", type=_positive, required=True, help="how many bills")
+    parser.add_argument("--cycle", type=_cycle, default=current_cycle(), help="YYYY-MM")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (repeatable data)")
+    parser = command("pay", "record an online payment at the centre", cmd_pay)
+    parser.add_argument("bill_id", metavar="BILL_ID")
+    parser.add_argument("amount", type=_positive, metavar="AMOUNT", help="piastres")
+    parser = command("cycle", "issue a new cycle's bill for every account", cmd_cycle)
+    parser.add_argument("--cycle", type=_cycle, required=True, help="YYYY-MM")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for consumption")

@@ -1,0 +1,247 @@
+"""A real NUT `upsd` with the `dummy-ups` driver on 127.0.0.1 (free port), run without systemd.
+
+Both daemons run in the foreground from Debian's /lib/nut (the /sbin wrappers do nothing
+without nut.conf), against a private config dir, and are stopped by the PID we started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge import nut
+
+# Tests import the *_fixture functions; pytest knows them by their `name`.
+
+UPS = "dummy"
+ADMIN_PASSWORD = "test-admin-pw"
+_DIRS = (Path("/lib/nut"), Path("/usr/lib/nut"), Path("/usr/libexec/nut"))
+START_S = 10.0
+
+
+def nut_binaries() -> tuple[Path, Path] | None:
+    """(dummy-ups, upsd), or None when the NUT packages are not installed."""
+    for d in _DIRS:
+        if (d / "dummy-ups").exists() and (d / "upsd").exists():
+            return d / "dummy-ups", d / "upsd"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait(what: str, ok: object, seconds: float = START_S) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ok():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Upsd:
+    """One upsd + dummy-ups pair in `root`; `status` is the initial `ups.status`."""
+
+    def __init__(self, root: Path, *, status: str = "OL", maxage_s: int = 15) -> None:
+        found = nut_binaries()
+        assert found is not None
+        self.driver_bin, self.upsd_bin = found
+        self.root, self.etc, self.state = root, root / "etc", root / "state"
+        self.etc.mkdir(parents=True)
+        self.state.mkdir(mode=0o700)
+        self.port = free_port()
+        self.maxage_s = maxage_s
+        self.driver: subprocess.Popen[bytes] | None = None
+        self.server: subprocess.Popen[bytes] | None = None
+        self.env = os.environ | {
+            "NUT_CONFPATH": str(self.etc),
+            "NUT_STATEPATH": str(self.state),
+            "NUT_ALTPIDPATH": str(self.state),
+        }
+        self._write_config(status)
+
+    def _write_config(self, status: str) -> None:
+        files = {
+            "ups.conf": f"pollinterval = 1\n[{UPS}]\n  driver = dummy-ups\n  port = {self.etc / 'dummy.dev'}\n",
+            "upsd.conf": f"LISTEN 127.0.0.1 {self.port}\nMAXAGE {self.maxage_s}\n",
+            "upsd.users": f"[admin]\n  password = {ADMIN_PASSWORD}\n  actions = SET FSD\n  instcmds = ALL\n",
+            "nut.conf": "MODE=standalone\n",
+            "dummy.dev": f"ups.status: {status}\nbattery.charge: 100\nbattery.runtime: 3600\n"
+            "input.voltage: 230.0\nups.load: 23\n",
+        }
+        for name, text in files.items():
+            path = self.etc / name
+            path.write_text(text)
+            path.chmod(0o600)
+
+    # --- processes ----------------------------------------------------------------------
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.root / f"{Path(args[0]).name}.log").open("ab")
+        with log:
+            return subprocess.Popen(
+                [*args, "-u", getpass.getuser(), "-F", "-D"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def start_driver(self) -> None:
+        sock = self.state / f"dummy-ups-{UPS}"
+        sock.unlink(missing_ok=True)  # dummy-ups leaves it behind on SIGTERM
+        self.driver = self._spawn(str(self.driver_bin), "-a", UPS)
+        _wait("the dummy-ups socket", sock.exists)
+
+    def start_server(self) -> None:
+        self.server = self._spawn(str(self.upsd_bin))
+        _wait("upsd to serve real data", lambda: "WAIT" not in (self._try_status() or "WAIT"))
+
+    def start(self) -> Upsd:
+        self.start_driver()
+        self.start_server()
+        return self
+
+    def kill_driver(self) -> None:
+        self.driver = _stop(self.driver)
+
+    def stop_server(self) -> None:
+        self.server = _stop(self.server)
+
+    def freeze_driver(self) -> None:
+        assert self.driver is not None
+        self.driver.send_signal(signal.SIGSTOP)
+
+    def thaw_driver(self) -> None:
+        assert self.driver is not None
+        self.driver.send_signal(signal.SIGCONT)
+
+    def reset(self) -> None:
+        """Both daemons running and the UPS back to its initial figures."""
+        if self.driver is None or self.driver.poll() is not None:
+            self.start_driver()
+        if self.server is None or self.server.poll() is not None:
+            self.start_server()
+        _wait("upsd to serve real data", lambda: "WAIT" not in (self._try_status() or "WAIT"))
+        for var, value in (("battery.charge", "100"), ("battery.runtime", "3600")):
+            if self.get(var) != value:
+                self.set(var, value)
+        if self.get("ups.status") != "OL":
+            self.set_status("OL")
+        _wait("the initial figures", lambda: self.get("battery.runtime") == "3600")
+
+    def stop(self) -> None:
+        if self.driver is not None and self.driver.poll() is None:
+            self.thaw_driver()
+        self.stop_server()
+        self.kill_driver()
+
+    # --- talking to it ------------------------------------------------------------------
+
+    def request(self, *lines: str, login: bool = False) -> str:
+        """Send commands on one connection; return the last reply line (ERR raises)."""
+        if login:
+            lines = ("USERNAME admin", f"PASSWORD {ADMIN_PASSWORD}", *lines)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=3) as s:
+            f = s.makefile("rwb")
+            reply = ""
+            for line in lines:
+                f.write(line.encode() + b"\n")
+                f.flush()
+                reply = f.readline().decode().rstrip("\n")
+                nut.check_reply(nut.split_line(reply), reply)
+            return reply
+
+    def get(self, var: str) -> str:
+        return nut.parse_var(self.request(f"GET VAR {UPS} {var}"), UPS, var)
+
+    def set(self, var: str, value: str) -> None:
+        self.request(f"SET VAR {UPS} {var} {nut.quote(value)}", login=True)
+
+    def set_status(self, status: str) -> None:
+        """Change `ups.status` and wait until upsd serves the new value."""
+        self.set("ups.status", status)
+        _wait(f"ups.status {status!r}", lambda: self._try_status() == status)
+
+    def fsd(self) -> None:
+        self.request(f"FSD {UPS}", login=True)
+
+    def _try_status(self) -> str | None:
+        try:
+            return self.get("ups.status")
+        except (OSError, nut.NutError):
+            return None
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return None
+
+
+def require_nut() -> None:
+    if nut_binaries() is None:
+        pytest.skip("NUT binaries absent (apt-get install nut-server nut-client)")
+
+
+@pytest.fixture(scope="module", name="shared_upsd")
+def shared_upsd_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upsd]:
+    require_nut()
+    server = Upsd(tmp_path_factory.mktemp("nut"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(name="upsd")
+def upsd_fixture(shared_upsd: Upsd) -> Upsd:
+    """The module's upsd, running, its dummy UPS `OL` again (tests may kill or change it).
+
+    Not for FSD: upsd latches it until restarted; use `fresh_upsd`.
+    """
+    shared_upsd.reset()
+    return shared_upsd
+
+
+@pytest.fixture(name="fresh_upsd")
+def fresh_upsd_fixture(tmp_path: Path) -> Iterator[Upsd]:
+    """A running upsd of the test's own, its dummy UPS `OL`."""
+    with running_upsd(tmp_path / "nut") as server:
+        yield server
+
+
+@pytest.fixture(name="idle_upsd")
+def idle_upsd_fixture(tmp_path: Path) -> Iterator[Upsd]:
+    """A configured upsd that is not running yet (`start()` it); stopped at the end."""
+    require_nut()
+    server = Upsd(tmp_path / "nut")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def running_upsd(root: Path, *, maxage_s: int = 15) -> Iterator[Upsd]:
+    require_nut()
+    server = Upsd(root, maxage_s=maxage_s)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -1,0 +1,417 @@
+"""The wire protocol: round trips, strict rejection of malformed frames, and request signing."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import outbox
+from sync import protocol, signing
+from sync.errors import BadSignature, ProtocolError, SyncError
+from sync.protocol import Verdict, WireEntry
+
+NODE = "dam-1"
+SECRET = b"0f3c9a7e5d1b2468ace13579bdf02468"
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def chain(count: int, node: str = NODE) -> list[WireEntry]:
+    entries, prev = [], outbox.GENESIS
+    for seq in range(1, count + 1):
+        eid = outbox.new_entry_id(node, now=1_780_000_000 + seq, rand=bytes(10))
+        payload = pack({"bill_id": "DAM-2026-05-0100234567", "amount": 100 * seq})
+        digest = outbox.entry_hash(prev, seq, eid, "payment", payload)
+        entries.append(WireEntry(seq, eid, "payment", payload, prev, digest))
+        prev = digest
+    return entries
+
+
+def bill(**over: Any) -> dict[str, Any]:
+    base = {
+        "bill_id": "DAM-2026-05-0100234567", "account": "0100234567", "governorate": "DAM",
+        "cycle": "2026-05", "name": "سمير الحلبي", "address": "دمشق، المزة", "meter": "EM-1",
+        "kwh": 420, "amount": 1_500_000, "paid": 0, "due_date": "2026-07-15", "version": 3,
+        "updated_at": "2026-06-01T00:00:00.000Z",
+    }  # fmt: skip
+    base.update(over)
+    return base
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+
+def test_batch_round_trip_accepts_outbox_entries_duck_typed() -> None:
+    entries = chain(3)
+    batch = protocol.decode_batch(protocol.encode_batch(NODE, entries))
+    assert batch.node == NODE
+    assert batch.entries == entries
+    assert outbox.verify_chain(batch.entries) == (3, entries[-1].hash)
+
+
+def test_empty_batch_round_trip() -> None:
+    assert protocol.decode_batch(protocol.encode_batch(NODE, [])).entries == []
+
+
+def test_reply_round_trip() -> None:
+    results = [
+        Verdict(1, "dam-1_X", "applied", None, 4),
+        Verdict(2, "dam-1_Y", "duplicate", "applied", 4),
+        Verdict(3, "dam-1_Z", "credited", None, 4),
+        Verdict(4, "dam-1_W", "rejected", "unknown_bill", None),
+    ]
+    reply = protocol.decode_reply(protocol.encode_reply(results, 4))
+    assert reply.results == results
+    assert reply.acked_seq == 4
+
+
+def test_changes_round_trip() -> None:
+    changes = [bill(), bill(bill_id="DAM-2026-05-0100234568", account="0100234568", version=1)]
+    decoded = protocol.decode_changes(protocol.encode_changes(changes, 42, True))
+    assert decoded.changes == changes
+    assert (decoded.cursor, decoded.more) == (42, True)
+
+
+def test_changes_encode_drops_extra_columns() -> None:
+    decoded = protocol.decode_changes(
+        protocol.encode_changes([{**bill(), "change_seq": 9}], 9, False)
+    )
+    assert decoded.changes == [bill()]
+
+
+def test_snapshot_stream_fed_byte_by_byte() -> None:
+    bills = [bill(bill_id=f"DAM-2026-05-{n}", account=str(n)) for n in range(5)]
+    stream = b"".join(protocol.encode_snapshot_item(b) for b in bills)
+    stream += protocol.encode_snapshot_end(77, 5)
+    reader = protocol.SnapshotReader()
+    got: list[dict[str, Any]] = []
+    for i in range(len(stream)):
+        assert not reader.done
+        got.extend(reader.feed(stream[i : i + 1]))
+    assert got == bills
+    assert (reader.done, reader.cursor, reader.count) == (True, 77, 5)
+    reader.finish()
+    assert reader.feed(b"") == []
+
+
+def test_error_frame_round_trip_and_tolerance() -> None:
+    assert protocol.decode_error(protocol.encode_error("chain_gap", "seq 3 missing")) == (
+        "chain_gap",
+        "seq 3 missing",
+    )
+    assert protocol.decode_error(b"<html>502 Bad Gateway</html>") == (
+        "unknown",
+        "<html>502 Bad Gateway</html>",
+    )
+    assert protocol.decode_error(b"\xff\xfe")[0] == "unknown"
+
+
+# --- malformed frames ----------------------------------------------------------------------
+
+E = chain(1)[0]
+GOOD_ENTRY = {"seq": 1, "id": E.id, "kind": "payment", "payload": E.payload,
+              "prev_hash": E.prev_hash, "hash": E.hash}  # fmt: skip
+
+
+def batch_with(**entry: Any) -> bytes:
+    return pack({"v": 1, "node": NODE, "entries": [{**GOOD_ENTRY, **entry}]})
+
+
+def reply_with(**result: Any) -> bytes:
+    base = {"seq": 1, "id": E.id, "verdict": "applied", "reason": None, "version": 2}
+    return pack({"v": 1, "results": [{**base, **result}], "acked_seq": 1})
+
+
+MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
+    ("empty body", protocol.decode_batch, b""),
+    ("not msgpack", protocol.decode_batch, b"\xc1"),
+    ("truncated", protocol.decode_batch, protocol.encode_batch(NODE, chain(2))[:-5]),
+    ("trailing bytes", protocol.decode_batch, protocol.encode_batch(NODE, []) + b"\x00"),
+    ("array frame", protocol.decode_batch, pack([1, NODE, []])),
+    ("no version", protocol.decode_batch, pack({"node": NODE, "entries": []})),
+    ("version 2", protocol.decode_batch, pack({"v": 2, "node": NODE, "entries": []})),
+    ("version true", protocol.decode_batch, pack({"v": True, "node": NODE, "entries": []})),
+    ("extra key", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": [], "x": 1})),
+    ("bytes key", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": [], b"x": 1})),
+    ("int key", protocol.decode_batch, b"\x83\xa1v\x01\xa4node\xa5dam-1\x01\x90"),
+    ("bad node", protocol.decode_batch, pack({"v": 1, "node": "DAM 1", "entries": []})),
+    ("entries not list", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": {}})),
+    ("seq bool", protocol.decode_batch, batch_with(seq=True)),
+    ("seq zero", protocol.decode_batch, batch_with(seq=0)),
+    ("seq negative", protocol.decode_batch, batch_with(seq=-1)),
+    ("seq float", protocol.decode_batch, batch_with(seq=1.0)),
+    ("seq 2^64-1", protocol.decode_batch, batch_with(seq=2**64 - 1)),
+    ("seq string", protocol.decode_batch, batch_with(seq="1")),
+    ("payload str", protocol.decode_batch, batch_with(payload="x")),
+    ("payload huge", protocol.decode_batch, batch_with(payload=b"x" * (protocol.MAX_PAYLOAD + 1))),
+    ("hash upper", protocol.decode_batch, batch_with(hash=E.hash.upper())),
+    ("hash short", protocol.decode_batch, batch_with(hash="ab")),
+    ("id shape", protocol.decode_batch, batch_with(id="not an id")),
+    ("kind shape", protocol.decode_batch, batch_with(kind="Payment!")),
+    ("entry missing key", protocol.decode_batch,
+     pack({"v": 1, "node": NODE, "entries": [{k: v for k, v in GOOD_ENTRY.items() if k != "hash"}]})),
+    ("entry extra key", protocol.decode_batch, batch_with(extra=1)),
+    ("invalid utf-8", protocol.decode_batch, b"\x83\xa1v\x01\xa4node\xa2\xff\xfe\xa7entries\x90"),
+    ("timestamp ext", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": [],
+                                                  "t": msgpack.Timestamp(1)})),
+    ("huge array header", protocol.decode_batch, b"\x83\xa1v\x01\xa4node\xa5dam-1\xa7entries\xdd\xff\xff\xff\xff"),
+    ("verdict unknown", protocol.decode_reply, reply_with(verdict="maybe")),
+    ("rejected without reason", protocol.decode_reply, reply_with(verdict="rejected", version=None)),
+    ("applied without version", protocol.decode_reply, reply_with(version=None)),
+    ("version bool", protocol.decode_reply, reply_with(version=False)),
+    ("acked_seq missing", protocol.decode_reply, pack({"v": 1, "results": []})),
+    ("acked_seq float", protocol.decode_reply, pack({"v": 1, "results": [], "acked_seq": 1.5})),
+    ("reply nested garbage", protocol.decode_reply, pack({"v": 1, "results": [[1]], "acked_seq": 1})),
+    ("more not bool", protocol.decode_changes, pack({"v": 1, "changes": [], "cursor": 1, "more": 1})),
+    ("cursor negative", protocol.decode_changes, pack({"v": 1, "changes": [], "cursor": -1, "more": False})),
+    ("bill missing field", protocol.decode_changes,
+     pack({"v": 1, "changes": [{k: v for k, v in bill().items() if k != "paid"}], "cursor": 1, "more": False})),
+    ("bill extra field", protocol.decode_changes,
+     pack({"v": 1, "changes": [{**bill(), "x": 1}], "cursor": 1, "more": False})),
+    ("bill negative amount", protocol.decode_changes,
+     pack({"v": 1, "changes": [bill(amount=-5)], "cursor": 1, "more": False})),
+    ("bill float paid", protocol.decode_changes,
+     pack({"v": 1, "changes": [bill(paid=1.5)], "cursor": 1, "more": False})),
+    ("bill int name", protocol.decode_changes,
+     pack({"v": 1, "changes": [bill(name=7)], "cursor": 1, "more": False})),
+    ("bill bool version", protocol.decode_changes,
+     pack({"v": 1, "changes": [bill(version=True)], "cursor": 1, "more": False})),
+    ("deep nesting", protocol.decode_changes, b"\x91" * 5000 + b"\x00"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("decoder", "body"), [(d, b) for _, d, b in MALFORMED], ids=[n for n, _, _ in MALFORMED]
+)
+def test_malformed_frames_raise_protocol_error(
+    decoder: Callable[[bytes], object], body: bytes
+) -> None:
+    with pytest.raises(ProtocolError):
+        decoder(body)
+
+
+def test_too_many_entries_has_its_own_code() -> None:
+    entry = {**GOOD_ENTRY}
+    body = pack({"v": 1, "node": NODE, "entries": [entry] * (protocol.MAX_BATCH + 1)})
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode_batch(body)
+    assert info.value.code == "batch_too_large"
+
+
+def test_unsupported_version_code() -> None:
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode_reply(pack({"v": 2, "results": [], "acked_seq": 0}))
+    assert info.value.code == "unsupported_version"
+
+
+def test_non_bytes_body_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        protocol.decode_batch("text")  # type: ignore[arg-type]
+
+
+SNAPSHOT_BAD = [
+    ("not a map", pack([1, 2])),
+    ("bad bill", pack({**bill(), "kwh": "420"})),
+    ("count mismatch", protocol.encode_snapshot_item(bill()) + protocol.encode_snapshot_end(5, 2)),
+    ("data after end", protocol.encode_snapshot_end(5, 0) + protocol.encode_snapshot_item(bill())),
+    ("partial data after end", protocol.encode_snapshot_end(5, 0) + b"\x8d"),
+    ("end not true", pack({"v": 1, "end": 1, "cursor": 5, "count": 0})),
+    ("end extra key", pack({"v": 1, "end": True, "cursor": 5, "count": 0, "x": 0})),
+    ("end wrong version", pack({"v": 9, "end": True, "cursor": 5, "count": 0})),
+    ("garbage", b"\xc1\xc1"),
+    ("array inside", pack({**bill(), "name": ["x"]})),
+]
+
+
+@pytest.mark.parametrize("body", [b for _, b in SNAPSHOT_BAD], ids=[n for n, _ in SNAPSHOT_BAD])
+def test_malformed_snapshot_streams(body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        protocol.SnapshotReader().feed(body)
+
+
+def test_snapshot_data_in_a_later_chunk_after_end() -> None:
+    reader = protocol.SnapshotReader()
+    reader.feed(protocol.encode_snapshot_end(1, 0))
+    with pytest.raises(ProtocolError):
+        reader.feed(b"\x00")
+
+
+def test_snapshot_without_end_fails_finish() -> None:
+    reader = protocol.SnapshotReader()
+    assert reader.feed(protocol.encode_snapshot_item(bill())) == [bill()]
+    with pytest.raises(ProtocolError):
+        reader.finish()
+
+
+def test_snapshot_buffer_limit() -> None:
+    reader = protocol.SnapshotReader(max_buffer=1024)
+    with pytest.raises(ProtocolError):
+        reader.feed(b"\xdb" + (100_000).to_bytes(4, "big") + b"x" * 2000)
+
+
+# --- fuzzing: any bytes, only ProtocolError ------------------------------------------------
+
+DECODERS = [protocol.decode_batch, protocol.decode_reply, protocol.decode_changes]
+scalars = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+    | st.text(max_size=20) | st.binary(max_size=20)
+)  # fmt: skip
+KEYS = st.sampled_from(
+    ["v", "node", "entries", "results", "changes", "seq", "cursor", "more", "acked_seq", "end",
+     "count", "x"]
+)  # fmt: skip
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(KEYS | st.text(max_size=5), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+def _only_protocol_errors(fn: Callable[[bytes], object], body: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        fn(body)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_raise_only_protocol_error(body: bytes) -> None:
+    for decoder in DECODERS:
+        _only_protocol_errors(decoder, body)
+    _only_protocol_errors(protocol.SnapshotReader().feed, body)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(values, st.integers(1, 5))
+def test_arbitrary_msgpack_values_raise_only_protocol_error(value: Any, split: int) -> None:
+    body = pack(value)
+    for decoder in DECODERS:
+        _only_protocol_errors(decoder, body)
+    reader = protocol.SnapshotReader()
+    try:
+        for i in range(0, len(body), split):
+            reader.feed(body[i : i + split])
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 200), st.binary(min_size=1, max_size=8))
+def test_mutated_batches_raise_only_protocol_error(at: int, junk: bytes) -> None:
+    good = protocol.encode_batch(NODE, chain(2))
+    at %= len(good)
+    _only_protocol_errors(protocol.decode_batch, good[:at] + junk + good[at + len(junk) :])
+
+
+# --- signing -------------------------------------------------------------------------------
+
+PATH = "/v1/nodes/dam-1/outbox"
+SECRETS = {NODE: SECRET}
+
+
+def test_sign_matches_the_documented_definition() -> None:
+    body = b"\x83\xa1v\x01"
+    headers = protocol.sign(SECRET, NODE, "post", PATH, body, 1_780_000_000)
+    message = f"POST\n{PATH}\n1780000000\n{NODE}\n{hashlib.sha256(body).hexdigest()}".encode()
+    assert headers == {
+        "X-Edge-Node": NODE,
+        "X-Edge-Timestamp": "1780000000",
+        "X-Edge-Signature": hmac.new(SECRET, message, hashlib.sha256).hexdigest(),
+    }
+
+
+def test_protocol_md_worked_example() -> None:
+    # The same numbers as sync/PROTOCOL.md: if this fails, the document is wrong.
+    headers = signing.sign(
+        b"demo-secret-dam-1", "dam-1", "GET",
+        "/v1/governorates/DAM/bills/changes?since=0&limit=1000", b"", 1_780_000_000,
+    )  # fmt: skip
+    assert headers == {
+        "X-Edge-Node": "dam-1",
+        "X-Edge-Timestamp": "1780000000",
+        "X-Edge-Signature": "42d28601ae60d989ffb477f9d25ab7dfdbfbf9d4a16069bdfa5da8a7bbf89602",
+    }
+
+
+def test_verify_good_signature_any_header_case() -> None:
+    body = b"body"
+    headers = protocol.sign(SECRET, NODE, "POST", PATH, body, 1000)
+    assert protocol.verify(SECRETS, "POST", PATH, body, headers, now=1100.0) == NODE
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert protocol.verify(SECRETS, "post", PATH, body, lowered, now=900.0) == NODE
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (lambda h: h.pop("X-Edge-Signature"), "missing_signature"),
+        (lambda h: h.pop("X-Edge-Node"), "missing_signature"),
+        (lambda h: h.pop("X-Edge-Timestamp"), "missing_signature"),
+        (lambda h: h.update({"X-Edge-Node": "ale-1"}), "unknown_node"),
+        (lambda h: h.update({"X-Edge-Signature": "0" * 64}), "bad_signature"),
+        (lambda h: h.update({"X-Edge-Signature": "é" * 64}), "bad_signature"),
+        (lambda h: h.update({"X-Edge-Timestamp": "1e3"}), "bad_signature"),
+        (lambda h: h.update({"X-Edge-Timestamp": "1001"}), "bad_signature"),
+    ],
+)
+def test_verify_refusals(change: Callable[[dict[str, str]], object], code: str) -> None:
+    headers = protocol.sign(SECRET, NODE, "POST", PATH, b"body", 1000)
+    change(headers)
+    with pytest.raises(BadSignature) as info:
+        protocol.verify(SECRETS, "POST", PATH, b"body", headers, now=1000.0)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("GET", PATH, b"body"), ("POST", PATH + "?x=1", b"body"), ("POST", PATH, b"bodz")],
+)
+def test_verify_detects_any_tampering(method: str, path: str, body: bytes) -> None:
+    headers = protocol.sign(SECRET, NODE, "POST", PATH, b"body", 1000)
+    with pytest.raises(BadSignature) as info:
+        protocol.verify(SECRETS, method, path, body, headers, now=1000.0)
+    assert info.value.code == "bad_signature"
+
+
+def test_wrong_secret_is_a_bad_signature() -> None:
+    headers = protocol.sign(b"another secret", NODE, "POST", PATH, b"", 1000)
+    with pytest.raises(BadSignature) as info:
+        protocol.verify(SECRETS, "POST", PATH, b"", headers, now=1000.0)
+    assert info.value.code == "bad_signature"
+
+
+@pytest.mark.parametrize("offset", [-301, 301, -10_000_000])
+def test_stale_timestamp(offset: int) -> None:
+    headers = protocol.sign(SECRET, NODE, "POST", PATH, b"", 1_780_000_000 + offset)
+    with pytest.raises(BadSignature) as info:
+        protocol.verify(SECRETS, "POST", PATH, b"", headers, now=1_780_000_000.0)
+    assert info.value.code == "stale_timestamp"
+    assert (
+        protocol.verify(
+            SECRETS, "POST", PATH, b"", headers, now=1_780_000_000.0 + offset, max_skew_s=1
+        )
+        == NODE
+    )
+
+
+def test_read_secret_strips_and_refuses_empty(tmp_path: Path) -> None:
+    path = tmp_path / "node.secret"
+    path.write_text("  abc123\n", encoding="utf-8")
+    assert signing.read_secret(path) == b"abc123"
+    path.write_text("\n", encoding="utf-8")
+    with pytest.raises(SyncError):
+        signing.read_secret(path)
+    with pytest.raises(SyncError):
+        signing.read_secret(tmp_path / "missing")
