@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -194,16 +193,10 @@ async def create_payment(request: web.Request) -> web.Response:
         raise errors.StorageFull(
             f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
         )
-    now, settings = node.clock(), node.settings
-
-    def job(conn: sqlite3.Connection) -> payments.Reply:
-        return payments.accept(
-            conn, node=settings.node_id, governorate=settings.node_governorate,
-            channel=client.name, key=key, request=req, now=now, tz=settings.tz,
-        )  # fmt: skip
-
+    settings = node.settings
+    call = payments.prepare(settings.node_id, client.name, key, req, node.clock(), settings.tz)
     try:
-        reply = await node.db.write(job)
+        reply: payments.Reply = await node.db.write_batched(node.acceptor, call)
     except outbox.StorageError as exc:
         raise (errors.StorageFull if exc.full else errors.StorageFailed)(str(exc)) from exc
     if not reply.replayed:

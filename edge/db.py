@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import outbox
 from edge.errors import DatabaseError
@@ -80,6 +80,10 @@ class Database:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.writer.submit(fn)
+
+    async def write_batched(self, fn: outbox.writer.BatchJob, item: Any) -> Any:
+        """Hand `item` to `fn(conn, items)` together with the others of its commit."""
+        return await self.writer.submit_batched(fn, item)
 
     async def exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.writer.exclusive(fn)

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.errors import EdgeError
 
@@ -50,8 +50,9 @@ class BadBill(EdgeError):
     """A bill from the centre does not have the expected shape; the batch is not applied."""
 
 
-@dataclass(frozen=True)
-class BillView:
+class BillView(NamedTuple):
+    """A bill with its overlay (a tuple: built for every row an inquiry or payment reads)."""
+
     bill_id: str
     account: str
     governorate: str
@@ -154,9 +155,21 @@ def state(conn: sqlite3.Connection) -> MirrorState:
 
 def bill(conn: sqlite3.Connection, bill_id: str) -> BillView | None:
     row = conn.execute(_SELECT_VIEW + " WHERE b.bill_id = ?", (bill_id,)).fetchone()
-    return None if row is None else BillView(*row)
+    return None if row is None else BillView._make(row)
+
+
+def bills_by_id(conn: sqlite3.Connection, bill_ids: Iterable[str]) -> dict[str, BillView]:
+    ids = list(dict.fromkeys(bill_ids))
+    out: dict[str, BillView] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for row in conn.execute(_SELECT_VIEW + f" WHERE b.bill_id IN ({marks})", chunk):
+            view = BillView._make(row)
+            out[view.bill_id] = view
+    return out
 
 
 def bills_for_account(conn: sqlite3.Connection, account: str) -> list[BillView]:
     rows = conn.execute(_SELECT_VIEW + " WHERE b.account = ? ORDER BY b.cycle", (account,))
-    return [BillView(*row) for row in rows]
+    return [BillView._make(row) for row in rows]

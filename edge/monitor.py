@@ -108,6 +108,9 @@ class PowerMonitor:
         reading = await self.source.read()
         self._show(reading)
         change = self.tracker.step(reading, self.monotonic())
+        if change is not None:
+            # Act before publishing the state: whoever sees `mains` can pay again.
+            self._apply(change)
         self.node.power.state = self.tracker.state
         if change is None:
             return None
@@ -115,7 +118,8 @@ class PowerMonitor:
         level = logging.WARNING if change.to_state in ("low", "unknown") else logging.INFO
         log.log(level, "power %s -> %s: %s", change.from_state, change.to_state, change.reason)
         await self.node.db.write(lambda c: record(c, change, at))
-        await self._apply(change)
+        if change.to_state == "battery":
+            await self._checkpoint("PASSIVE")
         return change
 
     def _show(self, reading: Reading) -> None:
@@ -132,7 +136,7 @@ class PowerMonitor:
 
     # --- policy -------------------------------------------------------------------------
 
-    async def _apply(self, change: Transition) -> None:
+    def _apply(self, change: Transition) -> None:
         s = self.node.settings
         puller = self.node.extras.get("puller")
         on_battery = change.to_state in ("battery", "low")
@@ -140,13 +144,11 @@ class PowerMonitor:
             puller.set_interval(
                 s.centre_pull_interval_battery_s if on_battery else s.centre_pull_interval_s
             )
-        if change.to_state == "battery":
-            await self._checkpoint("PASSIVE")
-        elif change.to_state == "low":
+        if change.to_state == "low":
             self._go_low()
         elif change.to_state == "mains":
             self._resume()
-        else:
+        elif change.to_state == "unknown":
             log.warning("the UPS gives no data (%s); the node keeps working", change.reason)
 
     def _go_low(self) -> None:

@@ -13,6 +13,7 @@ from aiohttp import web
 from edge.auth import Tokens
 from edge.config import Settings
 from edge.db import Database
+from edge.payments import Acceptor
 from sync.link import Link
 
 
@@ -48,6 +49,11 @@ class Node:
     # Set when a payment commits, so the replayer sends it without waiting for its timer.
     outbox_changed: asyncio.Event = field(default_factory=asyncio.Event)
     extras: dict[str, Any] = field(default_factory=dict)
+    acceptor: Acceptor = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One instance per node: the writer groups payments by this job's identity.
+        self.acceptor = Acceptor(self.settings.node_id, self.settings.node_governorate)
 
     def refuse_payments(self, reason: str) -> None:
         self.shutting_down = True

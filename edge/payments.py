@@ -1,15 +1,16 @@
-"""Taking a payment: one write job that checks, appends to the outbox and remembers the reply.
+"""Taking payments: the write job that checks, appends to the outbox and remembers replies.
 
-The job runs inside the writer's group-commit transaction: idempotency check, due amount as
-the node sees it, outbox entry, payment row and stored response all commit together, so the
-201 is sent only once the payment is durable and the due amount already shows it.
+It runs inside the writer's group-commit transaction over every payment of that commit:
+idempotency check, due amount as the node sees it, outbox entry, payment row and stored
+response commit together, so a 201 is sent only once the payment is durable and the due
+amount already shows it.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -30,8 +31,9 @@ class PaymentRequest:
     cashier: str
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-        return outbox.fingerprint("POST /v1/payments", canonical)
+        return outbox.fingerprint(
+            "POST /v1/payments", self.bill_id, str(self.amount), self.method, self.cashier
+        )
 
 
 @dataclass(frozen=True)
@@ -41,18 +43,151 @@ class Reply:
     replayed: bool
 
 
+@dataclass(frozen=True)
+class PaymentCall:
+    """One payment to take, with everything that needs no database prepared off the writer."""
+
+    channel: str
+    key: str
+    request: PaymentRequest
+    now: float
+    fingerprint: str
+    payment_id: str
+    day: str
+    accepted_at: str
+
+
+def prepare(
+    node: str, channel: str, key: str, request: PaymentRequest, now: float, tz: tzinfo
+) -> PaymentCall:
+    return PaymentCall(
+        channel=channel, key=key, request=request, now=now, fingerprint=request.fingerprint(),
+        payment_id=outbox.new_entry_id(node, now=now),
+        day=datetime.fromtimestamp(now, tz).strftime("%Y%m%d"), accepted_at=iso(now),
+    )  # fmt: skip
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def next_receipt(conn: sqlite3.Connection, governorate: str, day: str) -> str:
-    """`{GOV}-{YYYYMMDD}-{n}`: n counts this node's receipts of that local day."""
-    row = conn.execute(
-        "INSERT INTO receipt_counters (day, last) VALUES (?, 1)"
-        " ON CONFLICT (day) DO UPDATE SET last = last + 1 RETURNING last",
-        (day,),
-    ).fetchone()
-    return f"{governorate}-{day}-{int(row[0]):06d}"
+class Acceptor:
+    """The write job for payments, run by the writer over every payment of one commit at once.
+
+    Reads (idempotency records, bills with their overlay, receipt counters, chain head) are
+    one query each for the whole group, checks run in Python in arrival order (so two
+    payments on one bill in one commit still cannot overpay it), and writes are one
+    executemany per table. A refused payment writes nothing; it gets its ApiError back.
+    """
+
+    def __init__(self, node: str, governorate: str) -> None:
+        self.node = node
+        self.governorate = governorate
+
+    def __call__(
+        self, conn: sqlite3.Connection, calls: list[PaymentCall]
+    ) -> list[Reply | errors.ApiError]:
+        stored = outbox.idempotency.lookup_many(conn, [(c.channel, c.key) for c in calls])
+        bills = mirror.bills_by_id(conn, [c.request.bill_id for c in calls])
+        days = list(dict.fromkeys(c.day for c in calls))
+        marks = ", ".join("?" for _ in days)
+        counters = dict(
+            conn.execute(
+                f"SELECT day, last FROM receipt_counters WHERE day IN ({marks})", days
+            ).fetchall()
+        )
+        taken: dict[str, int] = {}  # bill_id -> amount accepted earlier in this group
+        results: list[Reply | errors.ApiError] = []
+        accepted: list[tuple[PaymentCall, mirror.BillView, str, dict[str, Any], bytes]] = []
+        for call in calls:
+            result = self._one(call, stored, bills, taken, counters, accepted)
+            results.append(result)
+        if accepted:
+            self._write(conn, accepted, counters)
+        return results
+
+    def _one(
+        self,
+        call: PaymentCall,
+        stored: dict[tuple[str, str], tuple[str, outbox.StoredResponse]],
+        bills: dict[str, mirror.BillView],
+        taken: dict[str, int],
+        counters: dict[str, int],
+        accepted: list[tuple[PaymentCall, mirror.BillView, str, dict[str, Any], bytes]],
+    ) -> Reply | errors.ApiError:
+        known = stored.get((call.channel, call.key))
+        if known is not None:
+            if known[0] != call.fingerprint:
+                return errors.IdempotencyKeyReused(
+                    "this Idempotency-Key was already used with a different body"
+                )
+            return Reply(known[1].status, known[1].body, replayed=True)
+        req = call.request
+        bill = bills.get(req.bill_id)
+        if bill is None:
+            return errors.UnknownBill(f"bill {req.bill_id} is not in this node's mirror")
+        due = max(0, bill.due - taken.get(bill.bill_id, 0))
+        if due == 0:
+            return errors.BillAlreadyPaid(f"bill {bill.bill_id} has nothing left to pay")
+        if req.amount > due:
+            return errors.AmountExceedsDue(
+                f"amount {req.amount} is more than the {due} piastres due on {bill.bill_id}"
+            )
+        taken[bill.bill_id] = taken.get(bill.bill_id, 0) + req.amount
+        counters[call.day] = counters.get(call.day, 0) + 1
+        receipt = f"{self.governorate}-{call.day}-{counters[call.day]:06d}"
+        body = {
+            "payment_id": call.payment_id, "receipt": receipt, "bill_id": bill.bill_id,
+            "account": bill.account, "amount": req.amount, "due_after": due - req.amount,
+            "currency": "SYP", "method": req.method, "state": "pending_sync",
+            "accepted_at": call.accepted_at,
+        }  # fmt: skip
+        raw = json.dumps(body, ensure_ascii=False).encode()
+        reply = Reply(201, raw, replayed=False)
+        # A later call in this group with the same key replays this one.
+        stored[(call.channel, call.key)] = (call.fingerprint, outbox.StoredResponse(201, raw))
+        accepted.append((call, bill, receipt, body, raw))
+        return reply
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        accepted: list[tuple[PaymentCall, mirror.BillView, str, dict[str, Any], bytes]],
+        counters: dict[str, int],
+    ) -> None:
+        specs = []
+        for call, bill, receipt, _, _ in accepted:
+            payload = {
+                "payment_id": call.payment_id, "bill_id": bill.bill_id, "account": bill.account,
+                "amount": call.request.amount, "channel": call.channel,
+                "idempotency_key": call.key, "method": call.request.method,
+                "cashier": call.request.cashier, "accepted_at": call.accepted_at,
+                "receipt": receipt,
+            }  # fmt: skip
+            specs.append(
+                ("payment", msgpack.packb(payload, use_bin_type=True), call.payment_id, call.now)
+            )
+        entries = outbox.append_many(conn, specs)
+        conn.executemany(
+            "INSERT INTO payments (seq, bill_id, account, amount, method, cashier, channel,"
+            " receipt, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (entry.seq, bill.bill_id, bill.account, call.request.amount,
+                 call.request.method, call.request.cashier, call.channel, receipt, call.now)
+                for entry, (call, bill, receipt, _, _) in zip(entries, accepted, strict=True)
+            ],
+        )  # fmt: skip
+        conn.executemany(
+            "INSERT INTO receipt_counters (day, last) VALUES (?, ?)"
+            " ON CONFLICT (day) DO UPDATE SET last = excluded.last",
+            list(counters.items()),
+        )
+        outbox.idempotency.remember_many(
+            conn,
+            [(call.channel, call.key, call.fingerprint, outbox.StoredResponse(201, raw))
+             for call, _, _, _, raw in accepted],
+            now=accepted[0][0].now,
+        )  # fmt: skip
 
 
 def accept(
@@ -67,83 +202,31 @@ def accept(
     tz: tzinfo,
 ) -> Reply:
     """Check and record one payment; raises an ApiError (nothing written) when refused."""
-    fp = request.fingerprint()
-    try:
-        stored = outbox.idempotency.lookup(conn, channel, key, fp)
-    except outbox.IdempotencyKeyReused as exc:
-        raise errors.IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different body"
-        ) from exc
-    if stored is not None:
-        return Reply(stored.status, stored.body, replayed=True)
-
-    bill = mirror.bill(conn, request.bill_id)
-    if bill is None:
-        raise errors.UnknownBill(f"bill {request.bill_id} is not in this node's mirror")
-    if bill.due == 0:
-        raise errors.BillAlreadyPaid(f"bill {bill.bill_id} has nothing left to pay")
-    if request.amount > bill.due:
-        raise errors.AmountExceedsDue(
-            f"amount {request.amount} is more than the {bill.due} piastres due on {bill.bill_id}"
-        )
-
-    payment_id = outbox.new_entry_id(node, now=now)
-    receipt = next_receipt(conn, governorate, datetime.fromtimestamp(now, tz).strftime("%Y%m%d"))
-    accepted_at = iso(now)
-    payload: dict[str, Any] = {
-        "payment_id": payment_id,
-        "bill_id": bill.bill_id,
-        "account": bill.account,
-        "amount": request.amount,
-        "channel": channel,
-        "idempotency_key": key,
-        "method": request.method,
-        "cashier": request.cashier,
-        "accepted_at": accepted_at,
-        "receipt": receipt,
-    }
-    entry = outbox.append(
-        conn, node, "payment", msgpack.packb(payload, use_bin_type=True),
-        entry_id=payment_id, now=now,
-    )  # fmt: skip
-    conn.execute(
-        "INSERT INTO payments (payment_id, seq, bill_id, account, amount, method, cashier,"
-        " channel, receipt, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (payment_id, entry.seq, bill.bill_id, bill.account, request.amount, request.method,
-         request.cashier, channel, receipt, now),
-    )  # fmt: skip
-    body = {
-        "payment_id": payment_id,
-        "receipt": receipt,
-        "bill_id": bill.bill_id,
-        "account": bill.account,
-        "amount": request.amount,
-        "due_after": bill.due - request.amount,
-        "currency": "SYP",
-        "method": request.method,
-        "state": "pending_sync",
-        "accepted_at": accepted_at,
-    }
-    raw = json.dumps(body, ensure_ascii=False).encode()
-    outbox.idempotency.remember(conn, channel, key, fp, outbox.StoredResponse(201, raw), now=now)
-    return Reply(201, raw, replayed=False)
+    call = prepare(node, channel, key, request, now, tz)
+    result = Acceptor(node, governorate)(conn, [call])[0]
+    if isinstance(result, errors.ApiError):
+        raise result
+    return result
 
 
-def payment_state(state: str, verdict: str | None) -> str:
+def payment_state(state: str, verdict: str | None, reason: str | None) -> str:
     if state == "pending":
         return "pending_sync"
     if state == "rejected":
         return "rejected"
+    if verdict == "duplicate":
+        # The centre repeats its first verdict in `reason` (sync/PROTOCOL.md).
+        verdict = reason
     return PAYMENT_STATES.get(verdict or "", "synced")
 
 
 def find(conn: sqlite3.Connection, payment_id: str) -> dict[str, Any] | None:
     """A payment as the API shows it, with its replay state and the centre's verdict."""
     row = conn.execute(
-        "SELECT p.payment_id, p.receipt, p.bill_id, p.account, p.amount, p.method, p.cashier,"
+        "SELECT o.id, p.receipt, p.bill_id, p.account, p.amount, p.method, p.cashier,"
         " p.channel, p.accepted_at, o.seq, o.state, o.verdict, o.reason, o.version,"
         " o.attempts, o.last_error, o.settled_at"
-        " FROM payments p JOIN outbox_entries o ON o.seq = p.seq WHERE p.payment_id = ?",
+        " FROM outbox_entries o JOIN payments p ON p.seq = o.seq WHERE o.id = ?",
         (payment_id,),
     ).fetchone()
     if row is None:
@@ -162,7 +245,7 @@ def find(conn: sqlite3.Connection, payment_id: str) -> dict[str, Any] | None:
         "channel": channel,
         "accepted_at": iso(accepted_at),
         "seq": seq,
-        "state": payment_state(state, verdict),
+        "state": payment_state(state, verdict, reason),
         "verdict": None
         if verdict is None
         else {"verdict": verdict, "reason": reason, "version": version, "at": iso(settled_at)},

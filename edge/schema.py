@@ -37,8 +37,8 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         "edge.0002_payments",
         """
         CREATE TABLE payments (
-            payment_id  TEXT PRIMARY KEY,
-            seq         INTEGER NOT NULL UNIQUE REFERENCES outbox_entries (seq),
+            -- The payment id is the outbox entry's id (unique there): not repeated here.
+            seq         INTEGER PRIMARY KEY REFERENCES outbox_entries (seq),
             bill_id     TEXT NOT NULL,
             account     TEXT NOT NULL,
             amount      INTEGER NOT NULL CHECK (amount > 0),

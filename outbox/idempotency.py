@@ -66,3 +66,36 @@ def remember(
             time.time() if now is None else now,
         ),
     )
+
+
+def lookup_many(
+    conn: sqlite3.Connection, pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, StoredResponse]]:
+    """Stored (fingerprint, response) per known (client, key); the caller compares fingerprints."""
+    by_client: dict[str, list[str]] = {}
+    for client, key in dict.fromkeys(pairs):
+        by_client.setdefault(client, []).append(key)
+    found: dict[tuple[str, str], tuple[str, StoredResponse]] = {}
+    for client, keys in by_client.items():
+        # `client = ? AND key IN (...)` searches the primary key; a row-value IN would scan.
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = conn.execute(
+                "SELECT key, fingerprint, status, response FROM outbox_idempotency"
+                f" WHERE client = ? AND key IN ({marks})",
+                [client, *chunk],
+            )
+            for key, fp, status, body in rows:
+                found[(client, key)] = (fp, StoredResponse(int(status), bytes(body)))
+    return found
+
+
+def remember_many(
+    conn: sqlite3.Connection, rows: list[tuple[str, str, str, StoredResponse]], *, now: float
+) -> None:
+    conn.executemany(
+        "INSERT INTO outbox_idempotency (client, key, fingerprint, status, response, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(client, key, fp, resp.status, resp.body, now) for client, key, fp, resp in rows],
+    )

@@ -45,7 +45,9 @@ OUTBOX_MIGRATIONS: tuple[Migration, ...] = (
             prev_hash       TEXT NOT NULL,
             hash            TEXT NOT NULL
         );
-        CREATE INDEX outbox_entries_state ON outbox_entries (state, seq);
+        -- Partial indexes: small (only entries that need attention) and cheap to keep.
+        CREATE INDEX outbox_entries_pending ON outbox_entries (seq) WHERE state = 'pending';
+        CREATE INDEX outbox_entries_rejected ON outbox_entries (seq) WHERE state = 'rejected';
         CREATE TABLE outbox_idempotency (
             client      TEXT NOT NULL,
             key         TEXT NOT NULL,
@@ -53,8 +55,10 @@ OUTBOX_MIGRATIONS: tuple[Migration, ...] = (
             status      INTEGER NOT NULL,
             response    BLOB NOT NULL,
             created_at  REAL NOT NULL,
+            -- A rowid table: rows carry a stored response (hundreds of bytes), which in a
+            -- WITHOUT ROWID b-tree keyed by random client keys would split pages on most inserts.
             PRIMARY KEY (client, key)
-        ) WITHOUT ROWID;
+        );
         """,
     ),
 )

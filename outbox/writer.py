@@ -4,11 +4,16 @@ Jobs submitted while a commit is in flight are gathered into the next transactio
 `BEGIN IMMEDIATE`, one SAVEPOINT per job (so one job's error never fails the others), one
 `COMMIT` and so one fsync for all of them. Each caller is answered only after that commit
 has returned. The event loop never waits on the disk.
+
+`submit_batched(fn, item)` goes further: all items for the same `fn` in one transaction
+are handed to a single `fn(conn, items)` call that returns one result or exception per
+item, so per-statement costs are paid once per commit rather than once per item.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import sqlite3
@@ -22,6 +27,8 @@ from outbox.errors import StorageError, WriterClosed
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
+# fn(conn, items) -> one result per item; an item's refusal is returned, not raised.
+BatchJob = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 _SQLITE_IOERR, _SQLITE_FULL = 10, 13
 
@@ -40,10 +47,12 @@ def storage_error(exc: sqlite3.Error) -> StorageError | None:
 
 @dataclass
 class _Item:
-    fn: Callable[[sqlite3.Connection], Any]
+    fn: Callable[..., Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     exclusive: bool
+    batched: bool = False
+    arg: Any = None
     result: Any = None
     error: BaseException | None = field(default=None)
 
@@ -99,11 +108,23 @@ class Writer:
 
     async def submit(self, fn: Job[T]) -> T:
         """Run `fn(conn)` inside a shared write transaction; return after its commit."""
-        return await self._put(fn, exclusive=False)
+        result: T = await self._put(fn, exclusive=False)
+        return result
+
+    async def submit_batched(self, fn: BatchJob, item: Any) -> Any:
+        """Have `fn(conn, [..., item, ...])` handle `item` with the others of its commit.
+
+        A result that is an exception instance is raised to this caller only.
+        """
+        result = await self._put(fn, exclusive=False, batched=True, arg=item)
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def exclusive(self, fn: Job[T]) -> T:
         """Run `fn(conn)` alone, outside any transaction (checkpoints, backups, maintenance)."""
-        return await self._put(fn, exclusive=True)
+        result: T = await self._put(fn, exclusive=True)
+        return result
 
     async def close(self) -> None:
         """Finish every job already queued, then close the connection."""
@@ -115,16 +136,17 @@ class Writer:
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
-    async def _put(self, fn: Job[T], *, exclusive: bool) -> T:
+    async def _put(
+        self, fn: Callable[..., Any], *, exclusive: bool, batched: bool = False, arg: Any = None
+    ) -> Any:
         if self._closing or not self._thread.is_alive():
             raise WriterClosed("the database writer is closed")
         loop = asyncio.get_running_loop()
-        item = _Item(fn, loop.create_future(), loop, exclusive)
+        item = _Item(fn, loop.create_future(), loop, exclusive, batched, arg)
         self._queue.put(item)
         # Shielded: a caller that goes away (client disconnect) must not cancel a commit
         # that may already be on disk; the result is simply not read.
-        result: T = await asyncio.shield(item.future)
-        return result
+        return await asyncio.shield(item.future)
 
     # --- the writer thread -------------------------------------------------------------
 
@@ -183,23 +205,16 @@ class Writer:
         self._answer([item])
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        done: list[_Item] = []
+        groups: dict[Callable[..., Any], list[_Item]] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    item.result = item.fn(conn)
-                    conn.execute("RELEASE job")
-                except Exception as exc:
-                    if not conn.in_transaction:
-                        # SQLite rolled the whole transaction back by itself (FULL, IOERR):
-                        # every job of this batch is gone, not only this one.
-                        raise
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    item.error = _translate(exc)
-                done.append(item)
+                if item.batched:
+                    groups.setdefault(item.fn, []).append(item)
+                else:
+                    self._in_savepoint(conn, [item], functools.partial(item.fn, conn))
+            for fn, items in groups.items():
+                self._in_savepoint(conn, items, functools.partial(fn, conn, [i.arg for i in items]))
             conn.execute("COMMIT")
             self.commits += 1
             self.jobs += len(batch)
@@ -212,9 +227,42 @@ class Writer:
                 item.result, item.error = None, error
         self._answer(batch)
 
+    def _in_savepoint(
+        self, conn: sqlite3.Connection, items: list[_Item], run: Callable[[], Any]
+    ) -> None:
+        """Run one job (or one batched group); its failure rolls back only its own writes."""
+        conn.execute("SAVEPOINT job")
+        try:
+            result = run()
+            conn.execute("RELEASE job")
+        except Exception as exc:
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back by itself (FULL, IOERR): every job
+                # of this batch is gone, not only this one.
+                raise
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            for item in items:
+                item.error = _translate(exc)
+            return
+        if items[0].batched:
+            if not isinstance(result, list) or len(result) != len(items):
+                raise TypeError("a batched job must return one result per item")
+            for item, value in zip(items, result, strict=True):
+                item.result = value
+        else:
+            items[0].result = result
+
     def _answer(self, items: list[_Item]) -> None:
+        # One wake-up per event loop for the whole batch, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         for item in items:
-            item.loop.call_soon_threadsafe(_settle, item.future, item.result, item.error)
+            by_loop.setdefault(item.loop, []).append(item)
+        for loop, group in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, group)
+            except RuntimeError:
+                log.warning("an event loop closed before %d write results reached it", len(group))
 
     def _fail_queued(self) -> None:
         while True:
@@ -233,10 +281,11 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle_all(items: list[_Item]) -> None:
+    for item in items:
+        if item.future.done():
+            continue
+        if item.error is not None:
+            item.future.set_exception(item.error)
+        else:
+            item.future.set_result(item.result)

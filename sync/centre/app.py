@@ -175,6 +175,7 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/v1/nodes/{node}/outbox", post_outbox)
-    app.router.add_get("/v1/governorates/{gov}/bills/changes", get_changes)
-    app.router.add_get("/v1/governorates/{gov}/bills/snapshot", get_snapshot)
+    # No HEAD: it would read a whole governorate to send nothing.
+    app.router.add_get("/v1/governorates/{gov}/bills/changes", get_changes, allow_head=False)
+    app.router.add_get("/v1/governorates/{gov}/bills/snapshot", get_snapshot, allow_head=False)
     return app

@@ -213,6 +213,22 @@ def role_load(spec_json: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def code_version() -> str:
+    """The commit measured, and whether the working tree differed from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.splitlines()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return f"{head}" + (f" + uncommitted changes in {len(dirty)} tracked files" if dirty else "")
+
+
 class Aborted(Exception):
     pass
 
@@ -512,15 +528,23 @@ end
         with urllib.request.urlopen(url, timeout=5) as resp:
             return dict(json.loads(resp.read()))
 
-    def machine_busy(self) -> float:
-        """CPU seconds the whole machine has been busy (all CPUs; steal counts as busy)."""
+    def machine_busy(self) -> list[float]:
+        """CPU seconds busy so far: [all CPUs, cpu0, cpu1, ...] (steal counts as busy)."""
+        out = []
         with open("/proc/stat") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+            for line in fh:
+                if not line.startswith("cpu"):
+                    break
+                user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+                    int, line.split()[1:9]
+                )
+                out.append(
+                    (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+                )
+        return out
 
-    def phase(self, server: Proc, fn: Any) -> tuple[Any, float, float, float, float]:
-        """(result, server CPU, load-generator CPU, everything else's CPU, wall seconds).
+    def phase(self, server: Proc, fn: Any) -> tuple[Any, float, float, float, list[float], float]:
+        """(result, server CPU, load CPU, everything else's CPU, [cpu0, cpu1 busy], wall s).
 
         CPU figures are in cores (1.0 = one CPU fully busy) averaged over the phase; "else"
         is the machine's busy time minus ours: other work on the machine disturbs the run.
@@ -533,10 +557,12 @@ end
         )
         out = fn()
         wall = time.time() - t0
+        m1 = self.machine_busy()
         srv = (self.cpu_of(server.pid) - c0) / wall
         load = (self.loader_cpu() - l0) / wall
-        other = max(0.0, (self.machine_busy() - m0) / wall - srv - load)
-        return out, srv, load, other, wall
+        other = max(0.0, (m1[0] - m0[0]) / wall - srv - load)
+        per_cpu = [(b - a) / wall for a, b in zip(m0[1:], m1[1:], strict=True)]
+        return out, srv, load, other, per_cpu, wall
 
     @staticmethod
     def fsyncs(calls: list[tuple[float, float | None]], window: dict[str, Any]) -> dict[str, Any]:
@@ -673,6 +699,7 @@ end
             f" edge.db {seed['db_mb']:.0f} MB",
             f"node   : ready in {run['node_ready_s']:.2f} s after spawn (open + migrate + quick_check);"
             " centre sync off; synchronous=FULL",
+            f"code   : {code_version()}",
             f"cpus   : {self.cpus}; {pinning}",
             f"load   : {loader}; payers: aiohttp, {args.payers} concurrent clients, 1 process,"
             " unique Idempotency-Key, 1-100 piastres on random unpaid bills",
@@ -680,14 +707,15 @@ end
             f"plan   : account inquiry -> {seed['plan']}",
             "",
             f"{'phase':<44}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non2xx':>7}{'err':>5}"
-            f"{'srv CPU':>8}{'load CPU':>9}{'others':>7}",
+            f"{'srv CPU':>8}{'load CPU':>9}{'others':>7}{'cpu0':>6}{'cpu1':>6}",
         ]
 
         def row(label: str, key: str, rate_key: str = "rps") -> None:
-            res, cpu, lcpu, other, _ = r[key]
+            res, cpu, lcpu, other, per_cpu, _ = r[key]
+            cores = "".join(f"{x:>6.0%}" for x in per_cpu[:2])
             lines.append(
                 f"{label:<44}{res[rate_key]:>8.0f}{res['p50_ms']:>8.2f}{res['p99_ms']:>8.2f}"
-                f"{res['non2xx']:>7}{res['errors']:>5}{cpu:>8.0%}{lcpu:>9.0%}{other:>7.0%}"
+                f"{res['non2xx']:>7}{res['errors']:>5}{cpu:>8.0%}{lcpu:>9.0%}{other:>7.0%}{cores}"
             )
 
         row('a  bare aiohttp GET / -> {"ok": true}', "a")
@@ -698,7 +726,8 @@ end
         pay_c, pay_d = r["c_pay"][0], r["d"][0]
         lines += [
             "   CPU columns: cores busy on average (100% = one CPU). srv = the server process"
-            " (all threads); load = wrk/payers (c: both); others = the rest of the machine",
+            " (all threads); load = wrk/payers (c: both); others = the rest of the machine;"
+            " cpu0/cpu1 = how busy each CPU was",
             f"   payment statuses: c {pay_c['statuses']}  d {pay_d['statuses']}",
         ]
         wc, wd = run["writer_c"], run["writer_d"]

@@ -49,15 +49,19 @@ class RunningNode:
 
     def db_counts(self) -> tuple[int, int, int, int]:
         """Rows in outbox, payments, idempotency records and receipt counters."""
+
         def count(conn: Any) -> tuple[int, int, int, int]:
             return tuple(  # type: ignore[return-value]
                 conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                 for t in ("outbox_entries", "payments", "outbox_idempotency", "receipt_counters")
             )
+
         return self.node.db.read(count)
 
 
-async def start_node(tmp_path: Path, bills: list[dict[str, Any]], **overrides: Any) -> tuple[web.AppRunner, RunningNode]:
+async def start_node(
+    tmp_path: Path, bills: list[dict[str, Any]], **overrides: Any
+) -> tuple[web.AppRunner, RunningNode]:
     tokens_file = tmp_path / "tokens.toml"
     tokens = {
         "cashier": auth.add_token(tokens_file, "counter-1", ["inquire", "pay"]),

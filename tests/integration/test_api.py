@@ -13,7 +13,9 @@ BILL = "DAM-2026-05-0100234567"
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "title_ar"}
 
 
-async def pay(rn: RunningNode, body: dict[str, Any], key: str, who: str = "cashier") -> tuple[int, dict[str, Any], Any]:
+async def pay(
+    rn: RunningNode, body: dict[str, Any], key: str, who: str = "cashier"
+) -> tuple[int, dict[str, Any], Any]:
     async with rn.session.post(
         f"{rn.url}/v1/payments", json=body, headers=rn.headers(who, **{"Idempotency-Key": key})
     ) as resp:
@@ -25,7 +27,9 @@ def payment(amount: int = 50_000, bill_id: str = BILL) -> dict[str, Any]:
 
 
 async def inquire(rn: RunningNode, account: str = "0100234567") -> dict[str, Any]:
-    async with rn.session.get(f"{rn.url}/v1/accounts/{account}/bills", headers=rn.headers("viewer")) as resp:
+    async with rn.session.get(
+        f"{rn.url}/v1/accounts/{account}/bills", headers=rn.headers("viewer")
+    ) as resp:
         assert resp.status == 200
         return await resp.json()  # type: ignore[no-any-return]
 
@@ -45,10 +49,17 @@ async def test_inquiry_of_seeded_mirror(running: RunningNode) -> None:
 
 
 async def test_partly_paid_bill_shows_partial(running: RunningNode) -> None:
-    async with running.session.get(f"{running.url}/v1/bills/DAM-2026-05-0100999999", headers=running.headers()) as resp:
+    async with running.session.get(
+        f"{running.url}/v1/bills/DAM-2026-05-0100999999", headers=running.headers()
+    ) as resp:
         doc = await resp.json()
     assert resp.status == 200
-    assert (doc["amount"], doc["paid"], doc["due"], doc["status"]) == (80_000, 30_000, 50_000, "partial")
+    assert (doc["amount"], doc["paid"], doc["due"], doc["status"]) == (
+        80_000,
+        30_000,
+        50_000,
+        "partial",
+    )
 
 
 async def test_payment_happy_path_reduces_due_at_once(running: RunningNode) -> None:
@@ -63,10 +74,16 @@ async def test_payment_happy_path_reduces_due_at_once(running: RunningNode) -> N
     doc = await inquire(running)
     bill = doc["bills"][1]
     assert (bill["pending_local"], bill["due"], bill["status"]) == (50_000, 100_000, "partial")
-    async with running.session.get(f"{running.url}{headers['Location']}", headers=running.headers()) as resp:
+    async with running.session.get(
+        f"{running.url}{headers['Location']}", headers=running.headers()
+    ) as resp:
         got = await resp.json()
     assert resp.status == 200
-    assert got["state"] == "pending_sync" and got["receipt"] == body["receipt"] and got["verdict"] is None
+    assert (
+        got["state"] == "pending_sync"
+        and got["receipt"] == body["receipt"]
+        and got["verdict"] is None
+    )
 
 
 async def test_receipts_are_unique_and_counted(running: RunningNode) -> None:
@@ -166,13 +183,17 @@ AUTH_CASES = [
 
 
 @pytest.mark.parametrize(("method", "path", "auth", "status", "code"), AUTH_CASES)
-async def test_auth(running: RunningNode, method: str, path: str, auth: str | None, status: int, code: str) -> None:
+async def test_auth(
+    running: RunningNode, method: str, path: str, auth: str | None, status: int, code: str
+) -> None:
     headers = {"Idempotency-Key": "auth-case"}
     if auth in running.tokens:
         headers.update(running.headers(auth))
     elif auth is not None:
         headers["Authorization"] = auth
-    async with running.session.request(method, running.url + path, json=payment(), headers=headers) as resp:
+    async with running.session.request(
+        method, running.url + path, json=payment(), headers=headers
+    ) as resp:
         body = await resp.json(content_type=None)
         assert resp.status == status
         assert body["code"] == code
@@ -220,8 +241,20 @@ BAD_REQUESTS: list[tuple[str, dict[str, str], Any, int, str]] = [
     ("json array", {}, [payment()], 400, "invalid_body"),
     ("json string", {}, "pay", 400, "invalid_body"),
     ("json null", {}, None, 400, "invalid_body"),
-    ("missing amount", {}, {k: v for k, v in payment().items() if k != "amount"}, 400, "invalid_body"),
-    ("missing bill_id", {}, {k: v for k, v in payment().items() if k != "bill_id"}, 400, "invalid_body"),
+    (
+        "missing amount",
+        {},
+        {k: v for k, v in payment().items() if k != "amount"},
+        400,
+        "invalid_body",
+    ),
+    (
+        "missing bill_id",
+        {},
+        {k: v for k, v in payment().items() if k != "bill_id"},
+        400,
+        "invalid_body",
+    ),
     ("extra field", {}, _bad(tip=5), 400, "invalid_body"),
     ("amount zero", {}, _bad(amount=0), 422, "invalid_amount"),
     ("amount negative", {}, _bad(amount=-100), 422, "invalid_amount"),
@@ -246,8 +279,12 @@ BAD_REQUESTS: list[tuple[str, dict[str, str], Any, int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "headers", "body", "status", "code"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
-async def test_bad_payment_requests(running: RunningNode, name: str, headers: dict[str, str], body: Any, status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "headers", "body", "status", "code"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
+async def test_bad_payment_requests(
+    running: RunningNode, name: str, headers: dict[str, str], body: Any, status: int, code: str
+) -> None:
     before = running.db_counts()
     h = running.headers() | {"Idempotency-Key": f"bad-{name}"} | headers
     if "Idempotency-Key" in h and name == "no key":
@@ -281,9 +318,13 @@ BAD_PATHS = [
 
 
 @pytest.mark.parametrize(("method", "path", "status", "code"), BAD_PATHS)
-async def test_bad_paths(running: RunningNode, method: str, path: str, status: int, code: str) -> None:
+async def test_bad_paths(
+    running: RunningNode, method: str, path: str, status: int, code: str
+) -> None:
     before = running.db_counts()
-    async with running.session.request(method, running.url + path, headers=running.headers()) as resp:
+    async with running.session.request(
+        method, running.url + path, headers=running.headers()
+    ) as resp:
         doc = await resp.json(content_type=None)
         assert resp.status == status, doc
         assert doc["code"] == code
@@ -300,7 +341,9 @@ async def test_shutting_down_refuses_payments_but_answers_inquiries(running: Run
         assert resp.status == 503
 
 
-async def test_retry_of_a_taken_payment_gets_its_receipt_while_shutting_down(running: RunningNode) -> None:
+async def test_retry_of_a_taken_payment_gets_its_receipt_while_shutting_down(
+    running: RunningNode,
+) -> None:
     first = await pay(running, payment(1_000), "before-stop")
     running.node.refuse_payments("battery low")
     again = await pay(running, payment(1_000), "before-stop")
@@ -313,7 +356,9 @@ async def test_retry_of_a_taken_payment_gets_its_receipt_while_shutting_down(run
 @pytest.mark.parametrize(
     ("field", "value"), [("cashier", "rami\n"), ("bill_id", BILL + "\n"), ("method", "cash\n")]
 )
-async def test_trailing_newline_is_not_accepted(running: RunningNode, field: str, value: str) -> None:
+async def test_trailing_newline_is_not_accepted(
+    running: RunningNode, field: str, value: str
+) -> None:
     status, body, _ = await pay(running, payment() | {field: value}, f"nl-{field}")
     assert status == 422 and body["code"] == "invalid_field"
     assert running.db_counts()[:2] == (0, 0)

@@ -470,6 +470,23 @@ async def test_snapshot_streams_every_bill_then_its_cursor(centre: Centre) -> No
     assert after.changes == []
 
 
+async def test_abandoned_snapshot_leaves_the_centre_working(centre: Centre) -> None:
+    await centre_write(
+        centre.settings, lambda conn: seed.seed_bills(conn, GOV, 20_000, CYCLE, random.Random(3))
+    )
+    path = "/v1/governorates/DAM/bills/snapshot"
+    headers = protocol.sign(SECRETS[NODE], NODE, "GET", path, b"", int(time.time()))
+    async with centre.session.get(centre.url(path), headers=headers) as resp:
+        assert resp.status == 200
+        await resp.content.read(1000)
+        resp.close()
+    chain = Chain()
+    chain.pay(UNPAID, 1_000)
+    assert [r.verdict for r in (await centre.send(chain.entries)).results] == ["applied"]
+    page = await get_changes(centre, 0, 5)
+    assert page.more
+
+
 # --- CLI ------------------------------------------------------------------------------------
 
 

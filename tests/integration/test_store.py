@@ -311,7 +311,12 @@ async def test_a_full_disk_refuses_payments_whole_and_recovers_when_space_is_fre
         def audit(c: sqlite3.Connection) -> tuple[str, set[str], int]:
             return (
                 c.execute("PRAGMA integrity_check").fetchone()[0],
-                {r[0] for r in c.execute("SELECT payment_id FROM payments")},
+                {
+                    r[0]
+                    for r in c.execute(
+                        "SELECT o.id FROM payments p JOIN outbox_entries o ON o.seq = p.seq"
+                    )
+                },
                 c.execute("SELECT COUNT(*) FROM outbox_entries").fetchone()[0],
             )
 

@@ -66,6 +66,9 @@ class Upsd:
         self.maxage_s = maxage_s
         self.driver: subprocess.Popen[bytes] | None = None
         self.server: subprocess.Popen[bytes] | None = None
+        self.driver_outlived_upsd = False
+        self.fsd_latched = False
+        self.frozen: set[str] = set()
         self.env = os.environ | {
             "NUT_CONFPATH": str(self.etc),
             "NUT_STATEPATH": str(self.state),
@@ -98,6 +101,7 @@ class Upsd:
             )  # fmt: skip
 
     def start_driver(self) -> None:
+        self.driver_outlived_upsd = False
         sock = self.state / f"dummy-ups-{UPS}"
         sock.unlink(missing_ok=True)  # dummy-ups leaves it behind on SIGTERM
         self.driver = self._spawn(str(self.driver_bin), "-a", UPS)
@@ -117,17 +121,30 @@ class Upsd:
 
     def stop_server(self) -> None:
         self.server = _stop(self.server)
+        # dummy-ups 2.8.0 aborts ("bit out of range ... fd_set") at its next broadcast after
+        # the upsd it served went away, e.g. on a SET VAR: set() restarts it first.
+        self.driver_outlived_upsd = self.driver is not None
+        self.fsd_latched = False
 
-    def freeze_driver(self) -> None:
-        assert self.driver is not None
-        self.driver.send_signal(signal.SIGSTOP)
+    def freeze(self, which: str) -> None:
+        """SIGSTOP the "driver" (upsd then says DATA-STALE) or the "server" (no answers)."""
+        proc = self.driver if which == "driver" else self.server
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP)
+        self.frozen.add(which)
 
-    def thaw_driver(self) -> None:
-        assert self.driver is not None
-        self.driver.send_signal(signal.SIGCONT)
+    def thaw(self, which: str) -> None:
+        proc = self.driver if which == "driver" else self.server
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+        self.frozen.discard(which)
 
     def reset(self) -> None:
-        """Both daemons running and the UPS back to its initial figures."""
+        """Both daemons running, no FSD, and the UPS back to its initial figures."""
+        for which in list(self.frozen):
+            self.thaw(which)
+        if self.fsd_latched:
+            self.stop_server()
         if self.driver is None or self.driver.poll() is not None:
             self.start_driver()
         if self.server is None or self.server.poll() is not None:
@@ -141,8 +158,8 @@ class Upsd:
         _wait("the initial figures", lambda: self.get("battery.runtime") == "3600")
 
     def stop(self) -> None:
-        if self.driver is not None and self.driver.poll() is None:
-            self.thaw_driver()
+        for which in list(self.frozen):
+            self.thaw(which)
         self.stop_server()
         self.kill_driver()
 
@@ -152,8 +169,10 @@ class Upsd:
         """Send commands on one connection; return the last reply line (ERR raises)."""
         if login:
             lines = ("USERNAME admin", f"PASSWORD {ADMIN_PASSWORD}", *lines)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=3) as s:
-            f = s.makefile("rwb")
+        with (
+            socket.create_connection(("127.0.0.1", self.port), timeout=3) as s,
+            s.makefile("rwb") as f,
+        ):
             reply = ""
             for line in lines:
                 f.write(line.encode() + b"\n")
@@ -166,6 +185,10 @@ class Upsd:
         return nut.parse_var(self.request(f"GET VAR {UPS} {var}"), UPS, var)
 
     def set(self, var: str, value: str) -> None:
+        if self.driver_outlived_upsd:
+            self.kill_driver()
+            self.start_driver()
+            _wait("data from the new driver", lambda: "WAIT" not in (self._try_status() or "WAIT"))
         self.request(f"SET VAR {UPS} {var} {nut.quote(value)}", login=True)
 
     def set_status(self, status: str) -> None:
@@ -174,7 +197,9 @@ class Upsd:
         _wait(f"ups.status {status!r}", lambda: self._try_status() == status)
 
     def fsd(self) -> None:
+        """Set FSD; upsd latches it until restarted (reset() does that)."""
         self.request(f"FSD {UPS}", login=True)
+        self.fsd_latched = True
 
     def _try_status(self) -> str | None:
         try:
@@ -200,21 +225,19 @@ def require_nut() -> None:
 
 
 @pytest.fixture(scope="module", name="shared_upsd")
-def shared_upsd_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upsd]:
-    require_nut()
-    server = Upsd(tmp_path_factory.mktemp("nut"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+def shared_upsd_fixture(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Upsd]:
+    """One upsd per test module (starting one takes ~3 s); UPSD_MAXAGE_S in the module sets MAXAGE."""
+    with running_upsd(
+        tmp_path_factory.mktemp("nut"), maxage_s=getattr(request.module, "UPSD_MAXAGE_S", 15)
+    ) as server:
+        yield server
 
 
 @pytest.fixture(name="upsd")
 def upsd_fixture(shared_upsd: Upsd) -> Upsd:
-    """The module's upsd, running, its dummy UPS `OL` again (tests may kill or change it).
-
-    Not for FSD: upsd latches it until restarted; use `fresh_upsd`.
-    """
+    """The module's upsd, running, without FSD, its dummy UPS `OL` (tests may break it)."""
     shared_upsd.reset()
     return shared_upsd
 
@@ -224,17 +247,6 @@ def fresh_upsd_fixture(tmp_path: Path) -> Iterator[Upsd]:
     """A running upsd of the test's own, its dummy UPS `OL`."""
     with running_upsd(tmp_path / "nut") as server:
         yield server
-
-
-@pytest.fixture(name="idle_upsd")
-def idle_upsd_fixture(tmp_path: Path) -> Iterator[Upsd]:
-    """A configured upsd that is not running yet (`start()` it); stopped at the end."""
-    require_nut()
-    server = Upsd(tmp_path / "nut")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager

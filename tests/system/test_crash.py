@@ -83,11 +83,15 @@ def audit(path: Path) -> tuple[str, set[str], int, int]:
     """integrity_check, stored payment ids, entries whose chain verified, payments joined."""
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        stored = {row[0] for row in conn.execute("SELECT payment_id FROM payments")}
+        stored = {
+            row[0]
+            for row in conn.execute(
+                "SELECT o.id FROM payments p JOIN outbox_entries o ON o.seq = p.seq"
+            )
+        }
         last_seq, _ = outbox.verify_chain(outbox.iter_entries(conn))
         joined = conn.execute(
-            "SELECT COUNT(*) FROM payments p JOIN outbox_entries o"
-            " ON o.seq = p.seq AND o.id = p.payment_id"
+            "SELECT COUNT(*) FROM payments p JOIN outbox_entries o ON o.seq = p.seq"
         ).fetchone()[0]
     return integrity, stored, last_seq, joined
 

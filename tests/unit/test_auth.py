@@ -20,7 +20,9 @@ def test_add_token_stores_only_the_hash(tmp_path: Path) -> None:
     assert auth.hash_token(token) in text
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     clients = auth.load_tokens(path)
-    assert clients[auth.hash_token(token)] == auth.Client("counter-3", frozenset({"inquire", "pay"}))
+    assert clients[auth.hash_token(token)] == auth.Client(
+        "counter-3", frozenset({"inquire", "pay"})
+    )
 
 
 def test_identify_and_unknown(tmp_path: Path) -> None:
@@ -33,7 +35,9 @@ def test_identify_and_unknown(tmp_path: Path) -> None:
     assert tokens.identify("") is None
 
 
-def test_new_token_is_picked_up_without_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_token_is_picked_up_without_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "tokens.toml"
     auth.add_token(path, "a", ["inquire"])
     tokens = auth.Tokens(path)

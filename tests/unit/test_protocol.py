@@ -345,6 +345,20 @@ def test_protocol_md_worked_example() -> None:
     }
 
 
+def test_protocol_md_entry_hash_example() -> None:
+    eid = outbox.new_entry_id("dam-1", now=1_780_000_000.0, rand=bytes(10))
+    payload = pack({
+        "payment_id": eid, "bill_id": "DAM-2026-05-0100234567", "account": "0100234567",
+        "amount": 150000, "channel": "counter-1", "idempotency_key": "k-1", "method": "cash",
+        "cashier": "c1", "accepted_at": "2026-05-28T21:46:40.000Z",
+        "receipt": "DAM-20260529-000001",
+    })  # fmt: skip
+    assert (eid, len(payload)) == ("dam-1_01KSR492000000000000000000", 234)
+    assert outbox.entry_hash(outbox.GENESIS, 1, eid, "payment", payload) == (
+        "15f22b676d5754dc8744d2592e6f147fccc15fbf15b6d99aeb9dacdefb26f108"
+    )
+
+
 def test_verify_good_signature_any_header_case() -> None:
     body = b"body"
     headers = protocol.sign(SECRET, NODE, "POST", PATH, body, 1000)
