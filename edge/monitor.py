@@ -108,16 +108,20 @@ class PowerMonitor:
         reading = await self.source.read()
         self._show(reading)
         change = self.tracker.step(reading, self.monotonic())
-        if change is not None:
-            # Act before publishing the state: whoever sees `mains` can pay again.
-            self._apply(change)
-        self.node.power.state = self.tracker.state
         if change is None:
+            self.node.power.state = self.tracker.state
             return None
-        at = self.node.clock()
         level = logging.WARNING if change.to_state in ("low", "unknown") else logging.INFO
         log.log(level, "power %s -> %s: %s", change.from_state, change.to_state, change.reason)
-        await self.node.db.write(lambda c: record(c, change, at))
+        # Act, then store, then publish: whoever sees the new state can pay accordingly and
+        # finds its event.
+        self._apply(change)
+        at = self.node.clock()
+        try:
+            await self.node.db.write(lambda c: record(c, change, at))
+        except Exception:  # the policy above has acted; a lost history line must not stop it
+            log.exception("could not store the power event")
+        self.node.power.state = change.to_state
         if change.to_state == "battery":
             await self._checkpoint("PASSIVE")
         return change

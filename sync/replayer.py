@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import sqlite3
 import time
@@ -145,7 +146,10 @@ class Replayer:
         headers["Content-Type"] = protocol.CONTENT_TYPE
         try:
             async with self.session.post(
-                self.config.url + self.path, data=body, headers=headers
+                # BytesIO: aiohttp warns about (and copies) raw bytes bodies over 1 MiB.
+                self.config.url + self.path,
+                data=io.BytesIO(body),
+                headers=headers,
             ) as resp:
                 raw = await resp.read()
                 status, date = resp.status, resp.headers.get("Date")
