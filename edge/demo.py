@@ -17,8 +17,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge import auth, config
+from edge import auth, config, mirror
 from edge.app import create_app
+from edge.node import NODE, Node
 from sync.centre import app as centre_app
 from sync.centre import seed
 from sync.centre.cli import current_cycle
@@ -114,13 +115,15 @@ async def run_demo(args: argparse.Namespace, data: Path) -> int:
         centre_pull_interval_s=5.0, ups_source=args.ups, power_final_replay_s=5.0,
     )  # fmt: skip
     config.validate(settings)
-    node_runner = web.AppRunner(create_app(settings), access_log=None)
+    node_app = create_app(settings)
+    node_runner = web.AppRunner(node_app, access_log=None)
     try:
         await node_runner.setup()
         await web.TCPSite(node_runner, args.host, args.port).start()
         port = node_runner.addresses[0][1]
         _write_node_config(data / "edge.toml", settings.replace(http_port=port))
         url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"  # noqa: S104
+        await _first_pull(node_app[NODE], stop)
         samples = _sample_accounts(centre_settings.db_path)
         print(f"\nedge demo: node {NODE_ID} ({GOV}) and a reference centre are running", flush=True)
         print(f"  Dashboard:     {url}/", flush=True)
@@ -143,6 +146,17 @@ async def run_demo(args: argparse.Namespace, data: Path) -> int:
                 loop.remove_signal_handler(sig)
     print("edge demo stopped cleanly", flush=True)
     return 0
+
+
+async def _first_pull(node: Node, stop: asyncio.Event, timeout_s: float = 120.0) -> None:
+    """Wait until the node's mirror holds the centre's bills, so the sample accounts answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline and not stop.is_set():
+        if node.db.read(lambda c: mirror.state(c).cursor) is not None:
+            return
+        await asyncio.sleep(0.1)
+    log.warning("the mirror has not finished its first pull yet; inquiries may answer 404")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -41,8 +41,9 @@ class Link:
         now = self.clock()
         centre_time = parse_http_date(server_date)
         if centre_time is not None:
-            # Positive skew: the centre is ahead of us.
-            self.clock_skew_s = round(centre_time - now, 1)
+            # Positive skew: the centre is ahead of us. Date has whole seconds (truncated), so
+            # half a second is added back; anything within ±1 s is measurement noise.
+            self.clock_skew_s = round(centre_time + 0.5 - now, 1)
         self.last_ok_at = now
         self.consecutive_failures = 0
         self.config_fault = False
@@ -54,7 +55,7 @@ class Link:
         now = self.clock()
         centre_time = parse_http_date(server_date)
         if centre_time is not None:
-            self.clock_skew_s = round(centre_time - now, 1)
+            self.clock_skew_s = round(centre_time + 0.5 - now, 1)
         self.last_error, self.last_error_at = error, now
         self.consecutive_failures += 1
         self.config_fault = config_fault
