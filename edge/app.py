@@ -42,6 +42,9 @@ async def stop_taking_money(app: web.Application) -> None:
     node = app[NODE]
     if not node.shutting_down:
         node.refuse_payments("the node is stopping")
+    power = node.extras.get("power")
+    if power is not None:
+        power.stop()  # mains returning during the stop must not reopen payments
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:

@@ -170,6 +170,42 @@ def bills_by_id(conn: sqlite3.Connection, bill_ids: Iterable[str]) -> dict[str, 
     return out
 
 
+# The inquiry body's bills, built by SQLite's JSON functions in the same statement that reads
+# them: the hot path then creates no Python object per bill. `due` and `status` restate
+# BillView.due / BillView.status in SQL; tests/unit/test_overlay.py holds the two equal.
+_ACCOUNT_JSON = (
+    "WITH v AS (SELECT b.*, " + _PENDING_LOCAL + " AS pl FROM bills b WHERE b.account = ?),"
+    " w AS (SELECT *, max(0, amount - paid - pl) AS due FROM v ORDER BY cycle)"
+    " SELECT json_group_array(json_object("
+    "'bill_id', bill_id, 'cycle', cycle, 'amount', amount, 'paid', paid, 'pending_local', pl,"
+    " 'due', due, 'due_date', due_date, 'status', CASE WHEN due = 0 THEN 'paid'"
+    " WHEN paid + pl = 0 THEN 'unpaid' ELSE 'partial' END, 'kwh', kwh, 'meter', meter,"
+    " 'version', version)), SUM(due), COUNT(*),"
+    " (SELECT json_object('name', name, 'address', address) FROM w ORDER BY cycle DESC LIMIT 1),"
+    " (SELECT governorate FROM w ORDER BY cycle DESC LIMIT 1)"
+    " FROM w"
+)
+
+
+@dataclass(frozen=True)
+class AccountJson:
+    """An account's bills as JSON text, ready to embed in the inquiry response."""
+
+    bills: str
+    total_due: int
+    subscriber: str
+    governorate: str
+
+
+def account_json(conn: sqlite3.Connection, account: str) -> AccountJson | None:
+    bills_json, total, count, subscriber, governorate = conn.execute(
+        _ACCOUNT_JSON, (account,)
+    ).fetchone()
+    if not count:
+        return None
+    return AccountJson(bills_json, int(total), subscriber, governorate)
+
+
 def bills_for_account(conn: sqlite3.Connection, account: str) -> list[BillView]:
     rows = conn.execute(_SELECT_VIEW + " WHERE b.account = ? ORDER BY b.cycle", (account,))
     return [BillView._make(row) for row in rows]

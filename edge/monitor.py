@@ -273,6 +273,9 @@ async def power_events(request: web.Request) -> web.Response:
 # --- wiring ---------------------------------------------------------------------------
 
 
+POWER_MONITOR = web.AppKey("power_monitor", PowerMonitor)
+
+
 async def power_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the monitor after replication (the policy uses it); stop it first on close."""
     node = app[NODE]
@@ -282,6 +285,7 @@ async def power_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     monitor = PowerMonitor(node, make_source(node.settings))
+    app[POWER_MONITOR] = monitor
     node.extras["power"] = monitor
     task = asyncio.create_task(monitor.run(), name="power-monitor")
     try:
@@ -300,14 +304,15 @@ async def report(settings: Settings, out: Callable[[str], None] = print) -> int:
     finally:
         await source.close()
     state, reason = classify(reading, settings.power_runtime_floor_s)
-    out(f"source:         {source.describe()}")
-    out(f"state:          {state} ({reason})")
     figures = [("ups.status", reading.status, ""), ("battery.charge", reading.charge, " %"),
                ("battery.runtime", reading.runtime_s, " s"), ("ups.load", reading.load_pct, " %"),
                ("input.voltage", reading.input_voltage, " V")]  # fmt: skip
+    lines = [("source", source.describe()), ("state", f"{state} ({reason})")]
     for name, value, unit in figures:
         shown = "-" if value is None else f"{value:g}{unit}" if isinstance(value, float) else value
-        out(f"{name + ':':<16}{shown}")
+        lines.append((name, shown))
+    for label, text in lines:
+        out(f"{label + ':':<17}{text}")
     if reading.raw:
         out("all variables:")
         for key in sorted(reading.raw):

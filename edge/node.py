@@ -10,9 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
+from edge import mirror
 from edge.auth import Tokens
 from edge.config import Settings
 from edge.db import Database
+from edge.mirror import MirrorState
 from edge.payments import Acceptor
 from sync.link import Link
 
@@ -50,10 +52,18 @@ class Node:
     outbox_changed: asyncio.Event = field(default_factory=asyncio.Event)
     extras: dict[str, Any] = field(default_factory=dict)
     acceptor: Acceptor = field(init=False)
+    _mirror_cache: tuple[float, MirrorState] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # One instance per node: the writer groups payments by this job's identity.
         self.acceptor = Acceptor(self.settings.node_id, self.settings.node_governorate)
+
+    def mirror_state(self) -> MirrorState:
+        """The mirror's cursor and freshness, re-read at most once a second (inquiries ask often)."""
+        now = time.monotonic()
+        if self._mirror_cache is None or now - self._mirror_cache[0] > 1.0:
+            self._mirror_cache = (now, self.db.read(mirror.state))
+        return self._mirror_cache[1]
 
     def refuse_payments(self, reason: str) -> None:
         self.shutting_down = True

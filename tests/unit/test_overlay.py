@@ -239,3 +239,28 @@ def test_the_overlay_bounds_what_can_still_be_paid(billed, pay_and_settle, tx, p
     with pytest.raises(errors.BillAlreadyPaid):
         tx(billed, lambda c: pay(c, BILL, 1, key="after"))
     assert outbox.stats(billed).last_seq == 2
+
+
+def test_inquiry_json_built_by_sqlite_matches_the_python_overlay(conn, tx, bill_factory, seed, pay):
+    import json as _json
+
+    account = "100234567"
+    seed(conn, [
+        bill_factory(account, cycle="2026-01", paid=100_000),
+        bill_factory(account, cycle="2026-03", paid=40_000),
+        bill_factory(account, cycle="2026-05"),
+        bill_factory(account, cycle="2026-07", amount=0),
+    ])  # fmt: skip
+    tx(conn, lambda c: pay(c, f"DAM-2026-05-{account}", 30_000, key="a"))
+    tx(conn, lambda c: pay(c, f"DAM-2026-03-{account}", 60_000, key="b"))
+    views = mirror.bills_for_account(conn, account)
+    found = mirror.account_json(conn, account)
+    assert found is not None
+    got = _json.loads(found.bills)
+    assert [(b["bill_id"], b["pending_local"], b["due"], b["status"]) for b in got] == [
+        (v.bill_id, v.pending_local, v.due, v.status) for v in views
+    ]
+    assert {b["status"] for b in got} == {"paid", "partial"}
+    assert found.total_due == sum(v.due for v in views) == 70_000
+    assert _json.loads(found.subscriber) == {"name": views[-1].name, "address": views[-1].address}
+    assert mirror.account_json(conn, "999") is None
