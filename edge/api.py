@@ -17,6 +17,7 @@ import outbox
 from edge import errors, mirror, payments
 from edge.auth import Client
 from edge.node import NODE, Node
+from outbox import crashpoints
 from outbox.ids import ENTRY_ID
 
 MAX_BODY = 64 * 1024
@@ -193,6 +194,7 @@ async def create_payment(request: web.Request) -> web.Response:
         reply: payments.Reply = await node.db.write_batched(node.acceptor, call)
     except outbox.StorageError as exc:
         raise (errors.StorageFull if exc.full else errors.StorageFailed)(str(exc)) from exc
+    crashpoints.reached("after_commit")
     if not reply.replayed:
         node.outbox_changed.set()
     return reply_response(reply)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from edge.errors import EdgeError
+from outbox import crashpoints
 
 BILL_FIELDS = (
     "bill_id", "account", "governorate", "cycle", "name", "address", "meter", "kwh",
@@ -130,6 +131,7 @@ def apply_changes(
         ).fetchone()[0]
     before = conn.total_changes
     conn.executemany(_UPSERT, rows)
+    crashpoints.reached("mirror_batch")
     changed = conn.total_changes - before
     if cursor is None:
         conn.execute("UPDATE mirror_state SET bills = bills + ? WHERE id = 1", (len(ids) - known,))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 import outbox
+from outbox import crashpoints
 from sync import protocol, signing
 from sync.errors import ProtocolError
 from sync.link import Link
@@ -169,6 +170,7 @@ class Replayer:
             reply = protocol.decode_reply(raw)
         except ProtocolError as exc:
             return await self._failed(entries, f"bad reply from centre: {exc}", date)
+        crashpoints.reached("before_settle")
         return await self._settle(entries, reply, date)
 
     async def _settle(
