@@ -91,7 +91,11 @@ async def eventually(
 
 
 async def start_link(
-    tmp_path: Path, **node_overrides: Any
+    tmp_path: Path,
+    *,
+    clock: Callable[[], float] = time.time,
+    accounts: list[str] = ACCOUNTS,
+    **node_overrides: Any,
 ) -> tuple[Link, Callable[[], Awaitable[None]]]:
     secret_file = tmp_path / "dam-1.secret"
     secret_file.write_text(SECRET + "\n")
@@ -103,7 +107,7 @@ async def start_link(
     centre = Centre(settings)
     await centre.start()
     now = time.time()
-    await centre.write(lambda c: bills.upsert_bills(c, GOV, [bill_input(a) for a in ACCOUNTS], now))
+    await centre.write(lambda c: bills.upsert_bills(c, GOV, [bill_input(a) for a in accounts], now))
     proxy = FaultProxy(centre.port)
     await proxy.start()
     overrides: dict[str, Any] = {
@@ -112,7 +116,7 @@ async def start_link(
         "centre_config_fault_retry_s": 0.3, "centre_timeout_s": 5.0, "power_final_replay_s": 2.0,
     }  # fmt: skip
     overrides.update(node_overrides)
-    runner, rn = await start_node(tmp_path / "node", [], **overrides)
+    runner, rn = await start_node(tmp_path / "node", [], clock=clock, **overrides)
 
     async def close() -> None:
         await rn.session.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,11 @@ class RunningNode:
 
 
 async def start_node(
-    tmp_path: Path, bills: list[dict[str, Any]], **overrides: Any
+    tmp_path: Path,
+    bills: list[dict[str, Any]],
+    *,
+    clock: Callable[[], float] = time.time,
+    **overrides: Any,
 ) -> tuple[web.AppRunner, RunningNode]:
     tokens_file = tmp_path / "tokens.toml"
     tokens = {
@@ -72,7 +76,7 @@ async def start_node(
         node_id="dam-1", node_data_dir=tmp_path / "data", auth_tokens_file=tokens_file,
         http_host="127.0.0.1", http_port=0, ups_source="none", storage_min_free_mb=0, centre_url="",
     ).replace(**overrides)  # fmt: skip
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -80,7 +84,7 @@ async def start_node(
     port = runner.addresses[0][1]
     node = app[NODE]
     if bills:
-        await node.db.write(lambda c: mirror.apply_changes(c, bills, 1, now=time.time()))
+        await node.db.write(lambda c: mirror.apply_changes(c, bills, 1, now=clock()))
     session = aiohttp.ClientSession()
     return runner, RunningNode(f"http://127.0.0.1:{port}", node, session, tokens, tmp_path / "data")
 
