@@ -137,6 +137,15 @@ async def read_json(request: web.Request) -> Any:
         raise errors.MalformedJson("the body could not be parsed as JSON") from None
 
 
+def is_utf8(text: str) -> bool:
+    """False for a string with a lone surrogate (JSON's "\\ud800"): not text, cannot be stored."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_payment(doc: Any) -> payments.PaymentRequest:
     if not isinstance(doc, dict):
         raise errors.InvalidBody("the body must be a JSON object")
@@ -154,7 +163,12 @@ def parse_payment(doc: Any) -> payments.PaymentRequest:
         raise errors.InvalidField("bill_id must be a bill id like DAM-2026-05-0100234567")
     if method not in payments.METHODS:
         raise errors.InvalidField(f"method must be one of {', '.join(payments.METHODS)}")
-    if not isinstance(cashier, str) or not _CASHIER.match(cashier) or not cashier.strip():
+    if (
+        not isinstance(cashier, str)
+        or not _CASHIER.match(cashier)
+        or not cashier.strip()
+        or not is_utf8(cashier)
+    ):
         raise errors.InvalidField("cashier must be a name of 1-64 characters")
     return payments.PaymentRequest(bill_id=bill_id, amount=amount, method=method, cashier=cashier)
 

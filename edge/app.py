@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from edge import api, monitor, replication, status
+from edge import api, dashboard, metrics, monitor, notify, replication, status
 from edge.auth import Tokens
 from edge.config import Settings
 from edge.db import Database
@@ -55,14 +55,17 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         clock=clock,
     )
     node.link.clock = clock
-    app = web.Application(middlewares=[problems], client_max_size=api.MAX_BODY)
+    app = web.Application(middlewares=[metrics.observe, problems], client_max_size=api.MAX_BODY)
     app[NODE] = node
     app.cleanup_ctx.extend(
-        [database_ctx, tokens_ctx, replication.replication_ctx, monitor.power_ctx]
-    )
-    app.on_shutdown.append(stop_taking_money)
+        [notify.notify_ctx, database_ctx, tokens_ctx, replication.replication_ctx,
+         monitor.power_ctx]
+    )  # fmt: skip
+    app.on_shutdown.extend([stop_taking_money, notify.stopping])
     app.add_routes(api.routes)
     app.add_routes(status.routes)
     app.add_routes(replication.routes)
     app.add_routes(monitor.routes)
+    metrics.setup(app)
+    dashboard.setup(app)
     return app

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge import __version__, auth, config, demo
+from edge import __version__, auth, backup, config, demo, doctor
 from edge.errors import ConfigError, DatabaseError
 from sync.centre import cli as centre_cli
 
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     centre_cli.register(sub)
     demo.register(sub)
+    doctor.register(sub)
+    backup.register(sub)
     return parser
 
 

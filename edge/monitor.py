@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import errors, payments
+from edge import errors, history, payments
 from edge.api import json_response
 from edge.config import Settings
 from edge.node import NODE, Node
@@ -107,6 +107,7 @@ class PowerMonitor:
     async def step(self) -> Transition | None:
         reading = await self.source.read()
         self._show(reading)
+        await history.note_reading(self.node, reading)
         change = self.tracker.step(reading, self.monotonic())
         if change is None:
             self.node.power.state = self.tracker.state

@@ -25,6 +25,10 @@ class NutConnectionError(NutError):
     """upsd cannot be reached, refused the connection, closed it, or did not answer in time."""
 
 
+class NutTimeout(NutConnectionError):
+    """upsd accepted the request but did not answer within the timeout."""
+
+
 class NutProtocolError(NutError):
     """upsd answered something this client cannot parse."""
 
@@ -223,6 +227,8 @@ class NutClient:
             reused = self._writer is not None
             try:
                 return await self._exchange(line, listing)
+            except NutTimeout:
+                raise  # a hung upsd would hang a second connection too
             except NutConnectionError:
                 if not reused:
                     raise
@@ -250,7 +256,7 @@ class NutClient:
                 return lines
         except TimeoutError:
             await self.close()
-            raise NutConnectionError(f"upsd at {self.address} did not answer in time") from None
+            raise NutTimeout(f"upsd at {self.address} did not answer in time") from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             await self.close()
             raise NutConnectionError(

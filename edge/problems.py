@@ -37,7 +37,9 @@ def problem(error: errors.ApiError) -> web.Response:
     }
     return web.Response(
         status=error.status,
-        body=json.dumps(body, ensure_ascii=False).encode(),
+        # "replace": a detail quoting a client's lone surrogate (JSON "\ud800") must not turn a
+        # 400 into a 500 (found by tests/integration/test_fuzz_api.py).
+        body=json.dumps(body, ensure_ascii=False).encode("utf-8", "replace"),
         content_type=PROBLEM,
         charset="utf-8",
         headers=error.headers,

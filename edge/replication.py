@@ -64,6 +64,7 @@ def build(node: Node, session: aiohttp.ClientSession, secret: bytes) -> tuple[Re
         ReplayConfig(node=s.node_id, url=url, secret=secret, batch_size=s.centre_batch_size,
                      policy=policy, config_fault_retry_s=s.centre_config_fault_retry_s),
         node.db.writer, session, node.link, clock=node.clock,
+        on_result=node.extras.get("on_replay_result"),  # edge.metrics counts batches
     )  # fmt: skip
 
     async def apply(bills: list[dict[str, Any]], cursor: int | None) -> None:

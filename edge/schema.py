@@ -71,4 +71,23 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX power_events_at ON power_events (at);
         """,
     ),
+    Migration(
+        "edge.0004_power_readings",
+        """
+        -- One UPS reading a minute for the dashboard's chart (NULL figures: no data then).
+        CREATE TABLE power_readings (
+            id            INTEGER PRIMARY KEY,
+            at            REAL NOT NULL,
+            flags         TEXT,
+            charge        REAL,
+            runtime_s     REAL,
+            load_pct      REAL,
+            input_voltage REAL
+        );
+        CREATE INDEX power_readings_at ON power_readings (at);
+        -- "Delivered today" on the dashboard: a range over today's deliveries, not a scan.
+        CREATE INDEX outbox_entries_delivered_at ON outbox_entries (settled_at)
+            WHERE state = 'delivered';
+        """,
+    ),
 )

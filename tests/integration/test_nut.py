@@ -46,14 +46,22 @@ async def test_unknown_ups_and_unsupported_variable_are_typed(upsd: Upsd) -> Non
 
 
 async def test_login_then_set_var(upsd: Upsd) -> None:
+    set_charge = f"SET VAR {UPS} battery.charge {nut.quote('55')}"
     async with nut.NutClient("127.0.0.1", upsd.port, timeout_s=2) as anonymous:
-        with pytest.raises(nut.NutServerError):
-            await anonymous.command(f"SET VAR {UPS} battery.charge {nut.quote('55')}")
+        with pytest.raises(nut.NutServerError) as refused:
+            await anonymous.command(set_charge)
+        assert refused.value.code == "USERNAME-REQUIRED"
+    # upsd answers OK to any PASSWORD; the check comes with the first privileged command.
+    wrong = nut.NutClient("127.0.0.1", upsd.port, timeout_s=2, username="admin", password="nope")
+    async with wrong:
+        assert await wrong.get_var(UPS, "ups.status") == "OL"
+        with pytest.raises(nut.AccessDenied):
+            await wrong.command(set_charge)
     admin = nut.NutClient(
         "127.0.0.1", upsd.port, timeout_s=2, username="admin", password=ADMIN_PASSWORD
     )
     async with admin:
-        assert await admin.command(f"SET VAR {UPS} battery.charge {nut.quote('55')}") == "OK"
+        assert await admin.command(set_charge) == "OK"
 
         async def charged() -> bool:
             return await admin.get_var(UPS, "battery.charge") == "55"
@@ -154,9 +162,28 @@ async def test_a_peer_that_never_answers_times_out(
     port = await fake_upsd(silent)
     async with nut.NutClient("127.0.0.1", port, timeout_s=0.3) as client:
         started = time.monotonic()
-        with pytest.raises(nut.NutConnectionError, match="did not answer in time"):
+        with pytest.raises(nut.NutTimeout, match="did not answer in time"):
             await client.get_var(UPS, "ups.status")
         assert time.monotonic() - started < 2.0
+
+
+async def test_a_peer_that_hangs_mid_session_costs_one_timeout_not_two(
+    fake_upsd: Callable[[Handler], Awaitable[int]],
+) -> None:
+    async def answers_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(f'VAR {UPS} ups.status "OL"\n'.encode())
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    port = await fake_upsd(answers_once)
+    async with nut.NutClient("127.0.0.1", port, timeout_s=0.5) as client:
+        assert await client.get_var(UPS, "ups.status") == "OL"
+        started = time.monotonic()
+        with pytest.raises(nut.NutTimeout):
+            await client.get_var(UPS, "ups.status")
+        assert time.monotonic() - started < 0.9, "a timeout is not retried on a new connection"
 
 
 async def test_hanging_up_mid_list_is_a_connection_error(

@@ -18,6 +18,9 @@ from typing import Any
 from nodefixtures import RunningNode, make_bill, start_node
 from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
 
+from edge import monitor
+from edge.config import Settings
+
 # Ordered so that the tests which restart upsd or latch FSD (both make the next SET VAR
 # restart the driver, ~3 s) come last.
 POLL_S = 0.3
@@ -142,12 +145,21 @@ def test_edge_ups_prints_the_ups_as_the_node_sees_it(upsd: Upsd, tmp_path: Path)
     done = edge_ups(tmp_path, upsd.port, UPS)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert "state:          mains (on mains (OL))" in lines
-    assert {"ups.status:     OL", "battery.charge: 100 %", "battery.runtime:3600 s"} <= set(lines)
+    assert "state:           mains (on mains (OL))" in lines
+    assert {"ups.status:      OL", "battery.charge:  100 %", "battery.runtime: 3600 s"} <= set(
+        lines
+    )
     assert "  device.model: Dummy UPS" in lines
-    missing = edge_ups(tmp_path, upsd.port, "nosuchups")
-    assert missing.returncode == 1
-    assert "state:          unknown (UNKNOWN-UPS for UPS 'nosuchups'" in missing.stdout
+
+
+async def test_ups_report_for_an_unknown_ups_name_says_why_and_exits_1(upsd: Upsd) -> None:
+    lines: list[str] = []
+    settings = Settings(ups_port=upsd.port, ups_name="nosuchups")
+    assert await monitor.report(settings, out=lines.append) == 1
+    assert lines[1] == (
+        "state:           unknown (UNKNOWN-UPS for UPS 'nosuchups': No UPS of that name in"
+        " upsd's ups.conf.)"
+    )
 
 
 async def test_ups_lost_while_on_battery_is_low_after_the_dead_time(

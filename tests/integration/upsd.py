@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,10 +43,10 @@ def free_port() -> int:
         return port
 
 
-def _wait(what: str, ok: object, seconds: float = START_S) -> None:
+def _wait(what: str, ok: Callable[[], bool], seconds: float = START_S) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if ok():  # type: ignore[operator]
+        if ok():
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")

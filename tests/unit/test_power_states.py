@@ -295,6 +295,15 @@ async def test_a_stop_for_another_reason_is_not_undone_by_mains(rig: Rig) -> Non
     assert rig.node.shutting_down and rig.node.shutdown_reason == "the node is stopping"
 
 
+async def test_mains_during_the_node_stop_does_not_reopen_payments(rig: Rig) -> None:
+    rig.node.settings = rig.node.settings.replace(power_on_low="read_only")
+    await rig.step(ups("OB LB"))
+    rig.monitor.stop()  # what the app's on_shutdown does when SIGTERM arrives
+    await rig.step(ups("OL"))
+    await rig.step(ups("OL"))
+    assert rig.node.power.state == "mains" and rig.node.shutting_down
+
+
 async def test_lost_ups_shows_the_error_and_keeps_the_last_figures(rig: Rig) -> None:
     await rig.step(ups("OL", charge=100))
     await rig.step(LOST)

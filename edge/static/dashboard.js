@@ -1,0 +1,429 @@
+/* The operator dashboard: polls the node's own JSON views and draws them. ES5 and
+   XMLHttpRequest on purpose, so a cashier's old browser runs it; text goes in through
+   textContent only, never as HTML. */
+(function () {
+  "use strict";
+  var POLL_MS = 1000, OVERVIEW_MS = 5000, HISTORY_MS = 30000, ADMIN_MS = 5000, TIMEOUT_MS = 5000;
+  var TOKEN_KEY = "edge.admin_token", LANG_KEY = "edge.lang", SVG = "http://www.w3.org/2000/svg";
+  var ALERT_FLAGS = { OB: 1, LB: 1, RB: 1, OVER: 1, FSD: 1, OFF: 1, BYPASS: 1, CAL: 1 };
+  var T = {
+    ar: {
+      title: "لوحة تشغيل عقدة المحافظة", node: "العقدة", mode: "الوضع", power: "الكهرباء وجهاز UPS",
+      charge: "شحن البطارية", low_mark: "حد الانخفاض", runtime: "الوقت المتبقي على البطارية",
+      load: "الحمل", voltage: "جهد الدخل", last_reading: "آخر قراءة", source: "المصدر",
+      chart_title: "شحن البطارية خلال آخر 24 ساعة", legend_charge: "الشحن %",
+      legend_battery: "على البطارية", legend_low: "بطارية منخفضة", legend_unknown: "لا بيانات من UPS",
+      legend_mark: "حد الانخفاض", legend_link: "انقطاع الاتصال بالمركز", link: "الاتصال بالمركز",
+      since: "منذ", last_ok: "آخر تواصل ناجح", last_error: "آخر خطأ",
+      clock_skew: "فرق الساعة مع المركز", outbox: "الدفعات بانتظار الإرسال", pending: "قيد الانتظار",
+      oldest: "عمر أقدم دفعة منتظرة", rejected: "مرفوضة (تحتاج مشغّلاً)", delivered_today: "سُلّمت اليوم",
+      delivered: "سُلّمت إجمالاً", mirror: "نسخة الفواتير المحلية", bills: "الفواتير",
+      as_of: "آخر تحديث من المركز", admin: "للمشغّل: الدفعات المرفوضة",
+      token_label: "رمز المشغّل (صلاحية admin)", show: "عرض", forget: "نسيان الرمز",
+      admin_hint: "تظهر الدفعات المرفوضة لمن يُدخل رمز مشغّل فقط؛ يُحفظ الرمز في هذه النافذة حتى إغلاقها.",
+      token_bad: "الرمز غير مقبول أو لا يملك صلاحية admin.", admin_error: "تعذّر جلب الدفعات المرفوضة.",
+      none_rejected: "لا توجد دفعات مرفوضة.", shown_of: "المعروض {n} من {total}",
+      version: "الإصدار", updated: "آخر تحديث", offline: "انقطع الاتصال بالعقدة؛ المعروض قد يكون قديماً",
+      state_mains: "كهرباء الشبكة", state_battery: "على البطارية", state_low: "بطارية منخفضة",
+      state_unknown: "حالة الكهرباء غير معروفة", link_up: "متصل", link_degraded: "متعثر",
+      link_down: "منقطع", link_unknown: "لم يُختبر بعد", mode_normal: "عادي", mode_degraded: "محدود",
+      mode_read_only: "قراءة فقط", mode_shutting_down: "يتوقف", fresh: "محدّثة", stale: "قديمة",
+      never: "لا يوجد بعد", ago: "منذ {d}", ups_unreachable: "لا بيانات من جهاز UPS",
+      no_readings: "لا قراءات بعد", s: "ث", min: "د", h: "س", d: "ي",
+      col_receipt: "الإيصال", col_bill: "الفاتورة", col_account: "الاشتراك", col_amount: "المبلغ (ل.س)",
+      col_method: "الطريقة", col_cashier: "أمين الصندوق", col_channel: "القناة",
+      col_accepted: "وقت القبض", col_rejected: "وقت الرفض", col_reason: "سبب الرفض",
+      OL: "على الشبكة", OB: "على البطارية", LB: "بطارية منخفضة", HB: "بطارية مرتفعة",
+      RB: "البطارية تحتاج استبدالاً", CHRG: "تشحن", DISCHRG: "تفرغ", BYPASS: "تجاوز", CAL: "معايرة",
+      OFF: "مطفأ", OVER: "حمل زائد", TRIM: "خفض الجهد", BOOST: "رفع الجهد", FSD: "إيقاف قسري",
+      DAM: "دمشق", RDA: "ريف دمشق", ALE: "حلب", HMS: "حمص", HAM: "حماة", LAT: "اللاذقية",
+      TAR: "طرطوس", IDL: "إدلب", RAQ: "الرقة", DEZ: "دير الزور", HAS: "الحسكة", DAR: "درعا",
+      SWE: "السويداء", QUN: "القنيطرة"
+    },
+    en: {
+      title: "Governorate node: operator dashboard", node: "Node", mode: "Mode", power: "Power and UPS",
+      charge: "Battery charge", low_mark: "low mark", runtime: "Runtime left on battery",
+      load: "Load", voltage: "Input voltage", last_reading: "Last reading", source: "Source",
+      chart_title: "Battery charge, last 24 hours", legend_charge: "Charge %",
+      legend_battery: "On battery", legend_low: "Low battery", legend_unknown: "No UPS data",
+      legend_mark: "Low mark", legend_link: "Link to centre down", link: "Link to the centre",
+      since: "Since", last_ok: "Last good exchange", last_error: "Last error",
+      clock_skew: "Clock skew (centre − node)", outbox: "Payments waiting to be sent",
+      pending: "Pending", oldest: "Oldest pending payment", rejected: "Rejected (need an operator)",
+      delivered_today: "Delivered today", delivered: "Delivered in all", mirror: "Local bills mirror",
+      bills: "Bills", as_of: "Last heard from the centre", admin: "Operator: rejected payments",
+      token_label: "Operator token (admin scope)", show: "Show", forget: "Forget token",
+      admin_hint: "Rejected payments are shown only to someone who gives an operator token; it is kept in this tab until it closes.",
+      token_bad: "The token was refused or lacks the admin scope.", admin_error: "Could not load the rejected payments.",
+      none_rejected: "No rejected payments.", shown_of: "Showing {n} of {total}",
+      version: "Version", updated: "Updated", offline: "Lost contact with the node; what you see may be old",
+      state_mains: "On mains", state_battery: "On battery", state_low: "Low battery",
+      state_unknown: "Power state unknown", link_up: "Up", link_degraded: "Degraded",
+      link_down: "Down", link_unknown: "Not tried yet", mode_normal: "Normal", mode_degraded: "Degraded",
+      mode_read_only: "Read-only", mode_shutting_down: "Shutting down", fresh: "Fresh", stale: "Stale",
+      never: "none yet", ago: "{d} ago", ups_unreachable: "No data from the UPS",
+      no_readings: "No readings yet", s: "s", min: "min", h: "h", d: "d",
+      col_receipt: "Receipt", col_bill: "Bill", col_account: "Account", col_amount: "Amount (SYP)",
+      col_method: "Method", col_cashier: "Cashier", col_channel: "Channel",
+      col_accepted: "Taken at", col_rejected: "Rejected at", col_reason: "Reason",
+      OL: "on line (mains)", OB: "on battery", LB: "low battery", HB: "high battery",
+      RB: "replace battery", CHRG: "charging", DISCHRG: "discharging", BYPASS: "bypass",
+      CAL: "calibrating", OFF: "off", OVER: "overload", TRIM: "trimming voltage",
+      BOOST: "boosting voltage", FSD: "forced shutdown",
+      DAM: "Damascus", RDA: "Rural Damascus", ALE: "Aleppo", HMS: "Homs", HAM: "Hama",
+      LAT: "Latakia", TAR: "Tartus", IDL: "Idlib", RAQ: "Raqqa", DEZ: "Deir ez-Zor",
+      HAS: "Hasakah", DAR: "Daraa", SWE: "As-Suwayda", QUN: "Quneitra"
+    }
+  };
+  var lang = "ar";
+  var last = { status: null, overview: null, history: null, rejected: null, adminError: null };
+
+  function $(id) { return document.getElementById(id); }
+  function t(key) { var v = T[lang][key]; return v === undefined ? key : v; }
+  function fill(text, values) {
+    return text.replace(/\{(\w+)\}/g, function (m, k) { return values[k]; });
+  }
+  function store(kind) {
+    try { return window[kind] || null; } catch (e) { return null; } // private modes throw
+  }
+  function stored(kind, key) { var s = store(kind); try { return s ? s.getItem(key) : null; } catch (e) { return null; } }
+  function keep(kind, key, value) {
+    var s = store(kind);
+    try { if (s) { if (value === null) { s.removeItem(key); } else { s.setItem(key, value); } } } catch (e) { /* full or denied */ }
+  }
+
+  function get(url, token, done) {
+    var xhr = new XMLHttpRequest();
+    xhr.open("GET", url, true);
+    xhr.timeout = TIMEOUT_MS;
+    xhr.setRequestHeader("Accept", "application/json");
+    if (token) { xhr.setRequestHeader("Authorization", "Bearer " + token); }
+    xhr.onreadystatechange = function () {
+      if (xhr.readyState !== 4) { return; }
+      var body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+      if (xhr.status === 200 && body) { done(null, body); } else { done({ status: xhr.status, body: body }, null); }
+    };
+    xhr.send();
+  }
+
+  // --- formatting --------------------------------------------------------------------
+  function num(v) { return v === null || v === undefined ? "—" : String(Math.round(v * 10) / 10); }
+  function count(v) {
+    if (v === null || v === undefined) { return "—"; }
+    return String(v).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  }
+  function duration(sec) {
+    if (sec === null || sec === undefined) { return "—"; }
+    var s = Math.max(0, Math.round(sec));
+    if (s < 60) { return s + " " + t("s"); }
+    if (s < 3600) { return Math.floor(s / 60) + " " + t("min") + (s % 60 ? " " + (s % 60) + " " + t("s") : ""); }
+    if (s < 86400) { return Math.floor(s / 3600) + " " + t("h") + " " + Math.floor((s % 3600) / 60) + " " + t("min"); }
+    return Math.floor(s / 86400) + " " + t("d") + " " + Math.floor((s % 86400) / 3600) + " " + t("h");
+  }
+  function pad(n) { return n < 10 ? "0" + n : String(n); }
+  function clock(iso) {
+    if (!iso) { return "—"; }
+    var d = new Date(Date.parse(iso)), now = new Date();
+    var hm = pad(d.getHours()) + ":" + pad(d.getMinutes());
+    if (d.toDateString() === now.toDateString()) { return hm; }
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + hm;
+  }
+  function since(iso, nowIso) {
+    if (!iso) { return t("never"); }
+    var age = (Date.parse(nowIso) - Date.parse(iso)) / 1000;
+    return clock(iso) + " (" + fill(t("ago"), { d: duration(age) }) + ")";
+  }
+  function money(piastres) {
+    var sign = piastres < 0 ? "-" : "", a = Math.abs(piastres);
+    return sign + count(Math.floor(a / 100)) + "." + pad(a % 100);
+  }
+
+  // --- DOM helpers -------------------------------------------------------------------
+  function text(id, value) { $(id).textContent = value; }
+  function value(id, raw, shown) {
+    var el = $(id);
+    el.setAttribute("data-value", raw === null || raw === undefined ? "" : String(raw));
+    el.textContent = shown;
+  }
+  function badge(id, cls, state, label) {
+    var el = $(id);
+    el.className = "badge big " + cls + "-" + state;
+    el.setAttribute("data-state", state);
+    el.textContent = label;
+  }
+  function make(tag, attrs, content) {
+    var el = document.createElement(tag);
+    var k;
+    for (k in attrs) { if (attrs.hasOwnProperty(k)) { el.setAttribute(k, attrs[k]); } }
+    if (content !== undefined) { el.textContent = content; }
+    return el;
+  }
+  function bar(id, markId, fraction, markFraction, below) {
+    var el = $(id), mark = $(markId), side = lang === "ar" ? "right" : "left";
+    el.style.width = (fraction === null ? 0 : Math.max(0, Math.min(1, fraction)) * 100) + "%";
+    el.className = below ? "fill below" : "fill";
+    mark.style.left = mark.style.right = "";
+    if (markFraction === null) { mark.style.display = "none"; return; }
+    mark.style.display = "block";
+    mark.style[side] = Math.max(0, Math.min(1, markFraction)) * 100 + "%";
+  }
+
+  // --- rendering ---------------------------------------------------------------------
+  function marks() {
+    var src = last.history || last.overview && last.overview.power;
+    return src && src.marks ? src.marks : { charge_low: null, runtime_low_s: null };
+  }
+
+  function renderPower(s) {
+    var p = s.power, m = marks(), flags = p.ups_status ? p.ups_status.split(" ") : [];
+    var box = $("ups-flags"), i;
+    badge("power-badge", "state", p.state, t("state_" + p.state));
+    box.innerHTML = "";
+    for (i = 0; i < flags.length; i++) {
+      var chip = make("span", { "class": ALERT_FLAGS[flags[i]] ? "flag alert" : "flag", "data-flag": flags[i] });
+      chip.appendChild(make("b", {}, flags[i]));
+      chip.appendChild(document.createTextNode(" " + t(flags[i])));
+      box.appendChild(chip);
+    }
+    if (!p.ups_status) { box.appendChild(make("span", { "class": "flag alert" }, t("ups_unreachable"))); }
+    $("power-error").hidden = !p.error;
+    text("power-error", p.error || "");
+    value("power-charge", p.battery_charge, num(p.battery_charge));
+    value("power-charge-low", m.charge_low, num(m.charge_low));
+    var low = m.charge_low;
+    bar("charge-bar", "charge-mark", p.battery_charge === null ? null : p.battery_charge / 100,
+      low === null ? null : low / 100, low !== null && p.battery_charge !== null && p.battery_charge <= low);
+    value("power-runtime", p.runtime_s, duration(p.runtime_s));
+    value("power-runtime-low", m.runtime_low_s, duration(m.runtime_low_s));
+    var floor = m.runtime_low_s, scale = Math.max(3600, (floor || 0) * 3, p.runtime_s || 0);
+    bar("runtime-bar", "runtime-mark", p.runtime_s === null ? null : p.runtime_s / scale,
+      floor === null ? null : floor / scale, floor !== null && p.runtime_s !== null && p.runtime_s < floor);
+    value("power-load", p.load_pct, num(p.load_pct));
+    value("power-voltage", p.input_voltage, num(p.input_voltage));
+    text("power-age", since(p.updated_at, s.now));
+    text("power-source", p.source);
+  }
+
+  function renderStatus(s) {
+    text("node-id", s.node);
+    text("governorate", t(s.governorate) + " (" + s.governorate + ")");
+    var mode = $("mode");
+    mode.className = "badge mode-" + s.mode;
+    mode.setAttribute("data-state", s.mode);
+    mode.textContent = t("mode_" + s.mode);
+    renderPower(s);
+    var l = s.link, ov = last.overview;
+    badge("link-badge", "link", l.state, t("link_" + l.state));
+    text("link-since", ov && ov.link.state === l.state && ov.link.since ? since(ov.link.since, s.now) : "—");
+    text("link-last-ok", since(l.last_ok_at, s.now));
+    text("link-error", l.last_error ? l.last_error + (l.last_error_at ? " — " + clock(l.last_error_at) : "") : "—");
+    value("link-skew", l.clock_skew_s, l.clock_skew_s === null ? "—" : (l.clock_skew_s > 0 ? "+" : "") + num(l.clock_skew_s) + " " + t("s"));
+    var o = s.outbox, age = o.oldest_pending_age_s, oldest = $("outbox-oldest");
+    value("outbox-pending", o.pending, count(o.pending));
+    value("outbox-oldest", age, age === null ? "—" : duration(age));
+    oldest.className = "age " + (age === null ? "" : age < 300 ? "age-ok" : age < 3600 ? "age-warn" : "age-bad");
+    value("outbox-rejected", o.rejected, count(o.rejected));
+    value("outbox-delivered", o.delivered, count(o.delivered));
+    value("outbox-today", ov ? ov.outbox.delivered_today : null, ov ? count(ov.outbox.delivered_today) : "—");
+    var mi = s.mirror, mb = $("mirror-badge");
+    mb.className = "badge big " + (mi.stale ? "mirror-stale" : "mirror-fresh");
+    mb.setAttribute("data-state", mi.stale ? "stale" : "fresh");
+    mb.textContent = t(mi.stale ? "stale" : "fresh");
+    value("mirror-bills", mi.bills, count(mi.bills));
+    text("mirror-as-of", since(mi.as_of, s.now));
+    text("version", s.version);
+    text("updated", clock(s.now));
+  }
+
+  function svg(tag, attrs, parent) {
+    var el = document.createElementNS(SVG, tag), k;
+    for (k in attrs) { if (attrs.hasOwnProperty(k)) { el.setAttribute(k, String(attrs[k])); } }
+    if (parent) { parent.appendChild(el); }
+    return el;
+  }
+
+  function drawChart() {
+    var h = last.history, box = $("chart");
+    if (!h) { return; }
+    var W = Math.max(280, box.clientWidth || 600), H = 220, L = 38, R = 10, TOP = 10, B = 36;
+    var x0 = Date.parse(h.from), x1 = Date.parse(h.to), plotH = H - TOP - B, i;
+    var X = function (ms) { return L + (Math.max(x0, Math.min(x1, ms)) - x0) / (x1 - x0) * (W - L - R); };
+    var Y = function (pct) { return TOP + (100 - Math.max(0, Math.min(100, pct))) / 100 * plotH; };
+    var root = svg("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": t("chart_title") });
+    var shade = { battery: "rgba(232,150,20,0.35)", low: "rgba(200,30,40,0.35)", unknown: "rgba(91,74,139,0.22)" };
+    for (i = 0; i < h.periods.length; i++) {
+      var p = h.periods[i], a = Date.parse(p.from), b = p.to ? Date.parse(p.to) : x1;
+      if (!shade[p.state] || b <= a) { continue; }
+      var r = svg("rect", { x: X(a), y: TOP, width: Math.max(1, X(b) - X(a)), height: plotH, fill: shade[p.state], "class": "period-" + p.state }, root);
+      svg("title", {}, r).textContent = t("state_" + p.state) + " " + clock(p.from) + " – " + (p.to ? clock(p.to) : "…");
+    }
+    for (i = 0; i <= 100; i += 25) {
+      svg("line", { x1: L, x2: W - R, y1: Y(i), y2: Y(i), stroke: "#dde3e8" }, root);
+      svg("text", { x: L - 4, y: Y(i) + 4, "text-anchor": "end" }, root).textContent = i + "%";
+    }
+    var tick = new Date(x0);
+    tick.setMinutes(0, 0, 0);
+    // Hour ticks at least 48 px apart, so a phone's narrow chart stays readable.
+    var perHour = (W - L - R) / ((x1 - x0) / 3600000), steps = [1, 2, 3, 6, 12, 24], step = 24;
+    for (i = steps.length - 1; i >= 0; i--) { if (steps[i] * perHour >= 48) { step = steps[i]; } }
+    for (tick = new Date(tick.getTime() + 3600 * 1000); tick.getTime() < x1; tick = new Date(tick.getTime() + 3600 * 1000)) {
+      var tx = X(tick.getTime());
+      if (tick.getHours() % step !== 0 || tx > W - R - 16) { continue; }
+      svg("line", { x1: tx, x2: tx, y1: TOP + plotH, y2: TOP + plotH + 4, stroke: "#8c96a0" }, root);
+      svg("text", { x: tx, y: H - 6, "text-anchor": "middle" }, root).textContent = step === 24 ?
+        (tick.getMonth() + 1) + "/" + tick.getDate() : pad(tick.getHours()) + ":00";
+    }
+    var links = last.overview ? last.overview.link.periods : [];
+    for (i = 0; i < links.length; i++) {
+      var lp = links[i];
+      if (lp.state !== "down" && lp.state !== "degraded") { continue; }
+      var la = Date.parse(lp.from), lb = lp.to ? Date.parse(lp.to) : x1;
+      svg("rect", { x: X(la), y: TOP + plotH + 6, width: Math.max(1, X(lb) - X(la)), height: 5,
+        fill: lp.state === "down" ? "#b3141f" : "#b86e00", "class": "link-" + lp.state }, root);
+    }
+    var m = marks();
+    if (m.charge_low !== null) {
+      svg("line", { x1: L, x2: W - R, y1: Y(m.charge_low), y2: Y(m.charge_low), stroke: "#b3141f", "stroke-dasharray": "5,4", "class": "low-mark" }, root);
+    }
+    var pts = [], lines = [], prev = null;
+    for (i = 0; i < h.readings.length; i++) {
+      var rd = h.readings[i], at = Date.parse(rd.at);
+      // A gap of over five minutes (no readings: node or UPS off) breaks the line.
+      if (rd.charge === null || (prev !== null && at - prev > 300000)) { if (pts.length) { lines.push(pts); } pts = []; }
+      if (rd.charge !== null) { pts.push(X(at).toFixed(1) + "," + Y(rd.charge).toFixed(1)); }
+      prev = at;
+    }
+    if (pts.length) { lines.push(pts); }
+    for (i = 0; i < lines.length; i++) {
+      if (lines[i].length === 1) { lines[i].push(lines[i][0]); }
+      svg("polyline", { points: lines[i].join(" "), fill: "none", stroke: "#1f5fa8", "stroke-width": 2, "class": "charge-line" }, root);
+    }
+    if (!lines.length) {
+      svg("text", { x: W / 2, y: TOP + plotH / 2, "text-anchor": "middle", "class": "empty" }, root).textContent = t("no_readings");
+    }
+    box.innerHTML = "";
+    box.appendChild(root);
+  }
+
+  function renderRejected() {
+    var list = $("admin-list"), msg = $("admin-message"), data = last.rejected, i, k;
+    var token = stored("sessionStorage", TOKEN_KEY);
+    $("admin-forget").hidden = !token;
+    list.innerHTML = "";
+    if (last.adminError) { msg.textContent = t(last.adminError); return; }
+    if (!token || !data) { msg.textContent = t("admin_hint"); return; }
+    if (!data.entries.length) { msg.textContent = t("none_rejected"); return; }
+    msg.textContent = fill(t("shown_of"), { n: data.entries.length, total: data.total });
+    var cols = ["receipt", "bill", "account", "amount", "method", "cashier", "channel", "accepted", "rejected", "reason"];
+    var table = make("table", { id: "rejected-table" }), head = make("tr", {});
+    for (k = 0; k < cols.length; k++) { head.appendChild(make("th", {}, t("col_" + cols[k]))); }
+    table.appendChild(head);
+    for (i = 0; i < data.entries.length; i++) {
+      var e = data.entries[i], row = make("tr", { "data-payment": e.payment_id });
+      var cells = [e.receipt, e.bill_id, e.account, e.amount === null ? "—" : money(e.amount), e.method,
+        e.cashier, e.channel, clock(e.accepted_at), clock(e.rejected_at), e.reason || e.verdict];
+      for (k = 0; k < cells.length; k++) {
+        row.appendChild(make("td", k === 9 ? { "class": "reason", dir: "ltr" } : {}, cells[k] === null ? "—" : String(cells[k])));
+      }
+      table.appendChild(row);
+    }
+    list.appendChild(table);
+  }
+
+  function applyLanguage(next) {
+    lang = next === "en" ? "en" : "ar";
+    var root = document.documentElement, nodes = document.querySelectorAll("[data-i18n]"), i;
+    root.setAttribute("lang", lang);
+    root.setAttribute("dir", lang === "ar" ? "rtl" : "ltr");
+    for (i = 0; i < nodes.length; i++) { nodes[i].textContent = t(nodes[i].getAttribute("data-i18n")); }
+    document.title = t("title");
+    var button = $("lang");
+    button.textContent = lang === "ar" ? "English" : "العربية";
+    button.setAttribute("lang", lang === "ar" ? "en" : "ar");
+    keep("localStorage", LANG_KEY, lang);
+    if (last.status) { renderStatus(last.status); }
+    drawChart();
+    renderRejected();
+  }
+
+  // --- polling -----------------------------------------------------------------------
+  function pollStatus() {
+    get("/v1/status", null, function (err, s) {
+      $("offline").hidden = !err;
+      if (!err) {
+        var prev = last.status;
+        last.status = s;
+        if (prev && (prev.power.state !== s.power.state || prev.link.state !== s.link.state)) {
+          loadHistory();
+          loadOverview();
+        }
+        if (prev && prev.outbox.rejected !== s.outbox.rejected) { loadRejected(); }
+        renderStatus(s);
+      }
+      window.setTimeout(pollStatus, POLL_MS);
+    });
+  }
+  function loadOverview() {
+    get("/v1/overview", null, function (err, body) {
+      if (err) { return; }
+      last.overview = body;
+      if (last.status) { renderStatus(last.status); }
+      drawChart();
+    });
+  }
+  function loadHistory() {
+    get("/v1/power/history?hours=24", null, function (err, body) {
+      if (err) { return; }
+      last.history = body;
+      if (last.status) { renderPower(last.status); }
+      drawChart();
+    });
+  }
+  function loadRejected() {
+    var token = stored("sessionStorage", TOKEN_KEY);
+    if (!token) { last.rejected = null; renderRejected(); return; }
+    get("/v1/admin/rejected", token, function (err, body) {
+      if (err && (err.status === 401 || err.status === 403)) {
+        keep("sessionStorage", TOKEN_KEY, null);
+        last.rejected = null;
+        last.adminError = "token_bad";
+      } else if (err) {
+        last.adminError = "admin_error";
+      } else {
+        last.rejected = body;
+        last.adminError = null;
+      }
+      renderRejected();
+    });
+  }
+  function every(ms, fn) { fn(); window.setInterval(fn, ms); }
+
+  function start() {
+    var query = /[?&]lang=(ar|en)\b/.exec(window.location.search);
+    $("lang").onclick = function () { applyLanguage(lang === "ar" ? "en" : "ar"); };
+    $("admin-form").onsubmit = function (ev) {
+      if (ev && ev.preventDefault) { ev.preventDefault(); }
+      var token = $("admin-token").value.replace(/^\s+|\s+$/g, "");
+      $("admin-token").value = "";
+      keep("sessionStorage", TOKEN_KEY, token || null);
+      last.adminError = null;
+      loadRejected();
+      return false;
+    };
+    $("admin-forget").onclick = function () {
+      keep("sessionStorage", TOKEN_KEY, null);
+      last.rejected = null;
+      last.adminError = null;
+      renderRejected();
+    };
+    window.onresize = drawChart;
+    applyLanguage(query ? query[1] : stored("localStorage", LANG_KEY) || "ar");
+    pollStatus();
+    every(OVERVIEW_MS, loadOverview);
+    every(HISTORY_MS, loadHistory);
+    every(ADMIN_MS, loadRejected);
+  }
+
+  start();
+}());

@@ -1,0 +1,234 @@
+"""A real headless Chromium driven over the DevTools protocol with aiohttp's websocket client.
+
+Enough for the dashboard's tests: open a page, evaluate JavaScript, click, take screenshots,
+and record every request, failed load, console error and uncaught exception on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars", "--force-device-scale-factor=1", "--remote-debugging-port=0")  # fmt: skip
+START_S = 20.0
+CALL_S = 15.0
+
+
+def chromium_or_skip() -> str:
+    """The browser's path; skips without one, except in CI, where its absence is a failure."""
+    for name in CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get("CI"):
+        pytest.fail("chromium is missing in CI: .ci/apt-packages lists it")
+    pytest.skip("chromium is not installed (apt-get install chromium): browser tests skipped")
+
+
+class CdpError(AssertionError):
+    """The browser answered a command with an error, or JavaScript threw."""
+
+
+@dataclass
+class Page:
+    """One tab, attached in flat mode: every command and event carries its sessionId."""
+
+    browser: Browser
+    session_id: str
+    requests: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    _urls: dict[str, str] = field(default_factory=dict)
+    _loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self.browser.send(method, params, session_id=self.session_id)
+
+    def on_event(self, method: str, params: dict[str, Any]) -> None:
+        if method == "Page.loadEventFired":
+            self._loaded.set()
+        elif method == "Network.requestWillBeSent":
+            url = params["request"]["url"]
+            self._urls[params["requestId"]] = url
+            self.requests.append(url)
+        elif method == "Network.loadingFailed" and not params.get("canceled"):
+            url = self._urls.get(params["requestId"], "?")
+            self.failures.append(f"{url}: {params.get('errorText')}")
+        elif method == "Network.responseReceived" and params["response"]["status"] >= 400:
+            self.failures.append(f"{params['response']['url']}: {params['response']['status']}")
+        elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+            args = " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
+            self.console_errors.append(f"console.{params['type']}: {args}")
+        elif method == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            text = details.get("exception", {}).get("description") or details.get("text")
+            self.console_errors.append(f"uncaught: {text}")
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            entry = params["entry"]
+            self.console_errors.append(f"log: {entry.get('text')} {entry.get('url', '')}")
+
+    async def goto(self, url: str) -> None:
+        self._loaded.clear()
+        reply = await self.send("Page.navigate", {"url": url})
+        if reply.get("errorText"):
+            raise CdpError(f"navigation to {url} failed: {reply['errorText']}")
+        await asyncio.wait_for(self._loaded.wait(), CALL_S)
+
+    async def eval(self, expression: str) -> Any:
+        reply = await self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
+        if "exceptionDetails" in reply:
+            raise CdpError(f"{expression!r} threw: {reply['exceptionDetails']}")
+        return reply["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float = 10.0) -> Any:
+        """Evaluate until the result is truthy; return it (fails after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.eval(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {expression}")
+            await asyncio.sleep(0.05)
+
+    async def screenshot(self, path: Path, width: int = 1280) -> None:
+        """A PNG of the whole page at `width` CSS pixels."""
+        await self.send("Emulation.setDeviceMetricsOverride",
+                        {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+        await asyncio.sleep(0.3)  # let the chart redraw for the new width
+        metrics = await self.send("Page.getLayoutMetrics")
+        height = int(metrics["cssContentSize"]["height"]) + 1
+        await self.send("Emulation.setDeviceMetricsOverride",
+                        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+        shot = await self.send("Page.captureScreenshot", {"format": "png"})
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+
+class Browser:
+    """`async with Browser.launch(tmp) as browser`: a Chromium process and its DevTools socket."""
+
+    def __init__(self, exe: str, root: Path) -> None:
+        self.exe, self.root = exe, root
+        self.proc: asyncio.subprocess.Process | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.pages: dict[str, Page] = {}
+        self._next = 0
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def launch(cls, exe: str, root: Path) -> AsyncIterator[Browser]:
+        browser = cls(exe, root)
+        try:
+            await browser._start()
+            yield browser
+        finally:
+            await browser._close()
+
+    async def _start(self) -> None:
+        profile = self.root / "chromium-profile"
+        profile.mkdir(parents=True)
+        with (self.root / "chromium.log").open("wb") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.exe, *FLAGS, f"--user-data-dir={profile}", "about:blank",
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True,  # its helpers share our process group: stopped together
+            )  # fmt: skip
+        active = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + START_S
+        while not (active.exists() and len(active.read_text().splitlines()) >= 2):
+            if self.proc.returncode is not None or time.monotonic() > deadline:
+                raise AssertionError(f"chromium did not start; see {self.root / 'chromium.log'}")
+            await asyncio.sleep(0.05)
+        port, path = active.read_text().splitlines()[:2]
+        self.http = aiohttp.ClientSession()
+        self.ws = await self.http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0)
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data = msg.json()
+            if "id" in data:
+                future = self._waiting.pop(data["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(data)
+            elif data.get("sessionId") in self.pages:
+                self.pages[data["sessionId"]].on_event(data["method"], data.get("params", {}))
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(CdpError("the browser closed its DevTools socket"))
+
+    async def send(
+        self, method: str, params: dict[str, Any] | None = None, *, session_id: str | None = None
+    ) -> dict[str, Any]:
+        assert self.ws is not None
+        self._next += 1
+        message: dict[str, Any] = {"id": self._next, "method": method, "params": params or {}}
+        if session_id is not None:
+            message["sessionId"] = session_id
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[self._next] = future
+        await self.ws.send_json(message)
+        reply = await asyncio.wait_for(future, CALL_S)
+        if "error" in reply:
+            raise CdpError(f"{method}: {reply['error']}")
+        result: dict[str, Any] = reply.get("result", {})
+        return result
+
+    async def new_page(self) -> Page:
+        target = await self.send("Target.createTarget", {"url": "about:blank"})
+        attached = await self.send(
+            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+        )
+        page = Page(self, attached["sessionId"])
+        self.pages[page.session_id] = page
+        for domain in ("Page", "Runtime", "Network", "Log"):
+            await page.send(f"{domain}.enable")
+        return page
+
+    async def _close(self) -> None:
+        if self.ws is not None and not self.ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.send("Browser.close"), 5)
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self.http is not None:
+            await self.http.close()
+        proc = self.proc
+        if proc is not None:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            # Helpers (renderer, zygote) in the group we created, if any outlived the browser.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,329 @@
+"""The dashboard in a real headless Chromium, against real nodes (with a centre and a real
+upsd where it matters), and the JSON views it draws from.
+
+Screenshots go to $EDGE_SCREENSHOT_DIR when set (`docs/` refreshes the README's), else to tmp.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser import Browser, Page, chromium_or_skip
+from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually, start_link
+from nodefixtures import RunningNode, make_bill, start_node
+from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
+
+import outbox
+from edge import history, mirror
+
+ORPHAN = "0999999999"  # in the node's mirror only: the centre rejects its payment (unknown_bill)
+UPS_FAST = {"ups_source": "nut", "ups_name": UPS, "ups_poll_s": 1.0, "ups_poll_battery_s": 0.5,
+            "ups_timeout_s": 1.0, "power_dead_time_s": 30.0}  # fmt: skip
+NUMBERS = ("power-charge", "power-runtime", "power-load", "power-voltage", "outbox-pending",
+           "outbox-rejected", "outbox-delivered", "mirror-bills", "link-skew")  # fmt: skip
+READ_PAGE = """(function () {
+  var by = function (id) { return document.getElementById(id); }, out = {}, i;
+  var ids = %s;
+  for (i = 0; i < ids.length; i++) { out[ids[i]] = by(ids[i]).getAttribute("data-value"); }
+  out.texts = {pending: by("outbox-pending").textContent, bills: by("mirror-bills").textContent,
+               charge: by("power-charge").textContent};
+  out.power = by("power-badge").getAttribute("data-state");
+  out.link = by("link-badge").getAttribute("data-state");
+  out.mode = by("mode").getAttribute("data-state");
+  out.mirror = by("mirror-badge").getAttribute("data-state");
+  out.dir = document.documentElement.dir; out.lang = document.documentElement.lang;
+  out.title = document.title;
+  return out;
+})()""" % list(NUMBERS)
+
+
+@pytest.fixture
+async def page(tmp_path: Path) -> AsyncIterator[Page]:
+    exe = chromium_or_skip()
+    async with Browser.launch(exe, tmp_path / "browser") as browser:
+        yield await browser.new_page()
+
+
+async def get_json(rn: RunningNode, path: str, who: str | None = None) -> tuple[int, Any]:
+    headers = rn.headers(who) if who else {}
+    async with rn.session.get(rn.url + path, headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def pay(rn: RunningNode, bill_id: str, amount: int, key: str) -> None:
+    body = {"bill_id": bill_id, "amount": amount, "method": "cash", "cashier": "huda"}
+    async with rn.session.post(f"{rn.url}/v1/payments", json=body,
+                               headers=rn.headers(**{"Idempotency-Key": key})) as resp:  # fmt: skip
+        assert resp.status == 201, await resp.text()
+
+
+def pending(rn: RunningNode) -> int:
+    return rn.node.db.read(lambda c: outbox.stats(c).pending)
+
+
+async def busy_node(link: Link, *, delivered: int, waiting: int) -> None:
+    """Payments delivered, one rejected by the centre, then `waiting` held by a dead link."""
+    rn = link.node
+
+    async def bootstrapped() -> bool:
+        return rn.node.db.read(mirror.state).bills == len(ACCOUNTS)
+
+    await eventually(bootstrapped, what="the mirror to bootstrap")
+    orphan = make_bill(ORPHAN, CYCLE, amount=90_000)
+    await rn.node.db.write(lambda c: mirror.apply_changes(c, [orphan], None))
+    for i in range(delivered):
+        await pay(rn, f"{GOV}-{CYCLE}-{ACCOUNTS[i % len(ACCOUNTS)]}", 25_000 + 500 * i, f"d{i}")
+    await pay(rn, orphan["bill_id"], 40_000, "orphan")
+
+    async def settled() -> bool:
+        return pending(rn) == 0
+
+    await eventually(settled, what="every payment to be settled")
+    link.proxy.mode = "refuse"
+    for i in range(waiting):
+        await pay(rn, f"{GOV}-{CYCLE}-{ACCOUNTS[-1 - i]}", 12_000, f"w{i}")
+
+    async def down() -> bool:
+        return rn.node.link.state == "down"
+
+    await eventually(down, what="the link to be down")
+
+
+async def page_matches_status(page: Page, rn: RunningNode, **expect: str) -> dict[str, Any]:
+    """The page's figures equal /v1/status's (retried: the page polls every second)."""
+    deadline = time.monotonic() + 5
+    while True:
+        shown = await page.eval(READ_PAGE)
+        _, status = await get_json(rn, "/v1/status")
+        p, o, m, lk = status["power"], status["outbox"], status["mirror"], status["link"]
+        want = {"power-charge": p["battery_charge"], "power-runtime": p["runtime_s"],
+                "power-load": p["load_pct"], "power-voltage": p["input_voltage"],
+                "outbox-pending": o["pending"], "outbox-rejected": o["rejected"],
+                "outbox-delivered": o["delivered"], "mirror-bills": m["bills"],
+                "link-skew": lk["clock_skew_s"]}  # fmt: skip
+        got = {k: None if shown[k] in (None, "") else float(shown[k]) for k in NUMBERS}
+        same = got == {k: None if v is None else float(v) for k, v in want.items()}
+        states = {"power": p["state"], "link": lk["state"], "mode": status["mode"],
+                  "mirror": "stale" if m["stale"] else "fresh"}  # fmt: skip
+        same = same and all(shown[k] == v for k, v in states.items())
+        same = same and all(shown[k] == v for k, v in expect.items())
+        if same:
+            assert shown["texts"]["pending"] == f"{o['pending']:,}"
+            assert shown["texts"]["bills"] == f"{m['bills']:,}"
+            return shown
+        assert time.monotonic() < deadline, f"page {shown} != status {status}"
+        await page.eval("new Promise(function (r) { setTimeout(r, 200); })")
+
+
+def assert_clean(page: Page, origin: str) -> None:
+    assert page.failures == [], page.failures
+    assert page.console_errors == [], page.console_errors
+    foreign = [u for u in page.requests if not u.startswith(origin + "/")]
+    assert foreign == [], f"requests that left the node: {foreign}"
+
+
+async def test_arabic_page_matches_status_and_shows_rejected_only_to_admin(
+    link: Link, page: Page
+) -> None:
+    rn = link.node
+    await busy_node(link, delivered=4, waiting=2)
+    await page.goto(rn.url + "/")
+    shown = await page_matches_status(page, rn, dir="rtl", lang="ar")
+    assert shown["title"] == "لوحة تشغيل عقدة المحافظة"
+    assert shown["link"] == "down" and shown["outbox-pending"] == "2"
+    assert await page.eval("document.getElementById('link-since').textContent") != "—"
+    assert (
+        await page.wait_for("document.getElementById('outbox-today').getAttribute('data-value')")
+        == "4"
+    )
+    # Without an admin token the rejected payment is counted but never listed or fetched.
+    body = await page.eval("document.body.textContent")
+    assert ORPHAN not in body and "unknown_bill" not in body
+    assert not any("/v1/admin/" in u for u in page.requests)
+    await page.eval(f"document.getElementById('admin-token').value = {rn.tokens['admin']!r};"
+                    "document.querySelector('#admin-form button[type=submit]').click()")  # fmt: skip
+    await page.wait_for("document.querySelector('#rejected-table td.reason') !== null")
+    cells = await page.eval(
+        "[].map.call(document.querySelectorAll('#rejected-table td'), function (td) {"
+        " return td.textContent; })"
+    )
+    assert "unknown_bill" in cells and f"{GOV}-{CYCLE}-{ORPHAN}" in cells and "400.00" in cells
+    assert await page.eval("sessionStorage.getItem('edge.admin_token')") == rn.tokens["admin"]
+    assert_clean(page, rn.url)
+
+
+async def test_english_switch_is_left_to_right_and_remembered(
+    running: RunningNode, page: Page
+) -> None:
+    await page.goto(running.url + "/?lang=en")
+    shown = await page_matches_status(page, running, dir="ltr", lang="en")
+    assert shown["title"] == "Governorate node: operator dashboard"
+    assert await page.eval("document.getElementById('lang').textContent") == "العربية"
+    await page.eval("document.getElementById('lang').click()")
+    assert await page.eval("document.documentElement.dir + ' ' + document.title") == (
+        "rtl لوحة تشغيل عقدة المحافظة"
+    )
+    await page.eval("document.getElementById('lang').click()")
+    await page.goto(running.url + "/")  # no ?lang: the choice was kept
+    await page_matches_status(page, running, dir="ltr", lang="en")
+    assert_clean(page, running.url)
+
+
+async def test_badge_turns_to_battery_within_5_s_of_the_ups(
+    upsd: Upsd, tmp_path: Path, page: Page
+) -> None:
+    runner, rn = await start_node(tmp_path, [make_bill("0100234567")], ups_port=upsd.port,
+                                  **UPS_FAST)  # fmt: skip
+    try:
+        await page.goto(rn.url + "/")
+        await page_matches_status(page, rn, power="mains")
+        upsd.set_status("OB DISCHRG")
+        started = time.monotonic()
+        await page.wait_for("document.getElementById('power-badge').getAttribute('data-state')"
+                            " === 'battery'", timeout=5)  # fmt: skip
+        took = time.monotonic() - started
+        flags = await page.eval("[].map.call(document.querySelectorAll('#ups-flags .flag'),"
+                                " function (f) { return f.getAttribute('data-flag'); })")  # fmt: skip
+        assert flags == ["OB", "DISCHRG"]
+        # The chart is redrawn with the outage shaded once the state changed.
+        await page.wait_for(
+            "document.querySelector('#chart rect.period-battery') !== null", timeout=5
+        )
+        await page_matches_status(page, rn, power="battery")
+        assert took < 5
+        assert_clean(page, rn.url)
+    finally:
+        await rn.session.close()
+        await runner.cleanup()
+
+
+async def test_power_history_has_readings_outages_and_marks(upsd: Upsd, tmp_path: Path) -> None:
+    runner, rn = await start_node(tmp_path, [], ups_port=upsd.port, **UPS_FAST)
+    try:
+        history.of(rn.node).every_s = 0.2
+
+        async def on_mains() -> bool:
+            return rn.node.power.state == "mains"
+
+        await eventually(on_mains, what="mains")
+        upsd.set("battery.charge", "80")
+        upsd.set_status("OB")
+
+        async def on_battery() -> bool:
+            return rn.node.power.state == "battery"
+
+        await eventually(on_battery, what="battery")
+
+        async def stored_on_battery() -> bool:
+            found = rn.node.db.read(
+                lambda c: c.execute("SELECT COUNT(*) FROM power_readings WHERE flags = 'OB'")
+            )
+            return int(found.fetchone()[0]) >= 2
+
+        await eventually(stored_on_battery, what="readings stored while on battery")
+        status, doc = await get_json(rn, "/v1/power/history?hours=2")
+        assert status == 200 and doc["hours"] == 2 and doc["state"] == "battery"
+        assert [p["state"] for p in doc["periods"]] == ["unknown", "mains", "battery"]
+        assert doc["periods"][-1]["to"] is None
+        charges = [r["charge"] for r in doc["readings"]]
+        assert charges[0] == 100 and charges[-1] == 80 and len(charges) >= 3
+        assert doc["marks"]["runtime_low_s"] == 180
+        for bad in ("0", "169", "x", "-1", "1.5"):
+            status, problem = await get_json(rn, f"/v1/power/history?hours={bad}")
+            assert status == 400 and problem["code"] == "invalid_query"
+    finally:
+        await rn.session.close()
+        await runner.cleanup()
+
+
+async def test_rejected_list_needs_admin_and_open_views_carry_no_personal_data(
+    link: Link,
+) -> None:
+    rn = link.node
+    await busy_node(link, delivered=2, waiting=1)
+    assert (await get_json(rn, "/v1/admin/rejected"))[0] == 401
+    status, problem = await get_json(rn, "/v1/admin/rejected", "cashier")
+    assert status == 403 and problem["code"] == "forbidden"
+    status, doc = await get_json(rn, "/v1/admin/rejected", "admin")
+    assert status == 200 and doc["total"] == 1
+    [entry] = doc["entries"]
+    assert entry["reason"] == "unknown_bill" and entry["amount"] == 40_000
+    assert entry["bill_id"] == f"{GOV}-{CYCLE}-{ORPHAN}" and entry["channel"] == "counter-1"
+    status, overview = await get_json(rn, "/v1/overview")
+    assert status == 200 and overview["outbox"]["delivered_today"] == 2
+    assert overview["link"]["state"] == "down" and overview["link"]["since"]
+    assert [p["state"] for p in overview["link"]["periods"]][-2:] == ["degraded", "down"]
+    for path in ("/v1/status", "/v1/overview", "/v1/power/history", "/metrics", "/"):
+        async with rn.session.get(rn.url + path) as resp:
+            text = await resp.text()
+        assert ORPHAN not in text and ACCOUNTS[0] not in text and "ليلى" not in text, path
+
+
+def ups_on_battery(upsd: Upsd) -> None:
+    """The dummy UPS mid-outage, with the low mark its driver reports (not settable by SET)."""
+    dev = upsd.etc / "dummy.dev"
+    tmp = dev.with_suffix(".tmp")
+    tmp.write_text("ups.status: OB DISCHRG\nbattery.charge: 64\nbattery.charge.low: 20\n"
+                   "battery.runtime: 1900\ninput.voltage: 0\nups.load: 41\n")  # fmt: skip
+    tmp.chmod(0o600)
+    tmp.replace(dev)  # a missing file kills the driver: replace, never rewrite in place
+    later = time.time() + 2  # dummy-ups re-reads when the mtime moves in whole seconds
+    os.utime(dev, (later, later))
+
+
+async def seed_a_day(rn: RunningNode) -> None:
+    """A rationed day before this run: two outages, the first down to low battery."""
+    now = time.time()
+    start = now - 24 * 3600
+    outages = [(start + 4 * 3600, 3.2 * 3600), (start + 15 * 3600, 1.4 * 3600)]
+    charge, state, events, readings = 100.0, "mains", [], []
+    for minute in range(int((now - 120 - start) // 60)):
+        at = start + minute * 60
+        out = any(a <= at < a + d for a, d in outages)
+        charge = max(5.0, charge - 0.43) if out else min(100.0, charge + 0.35)
+        new = ("low" if charge <= 20 else "battery") if out else "mains"
+        flags = "OB DISCHRG" + (" LB" if new == "low" else "") if out else "OL CHRG"
+        if new != state:
+            events.append((at, state, new, flags, charge, charge * 30, f"seeded: {new}"))
+            state = new
+        readings.append((at, flags, round(charge, 1), round(charge * 30), 38.0, 0 if out else 221))
+
+    def write(conn: Any) -> None:
+        conn.executemany("INSERT INTO power_events (at, from_state, to_state, flags, charge,"
+                         " runtime_s, reason) VALUES (?, ?, ?, ?, ?, ?, ?)", events)  # fmt: skip
+        conn.executemany("INSERT INTO power_readings (at, flags, charge, runtime_s, load_pct,"
+                         " input_voltage) VALUES (?, ?, ?, ?, ?, ?)", readings)  # fmt: skip
+
+    await rn.node.db.write(write)
+
+
+async def test_screenshots_of_a_busy_node_on_battery(
+    upsd: Upsd, tmp_path: Path, page: Page
+) -> None:
+    out = Path(os.environ.get("EDGE_SCREENSHOT_DIR") or tmp_path)
+    link, close = await start_link(tmp_path / "link", ups_port=upsd.port, **UPS_FAST)
+    try:
+        rn = link.node
+        await seed_a_day(rn)
+        await busy_node(link, delivered=9, waiting=3)
+        ups_on_battery(upsd)
+
+        async def on_battery() -> bool:
+            return rn.node.power.state == "battery" and rn.node.power.load_pct == 41
+
+        await eventually(on_battery, what="the UPS on battery")
+        for lang in ("ar", "en"):
+            await page.goto(f"{rn.url}/?lang={lang}")
+            await page_matches_status(page, rn, power="battery", lang=lang)
+            await page.wait_for("document.querySelectorAll('#chart rect.period-low').length")
+            await page.wait_for("document.getElementById('power-charge-low').textContent === '20'")
+            await page.screenshot(out / f"dashboard-{lang}.png")
+            assert (out / f"dashboard-{lang}.png").stat().st_size > 20_000
+        assert_clean(page, rn.url)
+    finally:
+        await close()
