@@ -143,14 +143,12 @@ def settle(conn: sqlite3.Connection, results: Iterable[Result], *, now: float | 
     An entry already settled keeps its first verdict: a late or repeated answer changes nothing.
     """
     settled_at = time.time() if now is None else now
-    changed = 0
+    rows = []
     for result in results:
         state = VERDICTS.get(result.verdict)
         if state is None:
             raise ValueError(f"unknown verdict {result.verdict!r} for seq {result.seq}")
-        cursor = conn.execute(
-            "UPDATE outbox_entries SET state = ?, verdict = ?, reason = ?, version = ?,"
-            " settled_at = ?, last_error = NULL WHERE seq = ? AND id = ? AND state = 'pending'",
+        rows.append(
             (
                 state,
                 result.verdict,
@@ -159,10 +157,15 @@ def settle(conn: sqlite3.Connection, results: Iterable[Result], *, now: float | 
                 settled_at,
                 result.seq,
                 result.id,
-            ),
+            )
         )
-        changed += cursor.rowcount
-    return changed
+    before = conn.total_changes
+    conn.executemany(
+        "UPDATE outbox_entries SET state = ?, verdict = ?, reason = ?, version = ?,"
+        " settled_at = ?, last_error = NULL WHERE seq = ? AND id = ? AND state = 'pending'",
+        rows,
+    )
+    return conn.total_changes - before
 
 
 def record_failure(

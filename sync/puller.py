@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from sync.errors import ProtocolError, SyncError
 from sync.link import Link
 
 log = logging.getLogger(__name__)
-ApplyBatch = Callable[[list[dict[str, Any]], int | None], Awaitable[None]]
+ApplyBatch = Callable[[list[dict[str, Any]], int | None], Coroutine[Any, Any, None]]
 SNAPSHOT_BATCH = 5_000
 MAX_PAGES_PER_STEP = 50
 
@@ -138,28 +138,49 @@ class Puller:
         reader = protocol.SnapshotReader()
         pending: list[dict[str, Any]] = []
         applied = 0
+        in_flight: asyncio.Task[None] | None = None
         log.info("mirror is empty: bootstrapping from the centre's snapshot")
-        async with self._request(path) as resp:
-            await self._check(resp)
-            async for chunk in resp.content.iter_chunked(256 * 1024):
-                pending.extend(reader.feed(chunk))
-                if len(pending) >= SNAPSHOT_BATCH:
-                    await self.apply(pending, None)
-                    applied += len(pending)
-                    pending = []
-            reader.finish()
-            date = resp.headers.get("Date")
+        try:
+            # The session's total timeout bounds ordinary requests; a snapshot of a whole
+            # governorate takes as long as the link needs, so only a stalled read times out.
+            async with self._request(path, timeout=self._stream_timeout()) as resp:
+                await self._check(resp)
+                async for chunk in resp.content.iter_chunked(256 * 1024):
+                    pending.extend(reader.feed(chunk))
+                    if len(pending) >= SNAPSHOT_BATCH:
+                        # One batch is written while the next is read and decoded.
+                        if in_flight is not None:
+                            await in_flight
+                        in_flight = asyncio.create_task(self.apply(pending, None))
+                        applied += len(pending)
+                        pending = []
+                reader.finish()
+                date = resp.headers.get("Date")
+            if in_flight is not None:
+                await in_flight
+                in_flight = None
+        finally:
+            if in_flight is not None:
+                in_flight.cancel()
+                with contextlib.suppress(BaseException):
+                    await in_flight
         await self.apply(pending, reader.cursor)
         applied += len(pending)
         self.link.ok(date)
         log.info("mirror bootstrapped: %d bills, cursor %s", applied, reader.cursor)
         return applied
 
-    def _request(self, path: str) -> Any:
+    def _stream_timeout(self) -> aiohttp.ClientTimeout:
+        read = self.session.timeout.total or 30.0
+        return aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, read), sock_read=read)
+
+    def _request(self, path: str, timeout: aiohttp.ClientTimeout | None = None) -> Any:
         headers = signing.sign(
             self.config.secret, self.config.node, "GET", path, b"", int(self.link.corrected_time())
         )
-        return self.session.get(self.config.url + path, headers=headers)
+        if timeout is None:
+            return self.session.get(self.config.url + path, headers=headers)
+        return self.session.get(self.config.url + path, headers=headers, timeout=timeout)
 
     async def _check(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status == 200:

@@ -95,6 +95,7 @@ async def start_link(
     *,
     clock: Callable[[], float] = time.time,
     accounts: list[str] = ACCOUNTS,
+    proxy_mode: str = "pass",
     **node_overrides: Any,
 ) -> tuple[Link, Callable[[], Awaitable[None]]]:
     secret_file = tmp_path / "dam-1.secret"
@@ -109,6 +110,7 @@ async def start_link(
     now = time.time()
     await centre.write(lambda c: bills.upsert_bills(c, GOV, [bill_input(a) for a in accounts], now))
     proxy = FaultProxy(centre.port)
+    proxy.mode = proxy_mode
     await proxy.start()
     overrides: dict[str, Any] = {
         "centre_url": f"http://127.0.0.1:{proxy.port}", "centre_secret_file": secret_file,

@@ -2,7 +2,8 @@
 
 Modes, switchable at any time: `pass` (forward both ways), `refuse` (accept then close at
 once), `http500` (answer 500 without forwarding), `drop_reply` (forward the request, let the
-upstream process it, then cut the client off before any byte of the reply arrives).
+upstream process it, then cut the client off before any byte of the reply arrives), `slow`
+(forward, but the reply trickles: 8 KiB every 20 ms, like a thin governorate link).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class FaultProxy:
     def mode(self, value: str) -> None:
         """A new fault applies to kept-alive connections too: they are cut at once."""
         self._mode = value
-        if value != "pass":
+        if value not in ("pass", "slow"):
             for writer in list(self._open):
                 writer.transport.abort()
 
@@ -89,6 +90,12 @@ class FaultProxy:
                         # The upstream has processed the request and answered: lose the answer.
                         self.replies_dropped += 1
                         return
+                    if self.mode == "slow":
+                        for i in range(0, len(chunk), 8192):
+                            writer.write(chunk[i : i + 8192])
+                            await writer.drain()
+                            await asyncio.sleep(0.02)
+                        continue
                     writer.write(chunk)
                     await writer.drain()
             finally:

@@ -261,3 +261,28 @@ async def test_replay_now_trigger_and_backoff_is_bounded(link: Link) -> None:
 
 async def _after(seconds: float, t0: float) -> bool:
     return time.monotonic() - t0 >= seconds
+
+
+async def test_snapshot_slower_than_the_request_timeout_still_bootstraps(tmp_path: Path) -> None:
+    # 2,000 bills trickle in for ~1.5 s over a "thin link", against a 1 s request timeout:
+    # only a stalled read may time out, never a long but moving snapshot.
+    accounts = [f"0300{i:06d}" for i in range(2_000)]
+    started = time.monotonic()
+    lk, close = await start_link(
+        tmp_path,
+        accounts=accounts,
+        proxy_mode="slow",
+        centre_timeout_s=1.0,
+        centre_pull_interval_s=30.0,
+    )
+    try:
+
+        async def full() -> bool:
+            return lk.node.node.db.read(
+                lambda c: c.execute("SELECT cursor, bills FROM mirror_state").fetchone()
+            ) == (2_000, 2_000)
+
+        await eventually(full, timeout=30, what="the slow snapshot to complete")
+        assert time.monotonic() - started > 1.0  # it really took longer than the timeout
+    finally:
+        await close()
