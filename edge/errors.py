@@ -47,6 +47,11 @@ def _error(status: int, code: str, title: str, title_ar: str) -> type[ApiError]:
     )
 
 
+def http_error(status: int, reason: str) -> type[ApiError]:
+    """An error class for an HTTP status aiohttp raised that has no code of ours."""
+    return _error(status, "http_error", reason, reason)
+
+
 # Request shape
 MalformedJson = _error(
     400, "malformed_json", "The body is not valid JSON", "جسم الطلب ليس JSON صالحاً"

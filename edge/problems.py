@@ -55,12 +55,8 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        kind = _HTTP_CODES.get(exc.status)
-        if kind is None:
-            err = errors.ApiError(exc.reason)
-            err.status, err.code, err.title = exc.status, "http_error", exc.reason  # type: ignore[misc]
-        else:
-            err = kind()
+        kind = _HTTP_CODES.get(exc.status) or errors.http_error(exc.status, exc.reason)
+        err = kind()
         err.headers.update({k: v for k, v in exc.headers.items() if k == "Allow"})
         return problem(err)
     except Exception:
