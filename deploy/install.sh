@@ -4,6 +4,7 @@
 #   sudo ./install.sh                      run from the unpacked edge-bundle-<version>/
 #   sudo ./install.sh edge-bundle-0.1.0.tar.gz
 #   ./install.sh --prefix /tmp/root ...    everything under /tmp/root: no user, no systemctl
+#   --python PYTHON                        the interpreter for the venv (default python3)
 #
 # Lays out:  /opt/edge            the program (a Python venv; replaced on upgrade)
 #            /etc/edge/edge.toml  the configuration (made from the example once, never
@@ -16,7 +17,7 @@
 # node started again; configuration, secrets and data are kept.
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0"; }
+usage() { sed -n '2,17p' "$0"; }
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
 
@@ -178,6 +179,8 @@ if systemd_up; then
     say "node restarted: systemctl status edge"
   elif [ "$new_config" = 1 ]; then
     say "enabled, not started: edit the configuration first, then systemctl start edge"
+  else
+    say "enabled; the node was not running, start it with: systemctl start edge"
   fi
 elif [ -z "$prefix" ]; then
   say "systemd is not running here (a container?): units installed but not enabled;" \

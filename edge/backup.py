@@ -115,7 +115,7 @@ def _fsync(path: Path, *, directory: bool = False) -> None:
 
 def target_path(dest: Path, node: str, now: float) -> Path:
     """A directory gets a dated file named after the node; anything else is the file itself."""
-    if dest.is_dir() or str(dest).endswith("/"):
+    if dest.is_dir():
         return dest / f"edge-{node}-{datetime.fromtimestamp(now, UTC).strftime(STAMP)}.db"
     return dest
 
@@ -284,12 +284,15 @@ def restore(
 
 def cmd_backup(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
-    if args.keep is not None and not (args.dest.is_dir() or str(args.dest).endswith("/")):
+    dest = Path(args.dest)
+    if args.dest.endswith("/"):
+        dest.mkdir(parents=True, exist_ok=True)
+    if args.keep is not None and not dest.is_dir():
         print("edge backup: --keep needs DEST to be a directory", file=sys.stderr)
         return 2
     started = time.monotonic()
     try:
-        done = backup(settings, args.dest)
+        done = backup(settings, dest)
     except BackupError as exc:
         print(f"edge backup: FAILED: {exc}", file=sys.stderr)
         return 1
@@ -333,9 +336,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="copy the node's database while it runs, verified",
         description="Copy the database (consistent while the node runs), check the copy's"
         " integrity and outbox chain, then publish it atomically. DEST is a file, or a"
-        " directory that gets edge-<node>-<UTC time>.db.",
+        " directory (a trailing / creates it) that gets edge-<node>-<UTC time>.db.",
     )
-    parser.add_argument("dest", type=Path, metavar="DEST")
+    parser.add_argument("dest", metavar="DEST")  # a str: Path would drop a trailing '/'
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument(
         "--keep",
@@ -356,6 +359,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="replace even a newer or unreadable database (it is kept)",
+        help="replace even a newer, divergent or unreadable database (it is kept), or while"
+        " something answers on the node's port (an open database still refuses)",
     )
     parser.set_defaults(func=cmd_restore)

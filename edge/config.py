@@ -69,7 +69,7 @@ class Settings:
     ups_name: str = "ups"
     ups_username: str = ""
     ups_password_file: str = ""
-    ups_poll_s: float = 5.0
+    ups_poll_s: float = 2.0
     ups_poll_battery_s: float = 2.0
     ups_timeout_s: float = 3.0
     power_on_low: str = "shutdown"

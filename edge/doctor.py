@@ -22,7 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import outbox
-from edge import backup, config, mirror, probes
+from edge import auth, backup, config, mirror, probes
 from edge.errors import ConfigError
 from edge.probes import FAIL, OK, WARN, Check
 from sync import signing
@@ -252,6 +252,20 @@ def _pending_age(stats: outbox.Stats) -> Check:
     return Check("outbox", OK, detail)
 
 
+def _service_cannot_read(path: Path) -> str | None:
+    """Why the service user could not read `path` (None: it can, or there is no such user)."""
+    try:
+        user = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    st = path.stat()
+    if st.st_uid == user.pw_uid and st.st_mode & 0o400:
+        return None
+    if st.st_gid == user.pw_gid and st.st_mode & 0o040:
+        return None
+    return f"the node runs as {SERVICE_USER} and cannot read it: chown {SERVICE_USER} {path}"
+
+
 def check_secret(s: config.Settings) -> tuple[Check, bytes | None]:
     path = s.centre_secret_file
     try:
@@ -265,9 +279,27 @@ def check_secret(s: config.Settings) -> tuple[Check, bytes | None]:
             f" chown {SERVICE_USER} {path}; and give the same text to the centre"
             f" for [nodes.{s.node_id}]",
         ), None
+    unreadable = _service_cannot_read(path)
+    if unreadable:
+        return Check("secret", FAIL, f"{path} is not the node's", unreadable), secret
     if path.stat().st_mode & 0o077:
         return Check("secret", WARN, f"{path} is readable by others", f"chmod 600 {path}"), secret
     return Check("secret", OK, f"{path} ({len(secret)} bytes, mode 600)"), secret
+
+
+def check_tokens(s: config.Settings) -> Check:
+    path = s.auth_tokens_file
+    add = "edge token add --config CONFIG --name counter-1 --scope inquire,pay"
+    try:
+        clients = auth.load_tokens(path)
+    except ConfigError as exc:
+        return Check("tokens", FAIL, str(exc), f"fix the file, or move it away and {add}")
+    if not clients:
+        return Check("tokens", WARN, f"no client tokens in {path}: no one can pay", add)
+    unreadable = _service_cannot_read(path)
+    if unreadable:
+        return Check("tokens", FAIL, f"{path} is not readable by the node", unreadable)
+    return Check("tokens", OK, f"{len(clients)} client tokens in {path}")
 
 
 # --- running -------------------------------------------------------------------------
@@ -285,6 +317,7 @@ def local_checks(s: config.Settings) -> tuple[list[Check], int | None]:
 async def run(s: config.Settings, clock: Callable[[], float] = time.time) -> list[Check]:
     """Every check, in the order an administrator would fix things."""
     checks, cursor = local_checks(s)
+    checks.append(check_tokens(s))
     secret_check, secret = check_secret(s) if s.centre_url else (None, None)
     if secret_check is not None:
         checks.append(secret_check)

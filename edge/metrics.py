@@ -238,11 +238,7 @@ METRICS = web.AppKey("metrics", Metrics)
 
 def route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
-    if resource is None:
-        return UNMATCHED
-    if isinstance(resource, web.StaticResource):
-        return resource.canonical + "/{filename}"
-    return resource.canonical or UNMATCHED
+    return UNMATCHED if resource is None else resource.canonical or UNMATCHED
 
 
 @web.middleware

@@ -288,6 +288,12 @@ async def power_ctx(app: web.Application) -> AsyncIterator[None]:
     monitor = PowerMonitor(node, make_source(node.settings))
     app[POWER_MONITOR] = monitor
     node.extras["power"] = monitor
+    # One reading before the node serves: restarted by systemd onto a battery that is still
+    # low, it must refuse money from its first request, not after its first poll.
+    try:
+        await asyncio.wait_for(monitor.step(), node.settings.ups_timeout_s * 2)
+    except Exception:  # the loop reports and retries; starting must not fail
+        log.warning("first UPS reading failed; the monitor keeps trying", exc_info=True)
     task = asyncio.create_task(monitor.run(), name="power-monitor")
     try:
         yield

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 
 import outbox
+from edge import status
 from edge.node import NODE, Node
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def status_line(node: Node, pending: int | None) -> str:
     s = node.settings
     parts = [
         f"node {s.node_id} on {s.http_host or '*'}:{s.http_port}",
-        "stopping" if node.shutting_down else "serving",
+        status.mode(node),
         f"power {node.power.state}",
         f"link {node.link.state}",
     ]

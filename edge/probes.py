@@ -1,7 +1,7 @@
 """The doctor's checks over the network: the node's own port, the UPS through NUT, the centre.
 
-Each returns `Check`s (edge.doctor) and never raises for a peer that is down or wrong:
-saying what is wrong, and what to do, is the point.
+Each returns `Check`s (also used by edge.doctor) and never raises for a peer that is
+down or wrong: saying what is wrong, and what to do, is the point.
 """
 
 from __future__ import annotations

@@ -6,75 +6,7 @@
   var POLL_MS = 1000, OVERVIEW_MS = 5000, HISTORY_MS = 30000, ADMIN_MS = 5000, TIMEOUT_MS = 5000;
   var TOKEN_KEY = "edge.admin_token", LANG_KEY = "edge.lang", SVG = "http://www.w3.org/2000/svg";
   var ALERT_FLAGS = { OB: 1, LB: 1, RB: 1, OVER: 1, FSD: 1, OFF: 1, BYPASS: 1, CAL: 1 };
-  var T = {
-    ar: {
-      title: "لوحة تشغيل عقدة المحافظة", node: "العقدة", mode: "الوضع", power: "الكهرباء وجهاز UPS",
-      charge: "شحن البطارية", low_mark: "حد الانخفاض", runtime: "الوقت المتبقي على البطارية",
-      load: "الحمل", voltage: "جهد الدخل", last_reading: "آخر قراءة", source: "المصدر",
-      chart_title: "شحن البطارية خلال آخر 24 ساعة", legend_charge: "الشحن %",
-      legend_battery: "على البطارية", legend_low: "بطارية منخفضة", legend_unknown: "لا بيانات من UPS",
-      legend_mark: "حد الانخفاض", legend_link: "انقطاع الاتصال بالمركز", link: "الاتصال بالمركز",
-      since: "منذ", last_ok: "آخر تواصل ناجح", last_error: "آخر خطأ",
-      clock_skew: "فرق الساعة مع المركز", outbox: "الدفعات بانتظار الإرسال", pending: "قيد الانتظار",
-      oldest: "عمر أقدم دفعة منتظرة", rejected: "مرفوضة (تحتاج مشغّلاً)", delivered_today: "سُلّمت اليوم",
-      delivered: "سُلّمت إجمالاً", mirror: "نسخة الفواتير المحلية", bills: "الفواتير",
-      as_of: "آخر تحديث من المركز", admin: "للمشغّل: الدفعات المرفوضة",
-      token_label: "رمز المشغّل (صلاحية admin)", show: "عرض", forget: "نسيان الرمز",
-      admin_hint: "تظهر الدفعات المرفوضة لمن يُدخل رمز مشغّل فقط؛ يُحفظ الرمز في هذه النافذة حتى إغلاقها.",
-      token_bad: "الرمز غير مقبول أو لا يملك صلاحية admin.", admin_error: "تعذّر جلب الدفعات المرفوضة.",
-      none_rejected: "لا توجد دفعات مرفوضة.", shown_of: "المعروض {n} من {total}",
-      version: "الإصدار", updated: "آخر تحديث", offline: "انقطع الاتصال بالعقدة؛ المعروض قد يكون قديماً",
-      state_mains: "كهرباء الشبكة", state_battery: "على البطارية", state_low: "بطارية منخفضة",
-      state_unknown: "حالة الكهرباء غير معروفة", link_up: "متصل", link_degraded: "متعثر",
-      link_down: "منقطع", link_unknown: "لم يُختبر بعد", mode_normal: "عادي", mode_degraded: "محدود",
-      mode_read_only: "قراءة فقط", mode_shutting_down: "يتوقف", fresh: "محدّثة", stale: "قديمة",
-      never: "لا يوجد بعد", ago: "منذ {d}", ups_unreachable: "لا بيانات من جهاز UPS",
-      no_readings: "لا قراءات بعد", s: "ث", min: "د", h: "س", d: "ي",
-      col_receipt: "الإيصال", col_bill: "الفاتورة", col_account: "الاشتراك", col_amount: "المبلغ (ل.س)",
-      col_method: "الطريقة", col_cashier: "أمين الصندوق", col_channel: "القناة",
-      col_accepted: "وقت القبض", col_rejected: "وقت الرفض", col_reason: "سبب الرفض",
-      OL: "على الشبكة", OB: "على البطارية", LB: "بطارية منخفضة", HB: "بطارية مرتفعة",
-      RB: "البطارية تحتاج استبدالاً", CHRG: "تشحن", DISCHRG: "تفرغ", BYPASS: "تجاوز", CAL: "معايرة",
-      OFF: "مطفأ", OVER: "حمل زائد", TRIM: "خفض الجهد", BOOST: "رفع الجهد", FSD: "إيقاف قسري",
-      DAM: "دمشق", RDA: "ريف دمشق", ALE: "حلب", HMS: "حمص", HAM: "حماة", LAT: "اللاذقية",
-      TAR: "طرطوس", IDL: "إدلب", RAQ: "الرقة", DEZ: "دير الزور", HAS: "الحسكة", DAR: "درعا",
-      SWE: "السويداء", QUN: "القنيطرة"
-    },
-    en: {
-      title: "Governorate node: operator dashboard", node: "Node", mode: "Mode", power: "Power and UPS",
-      charge: "Battery charge", low_mark: "low mark", runtime: "Runtime left on battery",
-      load: "Load", voltage: "Input voltage", last_reading: "Last reading", source: "Source",
-      chart_title: "Battery charge, last 24 hours", legend_charge: "Charge %",
-      legend_battery: "On battery", legend_low: "Low battery", legend_unknown: "No UPS data",
-      legend_mark: "Low mark", legend_link: "Link to centre down", link: "Link to the centre",
-      since: "Since", last_ok: "Last good exchange", last_error: "Last error",
-      clock_skew: "Clock skew (centre − node)", outbox: "Payments waiting to be sent",
-      pending: "Pending", oldest: "Oldest pending payment", rejected: "Rejected (need an operator)",
-      delivered_today: "Delivered today", delivered: "Delivered in all", mirror: "Local bills mirror",
-      bills: "Bills", as_of: "Last heard from the centre", admin: "Operator: rejected payments",
-      token_label: "Operator token (admin scope)", show: "Show", forget: "Forget token",
-      admin_hint: "Rejected payments are shown only to someone who gives an operator token; it is kept in this tab until it closes.",
-      token_bad: "The token was refused or lacks the admin scope.", admin_error: "Could not load the rejected payments.",
-      none_rejected: "No rejected payments.", shown_of: "Showing {n} of {total}",
-      version: "Version", updated: "Updated", offline: "Lost contact with the node; what you see may be old",
-      state_mains: "On mains", state_battery: "On battery", state_low: "Low battery",
-      state_unknown: "Power state unknown", link_up: "Up", link_degraded: "Degraded",
-      link_down: "Down", link_unknown: "Not tried yet", mode_normal: "Normal", mode_degraded: "Degraded",
-      mode_read_only: "Read-only", mode_shutting_down: "Shutting down", fresh: "Fresh", stale: "Stale",
-      never: "none yet", ago: "{d} ago", ups_unreachable: "No data from the UPS",
-      no_readings: "No readings yet", s: "s", min: "min", h: "h", d: "d",
-      col_receipt: "Receipt", col_bill: "Bill", col_account: "Account", col_amount: "Amount (SYP)",
-      col_method: "Method", col_cashier: "Cashier", col_channel: "Channel",
-      col_accepted: "Taken at", col_rejected: "Rejected at", col_reason: "Reason",
-      OL: "on line (mains)", OB: "on battery", LB: "low battery", HB: "high battery",
-      RB: "replace battery", CHRG: "charging", DISCHRG: "discharging", BYPASS: "bypass",
-      CAL: "calibrating", OFF: "off", OVER: "overload", TRIM: "trimming voltage",
-      BOOST: "boosting voltage", FSD: "forced shutdown",
-      DAM: "Damascus", RDA: "Rural Damascus", ALE: "Aleppo", HMS: "Homs", HAM: "Hama",
-      LAT: "Latakia", TAR: "Tartus", IDL: "Idlib", RAQ: "Raqqa", DEZ: "Deir ez-Zor",
-      HAS: "Hasakah", DAR: "Daraa", SWE: "As-Suwayda", QUN: "Quneitra"
-    }
-  };
+  var T = window.EDGE_TEXT;
   var lang = "ar";
   var last = { status: null, overview: null, history: null, rejected: null, adminError: null };
 
@@ -264,9 +196,9 @@
     }
     var tick = new Date(x0);
     tick.setMinutes(0, 0, 0);
-    // Hour ticks at least 48 px apart, so a phone's narrow chart stays readable.
+    // Hour ticks at least 64 px apart, so a phone's narrow chart stays readable.
     var perHour = (W - L - R) / ((x1 - x0) / 3600000), steps = [1, 2, 3, 6, 12, 24], step = 24;
-    for (i = steps.length - 1; i >= 0; i--) { if (steps[i] * perHour >= 48) { step = steps[i]; } }
+    for (i = steps.length - 1; i >= 0; i--) { if (steps[i] * perHour >= 64) { step = steps[i]; } }
     for (tick = new Date(tick.getTime() + 3600 * 1000); tick.getTime() < x1; tick = new Date(tick.getTime() + 3600 * 1000)) {
       var tx = X(tick.getTime());
       if (tick.getHours() % step !== 0 || tx > W - R - 16) { continue; }

@@ -9,6 +9,7 @@ send any header value or request target, not only what an HTTP client library wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -127,10 +128,8 @@ async def raw_request(
         raw = await reader.read()
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
     head_bytes, _, payload = raw.partition(b"\r\n\r\n")
     lines = head_bytes.split(b"\r\n")
     status = int(lines[0].split(b" ")[1])

@@ -7,6 +7,7 @@ import itertools
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nodefixtures import RunningNode, make_bill, start_node
@@ -148,7 +149,9 @@ async def test_restore_refuses_another_history_and_another_node(tmp_path: Path) 
         backup.restore(other, b_copy.path)
 
 
-def test_backup_refuses_a_tampered_outbox(tmp_path: Path, seed, pay, tx, conn) -> None:  # type: ignore[no-untyped-def]
+def test_backup_refuses_a_tampered_outbox(
+    tmp_path: Path, seed: Any, pay: Any, tx: Any, conn: sqlite3.Connection
+) -> None:
     seed(conn, [make_bill("0100234567")])
     for key in ("k1", "k2"):
         tx(conn, lambda c, key=key: pay(c, "DAM-2026-05-0100234567", 5_000, key=key))
@@ -187,3 +190,6 @@ async def test_cli_backup_into_a_directory_keeps_the_newest(
     assert await asyncio.to_thread(cli.main, ["restore", str(dest / names[0]), "--config",
                                               str(cfg)]) == 0  # fmt: skip
     assert "previous database is kept" in capsys.readouterr().out
+    fresh = tmp_path / "new" / "dir"
+    assert await asyncio.to_thread(cli.main, ["backup", f"{fresh}/", "--config", str(cfg)]) == 0
+    assert [p.name.startswith("edge-dam-1-") for p in fresh.iterdir()] == [True]

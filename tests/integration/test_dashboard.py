@@ -6,7 +6,9 @@ Screenshots go to $EDGE_SCREENSHOT_DIR when set (`docs/` refreshes the README's)
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fi
 
 import outbox
 from edge import history, mirror
+from edge.power import Reading
 
 ORPHAN = "0999999999"  # in the node's mirror only: the centre rejects its payment (unknown_bill)
 UPS_FAST = {"ups_source": "nut", "ups_name": UPS, "ups_poll_s": 1.0, "ups_poll_battery_s": 0.5,
@@ -28,7 +31,7 @@ NUMBERS = ("power-charge", "power-runtime", "power-load", "power-voltage", "outb
            "outbox-rejected", "outbox-delivered", "mirror-bills", "link-skew")  # fmt: skip
 READ_PAGE = """(function () {
   var by = function (id) { return document.getElementById(id); }, out = {}, i;
-  var ids = %s;
+  var ids = IDS;
   for (i = 0; i < ids.length; i++) { out[ids[i]] = by(ids[i]).getAttribute("data-value"); }
   out.texts = {pending: by("outbox-pending").textContent, bills: by("mirror-bills").textContent,
                charge: by("power-charge").textContent};
@@ -39,7 +42,7 @@ READ_PAGE = """(function () {
   out.dir = document.documentElement.dir; out.lang = document.documentElement.lang;
   out.title = document.title;
   return out;
-})()""" % list(NUMBERS)
+})()""".replace("IDS", json.dumps(NUMBERS))
 
 
 @pytest.fixture
@@ -241,6 +244,37 @@ async def test_power_history_has_readings_outages_and_marks(upsd: Upsd, tmp_path
         await runner.cleanup()
 
 
+async def test_assets_are_the_shipped_files_only(running: RunningNode) -> None:
+    async with running.session.get(running.url + "/static/dashboard.js?v=0.1.0") as resp:
+        assert resp.status == 200 and "javascript" in resp.content_type
+        assert "max-age" in resp.headers["Cache-Control"]
+    for name in ("nope.js", "..%2Fdata%2Fedge.db", "index.html", "icon.svg%00.db"):
+        status, problem = await get_json(running, f"/static/{name}")
+        assert status == 404 and problem["code"] == "not_found", name
+    async with running.session.get(running.url + "/") as resp:
+        html = await resp.text()
+        assert resp.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert 'lang="ar" dir="rtl"' in html and "{{version}}" not in html
+    assert not re.search(r"(src|href)=\"(https?:)?//", html), "the page must not load from outside"
+
+
+async def test_readings_are_stored_at_most_once_a_minute(running: RunningNode) -> None:
+    node = running.node
+    raw = {"battery.charge.low": "25", "battery.runtime.low": "120"}
+    first = Reading(status="OL", charge=99.0, runtime_s=3500.0, raw=raw)
+    await history.note_reading(node, first)
+    await history.note_reading(node, Reading(status="OL", charge=98.0))
+    await history.note_reading(node, Reading(error="DATA-STALE"))
+    rows = node.db.read(lambda c: c.execute("SELECT flags, charge FROM power_readings").fetchall())
+    assert rows == [("OL", 99.0)]
+    assert history.of(node).marks() == {"charge_low": 25.0, "runtime_low_s": 180.0,
+                                         "ups_runtime_low_s": 120.0}  # fmt: skip
+    history.of(node).every_s = 0.0  # the next one is due: a UPS with no data is stored as a gap
+    await history.note_reading(node, Reading(error="DATA-STALE"))
+    rows = node.db.read(lambda c: c.execute("SELECT flags, charge FROM power_readings").fetchall())
+    assert rows == [("OL", 99.0), (None, None)]
+
+
 async def test_rejected_list_needs_admin_and_open_views_carry_no_personal_data(
     link: Link,
 ) -> None:
@@ -281,7 +315,8 @@ async def seed_a_day(rn: RunningNode) -> None:
     now = time.time()
     start = now - 24 * 3600
     outages = [(start + 4 * 3600, 3.2 * 3600), (start + 15 * 3600, 1.4 * 3600)]
-    charge, state, events, readings = 100.0, "mains", [], []
+    charge, state, readings = 100.0, "mains", []
+    events = [(start - 3600, "unknown", "mains", "OL", 100.0, 3000.0, "seeded: mains")]
     for minute in range(int((now - 120 - start) // 60)):
         at = start + minute * 60
         out = any(a <= at < a + d for a, d in outages)
@@ -306,7 +341,7 @@ async def test_screenshots_of_a_busy_node_on_battery(
     upsd: Upsd, tmp_path: Path, page: Page
 ) -> None:
     out = Path(os.environ.get("EDGE_SCREENSHOT_DIR") or tmp_path)
-    link, close = await start_link(tmp_path / "link", ups_port=upsd.port, **UPS_FAST)
+    link, close = await start_link(tmp_path, ups_port=upsd.port, **UPS_FAST)
     try:
         rn = link.node
         await seed_a_day(rn)
@@ -320,6 +355,11 @@ async def test_screenshots_of_a_busy_node_on_battery(
         for lang in ("ar", "en"):
             await page.goto(f"{rn.url}/?lang={lang}")
             await page_matches_status(page, rn, power="battery", lang=lang)
+            if lang == "ar":  # the operator's list too; the tab keeps the token for "en"
+                await page.eval(f"document.getElementById('admin-token').value = "
+                                f"{rn.tokens['admin']!r}; document.getElementById('admin-form')"
+                                ".querySelector('button').click()")  # fmt: skip
+            await page.wait_for("document.querySelector('#rejected-table td.reason') !== null")
             await page.wait_for("document.querySelectorAll('#chart rect.period-low').length")
             await page.wait_for("document.getElementById('power-charge-low').textContent === '20'")
             await page.screenshot(out / f"dashboard-{lang}.png")

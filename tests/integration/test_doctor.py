@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import time
 from pathlib import Path
 
@@ -11,6 +13,13 @@ from centrefixtures import Link, eventually
 from upsd import UPS, Upsd, free_port, shared_upsd_fixture, upsd_fixture  # noqa: F401
 
 from edge import cli, config, doctor, mirror, probes
+
+
+@pytest.fixture(autouse=True)
+def service_user_is_us(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The ownership checks compare with the service user; here that is whoever runs the tests
+    # (a machine with a real `edge` user must not change the outcome).
+    monkeypatch.setattr(doctor, "SERVICE_USER", pwd.getpwuid(os.getuid()).pw_name)
 
 
 def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
@@ -35,7 +44,7 @@ async def test_a_healthy_node_passes(link: Link) -> None:
     checks = by_name(await doctor.run(s))
     assert {name: c.level for name, c in checks.items()} | {"ups": "-"} == {
         "data dir": "OK", "free space": checks["free space"].level, "fsync": checks["fsync"].level,
-        "database": "OK", "mirror": "OK", "outbox": "OK", "secret": "OK", "ups": "-",
+        "database": "OK", "mirror": "OK", "outbox": "OK", "tokens": "OK", "secret": "OK", "ups": "-",
         "centre": "OK", "clock": "OK", "node": "OK",
     }  # fmt: skip
     assert checks["ups"].level == "WARN" and "none" in checks["ups"].detail
@@ -57,6 +66,15 @@ async def test_a_wrong_secret_fails_with_advice(link: Link, tmp_path: Path) -> N
     lines: list[str] = []
     assert doctor.report(checks, lines.append) == 1
     assert any(line.strip().startswith("-> key problem") for line in lines)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a file to another user")
+async def test_a_secret_the_service_user_cannot_read_fails(link: Link) -> None:
+    s = await settled(link)
+    s.centre_secret_file.chmod(0o600)
+    os.chown(s.centre_secret_file, 54321, 54321)
+    check, _ = doctor.check_secret(s)
+    assert check.level == "FAIL" and "cannot read it" in check.advice
 
 
 async def test_unknown_node_unreachable_centre_and_a_wrong_clock(link: Link) -> None:

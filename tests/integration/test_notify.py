@@ -108,7 +108,7 @@ async def test_node_ready_only_once_serving_then_watchdog_then_stopping(
         assert "READY=1" not in seen
         await web.TCPSite(runner, "127.0.0.1", port).start()
         await receiver.wait_for("READY=1")
-        assert any(f.startswith("STATUS=node dam-1") and "serving" in f for f in receiver.fields())
+        assert any(f.startswith("STATUS=node dam-1") and "normal" in f for f in receiver.fields())
         await receiver.wait_for("WATCHDOG=1", timeout=2.0)
         receiver.messages.clear()
         await receiver.wait_for("WATCHDOG=1", timeout=2.0)  # and again: it keeps pinging

@@ -1,15 +1,19 @@
 """Fault matrix row 5: the node's data disk fills up (issue 8).
 
 The node runs as a subprocess (`edge serve`) with its data dir on a 6 MB tmpfs, against a
-reference centre on loopback whose data lives elsewhere. Cashiers pay until the disk is
-full, in two configurations: with the free-space floor (`storage.min_free_mb = 1`: the node
-refuses money before SQLite runs out) and without it (`min_free_mb = 0`: SQLite's own
-SQLITE_FULL is what refuses). Either way a payment that cannot be stored gets
-`507 storage_full` and writes nothing: payments rows equal outbox rows, every 201 is on
-disk, `PRAGMA integrity_check` is ok and the outbox hash chain verifies. While full,
-inquiries keep answering 200 and a retried payment still gets its first receipt. When
-space is freed (`mount -o remount,size=64m`) the same process takes payments again (201)
-and replays everything to the centre, with no restart. Needs root (mount).
+reference centre on loopback whose data lives elsewhere. Every test runs in two
+configurations: with the free-space floor (`storage.min_free_mb = 1`: the node refuses money
+before SQLite runs out) and without it (`min_free_mb = 0`: SQLite's own SQLITE_FULL is what
+refuses). Either way a payment that cannot be stored gets `507 storage_full` and writes
+nothing: payments rows equal outbox rows, every 201 is on disk, `PRAGMA integrity_check` is
+ok and the outbox hash chain verifies. While full, inquiries keep answering 200 and a
+retried payment still gets its first receipt.
+
+First the payments themselves fill the disk, and space is freed with
+`mount -o remount,size=64m`: the same process takes payments again (201) and replays
+everything, with no restart. Then another file fills the disk while the centre holds
+entries whose verdicts the node cannot store: the node stops cleanly (exit 0) and starts
+again on the full disk, and recovers when the file is deleted. Needs root (mount).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Site:
     centre_config: Path
     node_url: str
     token: str
+    min_free_mb: int
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, *args: str) -> None:
@@ -124,7 +129,8 @@ def write_site(root: Path, disk: Path, min_free_mb: int) -> Site:
         "[power]\nfinal_replay_s = 2.0\n"
     )
     token = auth.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
-    return Site(root, disk, node_config, centre_config, f"http://127.0.0.1:{node_port}", token)
+    return Site(root, disk, node_config, centre_config, f"http://127.0.0.1:{node_port}", token,
+                min_free_mb)  # fmt: skip
 
 
 @pytest.fixture
@@ -173,6 +179,7 @@ class Till:
     session: aiohttp.ClientSession
     acked: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # key -> id, body
     refused: int = 0
+    last_refusal: str = ""
     in_a_row: int = 0
     n: int = 0
 
@@ -188,6 +195,7 @@ class Till:
             assert doc["code"] == "storage_full", doc
             assert doc["title_ar"], doc
             self.refused += 1
+            self.last_refusal = doc["detail"]
             self.in_a_row += 1
         else:
             raise AssertionError(f"payment answered {status}: {doc}")
@@ -230,77 +238,181 @@ def check_store(site: Site, acked: set[str]) -> dict[str, int]:
     return counts
 
 
-async def test_disk_full_refuses_money_cleanly_and_recovers_without_restart(site: Site) -> None:
+async def status(till: Till) -> dict[str, Any]:
+    async with till.session.get(f"{till.site.node_url}/v1/status") as resp:
+        doc: dict[str, Any] = await resp.json(content_type=None)
+        return doc
+
+
+async def start_node(till: Till) -> None:
+    till.site.start("node", "serve", "--config", str(till.site.node_config))
+
+    async def mirror_ready() -> bool:
+        return bool((await status(till))["mirror"]["bills"] == len(ACCOUNTS))
+
+    await until("the node with its mirror", mirror_ready)
+
+
+async def pay_until_full(till: Till) -> float:
+    """Cashiers pay until FULL_IN_A_ROW refusals in a row; returns the seconds it took."""
+    started = time.monotonic()
+
+    async def cashier(n: int) -> None:
+        i = n
+        while till.in_a_row < FULL_IN_A_ROW:
+            assert time.monotonic() - started < 120, "the disk never filled"
+            await till.pay(BILLS[i % len(BILLS)])
+            i += 1
+
+    await asyncio.gather(*(cashier(n) for n in range(CASHIERS)))
+    return time.monotonic() - started
+
+
+async def check_while_full(till: Till) -> None:
+    """Inquiries answer, a retried payment gets its first receipt, new money gets 507."""
+    answered = [await till.inquire(ACCOUNTS[i % len(ACCOUNTS)]) for i in range(50)]
+    assert answered == [200] * 50
+    key, (payment_id, body) = next(iter(till.acked.items()))
+    retried, doc = await till.post(key, body)
+    assert (retried, doc["payment_id"], doc.get("_replayed")) == (201, payment_id, True)
+    before = till.refused
+    assert [(await till.pay(BILLS[0]))[0] for _ in range(5)] == [507] * 5
+    assert till.refused == before + 5
+    # Each configuration refuses by its own mechanism: the floor, or SQLite's SQLITE_FULL.
+    if till.site.min_free_mb:
+        assert f"less than {till.site.min_free_mb} MB free" in till.last_refusal, till.last_refusal
+    else:
+        assert "database or disk is full" in till.last_refusal, till.last_refusal
+    assert "last_seq" in (await status(till))["outbox"]  # the status page still answers
+
+
+async def recover(till: Till) -> float:
+    """After space was freed: 201 again from the running process; returns how long it took."""
+    freed_at = time.monotonic()
+    while (await till.pay(BILLS[1]))[0] != 201:
+        assert time.monotonic() - freed_at < 30, "the node did not recover after space was freed"
+        await asyncio.sleep(0.1)
+    recovered_s = time.monotonic() - freed_at
+    assert [(await till.pay(BILLS[i % len(BILLS)]))[0] for i in range(30)] == [201] * 30
+
+    async def replayed() -> bool:
+        return bool((await status(till))["outbox"]["pending"] == 0)
+
+    await until("the outbox replayed to the centre", replayed, 60)
+    return recovered_s
+
+
+def ledger_ids(site: Site) -> list[str]:
+    ledger = sh(*EDGE, "centre", "ledger", "--config", str(site.centre_config), "--node", "dam-1")
+    return [row["id"] for row in csv.DictReader(io.StringIO(ledger))]
+
+
+def check_centre(site: Site, acked: set[str]) -> None:
+    at_centre = ledger_ids(site)
+    assert len(at_centre) == len(set(at_centre)), "the centre counted an entry twice"
+    assert set(at_centre) == acked, "the centre's ledger differs from the acknowledged payments"
+
+
+def free_kib(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize // 1024
+
+
+def fill_with_ballast(path: Path) -> int:
+    """Another file takes every free byte (logs, a backup...); returns its size in KiB."""
+    chunk, written = b"\0" * 65536, 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while True:
+            try:
+                n = os.write(fd, chunk)  # unbuffered: nothing left over to fail at close
+            except OSError:  # ENOSPC
+                break
+            if n == 0:
+                break
+            written += n
+    finally:
+        os.close(fd)
+    assert free_kib(path.parent) == 0
+    return written // 1024
+
+
+async def test_payments_fill_the_disk_refused_cleanly_then_recover_without_restart(
+    site: Site,
+) -> None:
     site.start("centre", "centre", "serve", "--config", str(site.centre_config))
-    site.start("node", "serve", "--config", str(site.node_config))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         till = Till(site, session)
-
-        async def status() -> dict[str, Any]:
-            async with session.get(f"{site.node_url}/v1/status") as resp:
-                doc: dict[str, Any] = await resp.json(content_type=None)
-                return doc
-
-        async def mirror_ready() -> bool:
-            return bool((await status())["mirror"]["bills"] == len(ACCOUNTS))
-
-        await until("the mirror bootstrap", mirror_ready)
-
-        # Pay until the disk is full: many refusals in a row, from every cashier.
-        started = time.monotonic()
-
-        async def cashier(n: int) -> None:
-            i = n
-            while till.in_a_row < FULL_IN_A_ROW:
-                assert time.monotonic() - started < 120, "the disk never filled"
-                await till.pay(BILLS[i % len(BILLS)])
-                i += 1
-
-        await asyncio.gather(*(cashier(n) for n in range(CASHIERS)))
-        fill_s = time.monotonic() - started
+        await start_node(till)
+        fill_s = await pay_until_full(till)
         assert till.acked and till.refused >= FULL_IN_A_ROW
-        free_kb = os.statvfs(site.disk).f_bavail * os.statvfs(site.disk).f_frsize // 1024
-        print(f"\n{site.node_config.read_text().split('min_free_mb = ')[1].split()[0]} MB floor:"
-              f" full after {len(till.acked)} payments in {fill_s:.1f} s, {till.refused} refused,"
-              f" {free_kb} KiB free")  # fmt: skip
-
-        # Full: inquiries still answer, a retry still gets its receipt, new money is refused.
-        answered = [await till.inquire(ACCOUNTS[i % len(ACCOUNTS)]) for i in range(50)]
-        assert answered == [200] * 50
-        key, (payment_id, body) = next(iter(till.acked.items()))
-        retried, doc = await till.post(key, body)
-        assert (retried, doc["payment_id"], doc.get("_replayed")) == (201, payment_id, True)
-        before = till.refused
-        assert [(await till.pay(BILLS[0]))[0] for _ in range(5)] == [507] * 5
-        assert till.refused == before + 5
-        assert (await status())["outbox"]["pending"] >= 0  # the status page still answers
+        free = free_kib(site.disk)
+        print(f"\nmin_free_mb = {site.min_free_mb}: full after {len(till.acked)} payments in"
+              f" {fill_s:.1f} s, {till.refused} refused, {free} KiB free")  # fmt: skip
+        if site.min_free_mb:
+            assert free > 0, "the floor should refuse money before the disk is exhausted"
+        await check_while_full(till)
         counts_full = check_store(site, {pid for pid, _ in till.acked.values()})
 
-        # Space comes back: the same process takes money again, and replays everything.
+        # Space comes back: the same process takes money again and replays everything.
         sh("mount", "-o", f"remount,size={FREED_MB}m", str(site.disk))
-        freed_at, refused_after_freeing = time.monotonic(), till.refused
-        while (await till.pay(BILLS[1]))[0] != 201:
-            assert time.monotonic() - freed_at < 30, (
-                "the node did not recover after space was freed"
-            )
-            await asyncio.sleep(0.1)
-        recovered_s = time.monotonic() - freed_at
-        assert [(await till.pay(BILLS[i % len(BILLS)]))[0] for i in range(30)] == [201] * 30
-
-        async def replayed() -> bool:
-            return bool((await status())["outbox"]["pending"] == 0)
-
-        await until("the outbox replayed to the centre", replayed, 60)
+        refused_before = till.refused
+        recovered_s = await recover(till)
         print(f"recovered {recovered_s:.2f} s after space was freed"
-              f" ({till.refused - refused_after_freeing} refused meanwhile);"
-              f" {len(till.acked)} payments acknowledged, store at full: {counts_full}")  # fmt: skip
+              f" ({till.refused - refused_before} refused meanwhile), no restart;"
+              f" {len(till.acked)} acknowledged; store when full: {counts_full}")  # fmt: skip
 
     acked = {pid for pid, _ in till.acked.values()}
     check_store(site, acked)
     assert site.stop("node") == 0, site.log("node")
-    ledger = sh(*EDGE, "centre", "ledger", "--config", str(site.centre_config), "--node", "dam-1")
-    at_centre = [row["id"] for row in csv.DictReader(io.StringIO(ledger))]
-    assert len(at_centre) == len(set(at_centre)), "the centre counted an entry twice"
-    assert set(at_centre) == acked, (
-        "the centre's ledger differs from the node's acknowledged payments"
-    )
+    check_centre(site, acked)
+
+
+async def test_disk_filled_by_another_file_stop_and_start_while_full(site: Site) -> None:
+    site.start("centre", "centre", "serve", "--config", str(site.centre_config))
+    ballast = site.disk / "ballast"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        till = Till(site, session)
+        await start_node(till)
+        # The link is down while the cashiers pay: the payments wait in the outbox.
+        assert site.stop("centre") == 0, site.log("centre")
+        assert [(await till.pay(BILLS[i % len(BILLS)]))[0] for i in range(50)] == [201] * 50
+        ballast_kib = fill_with_ballast(ballast)
+        await pay_until_full(till)
+        print(f"\nmin_free_mb = {site.min_free_mb}: a {ballast_kib} KiB file filled the disk;"
+              f" {len(till.acked)} acknowledged, {till.refused} refused")  # fmt: skip
+        acked = {pid for pid, _ in till.acked.values()}
+
+        # The link returns: the centre records the entries, the node cannot store the verdicts.
+        site.start("centre", "centre", "serve", "--config", str(site.centre_config))
+
+        async def centre_has_them() -> bool:
+            return len(ledger_ids(site)) == len(acked)
+
+        await until("the centre to record the outbox", centre_has_them)
+        assert (await status(till))["outbox"]["pending"] == len(acked)
+        await check_while_full(till)
+
+        # systemd stops the node while the disk is full (its final replay cannot store the
+        # verdicts either): a clean stop all the same, nothing lost.
+        assert site.stop("node") == 0, site.log("node")
+        assert "node stopped cleanly" in site.log("node")
+        check_store(site, acked)
+
+        # And it starts on the full disk: inquiries, receipts for retries, 507 for new money.
+        await start_node(till)
+        await check_while_full(till)
+
+        ballast.unlink()
+        refused_before = till.refused
+        recovered_s = await recover(till)
+        print(f"recovered {recovered_s:.2f} s after the file was deleted"
+              f" ({till.refused - refused_before} refused meanwhile), no restart")  # fmt: skip
+
+    acked = {pid for pid, _ in till.acked.values()}
+    check_store(site, acked)
+    with closing(site.db()) as conn:
+        verdicts = dict(conn.execute("SELECT verdict, COUNT(*) FROM outbox_entries GROUP BY 1"))
+    assert verdicts.get("duplicate", 0) >= 50, verdicts  # recorded while full, confirmed later
+    assert site.stop("node") == 0, site.log("node")
+    check_centre(site, acked)

@@ -467,8 +467,11 @@ def test_link_faults_and_partition_lose_nothing_and_count_once(site: Site) -> No
         " JOIN outbox_entries e USING (seq) WHERE e.kind = 'payment'"
     )
     ledger = centre_ledger(site)
+    centre_ids = [row["id"] for row in ledger]
+    lost, duplicated = len(acked - set(centre_ids)), len(centre_ids) - len(set(centre_ids))
     print(f"\npartition: {len(acked)} payments acknowledged, {len(ledger)} rows at the centre,"
-          f" {duplicates(site)} 'duplicate' verdicts, {time.monotonic() - started:.0f} s")  # fmt: skip
+          f" lost {lost}, duplicated {duplicated}, {duplicates(site)} 'duplicate' verdicts"
+          f" answered to retries, {time.monotonic() - started:.0f} s")  # fmt: skip
     for fig in figures:
         print(json.dumps({k: v for k, v in vars(fig).items() if k not in ("start", "end")}))
 
@@ -481,6 +484,8 @@ def test_link_faults_and_partition_lose_nothing_and_count_once(site: Site) -> No
         assert fig.inquiries > 0, f"no inquiry was answered during {fig.name}"
         assert fig.inquiries_ok == fig.inquiries and fig.inquiry_errors == 0, fig
         assert fig.payments > 0, f"no payment was taken during {fig.name}"
+        # An inquiry that waited on the link would take at least the centre timeout (3 s).
+        assert fig.inquiry_max_ms < TIMEOUT_S * 1000 * 2 / 3, fig
 
     # Each fault really cut replay, and replay resumed by itself after it.
     for fault, fig in zip(FAULTS, figures, strict=False):
@@ -504,7 +509,6 @@ def test_link_faults_and_partition_lose_nothing_and_count_once(site: Site) -> No
     assert acked == node_ids, "the node's payments differ from what the cashiers were given"
     assert len(node_rows) == site.query("SELECT COUNT(*) FROM outbox_entries")[0][0]
     assert {row[4] for row in node_rows} == {"delivered"}
-    centre_ids = [row["id"] for row in ledger]
     assert len(centre_ids) == len(set(centre_ids)), "the centre recorded an entry twice"
     assert set(centre_ids) == node_ids, "lost or extra entries at the centre"
     assert {row["verdict"] for row in ledger} == {"applied"}
