@@ -144,9 +144,9 @@ class Writer:
         loop = asyncio.get_running_loop()
         item = _Item(fn, loop.create_future(), loop, exclusive, batched, arg)
         self._queue.put(item)
-        # Shielded: a caller that goes away (client disconnect) must not cancel a commit
-        # that may already be on disk; the result is simply not read.
-        return await asyncio.shield(item.future)
+        # A caller that goes away (client disconnect) cancels only its wait: the writer
+        # thread never looks at the future before the commit, and skips a cancelled one.
+        return await item.future
 
     # --- the writer thread -------------------------------------------------------------
 
