@@ -100,6 +100,13 @@ class Replayer:
                 result = await self.step()
             except asyncio.CancelledError:
                 raise
+            except outbox.StorageError as exc:
+                # A full disk: expected, shown on the status page; no traceback every retry.
+                log.warning("replayer cannot record verdicts: %s", exc)
+                self.failures += 1
+                result = StepResult(
+                    error=f"storage: {exc}", retry_in_s=self.config.policy.delay(self.failures)
+                )
             except Exception as exc:  # a loop never dies silently
                 log.exception("replayer step failed unexpectedly")
                 self.failures += 1
