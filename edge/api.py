@@ -95,10 +95,12 @@ async def account_bills(request: web.Request) -> web.Response:
         raise errors.UnknownAccount(f"no bills for account {account} in this node's mirror")
     as_of, stale = freshness(node, node.mirror_state())
     # The bills and subscriber are JSON already (built by SQLite); the rest is spliced in.
+    as_of_json = "null" if as_of is None else '"' + as_of + '"'  # ISO text: nothing to escape
     body = (
         f'{{"account":"{account}","governorate":{json.dumps(found.governorate)},'
         f'"subscriber":{found.subscriber},"bills":{found.bills},"total_due":{found.total_due},'
-        f'"currency":"SYP","as_of":{json.dumps(as_of)},"stale":{json.dumps(stale)}}}'
+        f'"currency":"SYP","as_of":{as_of_json},'
+        f'"stale":{"true" if stale else "false"}}}'
     )
     return web.Response(body=body.encode(), content_type="application/json", charset="utf-8")
 

@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -169,6 +170,7 @@ class Metrics:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # The *_created series would double every counter's series for a timestamp nobody
         # graphs; this is the library's process-wide switch, and this process has one exporter.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -191,6 +193,20 @@ class Metrics:
             self.entries.labels(verdict)
         self.collector = NodeCollector(node)
         r.register(self.collector)
+
+    def timed(self, method: str, route: str, code: int, seconds: float) -> None:
+        # Children cached per label set: `.labels()` validates and locks on every call, and
+        # this runs for every request.
+        key = (method, route, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.latency.labels(method, route),
+                self.requests.labels(method, route, str(code)),
+            )
+            self._children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
     def on_replay(self, result: StepResult) -> None:
         """The replayer's `on_result`: one call per batch sent."""
@@ -260,8 +276,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         route = route_of(request)
-        metrics.latency.labels(request.method, route).observe(time.perf_counter() - start)
-        metrics.requests.labels(request.method, route, str(code)).inc()
+        metrics.timed(request.method, route, code, time.perf_counter() - start)
     if route == PAYMENTS_ROUTE and request.method == "POST":
         metrics.observe_payment(request, response)
     return response

@@ -8,6 +8,7 @@ amount already shows it.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ def prepare(
     )  # fmt: skip
 
 
+@functools.lru_cache(maxsize=64)  # inquiries format the same `as_of` over and over
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
