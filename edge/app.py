@@ -42,7 +42,7 @@ async def stop_taking_money(app: web.Application) -> None:
     node = app[NODE]
     if not node.shutting_down:
         node.refuse_payments("the node is stopping")
-    power = node.extras.get("power")
+    power = node.power_monitor
     if power is not None:
         power.stop()  # mains returning during the stop must not reopen payments
 

@@ -286,7 +286,7 @@ def setup(app: web.Application) -> None:
     node = app[NODE]
     app[METRICS] = made = Metrics(node)
     # Read by replication.build when it makes the replayer.
-    node.extras["on_replay_result"] = made.on_replay
+    node.on_replay_result = made.on_replay
     app.router.add_get("/metrics", metrics_view)
 
 

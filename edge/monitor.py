@@ -143,7 +143,7 @@ class PowerMonitor:
 
     def _apply(self, change: Transition) -> None:
         s = self.node.settings
-        puller = self.node.extras.get("puller")
+        puller = self.node.puller
         on_battery = change.to_state in ("battery", "low")
         if puller is not None:
             puller.set_interval(
@@ -198,7 +198,7 @@ class PowerMonitor:
 
         Not `Replayer.drain`: alongside the live replay loop it would send every batch twice.
         """
-        replayer = self.node.extras.get("replayer")
+        replayer = self.node.replayer
         if replayer is None:
             return True
         replayer.trigger()
@@ -287,7 +287,7 @@ async def power_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     monitor = PowerMonitor(node, make_source(node.settings))
     app[POWER_MONITOR] = monitor
-    node.extras["power"] = monitor
+    node.power_monitor = monitor
     # One reading before the node serves: restarted by systemd onto a battery that is still
     # low, it must refuse money from its first request, not after its first poll.
     try:

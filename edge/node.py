@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -17,6 +17,11 @@ from edge.db import Database
 from edge.mirror import MirrorState
 from edge.payments import Acceptor
 from sync.link import Link
+from sync.puller import Puller
+from sync.replayer import Replayer, StepResult
+
+if TYPE_CHECKING:
+    from edge.monitor import PowerMonitor
 
 
 @dataclass
@@ -50,6 +55,11 @@ class Node:
     link: Link = field(default_factory=Link)
     # Set when a payment commits, so the replayer sends it without waiting for its timer.
     outbox_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Background loops, set by their cleanup contexts (None: not running, e.g. no centre).
+    replayer: Replayer | None = None
+    puller: Puller | None = None
+    power_monitor: PowerMonitor | None = None
+    on_replay_result: Callable[[StepResult], None] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     acceptor: Acceptor = field(init=False)
     _mirror_cache: tuple[float, MirrorState] | None = field(default=None, init=False)

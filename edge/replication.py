@@ -27,8 +27,6 @@ from sync.puller import PullConfig, Puller
 from sync.replayer import ReplayConfig, Replayer
 
 log = logging.getLogger(__name__)
-REPLAYER = web.AppKey("replayer", Replayer)
-PULLER = web.AppKey("puller", Puller)
 routes = web.RouteTableDef()
 
 
@@ -64,7 +62,7 @@ def build(node: Node, session: aiohttp.ClientSession, secret: bytes) -> tuple[Re
         ReplayConfig(node=s.node_id, url=url, secret=secret, batch_size=s.centre_batch_size,
                      policy=policy, config_fault_retry_s=s.centre_config_fault_retry_s),
         node.db.writer, session, node.link, clock=node.clock,
-        on_result=node.extras.get("on_replay_result"),  # edge.metrics counts batches
+        on_result=node.on_replay_result,  # edge.metrics counts batches
     )  # fmt: skip
 
     async def apply(bills: list[dict[str, Any]], cursor: int | None) -> None:
@@ -96,9 +94,8 @@ async def replication_ctx(app: web.Application) -> AsyncIterator[None]:
     secret = read_secret(settings)
     session = make_session(settings)
     replayer, puller = build(node, session, secret)
-    app[REPLAYER], app[PULLER] = replayer, puller
-    node.extras["replayer"] = replayer
-    node.extras["puller"] = puller
+    node.replayer = replayer
+    node.puller = puller
     tasks = [
         asyncio.create_task(replayer.run(), name="replayer"),
         asyncio.create_task(puller.run(), name="puller"),
@@ -132,12 +129,10 @@ async def _wake_on_payment(node: Node, replayer: Replayer) -> None:
 async def replay_now(request: web.Request) -> web.Response:
     client_of(request, "admin")
     node = request.app[NODE]
-    replayer = node.extras.get("replayer")
-    if not isinstance(replayer, Replayer):
+    if node.replayer is None:
         raise errors.NoCentre("centre.url is empty in this node's configuration")
-    replayer.trigger()
-    puller = node.extras.get("puller")
-    if isinstance(puller, Puller):
-        puller.trigger()
+    node.replayer.trigger()
+    if node.puller is not None:
+        node.puller.trigger()
     pending = await node.db.read_slow(lambda c: outbox.stats(c).pending)
     return json_response({"triggered": True, "pending": pending}, status=202)

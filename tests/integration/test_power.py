@@ -228,7 +228,7 @@ async def test_upsd_stopped_is_unknown_and_the_node_keeps_serving(
 async def test_fsd_is_low_and_runs_the_final_action(upsd: Upsd, tmp_path: Path) -> None:
     async with node_on(tmp_path, upsd.port, power_on_low="shutdown") as rn:
         stops: list[float] = []
-        rn.node.extras["power"].shutdown = lambda: stops.append(time.monotonic())
+        rn.node.power_monitor.shutdown = lambda: stops.append(time.monotonic())
         await wait_state(rn, "mains", within=5)
         await asyncio.to_thread(upsd.fsd)
         await wait_state(rn, "low", TWO_POLLS)

@@ -213,7 +213,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     settings = Settings(node_data_dir=tmp_path, power_on_low="shutdown", power_final_replay_s=1)
     db = Database(tmp_path)
     node = Node(settings=settings, db=db, tokens=Tokens(tmp_path / "tokens.toml"))
-    node.extras["puller"] = FakePuller()
+    node.puller = FakePuller()  # type: ignore[assignment]
     source = Script()
     mon = monitor.PowerMonitor(node, source)
     r = Rig(node, mon, source)
@@ -244,7 +244,7 @@ async def test_battery_stores_the_event_checkpoints_and_slows_the_pull(rig: Rig)
     last = rig.events()[-1]
     assert (last["flags"], last["charge"], last["runtime_s"]) == ("OB", 97.0, 2400.0)
     assert rig.monitor.last_checkpoint is not None
-    assert rig.node.extras["puller"].interval_s == rig.node.settings.centre_pull_interval_battery_s
+    assert rig.node.puller.interval_s == rig.node.settings.centre_pull_interval_battery_s
     assert not rig.node.shutting_down
     assert rig.node.power.as_dict() | {"updated_at": None} == {
         "state": "battery", "source": "nut", "ups_status": "OB", "battery_charge": 97.0,
@@ -282,7 +282,7 @@ async def test_read_only_stays_up_and_mains_resumes_payments(rig: Rig) -> None:
     assert rig.node.shutting_down, "one OL reading is not yet mains"
     await rig.step(ups("OL"))
     assert not rig.node.shutting_down and rig.node.shutdown_reason == ""
-    assert rig.node.extras["puller"].interval_s == rig.node.settings.centre_pull_interval_s
+    assert rig.node.puller.interval_s == rig.node.settings.centre_pull_interval_s
     assert [e["to"] for e in rig.events()] == ["battery", "low", "mains"]
 
 
