@@ -33,15 +33,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
-from centrefixtures import ACCOUNTS, CYCLE, GOV, NODE, SECRET, Centre, bill_input, eventually
+from centrefixtures import ACCOUNTS, CYCLE, GOV, NODE, SECRET, Centre, eventually, start_link
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from loophost import hosted_node
 from nodefixtures import RunningNode, make_bill, start_node
 
 import outbox
-from sync.centre import bills
-from sync.centre.config import CentreSettings, NodeSettings
 from sync.replayer import StepResult
 
 TZ = ZoneInfo("Asia/Damascus")
@@ -73,38 +71,13 @@ class Pair:
 async def pair_factory(
     tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Awaitable[Pair]]]:
-    """Start a real centre (true time) and a node on a fake clock, linked without a proxy."""
+    """Start a real centre (true time) and a node on a fake clock (centrefixtures.start_link)."""
     closers: list[Callable[[], Awaitable[None]]] = []
 
     async def start(clock: FakeClock, **overrides: Any) -> Pair:
-        secret_file = tmp_path / "dam-1.secret"
-        secret_file.write_text(SECRET + "\n")
-        settings = CentreSettings(
-            data_dir=tmp_path / "centre", host="127.0.0.1", port=0, governorate=GOV,
-            nodes={NODE: NodeSettings(governorate=GOV, secret=SECRET.encode())},
-        )  # fmt: skip
-        settings.data_dir.mkdir()
-        centre = Centre(settings)
-        await centre.start()
-        closers.append(centre.stop)
-        await centre.write(
-            lambda c: bills.upsert_bills(c, GOV, [bill_input(a) for a in ACCOUNTS], time.time())
-        )
-        node_settings: dict[str, Any] = {
-            "centre_url": f"http://127.0.0.1:{centre.port}", "centre_secret_file": secret_file,
-            "centre_retry_base_s": 0.05, "centre_retry_cap_s": 0.3, "centre_pull_interval_s": 0.2,
-            "centre_config_fault_retry_s": 0.3, "centre_timeout_s": 5.0,
-            "power_final_replay_s": 2.0,
-        }  # fmt: skip
-        node_settings.update(overrides)
-        runner, rn = await start_node(tmp_path / "node", [], clock=clock, **node_settings)
-
-        async def stop_node() -> None:
-            await rn.session.close()
-            await runner.cleanup()
-
-        closers.append(stop_node)
-        return Pair(centre, rn, clock)
+        link, close = await start_link(tmp_path, clock=clock, **overrides)
+        closers.append(close)
+        return Pair(link.centre, link.node, clock)
 
     yield start
     for close in reversed(closers):
