@@ -94,15 +94,15 @@ async def account_bills(request: web.Request) -> web.Response:
     if found is None:
         raise errors.UnknownAccount(f"no bills for account {account} in this node's mirror")
     as_of, stale = freshness(node, node.mirror_state())
-    # The bills and subscriber are JSON already (built by SQLite); the rest is spliced in.
-    as_of_json = "null" if as_of is None else '"' + as_of + '"'  # ISO text: nothing to escape
-    body = (
-        f'{{"account":"{account}","governorate":{json.dumps(found.governorate)},'
-        f'"subscriber":{found.subscriber},"bills":{found.bills},"total_due":{found.total_due},'
-        f'"currency":"SYP","as_of":{as_of_json},'
-        f'"stale":{"true" if stale else "false"}}}'
-    )
-    return web.Response(body=body.encode(), content_type="application/json", charset="utf-8")
+    # The bills, subscriber and governorate are UTF-8 JSON already (built by SQLite).
+    body = b"".join((
+        b'{"account":"', account.encode(), b'","governorate":', found.governorate,
+        b',"subscriber":', found.subscriber, b',"bills":', found.bills,
+        b',"total_due":', str(found.total_due).encode(), b',"currency":"SYP","as_of":',
+        b"null" if as_of is None else b'"' + as_of.encode() + b'"',  # ISO: nothing to escape
+        b',"stale":', b"true" if stale else b"false", b"}",
+    ))  # fmt: skip
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 @routes.get("/v1/bills/{bill_id}")

@@ -38,7 +38,7 @@ CYCLE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])\Z")
 # the cashier holds the money until an operator resolves the entry.
 _PENDING_LOCAL = """
     COALESCE((SELECT SUM(p.amount) FROM payments p JOIN outbox_entries o ON o.seq = p.seq
-              WHERE p.bill_id = b.bill_id
+              WHERE p.account = b.account AND p.bill_id = b.bill_id
                 AND (o.state != 'delivered' OR o.version IS NULL OR o.version > b.version)), 0)
 """
 _SELECT_VIEW = (
@@ -179,35 +179,67 @@ def bills_by_id(conn: sqlite3.Connection, bill_ids: Iterable[str]) -> dict[str, 
     return out
 
 
+class Due(NamedTuple):
+    """What taking a payment needs of a bill: whose it is and what is still due on it."""
+
+    bill_id: str
+    account: str
+    due: int
+
+
+_SELECT_DUE = (
+    "SELECT b.bill_id, b.account, max(0, b.amount - b.paid - " + _PENDING_LOCAL + ") FROM bills b"
+)
+
+
+def dues_by_id(conn: sqlite3.Connection, bill_ids: Iterable[str]) -> dict[str, Due]:
+    """The due amount (with the overlay) of each known bill; the payment writer's one read."""
+    ids = list(dict.fromkeys(bill_ids))
+    out: dict[str, Due] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for row in conn.execute(_SELECT_DUE + f" WHERE b.bill_id IN ({marks})", chunk):
+            out[row[0]] = Due._make(row)
+    return out
+
+
 # The inquiry body's bills, built by SQLite's JSON functions in the same statement that reads
 # them: the hot path then creates no Python object per bill. `due` and `status` restate
 # BillView.due / BillView.status in SQL; tests/unit/test_overlay.py holds the two equal.
+# One pass over the account's bills (adjacent in the table, in cycle order): `name`,
+# `address` and `governorate` are bare columns beside max(cycle), so SQLite takes them from
+# the latest bill. The uncorrelated "any local payment for this account?" subquery runs once
+# per statement, so an account without local payments costs no per-bill overlay probe.
+# The JSON comes back as UTF-8 bytes (CAST AS BLOB): it goes into the response unchanged.
 _ACCOUNT_JSON = (
-    "WITH v AS (SELECT b.*, " + _PENDING_LOCAL + " AS pl FROM bills b WHERE b.account = ?),"
-    " w AS (SELECT *, max(0, amount - paid - pl) AS due FROM v ORDER BY cycle)"
-    " SELECT json_group_array(json_object("
+    "WITH w AS (SELECT *, max(0, amount - paid - pl) AS due FROM"
+    " (SELECT b.*, CASE WHEN (SELECT 1 FROM payments WHERE account = ?1 LIMIT 1) IS NULL"
+    "  THEN 0 ELSE " + _PENDING_LOCAL + " END AS pl"
+    "  FROM bills b WHERE b.account = ?1 ORDER BY b.cycle))"
+    " SELECT CAST(json_group_array(json_object("
     "'bill_id', bill_id, 'cycle', cycle, 'amount', amount, 'paid', paid, 'pending_local', pl,"
     " 'due', due, 'due_date', due_date, 'status', CASE WHEN due = 0 THEN 'paid'"
     " WHEN paid + pl = 0 THEN 'unpaid' ELSE 'partial' END, 'kwh', kwh, 'meter', meter,"
-    " 'version', version)), SUM(due), COUNT(*),"
-    " (SELECT json_object('name', name, 'address', address) FROM w ORDER BY cycle DESC LIMIT 1),"
-    " (SELECT governorate FROM w ORDER BY cycle DESC LIMIT 1)"
+    " 'version', version)) AS BLOB), SUM(due), COUNT(*), max(cycle),"
+    " CAST(json_object('name', name, 'address', address) AS BLOB),"
+    " CAST(json_quote(governorate) AS BLOB)"
     " FROM w"
 )
 
 
 @dataclass(frozen=True)
 class AccountJson:
-    """An account's bills as JSON text, ready to embed in the inquiry response."""
+    """An account's bills as UTF-8 JSON, ready to embed in the inquiry response."""
 
-    bills: str
+    bills: bytes
     total_due: int
-    subscriber: str
-    governorate: str
+    subscriber: bytes  # {"name": ..., "address": ...} of the latest bill
+    governorate: bytes  # a JSON string
 
 
 def account_json(conn: sqlite3.Connection, account: str) -> AccountJson | None:
-    bills_json, total, count, subscriber, governorate = conn.execute(
+    bills_json, total, count, _, subscriber, governorate = conn.execute(
         _ACCOUNT_JSON, (account,)
     ).fetchone()
     if not count:

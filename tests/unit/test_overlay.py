@@ -264,3 +264,24 @@ def test_inquiry_json_built_by_sqlite_matches_the_python_overlay(conn, tx, bill_
     assert found.total_due == sum(v.due for v in views) == 70_000
     assert _json.loads(found.subscriber) == {"name": views[-1].name, "address": views[-1].address}
     assert mirror.account_json(conn, "999") is None
+
+
+def test_the_payment_writer_sees_the_same_due_as_the_bill_view(billed, pay_and_settle):
+    pay_and_settle(billed, 30_000)
+    pay_and_settle(billed, 20_000, verdict="applied", version=4)
+    dues = mirror.dues_by_id(billed, [BILL, "DAM-2026-05-404"])
+    assert list(dues) == [BILL]  # an unknown bill is simply absent
+    assert (
+        dues[BILL] == (BILL, view(billed).account, view(billed).due) == (BILL, "100234567", 50_000)
+    )
+
+
+def test_the_formatted_receipt_body_is_the_json_of_its_fields(billed, tx, pay):
+    # The writer formats the 201 body by hand (no json.dumps on the hot path).
+    reply = tx(billed, lambda c: pay(c, BILL, 12_345, key="fmt"))
+    doc = json.loads(reply.body)
+    assert reply.body == json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    assert list(doc) == ["payment_id", "receipt", "bill_id", "account", "amount", "due_after",
+                         "currency", "method", "state", "accepted_at"]  # fmt: skip
+    assert (doc["amount"], doc["due_after"], doc["bill_id"], doc["state"]) == (
+        12_345, 100_000 - 12_345, BILL, "pending_sync")  # fmt: skip
