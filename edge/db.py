@@ -33,16 +33,9 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise DatabaseError(f"the database failed its integrity check: {result}")
 
 
-# Readers map the file (no read() syscall and copy per page: ~15% off an inquiry on a
-# 1M-bill mirror). Only readers: a failing disk then surfaces as SIGBUS in a read, never in
-# the writer that acknowledges money. 1 GiB is address space, not memory.
-READER_MMAP_BYTES = 1 << 30
-
-
 def _reader(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     conn.execute("PRAGMA query_only=ON")
-    conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
     return conn
 
 
