@@ -27,6 +27,8 @@ _KEY = re.compile(r"^[\x20-\x7e]{1,255}\Z")
 _CASHIER = re.compile(r"^[^\x00-\x1f\x7f]{1,64}\Z")
 
 routes = web.RouteTableDef()
+# The authenticated client, kept on the request for the metrics middleware (no second hash).
+CLIENT = web.RequestKey("client", Client)
 
 
 def client_of(request: web.Request, scope: str) -> Client:
@@ -43,6 +45,7 @@ def client_of(request: web.Request, scope: str) -> Client:
         raise errors.Unauthorized(
             "the token is not known to this node", headers={"WWW-Authenticate": "Bearer"}
         )
+    request[CLIENT] = client
     if scope not in client.scopes and "admin" not in client.scopes:
         raise errors.Forbidden(f"this token lacks the '{scope}' scope")
     return client

@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import outbox
-from edge import __version__, mirror, status
+from edge import __version__, api, mirror, status
 from edge.node import NODE, Node
 from edge.power import STATES as POWER_STATES
 from sync.replayer import StepResult
@@ -218,10 +218,7 @@ class Metrics:
             self.entries.labels(verdict).inc(count)
 
     def observe_payment(self, request: web.Request, response: web.StreamResponse) -> None:
-        client = None
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            client = self.node.tokens.identify(token.strip())
+        client = request.get(api.CLIENT)
         channel = client.name if client is not None else "unauthenticated"
         if response.headers.get("Idempotent-Replayed") == "true":
             result = "replayed"

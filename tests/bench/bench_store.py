@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 import tempfile
 import time
@@ -20,12 +21,39 @@ from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 
+import msgpack
+
+import outbox
 from edge import mirror, payments
 from edge.db import Database
 
 WRITERS = (1, 16, 128)
 BILLS = 2_000
 MODES = (("group commit", 512), ("one commit per payment", 1))
+
+
+class OutboxOnly:
+    """The store's own durable write for a payment (issue 2's layer, below the API's checks):
+    idempotency lookup, outbox entry (msgpack payload, hash chain) and stored response, for
+    every payment of the commit at once. No bill check, receipt counter or payments row:
+    those are `payments.Acceptor`'s, measured in the main table."""
+
+    def __call__(
+        self, conn: sqlite3.Connection, items: list[tuple[str, str, bytes, str, float]]
+    ) -> list[bytes]:
+        known = outbox.idempotency.lookup_many(conn, [(c, k) for c, k, _, _, _ in items])
+        fresh = [item for item in items if (item[0], item[1]) not in known]
+        specs = [("payment", payload, eid, now) for _, _, payload, eid, now in fresh]
+        entries = outbox.append_many(conn, specs)
+        replies = {(c, k): b'{"payment_id":"%s"}' % e.id.encode()
+                   for (c, k, _, _, _), e in zip(fresh, entries, strict=True)}  # fmt: skip
+        outbox.idempotency.remember_many(
+            conn,
+            [(c, k, outbox.fingerprint(payload), outbox.StoredResponse(201, replies[(c, k)]))
+             for c, k, payload, _, _ in fresh],
+            now=items[0][4],
+        )  # fmt: skip
+        return [replies.get((c, k), known.get((c, k), ("", None))[1] or b"") for c, k, *_ in items]
 
 
 def bills() -> list[dict[str, object]]:
@@ -65,9 +93,15 @@ class Cell:
 
 
 async def measure(
-    base: Path, writers: int, max_batch: int, seconds: float, *, rows_only: bool = False
+    base: Path,
+    writers: int,
+    max_batch: int,
+    seconds: float,
+    *,
+    rows_only: bool = False,
+    outbox_only: bool = False,
 ) -> Cell:
-    """Payments (or, with rows_only, bare one-row inserts) acknowledged in `seconds`."""
+    """Payments (or bare one-row inserts, or the outbox's part of a payment) in `seconds`."""
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         db = Database(Path(tmp) / "data", max_batch=max_batch)
         await db.open()
@@ -78,6 +112,7 @@ async def measure(
             sync = await db.exclusive(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
             assert sync == 2, "the benchmark must run with synchronous=FULL"
             acceptor = payments.Acceptor("bench-1", "DAM")
+            store_job = OutboxOnly()
             done = 0
             deadline = time.perf_counter() + seconds
 
@@ -89,7 +124,16 @@ async def measure(
                     bill_id = str(seeded[(w * 7919 + n) % BILLS]["bill_id"])
                     request = payments.PaymentRequest(bill_id, 100, "cash", f"cashier-{w}")
 
-                    if rows_only:
+                    if outbox_only:
+                        now = time.time()
+                        payload = msgpack.packb(
+                            {"bill_id": request.bill_id, "amount": 100, "method": "cash",
+                             "cashier": request.cashier, "accepted_at": now},
+                            use_bin_type=True,
+                        )  # fmt: skip
+                        item = ("bench", f"{w}-{n}", payload, outbox.new_entry_id("bench-1"), now)
+                        await db.write_batched(store_job, item)
+                    elif rows_only:
                         await db.write(
                             lambda c, n=n: c.execute(
                                 "INSERT INTO bare VALUES (?, zeroblob(300))", (n,)
@@ -148,6 +192,15 @@ async def main() -> int:
     print(f"  one FULL commit per row, 1 writer: {single.rate:>9,.0f} rows/s")
     print(f"  group commit, {WRITERS[-1]} writers:          {grouped.rate:>9,.0f} rows/s"
           f" ({1 / grouped.commits_per_payment:.0f} rows per commit)")  # fmt: skip
+
+    print("\nthe store's own part of a payment (outbox entry + idempotency record, no bill"
+          " check), 128 writers:")  # fmt: skip
+    store_group = await measure(args.dir, WRITERS[-1], 512, seconds, outbox_only=True)
+    store_single = await measure(args.dir, WRITERS[-1], 1, seconds, outbox_only=True)
+    print(f"  group commit:           {store_group.rate:>9,.0f} payments/s"
+          f" ({1 / store_group.commits_per_payment:.0f} per commit)")  # fmt: skip
+    print(f"  one commit per payment: {store_single.rate:>9,.0f} payments/s"
+          f" -> {store_group.rate / store_single.rate:.1f}x")  # fmt: skip
 
     top = WRITERS[-1]
     ratio = results[(MODES[0][0], top)].rate / results[(MODES[1][0], top)].rate
