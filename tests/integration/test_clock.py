@@ -314,8 +314,10 @@ async def test_backoff_uses_the_injected_clock_and_its_bounds_across_day_jumps(
         assert r0.retry_in_s - 0.01 <= t1 - t0 <= r0.retry_in_s + 0.25, (t1 - t0, r0.retry_in_s)
     # next_attempt_at is the injected clock plus that delay: a day behind while the clock is.
     assert due, "no failure was sampled"
+    # The replayer reads its clock before it records the failure and `at` is read after, so
+    # the gap is that write's time: under a loaded CI machine 0.1 s was seen; a day is not.
     for at, delay, nxt in due:
-        assert abs(nxt - (at + delay)) < 0.1, (at, delay, nxt)
+        assert -0.01 <= at - (nxt - delay) < 1.0, (at, delay, nxt)
     behind = [nxt for at, _, nxt in due if at < time.time() - DAY / 2]
     level = [nxt for at, _, nxt in due if at > time.time() - DAY / 2]
     assert behind and level  # both clock settings were seen by the replayer
