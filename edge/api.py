@@ -222,7 +222,8 @@ async def create_payment(request: web.Request) -> web.Response:
 def reply_response(reply: payments.Reply) -> web.Response:
     headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
     if reply.status == 201:
-        headers["Location"] = f"/v1/payments/{json.loads(reply.body)['payment_id']}"
+        payment_id = reply.payment_id or json.loads(reply.body)["payment_id"]
+        headers["Location"] = f"/v1/payments/{payment_id}"
     return web.Response(
         status=reply.status, body=reply.body, content_type="application/json", charset="utf-8",
         headers=headers,

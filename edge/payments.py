@@ -41,6 +41,7 @@ class Reply:
     status: int
     body: bytes
     replayed: bool
+    payment_id: str = ""  # set on a fresh 201 (a replayed one has it only in its body)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,14 @@ def prepare(
     return PaymentCall(
         channel=channel, key=key, request=request, now=now, fingerprint=request.fingerprint(),
         payment_id=outbox.new_entry_id(node, now=now),
-        day=datetime.fromtimestamp(now, tz).strftime("%Y%m%d"), accepted_at=iso(now),
+        day=local_day(int(now), tz), accepted_at=iso(now),
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)  # every payment of the same second asks the same
+def local_day(second: int, tz: tzinfo) -> str:
+    """The receipt's day (YYYYMMDD) in the governorate's time zone."""
+    return datetime.fromtimestamp(second, tz).strftime("%Y%m%d")
 
 
 @functools.lru_cache(maxsize=64)  # inquiries format the same `as_of` over and over
@@ -145,7 +152,7 @@ class Acceptor:
             f'"due_after":{due - req.amount},"currency":"SYP","method":"{req.method}",'
             f'"state":"pending_sync","accepted_at":"{call.accepted_at}"}}'
         ).encode()
-        reply = Reply(201, raw, replayed=False)
+        reply = Reply(201, raw, replayed=False, payment_id=call.payment_id)
         # A later call in this group with the same key replays this one.
         stored[(call.channel, call.key)] = (call.fingerprint, outbox.StoredResponse(201, raw))
         accepted.append((call, bill, receipt, raw))

@@ -102,6 +102,7 @@ async def test_idempotent_replay_returns_first_response(running: RunningNode) ->
     assert first[0] == second[0] == 201
     assert first[1] == second[1]
     assert second[2]["Idempotent-Replayed"] == "true"
+    assert second[2]["Location"] == first[2]["Location"] == f"/v1/payments/{first[1]['payment_id']}"
     assert running.db_counts()[:2] == (1, 1)
     assert (await inquire(running))["bills"][1]["due"] == 130_000
 
