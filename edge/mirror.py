@@ -167,18 +167,6 @@ def bill(conn: sqlite3.Connection, bill_id: str) -> BillView | None:
     return None if row is None else BillView._make(row)
 
 
-def bills_by_id(conn: sqlite3.Connection, bill_ids: Iterable[str]) -> dict[str, BillView]:
-    ids = list(dict.fromkeys(bill_ids))
-    out: dict[str, BillView] = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        marks = ", ".join("?" for _ in chunk)
-        for row in conn.execute(_SELECT_VIEW + f" WHERE b.bill_id IN ({marks})", chunk):
-            view = BillView._make(row)
-            out[view.bill_id] = view
-    return out
-
-
 class Due(NamedTuple):
     """What taking a payment needs of a bill: whose it is and what is still due on it."""
 
