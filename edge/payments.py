@@ -145,7 +145,7 @@ class Acceptor:
         counters[call.day] = counters.get(call.day, 0) + 1
         receipt = f"{self.governorate}-{call.day}-{counters[call.day]:06d}"
         # Formatted, not json.dumps'd (a fifth of this job's Python time): every string here
-        # is checked already (ids, receipt, method, ISO time); test_payments holds it valid.
+        # is checked already (ids, receipt, method, ISO time); test_overlay holds it valid JSON.
         raw = (
             f'{{"payment_id":"{call.payment_id}","receipt":"{receipt}",'
             f'"bill_id":"{bill.bill_id}","account":"{bill.account}","amount":{req.amount},'
