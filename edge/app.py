@@ -1,23 +1,25 @@
 """`create_app(settings)`: the node's aiohttp application, built without I/O.
 
-Resources open in `cleanup_ctx` in dependency order (database, tokens, then the loops
-that use them) and close in reverse, so the database is the last thing to close.
+This is the composition root: the node's parts are made here, once. Resources open in
+`cleanup_ctx` in dependency order (database, tokens, replication, power monitor) and
+close in reverse, so the database is the last thing to close.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from edge import api, dashboard, metrics, monitor, notify, replication, status
-from edge.auth import Tokens
 from edge.config import Settings
-from edge.db import Database
 from edge.node import NODE, Node
-from edge.problems import problems
+from edge.power.monitor import POWER_MONITOR, PowerMonitor
+from edge.power.sources import make_source
+from edge.web import admin, cashier, dashboard, metrics, power, problems, status
+from edge.web.http import MAX_BODY
 
 log = logging.getLogger(__name__)
 
@@ -37,35 +39,67 @@ async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def replication_ctx(app: web.Application) -> AsyncIterator[None]:
+    replication = app[NODE].replication
+    await replication.start()
+    try:
+        yield
+    finally:
+        await replication.close()
+
+
+async def power_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the monitor after replication (the policy uses it); stop it first on close."""
+    node = app[NODE]
+    monitor = app.get(POWER_MONITOR)
+    if monitor is None:
+        log.warning("ups.source is none: the power state stays unknown and nothing is stopped")
+        yield
+        return
+    # One reading before the node serves: restarted by systemd onto a battery that is still
+    # low, it must refuse money from its first request, not after its first poll.
+    try:
+        await asyncio.wait_for(monitor.step(), node.settings.ups_timeout_s * 2)
+    except Exception:  # the loop reports and retries; starting must not fail
+        log.warning("first UPS reading failed; the monitor keeps trying", exc_info=True)
+    node.tasks.start("power-monitor", monitor.run)
+    try:
+        yield
+    finally:
+        monitor.stop()
+        await node.tasks.stop("power-monitor", cancel=False)
+        await monitor.close()
+
+
+async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Outermost: a task still running once everything else has closed is cancelled."""
+    yield
+    await app[NODE].tasks.close()
+
+
 async def stop_taking_money(app: web.Application) -> None:
     # Runs when shutdown starts: requests already in flight finish, new payments get 503.
     node = app[NODE]
     if not node.shutting_down:
         node.refuse_payments("the node is stopping")
-    power = node.power_monitor
-    if power is not None:
-        power.stop()  # mains returning during the stop must not reopen payments
+    monitor = app.get(POWER_MONITOR)
+    if monitor is not None:
+        monitor.stop()  # mains returning during the stop must not reopen payments
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
-    node = Node(
-        settings=settings,
-        db=Database(settings.node_data_dir, synchronous=settings.storage_synchronous),
-        tokens=Tokens(settings.auth_tokens_file),
-        clock=clock,
+    made = metrics.Metrics()
+    node = Node.build(settings, clock=clock, on_replay_result=made.on_replay)
+    made.collect(node)
+    app = web.Application(
+        middlewares=[metrics.observe, problems.problems], client_max_size=MAX_BODY
     )
-    node.link.clock = clock
-    app = web.Application(middlewares=[metrics.observe, problems], client_max_size=api.MAX_BODY)
     app[NODE] = node
-    app.cleanup_ctx.extend(
-        [notify.notify_ctx, database_ctx, tokens_ctx, replication.replication_ctx,
-         monitor.power_ctx]
-    )  # fmt: skip
-    app.on_shutdown.extend([stop_taking_money, notify.stopping])
-    app.add_routes(api.routes)
-    app.add_routes(status.routes)
-    app.add_routes(replication.routes)
-    app.add_routes(monitor.routes)
-    metrics.setup(app)
-    dashboard.setup(app)
+    app[metrics.METRICS] = made
+    if settings.ups_source != "none":
+        app[POWER_MONITOR] = PowerMonitor(node, make_source(settings))
+    app.cleanup_ctx.extend([tasks_ctx, database_ctx, tokens_ctx, replication_ctx, power_ctx])
+    app.on_shutdown.append(stop_taking_money)
+    for module in (cashier, status, admin, power, dashboard, metrics):
+        app.add_routes(module.routes)
     return app

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge import __version__, auth, backup, config, demo, doctor
+from edge import __version__, config, tokens
 from edge.errors import ConfigError, DatabaseError
+from edge.ops import backup, demo, doctor, notify
 from sync.centre import cli as centre_cli
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = config.load(args.config)
     app = create_app(settings)
+    notify.install(app)
     log.info(
         "node %s (%s) serving on %s:%d, data in %s",
         settings.node_id, settings.node_governorate, settings.http_host, settings.http_port,
@@ -50,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_token_add(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
-    token = auth.add_token(settings.auth_tokens_file, args.name, scopes)
+    token = tokens.add_token(settings.auth_tokens_file, args.name, scopes)
     print(f"token for {args.name} ({', '.join(scopes)}); shown once, store it now:")
     print(token)
     return 0
@@ -114,9 +116,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_ups(args: argparse.Namespace) -> int:
     import asyncio
 
-    from edge import monitor
+    from edge.ops import ups
 
-    return asyncio.run(monitor.report(config.load(args.config)))
+    return asyncio.run(ups.report(config.load(args.config)))
 
 
 def build_parser() -> argparse.ArgumentParser:

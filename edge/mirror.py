@@ -8,47 +8,39 @@ mirror holds the bill at a version >= the one in the centre's verdict for it.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from edge.errors import EdgeError
+import outbox
 from outbox import crashpoints
+from sync.bill import ACCOUNT as ACCOUNT
+from sync.bill import BILL_ID as BILL_ID
+from sync.bill import FIELDS as BILL_FIELDS
+from sync.bill import BadBill as BadBill
+from sync.bill import validate as validate_bill
 
-BILL_FIELDS = (
-    "bill_id", "account", "governorate", "cycle", "name", "address", "meter", "kwh",
-    "amount", "paid", "due_date", "version", "updated_at",
-)  # fmt: skip
 _UPSERT = (
     f"INSERT INTO bills ({', '.join(BILL_FIELDS)}) VALUES ({', '.join('?' for _ in BILL_FIELDS)})"
     " ON CONFLICT (bill_id) DO UPDATE SET "
     + ", ".join(f"{f} = excluded.{f}" for f in BILL_FIELDS[1:])
     + " WHERE excluded.version > bills.version"
 )
-_INT_FIELDS = {"kwh", "amount", "paid", "version"}
-ACCOUNT = re.compile(r"^[0-9]{1,20}\Z")
-BILL_ID = re.compile(r"^[A-Z]{3}-[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{1,20}\Z")
-CYCLE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])\Z")
 
 # A local payment still counts against the bill while the centre has not confirmed it, or
 # confirmed it at a version the mirror does not hold yet. Rejected payments keep counting:
 # the cashier holds the money until an operator resolves the entry.
-_PENDING_LOCAL = """
-    COALESCE((SELECT SUM(p.amount) FROM payments p JOIN outbox_entries o ON o.seq = p.seq
+_PENDING_LOCAL = f"""
+    COALESCE((SELECT SUM(p.amount) FROM payments p JOIN {outbox.TABLE} o ON o.seq = p.seq
               WHERE p.account = b.account AND p.bill_id = b.bill_id
-                AND (o.state != 'delivered' OR o.version IS NULL OR o.version > b.version)), 0)
+                AND {outbox.counts_locally("o", "b.version")}), 0)
 """
 _SELECT_VIEW = (
     "SELECT b.bill_id, b.account, b.governorate, b.cycle, b.name, b.address, b.meter, b.kwh,"
     " b.amount, b.paid, b.due_date, b.version, b.updated_at," + _PENDING_LOCAL + " FROM bills b"
 )
-
-
-class BadBill(EdgeError):
-    """A bill from the centre does not have the expected shape; the batch is not applied."""
 
 
 class BillView(NamedTuple):
@@ -87,33 +79,6 @@ class MirrorState:
     bills: int
 
 
-_INT_AT = tuple(i for i, f in enumerate(BILL_FIELDS) if f in _INT_FIELDS)
-_STR_AT = tuple(i for i, f in enumerate(BILL_FIELDS) if f not in _INT_FIELDS)
-
-
-def validate_bill(raw: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The row to store for one bill from the centre; raises BadBill naming the field.
-
-    Runs for every bill of a million-bill bootstrap: the happy path is kept to a few
-    type checks, and the messages are built only on failure.
-    """
-    if not isinstance(raw, Mapping):
-        raise BadBill("a bill must be a map")
-    row: tuple[Any, ...] = tuple(raw.get(field) for field in BILL_FIELDS)
-    for i in _INT_AT:
-        value = row[i]
-        if type(value) is not int or value < 0:  # type() also refuses bool
-            raise BadBill(f"bill field {BILL_FIELDS[i]!r} must be a non-negative integer")
-    for i in _STR_AT:
-        if type(row[i]) is not str:
-            raise BadBill(f"bill field {BILL_FIELDS[i]!r} must be a string")
-    if not BILL_ID.match(row[0]) or not ACCOUNT.match(row[1]):
-        raise BadBill(f"bad bill id or account: {row[0]!r}")
-    if not CYCLE.match(row[3]):
-        raise BadBill(f"bad cycle {row[3]!r}")
-    return row
-
-
 def apply_changes(
     conn: sqlite3.Connection,
     bills: Iterable[Mapping[str, Any]],
@@ -127,15 +92,13 @@ def apply_changes(
     batch before its end) leaves the cursor as it was. Returns the rows inserted or replaced.
     Raises BadBill before writing anything.
     """
-    rows = [validate_bill(bill) for bill in bills]
-    ids = list({row[0] for row in rows})
-    known = 0
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        marks = ", ".join("?" for _ in chunk)
-        known += conn.execute(
-            f"SELECT COUNT(*) FROM bills WHERE bill_id IN ({marks})", chunk
-        ).fetchone()[0]
+    rows = [validate_bill(b) for b in bills]
+    ids = {row[0] for row in rows}
+    known = sum(
+        n for (n,) in outbox.select_in(
+            conn, "SELECT COUNT(*) FROM bills WHERE bill_id IN ({marks})", ids
+        )
+    )  # fmt: skip
     before = conn.total_changes
     conn.executemany(_UPSERT, rows)
     crashpoints.reached("mirror_batch")
@@ -182,14 +145,8 @@ _SELECT_DUE = (
 
 def dues_by_id(conn: sqlite3.Connection, bill_ids: Iterable[str]) -> dict[str, Due]:
     """The due amount (with the overlay) of each known bill; the payment writer's one read."""
-    ids = list(dict.fromkeys(bill_ids))
-    out: dict[str, Due] = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        marks = ", ".join("?" for _ in chunk)
-        for row in conn.execute(_SELECT_DUE + f" WHERE b.bill_id IN ({marks})", chunk):
-            out[row[0]] = Due._make(row)
-    return out
+    sql = _SELECT_DUE + " WHERE b.bill_id IN ({marks})"
+    return {row[0]: Due._make(row) for row in outbox.select_in(conn, sql, bill_ids)}
 
 
 # The inquiry body's bills, built by SQLite's JSON functions in the same statement that reads

@@ -1,27 +1,28 @@
-"""The running node's state, shared by handlers and background loops through one AppKey."""
+"""The running node: one typed record, built once in `create_app`, shared through one AppKey.
+
+Handlers and background loops read it; nothing is added to it later. Its parts open in
+`edge.app`'s cleanup contexts.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from edge import mirror
-from edge.auth import Tokens
 from edge.config import Settings
 from edge.db import Database
 from edge.mirror import MirrorState
 from edge.payments import Acceptor
+from edge.power.history import History
+from edge.replication import Replication
+from edge.tasks import Supervisor
+from edge.tokens import Tokens
 from sync.link import Link
-from sync.puller import Puller
-from sync.replayer import Replayer, StepResult
-
-if TYPE_CHECKING:
-    from edge.monitor import PowerMonitor
 
 
 @dataclass
@@ -47,26 +48,45 @@ class Node:
     settings: Settings
     db: Database
     tokens: Tokens
+    link: Link
+    tasks: Supervisor
+    replication: Replication
+    history: History
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
     shutting_down: bool = False
     shutdown_reason: str = ""
     power: PowerView = field(default_factory=PowerView)
-    link: Link = field(default_factory=Link)
-    # Set when a payment commits, so the replayer sends it without waiting for its timer.
-    outbox_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    # Background loops, set by their cleanup contexts (None: not running, e.g. no centre).
-    replayer: Replayer | None = None
-    puller: Puller | None = None
-    power_monitor: PowerMonitor | None = None
-    on_replay_result: Callable[[StepResult], None] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
     acceptor: Acceptor = field(init=False)
     _mirror_cache: tuple[float, MirrorState] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # One instance per node: the writer groups payments by this job's identity.
         self.acceptor = Acceptor(self.settings.node_id, self.settings.node_governorate)
+        self.power.source = self.settings.ups_source
+
+    @classmethod
+    def build(
+        cls, settings: Settings, *, clock: Callable[[], float] = time.time,
+        on_replay_result: Callable[[Any], None] | None = None,
+    ) -> Node:  # fmt: skip
+        """Every part of a node, wired, without I/O."""
+        db = Database(settings.node_data_dir, synchronous=settings.storage_synchronous)
+        link = Link(clock=clock)
+        tasks = Supervisor()
+        replication = Replication(
+            settings, db, link, tasks, clock=clock, on_result=on_replay_result
+        )
+        history = History(db, clock, runtime_floor_s=settings.power_runtime_floor_s)
+        link.on_change(history.on_link_change)
+        return cls(
+            settings=settings, db=db, tokens=Tokens(settings.auth_tokens_file), link=link,
+            tasks=tasks, replication=replication, history=history, clock=clock,
+        )  # fmt: skip
+
+    @property
+    def outbox_changed(self) -> Any:
+        return self.replication.outbox_changed
 
     def mirror_state(self) -> MirrorState:
         """The mirror's cursor and freshness, re-read at most once a second (inquiries ask often)."""
@@ -78,6 +98,27 @@ class Node:
     def refuse_payments(self, reason: str) -> None:
         self.shutting_down = True
         self.shutdown_reason = reason
+
+    def resume_payments(self) -> None:
+        self.shutting_down, self.shutdown_reason = False, ""
+
+    def mode(self) -> str:
+        """`normal`, `degraded` (offline or on battery), `read_only` or `shutting_down`."""
+        if self.shutting_down:
+            return "read_only" if self.settings.power_on_low == "read_only" else "shutting_down"
+        if self.power.state in ("battery", "low") or self.link.state in ("down", "degraded"):
+            return "degraded"
+        return "normal"
+
+    def not_ready(self) -> list[str]:
+        """Why the node should not get traffic now (empty: ready)."""
+        reasons = []
+        if not self.db.is_open:
+            reasons.append("database not open")
+        if self.shutting_down:
+            reasons.append(f"shutting down: {self.shutdown_reason or 'stopping'}")
+        reasons += [f"task {failed}" for failed in self.tasks.failed()]
+        return reasons
 
 
 NODE = web.AppKey("node", Node)

@@ -8,16 +8,17 @@ amount already shows it.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
-from typing import Any
+from datetime import tzinfo
+from typing import Any, NamedTuple
 
 import msgpack
 
 import outbox
 from edge import errors, mirror
+from sync.timefmt import iso, local_day
 
 METHODS = ("cash", "card", "transfer")
 PAYMENT_STATES = {"applied": "synced", "duplicate": "synced", "credited": "credited"}
@@ -68,17 +69,6 @@ def prepare(
     )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=16)  # every payment of the same second asks the same
-def local_day(second: int, tz: tzinfo) -> str:
-    """The receipt's day (YYYYMMDD) in the governorate's time zone."""
-    return datetime.fromtimestamp(second, tz).strftime("%Y%m%d")
-
-
-@functools.lru_cache(maxsize=64)  # inquiries format the same `as_of` over and over
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class Acceptor:
     """The write job for payments, run by the writer over every payment of one commit at once.
 
@@ -98,11 +88,10 @@ class Acceptor:
         stored = outbox.idempotency.lookup_many(conn, [(c.channel, c.key) for c in calls])
         bills = mirror.dues_by_id(conn, [c.request.bill_id for c in calls])
         days = list(dict.fromkeys(c.day for c in calls))
-        marks = ", ".join("?" for _ in days)
         counters = dict(
-            conn.execute(
-                f"SELECT day, last FROM receipt_counters WHERE day IN ({marks})", days
-            ).fetchall()
+            outbox.select_in(
+                conn, "SELECT day, last FROM receipt_counters WHERE day IN ({marks})", days
+            )
         )
         taken: dict[str, int] = {}  # bill_id -> amount accepted earlier in this group
         results: list[Reply | errors.ApiError] = []
@@ -229,35 +218,61 @@ def payment_state(state: str, verdict: str | None, reason: str | None) -> str:
     return PAYMENT_STATES.get(verdict or "", "synced")
 
 
+class Taken(NamedTuple):
+    """A payment row as stored beside its outbox entry (same seq)."""
+
+    seq: int
+    receipt: str
+    bill_id: str
+    account: str
+    amount: int
+    method: str
+    cashier: str
+    channel: str
+    accepted_at: float
+
+
+_TAKEN = (
+    "SELECT seq, receipt, bill_id, account, amount, method, cashier, channel, accepted_at"
+    " FROM payments"
+)
+
+
+def by_seq(conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, Taken]:
+    rows = outbox.select_in(conn, _TAKEN + " WHERE seq IN ({marks})", seqs)
+    return {row[0]: Taken._make(row) for row in rows}
+
+
 def find(conn: sqlite3.Connection, payment_id: str) -> dict[str, Any] | None:
     """A payment as the API shows it, with its replay state and the centre's verdict."""
-    row = conn.execute(
-        "SELECT o.id, p.receipt, p.bill_id, p.account, p.amount, p.method, p.cashier,"
-        " p.channel, p.accepted_at, o.seq, o.state, o.verdict, o.reason, o.version,"
-        " o.attempts, o.last_error, o.settled_at"
-        " FROM outbox_entries o JOIN payments p ON p.seq = o.seq WHERE o.id = ?",
-        (payment_id,),
-    ).fetchone()
-    if row is None:
+    entry = outbox.get(conn, payment_id)
+    if entry is None:
         return None
-    (pid, receipt, bill_id, account, amount, method, cashier, channel, accepted_at, seq,
-     state, verdict, reason, version, attempts, last_error, settled_at) = row  # fmt: skip
+    row = conn.execute(_TAKEN + " WHERE seq = ?", (entry.seq,)).fetchone()
+    if row is None:
+        return None  # an outbox entry of another kind
+    p = Taken._make(row)
     return {
-        "payment_id": pid,
-        "receipt": receipt,
-        "bill_id": bill_id,
-        "account": account,
-        "amount": amount,
+        "payment_id": entry.id,
+        "receipt": p.receipt,
+        "bill_id": p.bill_id,
+        "account": p.account,
+        "amount": p.amount,
         "currency": "SYP",
-        "method": method,
-        "cashier": cashier,
-        "channel": channel,
-        "accepted_at": iso(accepted_at),
-        "seq": seq,
-        "state": payment_state(state, verdict, reason),
+        "method": p.method,
+        "cashier": p.cashier,
+        "channel": p.channel,
+        "accepted_at": iso(p.accepted_at),
+        "seq": entry.seq,
+        "state": payment_state(entry.state, entry.verdict, entry.reason),
         "verdict": None
-        if verdict is None
-        else {"verdict": verdict, "reason": reason, "version": version, "at": iso(settled_at)},
-        "attempts": attempts,
-        "last_error": last_error,
+        if entry.verdict is None or entry.settled_at is None
+        else {
+            "verdict": entry.verdict,
+            "reason": entry.reason,
+            "version": entry.version,
+            "at": iso(entry.settled_at),
+        },
+        "attempts": entry.attempts,
+        "last_error": entry.last_error,
     }

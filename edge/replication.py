@@ -1,7 +1,8 @@
-"""The node's side of the link: runs the replayer and the mirror puller as background tasks.
+"""The node's side of the link: the replayer and the mirror puller, built once per node.
 
-`replication_ctx` opens one kept-alive HTTP session to the centre, starts both loops, and
-on close stops them and makes one bounded final replay before the database closes.
+`Replication` is made in `create_app` without I/O; `start()` (in a cleanup context) reads
+the secret, opens one kept-alive HTTP session and starts both loops under the supervisor;
+`close()` stops them and makes one bounded final replay before the database closes.
 """
 
 from __future__ import annotations
@@ -9,25 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 import outbox
-from edge import errors, mirror
-from edge.api import client_of, json_response
+from edge import mirror
 from edge.config import Settings
+from edge.db import Database
 from edge.errors import ConfigError
-from edge.node import NODE, Node
+from edge.tasks import Supervisor
 from sync import signing
 from sync.errors import SyncError
+from sync.link import Link
 from sync.puller import PullConfig, Puller
-from sync.replayer import ReplayConfig, Replayer
+from sync.replayer import ReplayConfig, Replayer, StepResult
 
 log = logging.getLogger(__name__)
-routes = web.RouteTableDef()
 
 
 def read_secret(settings: Settings) -> bytes:
@@ -54,85 +55,101 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
-def build(node: Node, session: aiohttp.ClientSession, secret: bytes) -> tuple[Replayer, Puller]:
-    s = node.settings
-    policy = outbox.RetryPolicy(base_s=s.centre_retry_base_s, cap_s=s.centre_retry_cap_s)
-    url = s.centre_url.rstrip("/")
-    replayer = Replayer(
-        ReplayConfig(node=s.node_id, url=url, secret=secret, batch_size=s.centre_batch_size,
-                     policy=policy, config_fault_retry_s=s.centre_config_fault_retry_s),
-        node.db.writer, session, node.link, clock=node.clock,
-        on_result=node.on_replay_result,  # edge.metrics counts batches
-    )  # fmt: skip
+class Replication:
+    """Both loops of one node; `replayer`/`puller` are None until started (or without a centre)."""
 
-    async def apply(bills: list[dict[str, Any]], cursor: int | None) -> None:
-        now = node.clock()
-        await node.db.write(lambda c: mirror.apply_changes(c, bills, cursor, now=now))
+    def __init__(
+        self, settings: Settings, db: Database, link: Link, tasks: Supervisor, *,
+        clock: Callable[[], float] = time.time,
+        on_result: Callable[[StepResult], None] | None = None,
+    ) -> None:  # fmt: skip
+        self.settings, self.db, self.link, self.tasks = settings, db, link, tasks
+        self.clock = clock
+        self.on_result = on_result
+        # Set when a payment commits, so the replayer sends it without waiting for its timer.
+        self.outbox_changed = asyncio.Event()
+        self.replayer: Replayer | None = None
+        self.puller: Puller | None = None
+        self._session: aiohttp.ClientSession | None = None
 
-    async def heard() -> None:
-        now = node.clock()
-        await node.db.write(lambda c: mirror.mark_heard(c, now=now))
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.centre_url)
 
-    def cursor() -> int | None:
-        return node.db.read(lambda c: mirror.state(c).cursor)
+    def build(self, session: aiohttp.ClientSession, secret: bytes) -> tuple[Replayer, Puller]:
+        s, db, clock = self.settings, self.db, self.clock
+        policy = outbox.RetryPolicy(base_s=s.centre_retry_base_s, cap_s=s.centre_retry_cap_s)
+        url = s.centre_url.rstrip("/")
+        replayer = Replayer(
+            ReplayConfig(node=s.node_id, url=url, secret=secret, batch_size=s.centre_batch_size,
+                         policy=policy, config_fault_retry_s=s.centre_config_fault_retry_s),
+            db.writer, session, self.link, clock=clock, on_result=self.on_result,
+        )  # fmt: skip
 
-    puller = Puller(
-        PullConfig(node=s.node_id, governorate=s.node_governorate, url=url, secret=secret,
-                   limit=s.centre_pull_limit, interval_s=s.centre_pull_interval_s, policy=policy),
-        session, node.link, cursor=cursor, apply=apply, heard=heard, clock=node.clock,
-    )  # fmt: skip
-    return replayer, puller
+        async def apply(bills: list[dict[str, Any]], cursor: int | None) -> None:
+            now = clock()
+            await db.write(lambda c: mirror.apply_changes(c, bills, cursor, now=now))
 
+        async def heard() -> None:
+            now = clock()
+            await db.write(lambda c: mirror.mark_heard(c, now=now))
 
-async def replication_ctx(app: web.Application) -> AsyncIterator[None]:
-    node = app[NODE]
-    settings = node.settings
-    if not settings.centre_url:
-        log.warning("centre.url is empty: this node keeps payments locally and replays nothing")
-        yield
-        return
-    secret = read_secret(settings)
-    session = make_session(settings)
-    replayer, puller = build(node, session, secret)
-    node.replayer = replayer
-    node.puller = puller
-    tasks = [
-        asyncio.create_task(replayer.run(), name="replayer"),
-        asyncio.create_task(puller.run(), name="puller"),
-        asyncio.create_task(_wake_on_payment(node, replayer), name="replay-wakeup"),
-    ]
-    try:
-        yield
-    finally:
+        def cursor() -> int | None:
+            return db.read(lambda c: mirror.state(c).cursor)
+
+        puller = Puller(
+            PullConfig(node=s.node_id, governorate=s.node_governorate, url=url, secret=secret,
+                       limit=s.centre_pull_limit, interval_s=s.centre_pull_interval_s,
+                       policy=policy),
+            session, self.link, cursor=cursor, apply=apply, heard=heard, clock=clock,
+        )  # fmt: skip
+        return replayer, puller
+
+    async def start(self) -> None:
+        if not self.enabled:
+            log.warning("centre.url is empty: this node keeps payments locally and replays nothing")
+            return
+        secret = read_secret(self.settings)
+        self._session = make_session(self.settings)
+        self.replayer, self.puller = self.build(self._session, secret)
+        self.tasks.start("replayer", self.replayer.run)
+        self.tasks.start("puller", self.puller.run)
+        self.tasks.start("replay-wakeup", self._wake_on_payment)
+
+    async def close(self) -> None:
+        replayer, puller = self.replayer, self.puller
+        if replayer is None or puller is None:
+            return
         replayer.stop()
         puller.stop()
-        for task in tasks[2:]:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.stop("replay-wakeup")
+        await self.tasks.stop("replayer", cancel=False)
+        await self.tasks.stop("puller", cancel=False)
         # litestream's rule: always one last sync on close, bounded so the stop stays timely.
-        drained = await replayer.drain(settings.power_final_replay_s)
-        pending = await node.db.read_slow(lambda c: outbox.stats(c).pending)
+        drained = await replayer.drain(self.settings.power_final_replay_s)
+        pending = await self.db.read_slow(lambda c: outbox.stats(c).pending)
         log.info(
             "final replay %s; %d entries still pending", "done" if drained else "cut short", pending
         )
-        await session.close()
+        if self._session is not None:
+            await self._session.close()
 
+    def trigger(self) -> bool:
+        """Replay and pull now (the operator's "replay now"); False without a centre."""
+        if self.replayer is None:
+            return False
+        self.replayer.trigger()
+        if self.puller is not None:
+            self.puller.trigger()
+        return True
 
-async def _wake_on_payment(node: Node, replayer: Replayer) -> None:
-    while True:
-        await node.outbox_changed.wait()
-        node.outbox_changed.clear()
-        replayer.notify()
+    def set_pull_interval(self, seconds: float) -> None:
+        if self.puller is not None:
+            self.puller.set_interval(seconds)
 
-
-@routes.post("/v1/admin/replay")
-async def replay_now(request: web.Request) -> web.Response:
-    client_of(request, "admin")
-    node = request.app[NODE]
-    if node.replayer is None:
-        raise errors.NoCentre("centre.url is empty in this node's configuration")
-    node.replayer.trigger()
-    if node.puller is not None:
-        node.puller.trigger()
-    pending = await node.db.read_slow(lambda c: outbox.stats(c).pending)
-    return json_response({"triggered": True, "pending": pending}, status=202)
+    async def _wake_on_payment(self) -> None:
+        while True:
+            await self.outbox_changed.wait()
+            self.outbox_changed.clear()
+            if self.replayer is not None:
+                self.replayer.notify()

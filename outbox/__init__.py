@@ -2,6 +2,9 @@
 
 Imports nothing else of this project. Every function works on a sqlite3 connection whose
 transaction the caller owns; `Writer` is the one writer connection with group commit.
+Callers never query its tables by hand: they use these functions. For joins, the columns
+guaranteed of `outbox_entries` are `seq` (dense, from 1), `id`, `state` (pending,
+delivered, rejected), `verdict`, `version` and `settled_at`; see `counts_locally`.
 """
 
 from outbox import idempotency
@@ -10,16 +13,22 @@ from outbox.entries import (
     DELIVERED,
     PENDING,
     REJECTED,
+    TABLE,
     Entry,
     Result,
     Stats,
     append,
     append_many,
     claim,
+    counts_locally,
+    delivered_since,
+    first_id,
     get,
+    hash_at,
     iter_entries,
     next_attempt_at,
     record_failure,
+    rejected,
     settle,
     stats,
 )
@@ -33,6 +42,7 @@ from outbox.errors import (
 )
 from outbox.idempotency import StoredResponse, fingerprint
 from outbox.ids import new_entry_id
+from outbox.lookup import select_in
 from outbox.migrations import OUTBOX_MIGRATIONS, Migration, apply_migrations
 from outbox.retry import RetryPolicy
 from outbox.writer import Writer
@@ -43,6 +53,7 @@ __all__ = [
     "OUTBOX_MIGRATIONS",
     "PENDING",
     "REJECTED",
+    "TABLE",
     "ChainBroken",
     "Entry",
     "IdempotencyKeyReused",
@@ -60,14 +71,20 @@ __all__ = [
     "append_many",
     "apply_migrations",
     "claim",
+    "counts_locally",
+    "delivered_since",
     "entry_hash",
     "fingerprint",
+    "first_id",
     "get",
+    "hash_at",
     "idempotency",
     "iter_entries",
     "new_entry_id",
     "next_attempt_at",
     "record_failure",
+    "rejected",
+    "select_in",
     "settle",
     "stats",
     "verify_chain",

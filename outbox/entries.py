@@ -230,3 +230,48 @@ def iter_entries(
             entry = Entry.from_row(row)
             yield entry
         after_seq = int(rows[-1][0])
+
+
+def rejected(conn: sqlite3.Connection, limit: int) -> list[Entry]:
+    """The newest rejected entries first (an operator's queue)."""
+    rows = conn.execute(
+        _SELECT + " WHERE state = 'rejected' ORDER BY seq DESC LIMIT ?", (limit,)
+    ).fetchall()
+    return [Entry.from_row(row) for row in rows]
+
+
+def delivered_since(conn: sqlite3.Connection, since: float) -> int:
+    """How many entries the centre settled as delivered at or after `since`."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM outbox_entries WHERE state = 'delivered' AND settled_at >= ?",
+        (since,),
+    ).fetchone()
+    return int(row[0])
+
+
+def hash_at(conn: sqlite3.Connection, seq: int) -> str | None:
+    """The chain hash of entry `seq` (None: no such entry)."""
+    row = conn.execute("SELECT hash FROM outbox_entries WHERE seq = ?", (seq,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def first_id(conn: sqlite3.Connection) -> str | None:
+    """The id of the first entry ever appended (names the node that made this outbox)."""
+    row = conn.execute("SELECT id FROM outbox_entries ORDER BY seq LIMIT 1").fetchone()
+    return None if row is None else str(row[0])
+
+
+TABLE = "outbox_entries"
+
+
+def counts_locally(entry: str, version: str) -> str:
+    """SQL condition: entry alias `entry` is not yet confirmed at the bill version `version`.
+
+    A local payment keeps counting against its bill until the centre has delivered it and
+    the mirror holds a version at least the one the centre's verdict named. Rejected
+    entries keep counting: the cashier holds the money until an operator resolves them.
+    For joins: `{TABLE} {entry} ON {entry}.seq = <your seq column>`.
+    """
+    return (
+        f"({entry}.state != 'delivered' OR {entry}.version IS NULL OR {entry}.version > {version})"
+    )

@@ -15,6 +15,9 @@ import msgpack
 
 from outbox.chain import Linked
 from outbox.ids import ENTRY_ID, NODE_ID
+from sync.bill import FIELDS as BILL_FIELDS
+from sync.bill import MAX_INT, MAX_TEXT
+from sync.bill import validate as check_bill
 from sync.errors import ProtocolError
 from sync.signing import NODE_HEADER as NODE_HEADER
 from sync.signing import SIGNATURE_HEADER as SIGNATURE_HEADER
@@ -28,14 +31,7 @@ CONTENT_TYPE = "application/msgpack"
 MAX_BATCH = 5_000
 MAX_CHANGES = 10_000
 MAX_PAYLOAD = 64 * 1024
-MAX_INT = 2**63 - 1  # SQLite's integer range: anything larger cannot be stored anyway
-MAX_TEXT = 1024
 VERDICTS = ("applied", "duplicate", "credited", "rejected")
-BILL_FIELDS = (
-    "bill_id", "account", "governorate", "cycle", "name", "address", "meter", "kwh",
-    "amount", "paid", "due_date", "version", "updated_at",
-)  # fmt: skip
-BILL_INT_FIELDS = frozenset({"kwh", "amount", "paid", "version"})
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -170,13 +166,9 @@ def _list(value: object, where: str, limit: int, code: str = "too_large") -> lis
 
 
 def validate_bill(obj: object, where: str = "bill") -> dict[str, Any]:
-    """A bill map with exactly BILL_FIELDS: non-negative integers and strings."""
-    bill = _map(obj, where, BILL_FIELDS)
-    for field in BILL_FIELDS:
-        if field in BILL_INT_FIELDS:
-            _int(bill[field], f"{where}.{field}")
-        else:
-            _str(bill[field], f"{where}.{field}")
+    """A bill map with exactly the schema's fields, each valid (sync.bill)."""
+    bill: dict[str, Any] = _map(obj, where, BILL_FIELDS)
+    check_bill(bill, where)
     return dict(bill)
 
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 import outbox
-from sync import protocol
+from sync import bill, protocol
 from sync.centre.config import CentreSettings
 from sync.centre.ledger import record_batch
 from sync.centre.store import CentreStore
@@ -129,7 +129,7 @@ async def _reader_for(request: web.Request) -> str:
 
 async def get_changes(request: web.Request) -> web.Response:
     governorate = await _reader_for(request)
-    since = _query_int(request, "since", 0, 0, protocol.MAX_INT)
+    since = _query_int(request, "since", 0, 0, bill.MAX_INT)
     limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     body = await request.app[STORE].changes_body(governorate, since, limit)
     return web.Response(body=body, content_type=protocol.CONTENT_TYPE)

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from sync.centre.store import BILL_COLUMNS, ChangeSeq, iso
+from sync.bill import ACCOUNT, CYCLE
+from sync.bill import bill_id as make_bill_id
+from sync.centre.store import BILL_COLUMNS, ChangeSeq
 from sync.errors import ImportFailed
+from sync.timefmt import iso
 
 CSV_HEADER = ("account", "cycle", "name", "address", "meter", "kwh", "amount", "paid", "due_date")
-ACCOUNT = re.compile(r"^[0-9]{1,20}$")
-CYCLE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
-_DIGITS = re.compile(r"^[0-9]{1,18}$")
+_DIGITS = re.compile(r"^[0-9]{1,18}\Z")
 _TEXT_MAX = 512
 
 
@@ -41,7 +42,7 @@ class BillInput:
     due_date: str
 
     def bill_id(self, governorate: str) -> str:
-        return f"{governorate}-{self.cycle}-{self.account}"
+        return make_bill_id(governorate, self.cycle, self.account)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from sync import bill
 from sync.centre import bills, ledger, seed
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
@@ -143,7 +144,7 @@ def _positive(text: str) -> int:
 
 
 def _cycle(text: str) -> str:
-    if not bills.CYCLE.match(text):
+    if not bill.CYCLE.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a cycle YYYY-MM")
     return text
 

@@ -16,9 +16,11 @@ from typing import Any
 import msgpack
 
 from outbox.chain import GENESIS, entry_hash
-from sync import protocol
-from sync.centre.store import ChangeSeq, iso
+from outbox.lookup import select_in
+from sync import bill, protocol
+from sync.centre.store import ChangeSeq
 from sync.errors import Refused
+from sync.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,6 @@ PAYMENT_FIELDS = (
     "payment_id", "bill_id", "account", "amount", "channel", "idempotency_key", "method",
     "cashier", "accepted_at", "receipt",
 )  # fmt: skip
-_CHUNK = 500  # ids per IN (...) lookup, well under SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -47,34 +48,17 @@ class Payment:
 
 
 def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Stored]:
-    found: dict[str, Stored] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        marks = ", ".join("?" for _ in chunk)
-        rows = conn.execute(
-            f"SELECT id, node, hash, verdict, reason, version FROM entries WHERE id IN ({marks})",
-            chunk,
-        )
-        for row in rows:
-            found[row[0]] = Stored(*row[1:])
-    return found
+    sql = "SELECT id, node, hash, verdict, reason, version FROM entries WHERE id IN ({marks})"
+    return {row[0]: Stored(*row[1:]) for row in select_in(conn, sql, ids)}
 
 
 def _bills(conn: sqlite3.Connection, bill_ids: set[str]) -> dict[str, list[Any]]:
     """bill_id -> [governorate, account, amount, paid, version, changed] for the batch."""
-    ids = sorted(bill_ids)
-    found: dict[str, list[Any]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        marks = ", ".join("?" for _ in chunk)
-        rows = conn.execute(
-            "SELECT bill_id, governorate, account, amount, paid, version FROM bills"
-            f" WHERE bill_id IN ({marks})",
-            chunk,
-        )
-        for row in rows:
-            found[row[0]] = [*row[1:], False]
-    return found
+    sql = (
+        "SELECT bill_id, governorate, account, amount, paid, version FROM bills"
+        " WHERE bill_id IN ({marks})"
+    )
+    return {row[0]: [*row[1:], False] for row in select_in(conn, sql, sorted(bill_ids))}
 
 
 def parse_payment(payload: bytes, entry_id: str) -> Payment | None:
@@ -86,7 +70,7 @@ def parse_payment(payload: bytes, entry_id: str) -> Payment | None:
     if not isinstance(data, dict) or any(field not in data for field in PAYMENT_FIELDS):
         return None
     amount = data["amount"]
-    if type(amount) is not int or not 0 < amount <= protocol.MAX_INT:
+    if type(amount) is not int or not 0 < amount <= bill.MAX_INT:
         return None
     if any(not isinstance(data[f], str) for f in PAYMENT_FIELDS if f != "amount"):
         return None

@@ -11,7 +11,8 @@ import random
 import sqlite3
 import time
 
-from sync.centre.bills import CYCLE, BillInput, UpsertResult, upsert_bills
+from sync.bill import CYCLE
+from sync.centre.bills import BillInput, UpsertResult, upsert_bills
 from sync.centre.config import CentreSettings
 from sync.centre.store import CentreStore
 from sync.errors import ImportFailed

@@ -13,20 +13,19 @@ import sqlite3
 import threading
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgpack
 
 import outbox
-from sync import protocol
+from sync import bill, protocol
 from sync.errors import SyncError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BILL_COLUMNS = ", ".join(protocol.BILL_FIELDS)
+BILL_COLUMNS = ", ".join(bill.FIELDS)
 SNAPSHOT_PAGE = 5_000
 
 CENTRE_MIGRATIONS: tuple[outbox.Migration, ...] = (
@@ -105,10 +104,6 @@ CENTRE_MIGRATIONS: tuple[outbox.Migration, ...] = (
 )
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class ChangeSeq:
     """Hands out change_seq values inside one write transaction; `save` stores the high mark."""
 
@@ -151,7 +146,7 @@ def read_changes(
     ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    changes = [dict(zip(protocol.BILL_FIELDS, row[:-1], strict=True)) for row in rows]
+    changes = [dict(zip(bill.FIELDS, row[:-1], strict=True)) for row in rows]
     return protocol.Changes(changes=changes, cursor=rows[-1][-1] if rows else since, more=more)
 
 
@@ -174,7 +169,7 @@ def _begin_snapshot(conn: sqlite3.Connection, governorate: str) -> tuple[int, sq
 def _snapshot_page(cursor: sqlite3.Cursor, size: int) -> tuple[bytes, int]:
     rows = cursor.fetchmany(size)
     packer = msgpack.Packer(use_bin_type=True)
-    fields = protocol.BILL_FIELDS
+    fields = bill.FIELDS
     return b"".join([packer.pack(dict(zip(fields, row, strict=True))) for row in rows]), len(rows)
 
 
@@ -269,4 +264,4 @@ class CentreStore:
 
 def fetch_bill(conn: sqlite3.Connection, bill_id: str) -> dict[str, Any] | None:
     row = conn.execute(f"SELECT {BILL_COLUMNS} FROM bills WHERE bill_id = ?", (bill_id,)).fetchone()
-    return None if row is None else dict(zip(protocol.BILL_FIELDS, row, strict=True))
+    return None if row is None else dict(zip(bill.FIELDS, row, strict=True))

@@ -338,7 +338,7 @@ class Harness:
 
     def seed(self) -> dict[str, Any]:
         import outbox
-        from edge import auth, mirror
+        from edge import mirror, tokens
         from edge.db import DB_NAME, migrate
 
         data = self.tmp / "data"
@@ -396,7 +396,7 @@ class Harness:
         conn.close()
         seed_s = time.perf_counter() - t0
         tokens_file = self.tmp / "tokens.toml"
-        token = auth.add_token(tokens_file, "bench-counter", ["inquire", "pay"])
+        token = tokens.add_token(tokens_file, "bench-counter", ["inquire", "pay"])
         return {
             "data": data, "tokens_file": tokens_file, "token": token, "accounts": accounts,
             "bills": accounts * cycles, "seed_s": seed_s, "plan": plan,

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from edge import auth, config, mirror
+from edge import config, mirror, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
 
@@ -43,6 +43,7 @@ class RunningNode:
     session: aiohttp.ClientSession
     tokens: dict[str, str]
     data_dir: Path
+    app: web.Application
 
     def headers(self, who: str = "cashier", **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}", **extra}
@@ -67,10 +68,10 @@ async def start_node(
     **overrides: Any,
 ) -> tuple[web.AppRunner, RunningNode]:
     tokens_file = tmp_path / "tokens.toml"
-    tokens = {
-        "cashier": auth.add_token(tokens_file, "counter-1", ["inquire", "pay"]),
-        "viewer": auth.add_token(tokens_file, "kiosk-1", ["inquire"]),
-        "admin": auth.add_token(tokens_file, "ops", ["admin"]),
+    issued = {
+        "cashier": tokens.add_token(tokens_file, "counter-1", ["inquire", "pay"]),
+        "viewer": tokens.add_token(tokens_file, "kiosk-1", ["inquire"]),
+        "admin": tokens.add_token(tokens_file, "ops", ["admin"]),
     }
     settings = config.Settings(
         node_id="dam-1", node_data_dir=tmp_path / "data", auth_tokens_file=tokens_file,
@@ -86,7 +87,9 @@ async def start_node(
     if bills:
         await node.db.write(lambda c: mirror.apply_changes(c, bills, 1, now=clock()))
     session = aiohttp.ClientSession()
-    return runner, RunningNode(f"http://127.0.0.1:{port}", node, session, tokens, tmp_path / "data")
+    return runner, RunningNode(
+        f"http://127.0.0.1:{port}", node, session, issued, tmp_path / "data", app
+    )
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import pytest
 from nodefixtures import RunningNode, make_bill, start_node
 
 import outbox
-from edge import backup, cli, config
+from edge import cli, config
+from edge.ops import backup
 
 ACCOUNTS = [f"01002{i:05d}" for i in range(40)]
 BILLS = [make_bill(a, amount=10_000_000) for a in ACCOUNTS]

@@ -117,7 +117,7 @@ async def delivered(rn: RunningNode, timeout: float = 15.0) -> None:
 
 def watch(rn: RunningNode) -> list[tuple[float, float, StepResult]]:
     """Record (monotonic time, node clock, result) of every replay step from now on."""
-    replayer = rn.node.replayer
+    replayer = rn.node.replication.replayer
     seen: list[tuple[float, float, StepResult]] = []
     previous = replayer.on_result
 

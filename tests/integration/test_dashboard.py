@@ -21,8 +21,8 @@ from nodefixtures import RunningNode, make_bill, start_node
 from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
 
 import outbox
-from edge import history, mirror
-from edge.power import Reading
+from edge import mirror
+from edge.power.policy import Reading
 
 ORPHAN = "0999999999"  # in the node's mirror only: the centre rejects its payment (unknown_bill)
 UPS_FAST = {"ups_source": "nut", "ups_name": UPS, "ups_poll_s": 1.0, "ups_poll_battery_s": 0.5,
@@ -208,7 +208,7 @@ async def test_badge_turns_to_battery_within_5_s_of_the_ups(
 async def test_power_history_has_readings_outages_and_marks(upsd: Upsd, tmp_path: Path) -> None:
     runner, rn = await start_node(tmp_path, [], ups_port=upsd.port, **UPS_FAST)
     try:
-        history.of(rn.node).every_s = 0.2
+        rn.node.history.every_s = 0.2
 
         async def on_mains() -> bool:
             return rn.node.power.state == "mains"
@@ -262,15 +262,15 @@ async def test_readings_are_stored_at_most_once_a_minute(running: RunningNode) -
     node = running.node
     raw = {"battery.charge.low": "25", "battery.runtime.low": "120"}
     first = Reading(status="OL", charge=99.0, runtime_s=3500.0, raw=raw)
-    await history.note_reading(node, first)
-    await history.note_reading(node, Reading(status="OL", charge=98.0))
-    await history.note_reading(node, Reading(error="DATA-STALE"))
+    await node.history.note(first)
+    await node.history.note(Reading(status="OL", charge=98.0))
+    await node.history.note(Reading(error="DATA-STALE"))
     rows = node.db.read(lambda c: c.execute("SELECT flags, charge FROM power_readings").fetchall())
     assert rows == [("OL", 99.0)]
-    assert history.of(node).marks() == {"charge_low": 25.0, "runtime_low_s": 180.0,
+    assert node.history.marks() == {"charge_low": 25.0, "runtime_low_s": 180.0,
                                          "ups_runtime_low_s": 120.0}  # fmt: skip
-    history.of(node).every_s = 0.0  # the next one is due: a UPS with no data is stored as a gap
-    await history.note_reading(node, Reading(error="DATA-STALE"))
+    node.history.every_s = 0.0  # the next one is due: a UPS with no data is stored as a gap
+    await node.history.note(Reading(error="DATA-STALE"))
     rows = node.db.read(lambda c: c.execute("SELECT flags, charge FROM power_readings").fetchall())
     assert rows == [("OL", 99.0), (None, None)]
 

@@ -12,7 +12,8 @@ import pytest
 from centrefixtures import Link, eventually
 from upsd import UPS, Upsd, free_port, shared_upsd_fixture, upsd_fixture  # noqa: F401
 
-from edge import cli, config, doctor, mirror, probes
+from edge import cli, config, mirror
+from edge.ops import doctor, probes
 
 
 @pytest.fixture(autouse=True)

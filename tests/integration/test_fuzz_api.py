@@ -8,7 +8,7 @@ are written byte for byte (tests/integration/loophost.py) to a node on loopback,
 once per test function; the examples run against it one after another.
 
 For every response: status < 500; every error is problem+json with exactly the six keys and
-a `code` that edge/errors.py defines and edge/openapi.json documents for that operation and
+a `code` that edge/errors.py defines and edge/web/openapi.json documents for that operation and
 status; every refusal leaves the database byte-for-byte unchanged (SHA-256 over every table);
 a 201 comes only for a request an independent oracle (below) calls valid, and then adds
 exactly one outbox entry, one payment and one idempotency record.
@@ -66,12 +66,12 @@ CODES = {
     for kind in vars(errors).values()
     if isinstance(kind, type) and issubclass(kind, errors.ApiError) and kind is not errors.ApiError
 } - {"internal_error"}
-OPENAPI = json.loads((Path(errors.__file__).parent / "openapi.json").read_text(encoding="utf-8"))
+OPENAPI = json.loads((Path(errors.__file__).parent / "web" / "openapi.json").read_text(encoding="utf-8"))
 GENERIC = {404: {"not_found"}, 405: {"method_not_allowed"}}
 
 
 def documented(path: str, method: str) -> dict[int, set[str]]:
-    """status -> the problem codes edge/openapi.json lists for this operation (and any path)."""
+    """status -> the problem codes edge/web/openapi.json lists for this operation (and any path)."""
     out: dict[int, set[str]] = {k: set(v) for k, v in GENERIC.items()}
     for status, response in OPENAPI["paths"][path][method]["responses"].items():
         if "$ref" in response:

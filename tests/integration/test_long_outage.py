@@ -75,8 +75,8 @@ async def test_72_hour_outage_with_50000_payments(tmp_path: Path) -> None:
 
         healed = time.monotonic()
         link.proxy.mode = "pass"
-        assert node.replayer is not None
-        node.replayer.trigger()
+        assert node.replication.replayer is not None
+        node.replication.replayer.trigger()
 
         async def drained() -> bool:
             return node.db.read(lambda c: outbox.stats(c).pending) == 0

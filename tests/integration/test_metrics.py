@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
 
 import outbox
-from edge import metrics
+from edge.web import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana" / "edge-nodes.json"

@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from upsd import free_port
 
-from edge import config, notify
+from edge import config
 from edge.app import create_app
+from edge.ops import notify
 
 
 class Receiver:
@@ -99,7 +100,9 @@ async def test_node_ready_only_once_serving_then_watchdog_then_stopping(
         node_data_dir=tmp_path / "data", auth_tokens_file=tmp_path / "tokens.toml",
         http_host="127.0.0.1", http_port=port, ups_source="none", centre_url="",
     )  # fmt: skip
-    runner = web.AppRunner(create_app(settings))
+    app = create_app(settings)
+    notify.install(app)
+    runner = web.AppRunner(app)
     await runner.setup()  # the app has started; its port is not bound yet
     try:
         await asyncio.sleep(0.5)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from upsd import ADMIN_PASSWORD, UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401
 
-from edge import nut
+from edge.power import nut
 
 UPSD_MAXAGE_S = 2  # upsd calls a silent driver's data stale after this (default 15)
 

@@ -18,8 +18,9 @@ from typing import Any
 from nodefixtures import RunningNode, make_bill, start_node
 from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
 
-from edge import monitor
 from edge.config import Settings
+from edge.ops import ups
+from edge.power import monitor
 
 # Ordered so that the tests which restart upsd or latch FSD (both make the next SET VAR
 # restart the driver, ~3 s) come last.
@@ -155,7 +156,7 @@ def test_edge_ups_prints_the_ups_as_the_node_sees_it(upsd: Upsd, tmp_path: Path)
 async def test_ups_report_for_an_unknown_ups_name_says_why_and_exits_1(upsd: Upsd) -> None:
     lines: list[str] = []
     settings = Settings(ups_port=upsd.port, ups_name="nosuchups")
-    assert await monitor.report(settings, out=lines.append) == 1
+    assert await ups.report(settings, out=lines.append) == 1
     assert lines[1] == (
         "state:           unknown (UNKNOWN-UPS for UPS 'nosuchups': No UPS of that name in"
         " upsd's ups.conf.)"
@@ -228,7 +229,7 @@ async def test_upsd_stopped_is_unknown_and_the_node_keeps_serving(
 async def test_fsd_is_low_and_runs_the_final_action(upsd: Upsd, tmp_path: Path) -> None:
     async with node_on(tmp_path, upsd.port, power_on_low="shutdown") as rn:
         stops: list[float] = []
-        rn.node.power_monitor.shutdown = lambda: stops.append(time.monotonic())
+        rn.app[monitor.POWER_MONITOR].shutdown = lambda: stops.append(time.monotonic())
         await wait_state(rn, "mains", within=5)
         await asyncio.to_thread(upsd.fsd)
         await wait_state(rn, "low", TWO_POLLS)

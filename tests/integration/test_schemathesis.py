@@ -1,4 +1,4 @@
-"""Fault matrix row 6, bad input: schemathesis against a real node, driven by edge/openapi.json.
+"""Fault matrix row 6, bad input: schemathesis against a real node, driven by edge/web/openapi.json.
 
 For every operation in the document schemathesis generates positive and negative requests
 (path parameters, headers, bodies); each goes to a node on loopback (started once for the
@@ -41,7 +41,7 @@ CONFIG = SchemathesisConfig.from_dict(
         },
     }
 )
-schema = schemathesis.openapi.from_path(Path(edge.__file__).parent / "openapi.json", config=CONFIG)
+schema = schemathesis.openapi.from_path(Path(edge.__file__).parent / "web" / "openapi.json", config=CONFIG)
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

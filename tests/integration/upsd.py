@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import nut
+from edge.power import nut
 
 # Tests import the *_fixture functions; pytest knows them by their `name`.
 

@@ -17,7 +17,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge import auth
+from edge import tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE, GOV = "dam-1", "DAM"
@@ -106,13 +106,13 @@ class Site:
             f'[centre]\ndata_dir = "{self.base / "centre"}"\nhost = "127.0.0.1"\nport = {self.centre_port}\n'
             f'governorate = "{GOV}"\n[nodes.{NODE}]\ngovernorate = "{GOV}"\nsecret_file = "{secret}"\n'
         )
-        tokens = self.base / "tokens.toml"
-        self.token = auth.add_token(tokens, "counter-1", ["inquire", "pay"])
+        tokens_path = self.base / "tokens.toml"
+        self.token = tokens.add_token(tokens_path, "counter-1", ["inquire", "pay"])
         self.node_config = self.base / "edge.toml"
         self.node_config.write_text(
             f'[node]\nid = "{NODE}"\ngovernorate = "{GOV}"\ndata_dir = "{self.base / "node"}"\n'
             f'[http]\nhost = "127.0.0.1"\nport = {self.node_port}\nshutdown_timeout_s = 5.0\n'
-            f'[auth]\ntokens_file = "{tokens}"\n'
+            f'[auth]\ntokens_file = "{tokens_path}"\n'
             f'[centre]\nurl = "http://127.0.0.1:{self.centre_port}"\nsecret_file = "{secret}"\n'
             "retry_base_s = 0.1\nretry_cap_s = 1.0\npull_interval_s = 0.5\nconfig_fault_retry_s = 1.0\n"
             '[storage]\nmin_free_mb = 0\n[ups]\nsource = "none"\n[power]\nfinal_replay_s = 3.0\n'

@@ -37,7 +37,7 @@ import aiohttp
 import pytest
 
 import outbox
-from edge import auth
+from edge import tokens
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from upsd import free_port
@@ -128,7 +128,7 @@ def write_site(root: Path, disk: Path, min_free_mb: int) -> Site:
         f'[storage]\nmin_free_mb = {min_free_mb}\n[ups]\nsource = "none"\n'
         "[power]\nfinal_replay_s = 2.0\n"
     )
-    token = auth.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
+    token = tokens.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
     return Site(root, disk, node_config, centre_config, f"http://127.0.0.1:{node_port}", token,
                 min_free_mb)  # fmt: skip
 

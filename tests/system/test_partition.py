@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from edge import auth
+from edge import tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("edge")
@@ -294,7 +294,7 @@ def write_site(root: Path, net: Net) -> Site:
         f"pull_interval_s = {PULL_S}\n"
         '[storage]\nmin_free_mb = 0\n[ups]\nsource = "none"\n[power]\nfinal_replay_s = 2.0\n'
     )
-    token = auth.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
+    token = tokens.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
     return Site(root, net, centre_config, node_config, token)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from edge import auth
+from edge import tokens
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from upsd import UPS, Upsd, free_port, fresh_upsd_fixture  # noqa: F401 - a fixture
@@ -91,7 +91,7 @@ def write_site(root: Path, upsd: Upsd) -> Site:
         f'[ups]\nport = {upsd.port}\nname = "{UPS}"\npoll_s = 0.3\npoll_battery_s = 0.2\n'
         'timeout_s = 1.0\n[power]\non_low = "shutdown"\nfinal_replay_s = 1.5\n'
     )
-    token = auth.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
+    token = tokens.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
     return Site(root, node_config, centre_config, f"http://127.0.0.1:{node_port}",
                 f"http://127.0.0.1:{centre_port}", token)  # fmt: skip
 

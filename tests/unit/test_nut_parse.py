@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge import nut
+from edge.power import nut
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""edge/openapi.json: valid OpenAPI 3.1, covers every route the app registers, names every error code."""
+"""edge/web/openapi.json: valid OpenAPI 3.1, covers every route the app registers, names every error code."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ GENERIC_CODES = {"internal_error", "http_error", "not_found", "method_not_allowe
 
 @pytest.fixture(scope="module")
 def doc() -> dict[str, Any]:
-    raw = importlib.resources.files("edge").joinpath("openapi.json").read_text(encoding="utf-8")
+    raw = importlib.resources.files("edge.web").joinpath("openapi.json").read_text(encoding="utf-8")
     loaded: dict[str, Any] = json.loads(raw)
     return loaded
 
@@ -86,7 +86,7 @@ def test_every_registered_route_is_documented(doc: dict[str, Any], tmp_path: Pat
     missing = sorted(
         (path, method) for path, method in routes if method not in doc["paths"].get(path, {})
     )
-    assert not missing, f"routes not in edge/openapi.json: {missing}"
+    assert not missing, f"routes not in edge/web/openapi.json: {missing}"
 
 
 def test_every_ref_resolves(doc: dict[str, Any]) -> None:
@@ -105,7 +105,7 @@ def test_every_error_code_is_documented(doc: dict[str, Any]) -> None:
     assert {"unknown_bill", "storage_full"} <= codes
     text = json.dumps(doc, ensure_ascii=False)
     missing = sorted(c for c in codes - GENERIC_CODES if not re.search(rf"\b{c}\b", text))
-    assert not missing, f"error codes not mentioned in edge/openapi.json: {missing}"
+    assert not missing, f"error codes not mentioned in edge/web/openapi.json: {missing}"
 
 
 def test_every_operation_has_id_summary_and_security(doc: dict[str, Any]) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 import psutil
 import pytest
 
-from edge import monitor, power
-from edge.auth import Tokens
+from edge import errors
 from edge.config import Settings
-from edge.db import Database
 from edge.node import Node
-from edge.power import PowerTracker, Reading
+from edge.power import history, monitor, policy, sources
+from edge.power.policy import PowerTracker, Reading
+from edge.web.power import parse_since
 
 FLOOR = 180.0
 
@@ -49,19 +49,19 @@ LOST = Reading(error="upsd at 127.0.0.1:3493 did not answer in time")
         (ups("OL", runtime=30), "mains"),
         (ups("OFF"), "unknown"),
         (LOST, "unknown"),
-        (power.from_nut({"ups.status": "WAIT"}), "unknown"),
+        (sources.from_nut({"ups.status": "WAIT"}), "unknown"),
     ],
 )
 def test_classify_like_upsmon(reading: Reading, state: str) -> None:
-    assert power.classify(reading, FLOOR)[0] == state
+    assert policy.classify(reading, FLOOR)[0] == state
 
 
 def test_runtime_floor_zero_disables_the_runtime_rule() -> None:
-    assert power.classify(ups("OB", runtime=1), 0)[0] == "battery"
+    assert policy.classify(ups("OB", runtime=1), 0)[0] == "battery"
 
 
 def test_from_nut_reads_the_figures_and_tolerates_junk() -> None:
-    reading = power.from_nut(
+    reading = sources.from_nut(
         {"ups.status": " OB  DISCHRG ", "battery.charge": "57", "battery.runtime": "n/a",
          "ups.load": "31.5", "input.voltage": "0.0"}
     )  # fmt: skip
@@ -69,7 +69,7 @@ def test_from_nut_reads_the_figures_and_tolerates_junk() -> None:
     assert (reading.charge, reading.runtime_s, reading.load_pct, reading.input_voltage) == (
         57.0, None, 31.5, 0.0,
     )  # fmt: skip
-    assert not power.from_nut({"battery.charge": "57"}).ok
+    assert not sources.from_nut({"battery.charge": "57"}).ok
 
 
 def steps(tracker: PowerTracker, *readings: tuple[float, Reading]) -> list[str]:
@@ -149,7 +149,7 @@ def test_a_changing_pending_state_restarts_the_count() -> None:
 
 async def test_psutil_source_maps_the_os_battery(monkeypatch: pytest.MonkeyPatch) -> None:
     battery = namedtuple("battery", "percent secsleft power_plugged")
-    source = power.PsutilSource()
+    source = sources.PsutilSource()
     monkeypatch.setattr(psutil, "sensors_battery", lambda: battery(95, 7200, True))
     assert (await source.read()).status == "OL"
     monkeypatch.setattr(psutil, "sensors_battery", lambda: battery(40, 1500, False))
@@ -205,15 +205,15 @@ class Rig:
         await self.monitor.step()
 
     def events(self) -> list[dict[str, Any]]:
-        return self.node.db.read(monitor.events)
+        return self.node.db.read(history.events)
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     settings = Settings(node_data_dir=tmp_path, power_on_low="shutdown", power_final_replay_s=1)
-    db = Database(tmp_path)
-    node = Node(settings=settings, db=db, tokens=Tokens(tmp_path / "tokens.toml"))
-    node.puller = FakePuller()  # type: ignore[assignment]
+    node = Node.build(settings)
+    db = node.db
+    node.replication.puller = FakePuller()  # type: ignore[assignment]
     source = Script()
     mon = monitor.PowerMonitor(node, source)
     r = Rig(node, mon, source)
@@ -244,7 +244,7 @@ async def test_battery_stores_the_event_checkpoints_and_slows_the_pull(rig: Rig)
     last = rig.events()[-1]
     assert (last["flags"], last["charge"], last["runtime_s"]) == ("OB", 97.0, 2400.0)
     assert rig.monitor.last_checkpoint is not None
-    assert rig.node.puller.interval_s == rig.node.settings.centre_pull_interval_battery_s
+    assert rig.node.replication.puller.interval_s == rig.node.settings.centre_pull_interval_battery_s
     assert not rig.node.shutting_down
     assert rig.node.power.as_dict() | {"updated_at": None} == {
         "state": "battery", "source": "nut", "ups_status": "OB", "battery_charge": 97.0,
@@ -282,7 +282,7 @@ async def test_read_only_stays_up_and_mains_resumes_payments(rig: Rig) -> None:
     assert rig.node.shutting_down, "one OL reading is not yet mains"
     await rig.step(ups("OL"))
     assert not rig.node.shutting_down and rig.node.shutdown_reason == ""
-    assert rig.node.puller.interval_s == rig.node.settings.centre_pull_interval_s
+    assert rig.node.replication.puller.interval_s == rig.node.settings.centre_pull_interval_s
     assert [e["to"] for e in rig.events()] == ["battery", "low", "mains"]
 
 
@@ -326,10 +326,10 @@ async def test_lost_ups_shows_the_error_and_keeps_the_last_figures(rig: Rig) -> 
     ],
 )
 def test_since_is_an_event_id_or_an_iso_time(value: str | None, parsed: tuple[Any, Any]) -> None:
-    assert monitor.parse_since(value) == parsed
+    assert parse_since(value) == parsed
 
 
 @pytest.mark.parametrize("value", ["", "-1", "yesterday", "99999999999999999999", "٤٢", "1e3"])
 def test_a_bad_since_is_invalid_query(value: str) -> None:
-    with pytest.raises(monitor.errors.InvalidQuery):
-        monitor.parse_since(value)
+    with pytest.raises(errors.InvalidQuery):
+        parse_since(value)

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 
 import outbox
-from edge import status
 from edge.node import NODE, Node
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def status_line(node: Node, pending: int | None) -> str:
     s = node.settings
     parts = [
         f"node {s.node_id} on {s.http_host or '*'}:{s.http_port}",
-        status.mode(node),
+        node.mode(),
         f"power {node.power.state}",
         f"link {node.link.state}",
     ]
@@ -144,18 +143,19 @@ async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     send(f"STATUS=starting: opening {node.db.path}")
-    task = asyncio.create_task(keepalive(node, watchdog_period()), name="systemd-notify")
+    period = watchdog_period()
+    node.tasks.start("systemd-notify", lambda: keepalive(node, period))
     try:
         yield
     finally:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # the notifier's own failure must not spoil a clean stop
-            log.exception("the systemd notifier failed")
+        await node.tasks.stop("systemd-notify")
         send("STATUS=stopped")
+
+
+def install(app: web.Application) -> None:
+    """Tell systemd about this app: outermost context (pings through the final replay)."""
+    app.cleanup_ctx.insert(0, notify_ctx)
+    app.on_shutdown.insert(0, stopping)
 
 
 async def stopping(app: web.Application) -> None:

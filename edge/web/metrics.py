@@ -28,9 +28,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import outbox
-from edge import __version__, api, mirror, status
+from edge import __version__, mirror
 from edge.node import NODE, Node
-from edge.power import STATES as POWER_STATES
+from edge.power.policy import STATES as POWER_STATES
+from edge.web.http import CLIENT
 from sync.replayer import StepResult
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -81,13 +82,19 @@ class NodeCollector(Collector):
         info.add_metric([s.node_id, s.node_governorate, __version__], 1)
         yield info
         yield _onehot("edge_node_mode", "The node's mode: 1 for the current one.", "mode", MODES,
-                      status.mode(node))  # fmt: skip
+                      node.mode())  # fmt: skip
         yield _gauge("edge_node_start_time_seconds", "When this process started (Unix time).",
                      node.started_at)  # fmt: skip
         yield from self._power()
         yield from self._link()
         yield from self._outbox(reads)
         yield from self._mirror(reads)
+        tasks = GaugeMetricFamily(
+            "edge_task_up", "1 while a background task runs, 0 once it died.", labels=["task"]
+        )
+        for name, state in node.tasks.states().items():
+            tasks.add_metric([name], 1 if state["state"] == "running" else 0)
+        yield tasks
 
     def _power(self) -> Iterable[Metric]:
         p = self.node.power
@@ -168,8 +175,7 @@ def _onehot(name: str, doc: str, label: str, values: Sequence[str], current: str
 class Metrics:
     """One per app: its registry, the counters, and the collector over the node."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self) -> None:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # The *_created series would double every counter's series for a timestamp nobody
         # graphs; this is the library's process-wide switch, and this process has one exporter.
@@ -191,8 +197,12 @@ class Metrics:
             self.batches.labels(result)
         for verdict in VERDICTS:
             self.entries.labels(verdict)
+        self.collector: NodeCollector | None = None
+
+    def collect(self, node: Node) -> None:
+        """Gauges over `node` at each scrape (the node is made after its metrics)."""
         self.collector = NodeCollector(node)
-        r.register(self.collector)
+        self.registry.register(self.collector)
 
     def timed(self, method: str, route: str, code: int, seconds: float) -> None:
         # Children cached per label set: `.labels()` validates and locks on every call, and
@@ -218,7 +228,7 @@ class Metrics:
             self.entries.labels(verdict).inc(count)
 
     def observe_payment(self, request: web.Request, response: web.StreamResponse) -> None:
-        client = request.get(api.CLIENT)
+        client = request.get(CLIENT)
         channel = client.name if client is not None else "unauthenticated"
         if response.headers.get("Idempotent-Replayed") == "true":
             result = "replayed"
@@ -230,7 +240,8 @@ class Metrics:
 
     def render(self, reads: Reads) -> bytes:
         # No await between setting the reads and rendering: concurrent scrapes cannot mix.
-        self.collector.reads = reads
+        if self.collector is not None:
+            self.collector.reads = reads
         return generate_latest(self.registry)
 
 
@@ -279,14 +290,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def setup(app: web.Application) -> None:
-    node = app[NODE]
-    app[METRICS] = made = Metrics(node)
-    # Read by replication.build when it makes the replayer.
-    node.on_replay_result = made.on_replay
-    app.router.add_get("/metrics", metrics_view)
+routes = web.RouteTableDef()
 
 
+@routes.get("/metrics")
 async def metrics_view(request: web.Request) -> web.Response:
     node = request.app[NODE]
     now = node.clock()

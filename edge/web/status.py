@@ -9,24 +9,12 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import __version__, errors, mirror, payments
-from edge.api import json_response
+from edge import __version__, errors, mirror
 from edge.node import NODE, Node
+from edge.web.http import json_response
+from sync.timefmt import iso_or_none as _iso
 
 routes = web.RouteTableDef()
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else payments.iso(ts)
-
-
-def mode(node: Node) -> str:
-    """`normal`, `degraded` (offline or on battery), `read_only` or `shutting_down`."""
-    if node.shutting_down:
-        return "read_only" if node.settings.power_on_low == "read_only" else "shutting_down"
-    if node.power.state in ("battery", "low") or node.link.state in ("down", "degraded"):
-        return "degraded"
-    return "normal"
 
 
 async def snapshot(node: Node) -> dict[str, Any]:
@@ -44,7 +32,8 @@ async def snapshot(node: Node) -> dict[str, Any]:
         "node": node.settings.node_id,
         "governorate": node.settings.node_governorate,
         "version": __version__,
-        "mode": mode(node),
+        "mode": node.mode(),
+        "tasks": node.tasks.states(),
         "now": _iso(now),
         "uptime_s": round(now - node.started_at, 1),
         "power": power | {"updated_at": _iso(power["updated_at"])},
@@ -82,11 +71,7 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    problems = []
-    if not node.db.is_open:
-        problems.append("database not open")
-    if node.shutting_down:
-        problems.append(f"shutting down: {node.shutdown_reason or 'stopping'}")
+    problems = node.not_ready()
     if problems:
         raise errors.NotReady("; ".join(problems), headers={"Retry-After": "5"})
     return json_response({"status": "ready"})
@@ -94,5 +79,5 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    doc = importlib.resources.files("edge").joinpath("openapi.json").read_bytes()
+    doc = importlib.resources.files("edge.web").joinpath("openapi.json").read_bytes()
     return web.Response(body=doc, content_type="application/json", charset="utf-8")

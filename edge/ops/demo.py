@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge import auth, config, mirror
+from edge import config, mirror, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
 from sync.centre import app as centre_app
@@ -43,10 +43,10 @@ def _token(data: Path, tokens_file: Path, name: str, scopes: list[str], given: s
         plain.write_text(given + "\n")
     if plain.exists():
         token = plain.read_text().strip()
-        if auth.hash_token(token) not in auth.load_tokens(tokens_file):
+        if tokens.hash_token(token) not in tokens.load_tokens(tokens_file):
             _append_hash(tokens_file, f"{name}-{secrets.token_hex(3)}", token, scopes)
         return token
-    token = auth.add_token(tokens_file, f"{name}-{secrets.token_hex(3)}", scopes)
+    token = tokens.add_token(tokens_file, f"{name}-{secrets.token_hex(3)}", scopes)
     plain.write_text(token + "\n")
     plain.chmod(0o600)
     return token
@@ -55,7 +55,7 @@ def _token(data: Path, tokens_file: Path, name: str, scopes: list[str], given: s
 def _append_hash(tokens_file: Path, name: str, token: str, scopes: list[str]) -> None:
     with tokens_file.open("a", encoding="utf-8") as fh:
         quoted = ", ".join(f'"{s}"' for s in scopes)
-        fh.write(f'\n[tokens."{name}"]\nhash = "{auth.hash_token(token)}"\nscopes = [{quoted}]\n')
+        fh.write(f'\n[tokens."{name}"]\nhash = "{tokens.hash_token(token)}"\nscopes = [{quoted}]\n')
 
 
 def _write_node_config(path: Path, s: config.Settings) -> None:

@@ -1,22 +1,22 @@
-"""The operator's dashboard: the page and its assets (all served here), the power history and
-overview it draws, and the admin-only list of rejected payments.
+"""The operator's dashboard: the page and its assets (all served here), and the power history
+and overview it draws.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
-from edge import __version__, errors, history, payments
-from edge.api import client_of, json_response
+import outbox
+from edge import __version__, errors
 from edge.node import NODE
+from edge.power import history
+from edge.web.http import json_response
+from sync.timefmt import iso, iso_or_none, start_of_day
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = frozenset(p.name for p in STATIC.iterdir() if p.is_file() and p.name != "index.html")
-REJECTED_LIMIT = 200
 # Everything from the node itself: a page that tried the internet would hang offline.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none';"
@@ -51,11 +51,11 @@ async def power_history(request: web.Request) -> web.Response:
     since = now - hours * 3600
     found = await node.db.read_slow(lambda c: history.power_history(c, since, now))
     body = {
-        "from": payments.iso(since),
-        "to": payments.iso(now),
+        "from": iso(since),
+        "to": iso(now),
         "hours": hours,
         "state": node.power.state,
-        "marks": history.of(node).marks(),
+        "marks": node.history.marks(),
     } | found
     return json_response(body)
 
@@ -64,57 +64,22 @@ async def power_history(request: web.Request) -> web.Response:
 async def overview(request: web.Request) -> web.Response:
     node = request.app[NODE]
     now = node.clock()
-    midnight = history.start_of_day(node, now)
-    past = history.of(node)
-    delivered = await node.db.read_slow(lambda c: history.delivered_since(c, midnight))
+    midnight = start_of_day(now, node.settings.tz)
+    past = node.history
+    delivered = await node.db.read_slow(lambda c: outbox.delivered_since(c, midnight))
     since = past.link_since
     return json_response(
         {
-            "now": payments.iso(now),
+            "now": iso(now),
             "link": {
                 "state": node.link.state,
-                "since": None if since is None else payments.iso(since),
+                "since": iso_or_none(since),
                 "periods": history.link_periods(past, now - 24 * 3600),
             },
-            "outbox": {"delivered_today": delivered, "day_started_at": payments.iso(midnight)},
+            "outbox": {"delivered_today": delivered, "day_started_at": iso(midnight)},
             "power": {"marks": past.marks()},
         }
     )
-
-
-REJECTED_KEYS = ("seq", "payment_id", "verdict", "reason", "rejected_at", "attempts", "receipt",
-                 "bill_id", "account", "amount", "method", "cashier", "channel", "accepted_at")  # fmt: skip
-
-
-def rejected(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
-    """The newest rejected entries with their payment (no subscriber name: the bill id is enough)."""
-    rows = conn.execute(
-        "SELECT o.seq, o.id, o.verdict, o.reason, o.settled_at, o.attempts, p.receipt,"
-        " p.bill_id, p.account, p.amount, p.method, p.cashier, p.channel, p.accepted_at"
-        " FROM outbox_entries o LEFT JOIN payments p ON p.seq = o.seq"
-        " WHERE o.state = 'rejected' ORDER BY o.seq DESC LIMIT ?",
-        (limit,),
-    ).fetchall()
-    out = []
-    for row in rows:
-        entry = dict(zip(REJECTED_KEYS, row, strict=True))
-        for key in ("rejected_at", "accepted_at"):
-            entry[key] = None if entry[key] is None else payments.iso(entry[key])
-        out.append(entry | {"currency": "SYP"})
-    return out
-
-
-@routes.get("/v1/admin/rejected")
-async def admin_rejected(request: web.Request) -> web.Response:
-    client_of(request, "admin")
-    node = request.app[NODE]
-
-    def read(conn: sqlite3.Connection) -> tuple[int, list[dict[str, Any]]]:
-        total = conn.execute("SELECT COUNT(*) FROM outbox_entries WHERE state = 'rejected'")
-        return int(total.fetchone()[0]), rejected(conn, REJECTED_LIMIT)
-
-    total, entries = await node.db.read_slow(read)
-    return json_response({"total": total, "entries": entries})
 
 
 @routes.get("/static/{filename}")
@@ -125,9 +90,3 @@ async def asset(request: web.Request) -> web.FileResponse:
         raise errors.NotFound(f"no asset named {name[:60]!r}")
     # URLs carry ?v=<version>, so a day's caching never outlives an upgrade.
     return web.FileResponse(STATIC / name, headers={"Cache-Control": "max-age=86400"})
-
-
-def setup(app: web.Application) -> None:
-    # Made now, not at first use: the link's "since" must count from the node's start.
-    history.of(app[NODE])
-    app.add_routes(routes)

@@ -15,59 +15,25 @@ from aiohttp import web
 
 import outbox
 from edge import errors, mirror, payments
-from edge.auth import Client
 from edge.node import NODE, Node
+from edge.web.http import MAX_BODY, client_of, json_response
 from outbox import crashpoints
 from outbox.ids import ENTRY_ID
+from sync.timefmt import iso
 
-MAX_BODY = 64 * 1024
 PAYMENT_FIELDS = {"bill_id", "amount", "method", "cashier"}
 MAX_AMOUNT = 10**12  # 10 billion SYP: far above any bill, far below SQLite's integer limit
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}\Z")
 _CASHIER = re.compile(r"^[^\x00-\x1f\x7f]{1,64}\Z")
 
 routes = web.RouteTableDef()
-# The authenticated client, kept on the request for the metrics middleware (no second hash).
-CLIENT = web.RequestKey("client", Client)
-
-
-def client_of(request: web.Request, scope: str) -> Client:
-    """The authenticated client; 401 without a valid token, 403 without the scope."""
-    node = request.app[NODE]
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise errors.Unauthorized(
-            "send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
-        )
-    client = node.tokens.identify(token.strip())
-    if client is None:
-        raise errors.Unauthorized(
-            "the token is not known to this node", headers={"WWW-Authenticate": "Bearer"}
-        )
-    request[CLIENT] = client
-    if scope not in client.scopes and "admin" not in client.scopes:
-        raise errors.Forbidden(f"this token lacks the '{scope}' scope")
-    return client
-
-
-def json_response(
-    body: Any, *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body, ensure_ascii=False).encode(),
-        content_type="application/json",
-        charset="utf-8",
-        headers=headers,
-    )
 
 
 def freshness(node: Node, state: mirror.MirrorState) -> tuple[str | None, bool]:
     if state.as_of is None:
         return None, True
     age = node.clock() - state.as_of
-    return payments.iso(state.as_of), age > node.settings.mirror_stale_after_s
+    return iso(state.as_of), age > node.settings.mirror_stale_after_s
 
 
 def bill_json(view: mirror.BillView) -> dict[str, Any]:

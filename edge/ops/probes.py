@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from edge import config, nut, replication
-from edge.power import classify, make_source
+from edge import config, replication
+from edge.power import nut
+from edge.power.policy import classify
+from edge.power.sources import make_source
 from sync import protocol, signing
 from sync.link import parse_http_date
 

@@ -83,7 +83,7 @@ def facts(conn: sqlite3.Connection, path: Path, *, check: str = "integrity_check
             raise BackupError(f"{path} failed its {check}: {'; '.join(rows[:5])}")
         last_seq, last_hash = outbox.verify_chain(outbox.iter_entries(conn))
         stats = outbox.stats(conn)
-        first = conn.execute("SELECT id FROM outbox_entries ORDER BY seq LIMIT 1").fetchone()
+        first = outbox.first_id(conn)
         bills = mirror.state(conn).bills
     except outbox.ChainBroken as exc:
         raise BackupError(f"{path}: the outbox hash chain does not hold: {exc}") from exc
@@ -96,7 +96,7 @@ def facts(conn: sqlite3.Connection, path: Path, *, check: str = "integrity_check
         last_hash,
         stats.pending,
         bills,
-        None if first is None else node_of(str(first[0])),
+        None if first is None else node_of(first),
     )
 
 
@@ -187,11 +187,6 @@ def _take(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _hash_at(conn: sqlite3.Connection, seq: int) -> str | None:
-    row = conn.execute("SELECT hash FROM outbox_entries WHERE seq = ?", (seq,)).fetchone()
-    return None if row is None else str(row[0])
-
-
 def compare(current: Facts, wanted: Facts, wanted_hash_at_current_end: str | None) -> str | None:
     """Why replacing `current` with `wanted` would lose outbox entries (None: it would not).
 
@@ -217,7 +212,7 @@ def _why_not(held: sqlite3.Connection, target: Path, src: Path, wanted: Facts) -
     except BackupError as exc:
         return f"the current database cannot be checked ({exc})"
     with read_only(src) as conn:
-        theirs = _hash_at(conn, current.last_seq)
+        theirs = outbox.hash_at(conn, current.last_seq)
     return compare(current, wanted, theirs)
 
 

@@ -22,9 +22,10 @@ from dataclasses import fields
 from pathlib import Path
 
 import outbox
-from edge import auth, backup, config, mirror, probes
+from edge import config, mirror, tokens
 from edge.errors import ConfigError
-from edge.probes import FAIL, OK, WARN, Check
+from edge.ops import backup, probes
+from edge.ops.probes import FAIL, OK, WARN, Check
 from sync import signing
 
 SERVICE_USER = "edge"
@@ -291,7 +292,7 @@ def check_tokens(s: config.Settings) -> Check:
     path = s.auth_tokens_file
     add = "edge token add --config CONFIG --name counter-1 --scope inquire,pay"
     try:
-        clients = auth.load_tokens(path)
+        clients = tokens.load_tokens(path)
     except ConfigError as exc:
         return Check("tokens", FAIL, str(exc), f"fix the file, or move it away and {add}")
     if not clients:

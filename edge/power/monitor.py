@@ -12,27 +12,20 @@ import contextlib
 import logging
 import os
 import signal
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
 import outbox
-from edge import errors, history, payments
-from edge.api import json_response
-from edge.config import Settings
-from edge.node import NODE, Node
-from edge.power import PowerSource, PowerTracker, Reading, Transition, classify, make_source
+from edge.node import Node
+from edge.power.history import record_event
+from edge.power.policy import PowerTracker, Reading, Transition
+from edge.power.sources import PowerSource
 
 log = logging.getLogger(__name__)
-routes = web.RouteTableDef()
 
-EVENTS_LIMIT = 1000
 REPLAY_POLL_S = 0.2
-MAX_EVENT_ID = 2**63 - 1
 LOW_MESSAGES = {
     "shutdown": (
         "انقطاع في الكهرباء: بطارية جهاز UPS على وشك النفاد والخادم سيتوقف بعد قليل. "
@@ -107,7 +100,7 @@ class PowerMonitor:
     async def step(self) -> Transition | None:
         reading = await self.source.read()
         self._show(reading)
-        await history.note_reading(self.node, reading)
+        await self.node.history.note(reading)
         change = self.tracker.step(reading, self.monotonic())
         if change is None:
             self.node.power.state = self.tracker.state
@@ -119,7 +112,7 @@ class PowerMonitor:
         self._apply(change)
         at = self.node.clock()
         try:
-            await self.node.db.write(lambda c: record(c, change, at))
+            await self.node.db.write(lambda c: record_event(c, change, at))
         except Exception:  # the policy above has acted; a lost history line must not stop it
             log.exception("could not store the power event")
         self.node.power.state = change.to_state
@@ -143,12 +136,10 @@ class PowerMonitor:
 
     def _apply(self, change: Transition) -> None:
         s = self.node.settings
-        puller = self.node.puller
         on_battery = change.to_state in ("battery", "low")
-        if puller is not None:
-            puller.set_interval(
-                s.centre_pull_interval_battery_s if on_battery else s.centre_pull_interval_s
-            )
+        self.node.replication.set_pull_interval(
+            s.centre_pull_interval_battery_s if on_battery else s.centre_pull_interval_s
+        )
         if change.to_state == "low":
             self._go_low()
         elif change.to_state == "mains":
@@ -172,7 +163,7 @@ class PowerMonitor:
             log.warning("mains is back, but the node is already stopping")
             return
         if self._refusing and not self._stop.is_set():
-            self.node.shutting_down, self.node.shutdown_reason = False, ""
+            self.node.resume_payments()
             self._refusing = False
             log.info("mains is back: payments resumed")
 
@@ -198,10 +189,8 @@ class PowerMonitor:
 
         Not `Replayer.drain`: alongside the live replay loop it would send every batch twice.
         """
-        replayer = self.node.replayer
-        if replayer is None:
+        if not self.node.replication.trigger():
             return True
-        replayer.trigger()
         deadline = time.monotonic() + seconds
         while self.node.db.read(outbox.next_attempt_at) is not None:
             if time.monotonic() >= deadline:
@@ -217,111 +206,4 @@ class PowerMonitor:
             log.exception("WAL checkpoint (%s) failed", mode)
 
 
-# --- events ---------------------------------------------------------------------------
-
-
-def record(conn: sqlite3.Connection, change: Transition, at: float) -> None:
-    r = change.reading
-    conn.execute(
-        "INSERT INTO power_events (at, from_state, to_state, flags, charge, runtime_s, reason)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (at, change.from_state, change.to_state, r.status, r.charge, r.runtime_s, change.reason),
-    )
-
-
-def events(
-    conn: sqlite3.Connection, *, since_id: int | None = None, since_at: float | None = None,
-    limit: int = EVENTS_LIMIT,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Events after `since_id` / `since_at`, oldest first; without either, the latest `limit`."""
-    cols = "id, at, from_state, to_state, flags, charge, runtime_s, reason"
-    if since_id is not None or since_at is not None:
-        where, arg = ("id > ?", since_id) if since_id is not None else ("at > ?", since_at)
-        sql = f"SELECT {cols} FROM power_events WHERE {where} ORDER BY id LIMIT ?"
-        rows = conn.execute(sql, (arg, limit)).fetchall()
-    else:
-        sql = f"SELECT {cols} FROM power_events ORDER BY id DESC LIMIT ?"
-        rows = conn.execute(sql, (limit,)).fetchall()[::-1]
-    keys = ("id", "at", "from", "to", "flags", "charge", "runtime_s", "reason")
-    return [
-        dict(zip(keys, (*row[:1], payments.iso(row[1]), *row[2:]), strict=True)) for row in rows
-    ]
-
-
-def parse_since(value: str | None) -> tuple[int | None, float | None]:
-    """(event id, time) from `since`: digits are an id, anything else an ISO 8601 time."""
-    if value is None:
-        return None, None
-    if value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_EVENT_ID:
-        return int(value), None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise errors.InvalidQuery(
-            "since must be an event id or an ISO 8601 time such as 2026-06-01T00:00:00Z"
-        ) from None
-    return None, (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
-@routes.get("/v1/power/events")
-async def power_events(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    since_id, since_at = parse_since(request.query.get("since"))
-    found = node.db.read(lambda c: events(c, since_id=since_id, since_at=since_at))
-    return json_response({"events": found})
-
-
-# --- wiring ---------------------------------------------------------------------------
-
-
 POWER_MONITOR = web.AppKey("power_monitor", PowerMonitor)
-
-
-async def power_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Start the monitor after replication (the policy uses it); stop it first on close."""
-    node = app[NODE]
-    node.power.source = node.settings.ups_source
-    if node.settings.ups_source == "none":
-        log.warning("ups.source is none: the power state stays unknown and nothing is stopped")
-        yield
-        return
-    monitor = PowerMonitor(node, make_source(node.settings))
-    app[POWER_MONITOR] = monitor
-    node.power_monitor = monitor
-    # One reading before the node serves: restarted by systemd onto a battery that is still
-    # low, it must refuse money from its first request, not after its first poll.
-    try:
-        await asyncio.wait_for(monitor.step(), node.settings.ups_timeout_s * 2)
-    except Exception:  # the loop reports and retries; starting must not fail
-        log.warning("first UPS reading failed; the monitor keeps trying", exc_info=True)
-    task = asyncio.create_task(monitor.run(), name="power-monitor")
-    try:
-        yield
-    finally:
-        monitor.stop()
-        await task
-        await monitor.close()
-
-
-async def report(settings: Settings, out: Callable[[str], None] = print) -> int:
-    """`edge ups`: one reading, printed with the state the node would give it (1: no data)."""
-    source = make_source(settings)
-    try:
-        reading = await source.read()
-    finally:
-        await source.close()
-    state, reason = classify(reading, settings.power_runtime_floor_s)
-    figures = [("ups.status", reading.status, ""), ("battery.charge", reading.charge, " %"),
-               ("battery.runtime", reading.runtime_s, " s"), ("ups.load", reading.load_pct, " %"),
-               ("input.voltage", reading.input_voltage, " V")]  # fmt: skip
-    lines = [("source", source.describe()), ("state", f"{state} ({reason})")]
-    for name, value, unit in figures:
-        shown = "-" if value is None else f"{value:g}{unit}" if isinstance(value, float) else value
-        lines.append((name, shown))
-    for label, text in lines:
-        out(f"{label + ':':<17}{text}")
-    if reading.raw:
-        out("all variables:")
-        for key in sorted(reading.raw):
-            out(f"  {key}: {reading.raw[key]}")
-    return 0 if reading.ok else 1

@@ -1,5 +1,5 @@
-"""The node's recent past for the dashboard: UPS readings (one a minute), power periods from
-the stored events, and when the link last changed state.
+"""The node's recent past: power events (every change of state), UPS readings (one a
+minute), power periods for the dashboard's chart, and when the link last changed state.
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import logging
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from edge import payments
-from edge.node import Node
-from edge.power import Reading
+from edge.db import Database
+from edge.power.policy import Reading, Transition
+from sync.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,17 @@ KEEP_READINGS_S = 8 * 86400.0  # a week back and a day spare, ~11,500 rows
 MAX_HOURS = 168
 MAX_POINTS = 1500  # a chart is a few hundred pixels wide: more points only cost bytes
 LINK_CHANGES_KEPT = 500
-_KEY = "history"
+EVENTS_LIMIT = 1000
 
 
 @dataclass
 class History:
     """Per-node state: when the last reading was stored, the UPS's marks, the link's changes."""
 
-    node: Node
+    db: Database
+    clock: Callable[[], float]
+    runtime_floor_s: float
+    source: str = "none"
     every_s: float = READING_EVERY_S
     last_stored: float | None = None  # monotonic
     charge_low: float | None = None
@@ -41,7 +44,7 @@ class History:
     )
 
     def on_link_change(self, state: str) -> None:
-        now = self.node.clock()
+        now = self.clock()
         self.link_since = now
         self.link_changes.append((now, state))
 
@@ -56,19 +59,19 @@ class History:
         if self.last_stored is not None and mono - self.last_stored < self.every_s:
             return
         self.last_stored = mono
-        at = self.node.clock()
+        at = self.clock()
         try:
-            await self.node.db.write(lambda c: store_reading(c, reading, at))
+            await self.db.write(lambda c: store_reading(c, reading, at))
         except Exception:  # the chart loses a point; the monitor must go on
             log.exception("could not store the power reading")
 
     def marks(self) -> dict[str, float | None]:
         charge_low = self.charge_low
-        if charge_low is None and self.node.power.source == "psutil":
+        if charge_low is None and self.source == "psutil":
             charge_low = 10.0  # what PsutilSource treats as low battery
         return {
             "charge_low": charge_low,
-            "runtime_low_s": float(self.node.settings.power_runtime_floor_s),
+            "runtime_low_s": float(self.runtime_floor_s),
             "ups_runtime_low_s": self.ups_runtime_low_s,
         }
 
@@ -78,22 +81,6 @@ def _number(value: str | None, default: float | None) -> float | None:
         return default if value is None else float(value)
     except ValueError:
         return default
-
-
-def of(node: Node) -> History:
-    """The node's History, made (and subscribed to the link) on first use."""
-    found = node.extras.get(_KEY)
-    if isinstance(found, History):
-        return found
-    made = History(node)
-    node.extras[_KEY] = made
-    node.link.on_change(made.on_link_change)
-    return made
-
-
-async def note_reading(node: Node, reading: Reading) -> None:
-    """The power monitor calls this with every reading it takes."""
-    await of(node).note(reading)
 
 
 def store_reading(conn: sqlite3.Connection, reading: Reading, at: float) -> None:
@@ -129,16 +116,16 @@ def power_history(conn: sqlite3.Connection, since: float, until: float) -> dict[
     points.sort(key=lambda p: p[0])
     stride = max(1, -(-len(points) // MAX_POINTS))
     readings = [
-        {"at": payments.iso(at), "flags": flags, "charge": charge, "runtime_s": runtime}
+        {"at": iso(at), "flags": flags, "charge": charge, "runtime_s": runtime}
         for at, flags, charge, runtime in points[::stride]
     ]
     periods: list[dict[str, Any]] = []
     state, start = (before[0] if before else "unknown"), since
     for at, to_state, *_ in events:
         if to_state != state:
-            periods.append({"state": state, "from": payments.iso(start), "to": payments.iso(at)})
+            periods.append({"state": state, "from": iso(start), "to": iso(at)})
             state, start = to_state, at
-    periods.append({"state": state, "from": payments.iso(start), "to": None})
+    periods.append({"state": state, "from": iso(start), "to": None})
     return {"readings": readings, "periods": periods}
 
 
@@ -153,22 +140,34 @@ def link_periods(history: History, since: float) -> list[dict[str, Any]]:
         out.append(
             {
                 "state": state,
-                "from": payments.iso(max(at, since)),
-                "to": None if end is None else payments.iso(end),
+                "from": iso(max(at, since)),
+                "to": None if end is None else iso(end),
             }
         )
     return out
 
 
-def delivered_since(conn: sqlite3.Connection, since: float) -> int:
-    row = conn.execute(
-        "SELECT COUNT(*) FROM outbox_entries WHERE state = 'delivered' AND settled_at >= ?",
-        (since,),
-    ).fetchone()
-    return int(row[0])
+def record_event(conn: sqlite3.Connection, change: Transition, at: float) -> None:
+    r = change.reading
+    conn.execute(
+        "INSERT INTO power_events (at, from_state, to_state, flags, charge, runtime_s, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (at, change.from_state, change.to_state, r.status, r.charge, r.runtime_s, change.reason),
+    )
 
 
-def start_of_day(node: Node, now: float) -> float:
-    """Midnight today in the node's time zone (receipts number their days the same way)."""
-    local = datetime.fromtimestamp(now, node.settings.tz)
-    return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+def events(
+    conn: sqlite3.Connection, *, since_id: int | None = None, since_at: float | None = None,
+    limit: int = EVENTS_LIMIT,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Events after `since_id` / `since_at`, oldest first; without either, the latest `limit`."""
+    cols = "id, at, from_state, to_state, flags, charge, runtime_s, reason"
+    if since_id is not None or since_at is not None:
+        where, arg = ("id > ?", since_id) if since_id is not None else ("at > ?", since_at)
+        sql = f"SELECT {cols} FROM power_events WHERE {where} ORDER BY id LIMIT ?"
+        rows = conn.execute(sql, (arg, limit)).fetchall()
+    else:
+        sql = f"SELECT {cols} FROM power_events ORDER BY id DESC LIMIT ?"
+        rows = conn.execute(sql, (limit,)).fetchall()[::-1]
+    keys = ("id", "at", "from", "to", "flags", "charge", "runtime_s", "reason")
+    return [dict(zip(keys, (*row[:1], iso(row[1]), *row[2:]), strict=True)) for row in rows]

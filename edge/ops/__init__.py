@@ -1,0 +1,1 @@
+"""Operators' tools: doctor, backup and restore, the demo, systemd notify. Only the CLI imports it."""

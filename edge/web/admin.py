@@ -1,0 +1,58 @@
+"""Admin routes (scope `admin`): replay now, and the rejected payments an operator must resolve."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from aiohttp import web
+
+import outbox
+from edge import errors, payments
+from edge.node import NODE
+from edge.web.http import client_of, json_response
+from sync.timefmt import iso_or_none
+
+routes = web.RouteTableDef()
+REJECTED_LIMIT = 200
+
+
+@routes.post("/v1/admin/replay")
+async def replay_now(request: web.Request) -> web.Response:
+    client_of(request, "admin")
+    node = request.app[NODE]
+    if not node.replication.trigger():
+        raise errors.NoCentre("centre.url is empty in this node's configuration")
+    pending = await node.db.read_slow(lambda c: outbox.stats(c).pending)
+    return json_response({"triggered": True, "pending": pending}, status=202)
+
+
+def rejected(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    """The newest rejected entries with their payment (no subscriber name: the bill id is enough)."""
+    entries = outbox.rejected(conn, limit)
+    taken = payments.by_seq(conn, [e.seq for e in entries])
+    out = []
+    for e in entries:
+        p = taken.get(e.seq)
+        out.append({
+            "seq": e.seq, "payment_id": e.id, "verdict": e.verdict, "reason": e.reason,
+            "rejected_at": iso_or_none(e.settled_at), "attempts": e.attempts,
+            "receipt": p.receipt if p else None, "bill_id": p.bill_id if p else None,
+            "account": p.account if p else None, "amount": p.amount if p else None,
+            "method": p.method if p else None, "cashier": p.cashier if p else None,
+            "channel": p.channel if p else None,
+            "accepted_at": iso_or_none(p.accepted_at) if p else None, "currency": "SYP",
+        })  # fmt: skip
+    return out
+
+
+@routes.get("/v1/admin/rejected")
+async def admin_rejected(request: web.Request) -> web.Response:
+    client_of(request, "admin")
+    node = request.app[NODE]
+
+    def read(conn: sqlite3.Connection) -> tuple[int, list[dict[str, Any]]]:
+        return outbox.stats(conn).rejected, rejected(conn, REJECTED_LIMIT)
+
+    total, entries = await node.db.read_slow(read)
+    return json_response({"total": total, "entries": entries})
