@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import outbox
 from edge.errors import DatabaseError
@@ -21,6 +21,8 @@ from edge.schema import EDGE_MIGRATIONS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 DB_NAME = "edge.db"
 MIGRATIONS = (*outbox.OUTBOX_MIGRATIONS, *EDGE_MIGRATIONS)
@@ -81,9 +83,9 @@ class Database:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.writer.submit(fn)
 
-    async def write_batched(self, fn: outbox.writer.BatchJob, item: Any) -> Any:
-        """Hand `item` to `fn(conn, items)` together with the others of its commit."""
-        return await self.writer.submit_batched(fn, item)
+    async def write_batched(self, batcher: outbox.Batcher[ItemT, ResultT], item: ItemT) -> ResultT:
+        """Hand `item` to `batcher(conn, items)` together with the others of its commit."""
+        return await self.writer.submit_batched(batcher, item)
 
     async def exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.writer.exclusive(fn)

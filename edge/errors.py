@@ -6,8 +6,6 @@ English text; the code is stable and is what clients should branch on.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 
 class EdgeError(Exception):
     """Root of every error the edge package raises."""
@@ -22,10 +20,11 @@ class DatabaseError(EdgeError):
 
 
 class ApiError(EdgeError):
-    status: ClassVar[int] = 400
-    code: ClassVar[str] = "bad_request"
-    title: ClassVar[str] = "Bad request"
-    title_ar: ClassVar[str] = "طلب غير صالح"
+    # Class attributes each error sets; HttpError alone sets status and titles per instance.
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+    title_ar: str = "طلب غير صالح"
 
     def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail or self.title)
@@ -33,134 +32,212 @@ class ApiError(EdgeError):
         self.headers = headers or {}
 
 
-def _error(status: int, code: str, title: str, title_ar: str) -> type[ApiError]:
-    return type(
-        "".join(part.capitalize() for part in code.split("_")),
-        (ApiError,),
-        {
-            "status": status,
-            "code": code,
-            "title": title,
-            "title_ar": title_ar,
-            "__module__": __name__,
-        },
-    )
+class HttpError(ApiError):
+    """An HTTP status aiohttp raised that has no code of ours (status set per instance)."""
 
+    code = "http_error"
 
-def http_error(status: int, reason: str) -> type[ApiError]:
-    """An error class for an HTTP status aiohttp raised that has no code of ours."""
-    return _error(status, "http_error", reason, reason)
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.title = self.title_ar = reason
 
 
 # Request shape
-MalformedJson = _error(
-    400, "malformed_json", "The body is not valid JSON", "جسم الطلب ليس JSON صالحاً"
-)
-InvalidBody = _error(
-    400, "invalid_body", "The body does not have the expected fields", "حقول الطلب غير صحيحة"
-)
-InvalidField = _error(
-    422, "invalid_field", "A field has an invalid value", "قيمة أحد الحقول غير صالحة"
-)
-UnsupportedMediaType = _error(
-    415,
-    "unsupported_media_type",
-    "The body must be application/json",
-    "يجب أن يكون جسم الطلب بصيغة JSON",
-)
-BodyTooLarge = _error(
-    413, "body_too_large", "The body is larger than 64 KiB", "جسم الطلب أكبر من 64 كيلوبايت"
-)
-InvalidAccount = _error(
-    400,
-    "invalid_account",
-    "The account number must be 1-20 digits",
-    "رقم الاشتراك يجب أن يتكون من 1 إلى 20 رقماً",
-)
-InvalidBillId = _error(
-    400, "invalid_bill_id", "The bill id is not well formed", "رقم الفاتورة غير صحيح الصيغة"
-)
-InvalidPaymentId = _error(
-    400, "invalid_payment_id", "The payment id is not well formed", "رقم الدفعة غير صحيح الصيغة"
-)
-InvalidQuery = _error(
-    400, "invalid_query", "A query parameter is invalid", "أحد معاملات الاستعلام غير صالح"
-)
-NotFound = _error(404, "not_found", "No such resource", "المورد غير موجود")
-MethodNotAllowed = _error(405, "method_not_allowed", "Method not allowed", "الطريقة غير مسموحة")
+class MalformedJson(ApiError):
+    status = 400
+    code = "malformed_json"
+    title = "The body is not valid JSON"
+    title_ar = "جسم الطلب ليس JSON صالحاً"
+
+
+class InvalidBody(ApiError):
+    status = 400
+    code = "invalid_body"
+    title = "The body does not have the expected fields"
+    title_ar = "حقول الطلب غير صحيحة"
+
+
+class InvalidField(ApiError):
+    status = 422
+    code = "invalid_field"
+    title = "A field has an invalid value"
+    title_ar = "قيمة أحد الحقول غير صالحة"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "The body must be application/json"
+    title_ar = "يجب أن يكون جسم الطلب بصيغة JSON"
+
+
+class BodyTooLarge(ApiError):
+    status = 413
+    code = "body_too_large"
+    title = "The body is larger than 64 KiB"
+    title_ar = "جسم الطلب أكبر من 64 كيلوبايت"
+
+
+class InvalidAccount(ApiError):
+    status = 400
+    code = "invalid_account"
+    title = "The account number must be 1-20 digits"
+    title_ar = "رقم الاشتراك يجب أن يتكون من 1 إلى 20 رقماً"
+
+
+class InvalidBillId(ApiError):
+    status = 400
+    code = "invalid_bill_id"
+    title = "The bill id is not well formed"
+    title_ar = "رقم الفاتورة غير صحيح الصيغة"
+
+
+class InvalidPaymentId(ApiError):
+    status = 400
+    code = "invalid_payment_id"
+    title = "The payment id is not well formed"
+    title_ar = "رقم الدفعة غير صحيح الصيغة"
+
+
+class InvalidQuery(ApiError):
+    status = 400
+    code = "invalid_query"
+    title = "A query parameter is invalid"
+    title_ar = "أحد معاملات الاستعلام غير صالح"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+    title = "No such resource"
+    title_ar = "المورد غير موجود"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+    title_ar = "الطريقة غير مسموحة"
+
 
 # Auth
-Unauthorized = _error(
-    401, "unauthorized", "A valid bearer token is required", "مطلوب رمز دخول صالح"
-)
-Forbidden = _error(
-    403,
-    "forbidden",
-    "The token does not have the required scope",
-    "الرمز لا يملك الصلاحية المطلوبة",
-)
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+    title = "A valid bearer token is required"
+    title_ar = "مطلوب رمز دخول صالح"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+    title = "The token does not have the required scope"
+    title_ar = "الرمز لا يملك الصلاحية المطلوبة"
+
 
 # Bills and payments
-UnknownAccount = _error(
-    404, "unknown_account", "No bills for this account", "لا توجد فواتير لهذا الاشتراك"
-)
-UnknownBill = _error(404, "unknown_bill", "No such bill", "الفاتورة غير موجودة")
-UnknownPayment = _error(404, "unknown_payment", "No such payment", "الدفعة غير موجودة")
-InvalidAmount = _error(
-    422,
-    "invalid_amount",
-    "The amount must be a positive integer in piastres",
-    "المبلغ يجب أن يكون عدداً صحيحاً موجباً بالقروش",
-)
-AmountExceedsDue = _error(
-    409,
-    "amount_exceeds_due",
-    "The amount is more than the amount due",
-    "المبلغ أكبر من المبلغ المستحق",
-)
-BillAlreadyPaid = _error(
-    409, "bill_already_paid", "The bill is already paid", "الفاتورة مدفوعة مسبقاً"
-)
-IdempotencyKeyRequired = _error(
-    400,
-    "idempotency_key_required",
-    "The Idempotency-Key header is required",
-    "ترويسة Idempotency-Key مطلوبة",
-)
-InvalidIdempotencyKey = _error(
-    400,
-    "invalid_idempotency_key",
-    "The Idempotency-Key must be 1-255 printable ASCII characters",
-    "مفتاح عدم التكرار يجب أن يكون من 1 إلى 255 محرفاً مطبوعاً",
-)
-IdempotencyKeyReused = _error(
-    422,
-    "idempotency_key_reused",
-    "This Idempotency-Key was used for a different request",
-    "مفتاح عدم التكرار استُخدم لطلب مختلف",
-)
+class UnknownAccount(ApiError):
+    status = 404
+    code = "unknown_account"
+    title = "No bills for this account"
+    title_ar = "لا توجد فواتير لهذا الاشتراك"
+
+
+class UnknownBill(ApiError):
+    status = 404
+    code = "unknown_bill"
+    title = "No such bill"
+    title_ar = "الفاتورة غير موجودة"
+
+
+class UnknownPayment(ApiError):
+    status = 404
+    code = "unknown_payment"
+    title = "No such payment"
+    title_ar = "الدفعة غير موجودة"
+
+
+class InvalidAmount(ApiError):
+    status = 422
+    code = "invalid_amount"
+    title = "The amount must be a positive integer in piastres"
+    title_ar = "المبلغ يجب أن يكون عدداً صحيحاً موجباً بالقروش"
+
+
+class AmountExceedsDue(ApiError):
+    status = 409
+    code = "amount_exceeds_due"
+    title = "The amount is more than the amount due"
+    title_ar = "المبلغ أكبر من المبلغ المستحق"
+
+
+class BillAlreadyPaid(ApiError):
+    status = 409
+    code = "bill_already_paid"
+    title = "The bill is already paid"
+    title_ar = "الفاتورة مدفوعة مسبقاً"
+
+
+class IdempotencyKeyRequired(ApiError):
+    status = 400
+    code = "idempotency_key_required"
+    title = "The Idempotency-Key header is required"
+    title_ar = "ترويسة Idempotency-Key مطلوبة"
+
+
+class InvalidIdempotencyKey(ApiError):
+    status = 400
+    code = "invalid_idempotency_key"
+    title = "The Idempotency-Key must be 1-255 printable ASCII characters"
+    title_ar = "مفتاح عدم التكرار يجب أن يكون من 1 إلى 255 محرفاً مطبوعاً"
+
+
+class IdempotencyKeyReused(ApiError):
+    status = 422
+    code = "idempotency_key_reused"
+    title = "This Idempotency-Key was used for a different request"
+    title_ar = "مفتاح عدم التكرار استُخدم لطلب مختلف"
+
 
 # Node state
-NodeShuttingDown = _error(
-    503,
-    "node_shutting_down",
-    "The node is stopping and takes no payments now",
-    "الخادم يتوقف الآن ولا يقبل الدفعات",
-)
-StorageFull = _error(
-    507,
-    "storage_full",
-    "The node's disk is full; the payment was not taken",
-    "قرص الخادم ممتلئ؛ لم تُقبل الدفعة",
-)
-StorageFailed = _error(
-    507,
-    "storage_error",
-    "The node could not write to its disk; the payment was not taken",
-    "تعذّر على الخادم الكتابة على القرص؛ لم تُقبل الدفعة",
-)
-NotReady = _error(503, "not_ready", "The node is not ready", "الخادم غير جاهز")
-NoCentre = _error(
-    409, "no_centre", "No centre is configured on this node", "لم يُضبط المركز على هذا الخادم"
-)
-InternalError = _error(500, "internal_error", "Internal error", "خطأ داخلي")
+class NodeShuttingDown(ApiError):
+    status = 503
+    code = "node_shutting_down"
+    title = "The node is stopping and takes no payments now"
+    title_ar = "الخادم يتوقف الآن ولا يقبل الدفعات"
+
+
+class StorageFull(ApiError):
+    status = 507
+    code = "storage_full"
+    title = "The node's disk is full; the payment was not taken"
+    title_ar = "قرص الخادم ممتلئ؛ لم تُقبل الدفعة"
+
+
+class StorageFailed(ApiError):
+    status = 507
+    code = "storage_error"
+    title = "The node could not write to its disk; the payment was not taken"
+    title_ar = "تعذّر على الخادم الكتابة على القرص؛ لم تُقبل الدفعة"
+
+
+class NotReady(ApiError):
+    status = 503
+    code = "not_ready"
+    title = "The node is not ready"
+    title_ar = "الخادم غير جاهز"
+
+
+class NoCentre(ApiError):
+    status = 409
+    code = "no_centre"
+    title = "No centre is configured on this node"
+    title_ar = "لم يُضبط المركز على هذا الخادم"
+
+
+class InternalError(ApiError):
+    status = 500
+    code = "internal_error"
+    title = "Internal error"
+    title_ar = "خطأ داخلي"

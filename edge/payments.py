@@ -69,7 +69,8 @@ def prepare(
     )  # fmt: skip
 
 
-class Acceptor:
+@dataclass(frozen=True)
+class Acceptor(outbox.Batcher[PaymentCall, Reply]):
     """The write job for payments, run by the writer over every payment of one commit at once.
 
     Reads (idempotency records, bills with their overlay, receipt counters, chain head) are
@@ -78,9 +79,8 @@ class Acceptor:
     executemany per table. A refused payment writes nothing; it gets its ApiError back.
     """
 
-    def __init__(self, node: str, governorate: str) -> None:
-        self.node = node
-        self.governorate = governorate
+    node: str
+    governorate: str
 
     def __call__(
         self, conn: sqlite3.Connection, calls: list[PaymentCall]

@@ -45,7 +45,7 @@ from outbox.ids import new_entry_id
 from outbox.lookup import select_in
 from outbox.migrations import OUTBOX_MIGRATIONS, Migration, apply_migrations
 from outbox.retry import RetryPolicy
-from outbox.writer import Writer
+from outbox.writer import Batcher, Writer
 
 __all__ = [
     "DELIVERED",
@@ -54,6 +54,7 @@ __all__ = [
     "PENDING",
     "REJECTED",
     "TABLE",
+    "Batcher",
     "ChainBroken",
     "Entry",
     "IdempotencyKeyReused",

@@ -5,9 +5,10 @@ Jobs submitted while a commit is in flight are gathered into the next transactio
 `COMMIT` and so one fsync for all of them. Each caller is answered only after that commit
 has returned. The event loop never waits on the disk.
 
-`submit_batched(fn, item)` goes further: all items for the same `fn` in one transaction
-are handed to a single `fn(conn, items)` call that returns one result or exception per
-item, so per-statement costs are paid once per commit rather than once per item.
+`submit_batched(batcher, item)` goes further: all items for equal `Batcher`s in one
+transaction are handed to a single `batcher(conn, items)` call that returns one result or
+exception per item, so per-statement costs are paid once per commit rather than once per item.
+aiosqlite offers one transaction per call and no group commit, which is why this is ours.
 """
 
 from __future__ import annotations
@@ -18,17 +19,30 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from outbox.errors import StorageError, WriterClosed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 Job = Callable[[sqlite3.Connection], T]
-# fn(conn, items) -> one result per item; an item's refusal is returned, not raised.
-BatchJob = Callable[[sqlite3.Connection, list[Any]], list[Any]]
+
+
+class Batcher(Generic[ItemT, ResultT]):
+    """A write job over every item of one commit: `batcher(conn, items)` -> one result each.
+
+    An item's refusal is returned (an exception instance), not raised. The writer groups
+    items by batcher *equality*, so make subclasses frozen dataclasses of their settings:
+    two equal batchers share a commit even when a caller builds a new one per request.
+    """
+
+    def __call__(self, conn: sqlite3.Connection, items: list[ItemT]) -> Sequence[ResultT | BaseException]:
+        raise NotImplementedError
+
 
 _SQLITE_IOERR, _SQLITE_FULL = 10, 13
 
@@ -111,15 +125,16 @@ class Writer:
         result: T = await self._put(fn, exclusive=False)
         return result
 
-    async def submit_batched(self, fn: BatchJob, item: Any) -> Any:
-        """Have `fn(conn, [..., item, ...])` handle `item` with the others of its commit.
+    async def submit_batched(self, batcher: Batcher[ItemT, ResultT], item: ItemT) -> ResultT:
+        """Have `batcher(conn, [..., item, ...])` handle `item` with the others of its commit.
 
         A result that is an exception instance is raised to this caller only.
         """
-        result = await self._put(fn, exclusive=False, batched=True, arg=item)
+        result = await self._put(batcher, exclusive=False, batched=True, arg=item)
         if isinstance(result, BaseException):
             raise result
-        return result
+        out: ResultT = result
+        return out
 
     async def exclusive(self, fn: Job[T]) -> T:
         """Run `fn(conn)` alone, outside any transaction (checkpoints, backups, maintenance)."""

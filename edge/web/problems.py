@@ -55,8 +55,8 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        kind = _HTTP_CODES.get(exc.status) or errors.http_error(exc.status, exc.reason)
-        err = kind()
+        kind = _HTTP_CODES.get(exc.status)
+        err = kind() if kind is not None else errors.HttpError(exc.status, exc.reason)
         err.headers.update({k: v for k, v in exc.headers.items() if k == "Allow"})
         return problem(err)
     except Exception:

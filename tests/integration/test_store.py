@@ -335,3 +335,40 @@ async def test_a_full_disk_refuses_payments_whole_and_recovers_when_space_is_fre
         assert chain[0] == entries
     finally:
         await database.close()
+
+
+async def test_equal_batchers_share_one_call_per_commit_and_refusals_reach_only_their_caller(
+    db: Database,
+):
+    from dataclasses import dataclass
+
+    calls: list[list[int]] = []
+
+    @dataclass(frozen=True)
+    class Double(outbox.Batcher[int, int]):
+        tag: str
+
+        def __call__(self, conn: sqlite3.Connection, items: list[int]) -> list[int | BaseException]:
+            calls.append(list(items))
+            conn.execute("SELECT 1")
+            return [ValueError(f"odd {i}") if i % 2 else i * 2 for i in items]
+
+    # Held: the writer's thread is busy, so the next jobs queue up for one transaction.
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(db.write(lambda c: gate.wait(5)))
+    await asyncio.sleep(0.05)
+    # A new (but equal) batcher per request, as a handler would build it.
+    futures = [asyncio.ensure_future(db.write_batched(Double("a"), i)) for i in range(6)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await blocker
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert [r if isinstance(r, int) else str(r) for r in results] == [
+        0,
+        "odd 1",
+        4,
+        "odd 3",
+        8,
+        "odd 5",
+    ]
+    assert calls == [[0, 1, 2, 3, 4, 5]]
