@@ -1,7 +1,8 @@
 """An asyncio client for the NUT network protocol (upsd, TCP 3493): GET/LIST VAR and login.
 
 Reference: docs/net-protocol.txt in networkupstools/nut. Every request is bounded by a
-timeout; a broken connection is dropped and reopened on the next request.
+timeout; a broken connection is dropped, and a reused one that upsd closed is reopened
+once at once (tenacity); anything else is left to the monitor's next poll.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
+
+import tenacity
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 3493
+RECONNECT_ATTEMPTS = 2  # the request on the old connection, then one on a fresh one
 MAX_LIST_LINES = 10_000  # a real UPS has ~50-150 variables; more means a confused peer
 
 
@@ -153,12 +158,15 @@ class NutClient:
     def __init__(
         self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, timeout_s: float = 3.0,
         username: str = "", password: str = "",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:  # fmt: skip
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self.username, self.password = username, password
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
+        self.sleep = sleep
+        self._attempt_reused = False
 
     @property
     def address(self) -> str:
@@ -222,19 +230,33 @@ class NutClient:
         check_reply(split_line(reply), reply)
         return reply
 
+    def _went_away(self, exc: BaseException) -> bool:
+        # An idle connection may have been closed by an upsd restart: worth one fresh try.
+        # A timeout is not (a hung upsd would hang a second connection too), nor is a
+        # failure on a fresh connection (upsd is down: the monitor's next poll tries again).
+        return (
+            isinstance(exc, NutConnectionError)
+            and not isinstance(exc, NutTimeout)
+            and self._attempt_reused
+        )
+
     async def _request(self, line: str, *, listing: str | None = None) -> list[str]:
         async with self._lock:
-            reused = self._writer is not None
-            try:
-                return await self._exchange(line, listing)
-            except NutTimeout:
-                raise  # a hung upsd would hang a second connection too
-            except NutConnectionError:
-                if not reused:
-                    raise
-                # An idle connection may have been closed by an upsd restart: one fresh try.
-                log.debug("upsd connection %s went away; reconnecting", self.address)
-                return await self._exchange(line, listing)
+            retrying = tenacity.AsyncRetrying(
+                stop=tenacity.stop_after_attempt(RECONNECT_ATTEMPTS),
+                wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=0.5, jitter=0.05),
+                retry=tenacity.retry_if_exception(self._went_away),
+                sleep=self.sleep,
+                before_sleep=lambda state: log.debug(
+                    "upsd connection %s went away; reconnecting", self.address
+                ),
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    self._attempt_reused = self._writer is not None
+                    return await self._exchange(line, listing)
+            raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     async def _exchange(self, line: str, listing: str | None) -> list[str]:
         try:
