@@ -59,7 +59,7 @@ def cmd_token_add(args: argparse.Namespace) -> int:
 
 
 def _node_url(settings: config.Settings, path: str) -> str:
-    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host  # noqa: S104
+    host = config.probe_host(settings.http_host)
     return f"http://{host}:{settings.http_port}{path}"
 
 

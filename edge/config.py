@@ -90,6 +90,14 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - names for "every address"
+
+
+def probe_host(host: str) -> str:
+    """Where to reach a server that listens on `host`: loopback when it listens everywhere."""
+    return "127.0.0.1" if host in ANY_ADDRESS else host
+
+
 def load(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `path` (None: defaults only), then `EDGE_*` variables, validated."""
     raw: dict[str, Any] = {}

@@ -160,7 +160,7 @@ def prune(directory: Path, node: str, keep: int) -> list[Path]:
 def node_running(settings: config.Settings) -> bool:
     """Does something answer on the node's HTTP port?"""
     host = settings.http_host
-    probe = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104
+    probe = config.probe_host(host)
     try:
         with socket.create_connection((probe, settings.http_port), timeout=1.0):
             return True

@@ -122,7 +122,7 @@ async def run_demo(args: argparse.Namespace, data: Path) -> int:
         await web.TCPSite(node_runner, args.host, args.port).start()
         port = node_runner.addresses[0][1]
         _write_node_config(data / "edge.toml", settings.replace(http_port=port))
-        url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"  # noqa: S104
+        url = f"http://{config.probe_host(args.host)}:{port}"
         await _first_pull(node_app[NODE], stop)
         samples = _sample_accounts(centre_settings.db_path)
         print(f"\nedge demo: node {NODE_ID} ({GOV}) and a reference centre are running", flush=True)

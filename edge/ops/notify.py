@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 
 import outbox
+from edge import config
 from edge.node import NODE, Node
 
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 15.0
 PROBE_EVERY_S = 0.1
-_LOCAL = {"", "0.0.0.0", "::"}  # noqa: S104 - names for "every address", probed on loopback
 
 
 def address(env: Mapping[str, str] | None = None) -> str | None:
@@ -78,7 +78,7 @@ def status_line(node: Node, pending: int | None) -> str:
 
 
 async def _listening(host: str, port: int) -> bool:
-    probe = "127.0.0.1" if host in _LOCAL else host
+    probe = config.probe_host(host)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(probe, port), 1.0)
     except (OSError, TimeoutError):

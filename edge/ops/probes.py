@@ -21,7 +21,6 @@ from sync.link import parse_http_date
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SKEW_WARN_S, SKEW_FAIL_S = 10.0, 300.0
-_ANY = ("", "0.0.0.0", "::")  # noqa: S104 - names for "every address", probed on loopback
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class Check:
 
 
 async def check_node(s: config.Settings) -> Check:
-    host = "127.0.0.1" if s.http_host in _ANY else s.http_host
+    host = config.probe_host(s.http_host)
     url = f"http://{host}:{s.http_port}/readyz"
     try:
         timeout = aiohttp.ClientTimeout(total=5)

@@ -66,3 +66,11 @@ def test_invalid_settings_name_the_key(
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize(
+    ("host", "probe"),
+    [("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"), ("", "127.0.0.1"), ("10.1.2.3", "10.1.2.3")],
+)
+def test_a_server_listening_everywhere_is_probed_on_loopback(host: str, probe: str) -> None:
+    assert config.probe_host(host) == probe
