@@ -1,6 +1,6 @@
 """The node's errors: one root; each HTTP-facing error declares its status, code and titles.
 
-One middleware (edge.problems) renders any `ApiError` as problem+json with Arabic and
+One middleware (edge.web.problems) renders any `ApiError` as problem+json with Arabic and
 English text; the code is stable and is what clients should branch on.
 """
 

@@ -77,7 +77,9 @@ class Node:
         replication = Replication(
             settings, db, link, tasks, clock=clock, on_result=on_replay_result
         )
-        history = History(db, clock, runtime_floor_s=settings.power_runtime_floor_s)
+        history = History(
+            db, clock, runtime_floor_s=settings.power_runtime_floor_s, source=settings.ups_source
+        )
         link.on_change(history.on_link_change)
         return cls(
             settings=settings, db=db, tokens=Tokens(settings.auth_tokens_file), link=link,

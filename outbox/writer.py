@@ -40,7 +40,9 @@ class Batcher(Generic[ItemT, ResultT]):
     two equal batchers share a commit even when a caller builds a new one per request.
     """
 
-    def __call__(self, conn: sqlite3.Connection, items: list[ItemT]) -> Sequence[ResultT | BaseException]:
+    def __call__(
+        self, conn: sqlite3.Connection, items: list[ItemT]
+    ) -> Sequence[ResultT | BaseException]:
         raise NotImplementedError
 
 

@@ -33,9 +33,9 @@ MAX_CHANGES = 10_000
 MAX_PAYLOAD = 64 * 1024
 VERDICTS = ("applied", "duplicate", "credited", "rejected")
 
-_HASH = re.compile(r"^[0-9a-f]{64}$")
-_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_HASH = re.compile(r"^[0-9a-f]{64}\Z")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
+_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 # Caps on every container and string while unpacking, so a hostile length prefix cannot make
 # the decoder allocate before validation even starts.
 _LIMITS: dict[str, int] = {

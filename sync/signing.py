@@ -18,8 +18,8 @@ NODE_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = (
     "X-Edge-Timestamp",
     "X-Edge-Signature",
 )
-_HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_TIMESTAMP = re.compile(r"^-?[0-9]{1,12}$")
+_HEX_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+_TIMESTAMP = re.compile(r"^-?[0-9]{1,12}\Z")
 
 
 def read_secret(path: Path) -> bytes:

@@ -1,6 +1,6 @@
 """The doctor's checks over the network: the node's own port, the UPS through NUT, the centre.
 
-Each returns `Check`s (also used by edge.doctor) and never raises for a peer that is
+Each returns `Check`s (also used by edge.ops.doctor) and never raises for a peer that is
 down or wrong: saying what is wrong, and what to do, is the point.
 """
 

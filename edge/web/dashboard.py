@@ -84,7 +84,7 @@ async def overview(request: web.Request) -> web.Response:
 
 @routes.get("/static/{filename}")
 async def asset(request: web.Request) -> web.FileResponse:
-    # Only the files shipped in edge/static: a name can never walk out of the directory.
+    # Only the files shipped in edge/web/static: a name can never walk out of the directory.
     name = request.match_info["filename"]
     if name not in ASSETS:
         raise errors.NotFound(f"no asset named {name[:60]!r}")

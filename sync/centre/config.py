@@ -8,7 +8,6 @@ config file's directory. For programmatic use build `CentreSettings(...)` direct
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from outbox.ids import NODE_ID
+from sync.bill import GOVERNORATE
 from sync.errors import CentreConfigError, SyncError
 from sync.signing import read_secret
 
@@ -24,7 +24,6 @@ GOVERNORATES = (
     "QUN",
 )  # fmt: skip
 DB_NAME = "centre.db"
-_GOV = re.compile(r"^[A-Z]{3}$")
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _governorate(value: object, key: str) -> str:
-    if not isinstance(value, str) or not _GOV.match(value) or value not in GOVERNORATES:
+    if not isinstance(value, str) or not GOVERNORATE.match(value) or value not in GOVERNORATES:
         raise CentreConfigError(f"{key} must be one of {', '.join(GOVERNORATES)}, not {value!r}")
     return value
 

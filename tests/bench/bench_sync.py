@@ -132,9 +132,7 @@ def role_bootstrap(spec_json: str) -> None:
 
 async def _bootstrap(spec: dict[str, Any]) -> dict[str, Any]:
     from edge import mirror, replication
-    from edge.auth import Tokens
     from edge.config import Settings
-    from edge.db import Database
     from edge.node import Node
 
     data = Path(spec["data_dir"])
@@ -143,12 +141,12 @@ async def _bootstrap(spec: dict[str, Any]) -> dict[str, Any]:
         centre_url=spec["url"], centre_secret_file=Path(spec["secret_file"]),
         **({"centre_timeout_s": spec["timeout"]} if spec.get("timeout") else {}),
     )  # fmt: skip
-    db = Database(data)
+    node = Node.build(settings)
+    db = node.db
     await db.open()
-    node = Node(settings=settings, db=db, tokens=Tokens(data / "tokens.toml"))
     session = replication.make_session(settings)
     try:
-        _, puller = replication.build(node, session, replication.read_secret(settings))
+        _, puller = node.replication.build(session, replication.read_secret(settings))
         rss_open = status_kb().get("VmRSS", 0)
         start = time.perf_counter()
         error = None
@@ -378,9 +376,7 @@ class Harness:
 
         import outbox
         from edge import payments, replication
-        from edge.auth import Tokens
         from edge.config import Settings
-        from edge.db import Database
         from edge.node import Node
 
         data = where / "node"
@@ -389,12 +385,14 @@ class Harness:
             centre_url=f"http://127.0.0.1:{centre.port}",
             centre_secret_file=where / f"{run.node}.secret", centre_batch_size=run.batch,
         )  # fmt: skip
-        db = Database(data)
+        node = Node.build(settings)
+        db = node.db
         await db.open()
-        node = Node(settings=settings, db=db, tokens=Tokens(data / "tokens.toml"))
         session = replication.make_session(settings)
         try:
-            replayer, puller = replication.build(node, session, replication.read_secret(settings))
+            replayer, puller = node.replication.build(
+                session, replication.read_secret(settings)
+            )
             start = time.perf_counter()
             run.mirror_bills = await puller.bootstrap()
             run.mirror_s = time.perf_counter() - start
