@@ -1,7 +1,6 @@
 """One shape for every background loop: a step, then a wait that `wake()` or `stop()` cuts short.
 
-Failures are counted and logged once per change; network retries inside a step go through
-`retrying()` (tenacity), and the wait after a failed step is the loop's backoff.
+Failures are counted and logged once per change; retries within a step go through tenacity.
 """
 
 from __future__ import annotations

@@ -382,6 +382,7 @@ class Harness:
         from edge.config import Settings
         from edge.db import Database
         from edge.node import Node
+        from sync.errors import SyncError
 
         data = where / "node"
         settings = Settings(
@@ -449,9 +450,10 @@ class Harness:
             start = time.perf_counter()
             while True:
                 t = time.perf_counter()
-                result = await replayer.step()
-                if result.error is not None:
-                    run.errors.append(result.error)
+                try:
+                    result = await replayer.step()
+                except SyncError as exc:  # every attempt of the step failed
+                    run.errors.append(str(exc))
                     break
                 if result.idle:
                     break
