@@ -51,3 +51,32 @@ class ImportFailed(SyncError):
     """A bills import (or another operator command) cannot run; nothing was written."""
 
     code = "import_failed"
+
+
+class CentreUnavailable(SyncError):
+    """The centre could not be reached or failed (transport error, timeout, 5xx): retried.
+
+    Only this type is retried at once within a step; everything else waits for the loop.
+    """
+
+    code = "centre_unavailable"
+
+
+class CentreRefused(SyncError):
+    """The centre answered a node's request with a 4xx: nothing was recorded.
+
+    A `stale_timestamp` is cured by the clock skew its `Date` header gives; any other code is
+    a configuration fault (keys, chain, governorate) that no retry cures.
+    """
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{status} {code}: {detail}", code=code)
+        self.status = status
+
+    @property
+    def stale(self) -> bool:
+        return self.status == 401 and self.code == "stale_timestamp"
+
+    @property
+    def config_fault(self) -> bool:
+        return not self.stale

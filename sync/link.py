@@ -2,7 +2,8 @@
 
 Every exchange with the centre reports here. Skew comes from the centre's `Date` header
 (whole seconds, so skews under ~1 s read as 0); the signer adds it to the local clock so
-a node whose clock lies after a power cut is still accepted by the centre.
+a node whose clock lies after a power cut is still accepted by the centre. Loops that back
+off subscribe to `on_ok`, so any answer from the centre ends every loop's backoff.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Link:
     config_fault: bool = False
     clock_skew_s: float | None = None
     _listeners: list[Callable[[str], None]] = field(default_factory=list)
+    _ok_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def ok(self, server_date: str | None = None) -> None:
         now = self.clock()
@@ -48,6 +50,8 @@ class Link:
         self.consecutive_failures = 0
         self.config_fault = False
         self._set("up")
+        for listener in self._ok_listeners:
+            listener()
 
     def failed(
         self, error: str, *, config_fault: bool = False, server_date: str | None = None
@@ -69,6 +73,11 @@ class Link:
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
+
+    def on_ok(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every successful exchange (not only on a change to "up"):
+        the centre answering one loop is news to the others. It must not raise or block."""
+        self._ok_listeners.append(listener)
 
     def _set(self, state: str) -> None:
         if state != self.state:

@@ -2,14 +2,16 @@
 
 A new node (no cursor) first streams the snapshot, applying it in batches, then follows
 `bills/changes`. Each batch goes to a callable the node provides (sync never imports
-edge) that stores the bills and the cursor in one transaction. On battery the power
-policy lengthens `interval_s`.
+edge) that stores the bills and the cursor in one transaction. A `sync.loop.Loop`: each
+request is retried by tenacity on transport errors and 5xx. On battery the power policy
+lengthens `interval_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -20,17 +22,15 @@ import aiohttp
 
 import outbox
 from sync import protocol, signing
-from sync.errors import ProtocolError, SyncError
+from sync.errors import CentreRefused, CentreUnavailable, SyncError
 from sync.link import Link
+from sync.loop import ATTEMPTS_PER_STEP, Loop, Sleep
 
 log = logging.getLogger(__name__)
 ApplyBatch = Callable[[list[dict[str, Any]], int | None], Coroutine[Any, Any, None]]
 SNAPSHOT_BATCH = 5_000
 MAX_PAGES_PER_STEP = 50
-
-
-class PullFailed(SyncError):
-    code = "pull_failed"
+TRANSIENT = (CentreUnavailable,)
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,15 @@ class PullConfig:
     limit: int = 1000
     interval_s: float = 30.0
     policy: outbox.RetryPolicy = field(default_factory=outbox.RetryPolicy)
+    attempts_per_step: int = ATTEMPTS_PER_STEP
 
 
-class Puller:
+class Puller(Loop[int]):
+    """`step()` pulls what is new and returns how many bills it applied, or raises a
+    SyncError: CentreUnavailable (transport, 5xx), CentreRefused (4xx), ProtocolError."""
+
+    expected = (SyncError,)
+
     def __init__(
         self,
         config: PullConfig,
@@ -55,7 +61,10 @@ class Puller:
         apply: ApplyBatch,
         heard: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
+        super().__init__("mirror pull", policy=config.policy, sleep=sleep,
+                         attempts=config.attempts_per_step, logger=log)  # fmt: skip
         self.config = config
         self.session = session
         self.link = link
@@ -64,46 +73,26 @@ class Puller:
         self.heard = heard
         self.clock = clock
         self.interval_s = config.interval_s
-        self.failures = 0
         self.base = f"/v1/governorates/{config.governorate}/bills"
-        self._wake = asyncio.Event()
-        self._stopping = False
+        link.on_ok(self.resume)
 
     def trigger(self) -> None:
-        self.failures = 0
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+        self.reset_backoff()
+        self.wake()
 
     def set_interval(self, seconds: float) -> None:
         if seconds != self.interval_s:
             log.info("mirror pull interval now %.0f s", seconds)
             self.interval_s = seconds
 
-    async def run(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            delay = self.interval_s
-            try:
-                await self.step()
-                self.failures = 0
-            except (PullFailed, ProtocolError) as exc:
-                self.failures += 1
-                delay = min(self.interval_s, self.config.policy.delay(self.failures))
-                log.warning(
-                    "mirror pull failed (attempt %d), next in %.1f s: %s", self.failures, delay, exc
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a loop never dies silently
-                self.failures += 1
-                delay = self.config.policy.delay(self.failures)
-                log.exception("mirror pull failed unexpectedly")
-            if not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+    def pace(self, result: int) -> float:
+        return self.interval_s
+
+    def failed(self, exc: Exception) -> float:
+        self.holding = isinstance(exc, CentreRefused) and exc.config_fault
+        delay = super().failed(exc)
+        # The mirror is never left older than one interval for a centre that only failed.
+        return min(self.interval_s, delay) if isinstance(exc, SyncError) else delay
 
     async def step(self) -> int:
         """Pull what is new (bootstrapping from the snapshot if needed); return bills applied."""
@@ -113,13 +102,13 @@ class Puller:
         applied = 0
         for _ in range(MAX_PAGES_PER_STEP):
             path = f"{self.base}/changes?since={cursor}&limit={self.config.limit}"
-            raw, date = await self._get(path)
+            raw, date = await self.retried(functools.partial(self._get, path), TRANSIENT)
             changes = protocol.decode_changes(raw)
             if changes.changes or changes.cursor != cursor:
                 await self.apply(changes.changes, changes.cursor)
             else:
                 await self.heard()
-            self.link.ok(date)
+            self._heard_from_centre(date)
             applied += len(changes.changes)
             cursor = changes.cursor
             if not changes.more:
@@ -127,7 +116,19 @@ class Puller:
         return applied
 
     async def bootstrap(self) -> int:
-        """Stream the snapshot into the mirror in batches; the cursor is stored with the last."""
+        """Stream the snapshot into the mirror in batches; the cursor is stored with the last.
+
+        A stream cut by the network starts again from the beginning (the bills already
+        applied stay: a bill is only replaced by a higher version).
+        """
+        return await self.retried(self._bootstrap_once, TRANSIENT)
+
+    def _heard_from_centre(self, date: str | None) -> None:
+        # Reset first: the link's listeners include this loop's own `resume`.
+        self.reset_backoff()
+        self.link.ok(date)
+
+    async def _bootstrap_once(self) -> int:
         try:
             return await self._bootstrap()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -166,7 +167,7 @@ class Puller:
                     await in_flight
         await self.apply(pending, reader.cursor)
         applied += len(pending)
-        self.link.ok(date)
+        self._heard_from_centre(date)
         log.info("mirror bootstrapped: %d bills, cursor %s", applied, reader.cursor)
         return applied
 
@@ -187,10 +188,13 @@ class Puller:
             return
         date = resp.headers.get("Date")
         code, detail = protocol.decode_error(await resp.read())
-        error = f"{resp.status} {code}: {detail}"
-        fault = 400 <= resp.status < 500 and code != "stale_timestamp"
-        self.link.failed(error, config_fault=fault, server_date=date)
-        raise PullFailed(error)
+        if resp.status >= 500:
+            failure: SyncError = CentreUnavailable(f"{resp.status} {code}: {detail}")
+        else:
+            failure = CentreRefused(resp.status, code, detail)
+        fault = isinstance(failure, CentreRefused) and failure.config_fault
+        self.link.failed(str(failure), config_fault=fault, server_date=date)
+        raise failure
 
     async def _get(self, path: str) -> tuple[bytes, str | None]:
         try:
@@ -200,7 +204,7 @@ class Puller:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._transport(exc) from exc
 
-    def _transport(self, exc: BaseException) -> PullFailed:
+    def _transport(self, exc: BaseException) -> CentreUnavailable:
         error = f"transport: {type(exc).__name__}: {exc}"
         self.link.failed(error)
-        return PullFailed(error)
+        return CentreUnavailable(error)

@@ -1,15 +1,14 @@
 """The replayer: drains the outbox to the centre in seq order, in signed batches.
 
-One `step()` sends one batch and settles its verdicts; `run()` repeats it, waiting on the
-stop/wake event between steps. Transport errors and 5xx back off exponentially with jitter
-(capped); a whole-batch 4xx is a configuration fault: logged loudly, retried slowly,
-nothing dropped. `drain()` is the bounded final replay before the node stops.
+A `sync.loop.Loop`: one `step()` sends one batch (retried by tenacity on transport errors
+and 5xx, claimed and signed afresh each attempt) and settles its verdicts. A 4xx other
+than `stale_timestamp` is a configuration fault: logged loudly, retried slowly, nothing
+dropped. Any answer from the centre ends the backoff. `drain()` is the bounded final replay.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import sqlite3
@@ -22,10 +21,12 @@ import aiohttp
 import outbox
 from outbox import crashpoints
 from sync import protocol, signing
-from sync.errors import ProtocolError
+from sync.errors import CentreRefused, CentreUnavailable, ProtocolError, SyncError
 from sync.link import Link
+from sync.loop import ATTEMPTS_PER_STEP, Loop, Sleep
 
 log = logging.getLogger(__name__)
+STALE_RETRY_S = 1.0  # a stale timestamp is corrected by that very answer's Date header
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,12 @@ class ReplayConfig:
     batch_size: int = 500
     policy: outbox.RetryPolicy = field(default_factory=outbox.RetryPolicy)
     config_fault_retry_s: float = 300.0
+    attempts_per_step: int = ATTEMPTS_PER_STEP
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one step did: `sent` entries, `settled` by verdict, or the `error` that stopped it."""
+    """What one attempt did: `sent` entries, `settled` by verdict, or the `error` that stopped it."""
 
     sent: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
@@ -53,7 +55,12 @@ class StepResult:
         return self.sent == 0 and self.error is None
 
 
-class Replayer:
+class Replayer(Loop[StepResult]):
+    """`step()` returns what a batch did, or raises once its attempts failed; `on_result`
+    hears every attempt (a failed one too)."""
+
+    expected = (SyncError, outbox.StorageError)
+
     def __init__(
         self,
         config: ReplayConfig,
@@ -63,84 +70,86 @@ class Replayer:
         *,
         clock: Callable[[], float] = time.time,
         on_result: Callable[[StepResult], None] | None = None,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__("replay", policy=config.policy, sleep=sleep,
+                         attempts=config.attempts_per_step, logger=log)  # fmt: skip
         self.config = config
         self.writer = writer
         self.session = session
         self.link = link
         self.clock = clock
+        self.monotonic = monotonic
         self.on_result = on_result
         self.path = f"/v1/nodes/{config.node}/outbox"
-        self.failures = 0
-        self._wake = asyncio.Event()
-        self._stopping = False
+        self._woken_by_payment_at: float | None = None
+        link.on_ok(self.resume)
 
     # --- control -----------------------------------------------------------------------
 
     def trigger(self) -> None:
-        """Replay now (operator's "replay now", or a new payment while the link is up)."""
-        self.failures = 0
-        self._wake.set()
+        """Replay now (the operator's "replay now"), whatever the backoff or a refusal."""
+        self.reset_backoff()
+        self.wake()
 
     def notify(self) -> None:
-        """A new entry was committed: send it at once unless we are backing off."""
-        if self.failures == 0:
-            self._wake.set()
+        """A new entry was committed: send it now.
 
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+        While backing off, a payment wakes the replayer at most once per `policy.base_s`,
+        and not at all while the link is down or the centre refuses us: then a storm of
+        payments costs the centre nothing, and the link's recovery (`Link.ok`, from any
+        loop) is what wakes the replayer. The failure count is kept: a wake that fails
+        costs one attempt and the backoff goes on at the length it had.
+        """
+        if self.failures == 0:
+            self.wake()
+            return
+        if self.holding or self.link.state == "down":
+            return
+        now = self.monotonic()
+        last = self._woken_by_payment_at
+        if last is None or now - last >= self.config.policy.base_s:
+            self._woken_by_payment_at = now
+            self.wake()
 
     async def run(self) -> None:
         log.info("replayer started for node %s -> %s", self.config.node, self.config.url)
-        while not self._stopping:
-            # Cleared before the step, so a payment committed during it wakes the next wait.
-            self._wake.clear()
-            try:
-                result = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except outbox.StorageError as exc:
-                # A full disk: expected, shown on the status page; no traceback every retry.
-                log.warning("replayer cannot record verdicts: %s", exc)
-                self.failures += 1
-                result = StepResult(
-                    error=f"storage: {exc}", retry_in_s=self.config.policy.delay(self.failures)
-                )
-            except Exception as exc:  # a loop never dies silently
-                log.exception("replayer step failed unexpectedly")
-                self.failures += 1
-                result = StepResult(
-                    error=f"internal: {exc}", retry_in_s=self.config.policy.delay(self.failures)
-                )
-            if result.error is not None:
-                await self._wait(result.retry_in_s)
-            elif result.idle:
-                await self._wait(None)
-            # A full batch means more is waiting: loop straight on.
-        log.info("replayer stopped")
+        await super().run()
 
-    async def _wait(self, seconds: float | None) -> None:
-        if self._stopping:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+    def pace(self, result: StepResult) -> float | None:
+        # A batch went: more may be waiting, go straight on; nothing pending: until woken.
+        return None if result.idle else 0.0
+
+    def failed(self, exc: Exception) -> float:
+        self.holding = isinstance(exc, CentreRefused) and exc.config_fault
+        if self.holding:
+            return self.config.config_fault_retry_s
+        if isinstance(exc, CentreRefused) and exc.stale:
+            return STALE_RETRY_S
+        return super().failed(exc)
+
+    def severity(self, exc: Exception) -> int:
+        refused = isinstance(exc, CentreRefused) and exc.config_fault
+        return logging.ERROR if refused else logging.WARNING
 
     async def drain(self, deadline_s: float) -> bool:
-        """Bounded final replay: send until nothing is pending, a failure, or the deadline."""
+        """Bounded final replay: send until nothing is pending, a failure, or the deadline.
+
+        Meant after `stop()`: then a failed attempt is not retried within the step.
+        """
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             try:
                 result = await asyncio.wait_for(self.step(), max(0.1, end - time.monotonic()))
             except TimeoutError:
                 return False
-            except Exception:
-                # E.g. the disk is full and the verdicts cannot be stored: the entries stay
-                # pending and go again after the restart; the stop itself must stay clean.
-                log.exception("final replay step failed; the rest waits for the next start")
+            except Exception as exc:
+                # E.g. the centre is down or the disk is full: the entries stay pending and
+                # go after the restart; the stop itself must stay clean.
+                self.failure(exc)
                 return False
-            if result.error is not None:
-                return False
+            self.succeeded()
             if result.idle:
                 return True
         return False
@@ -148,10 +157,23 @@ class Replayer:
     # --- one batch ---------------------------------------------------------------------
 
     async def step(self) -> StepResult:
+        return await self.retried(self._attempt, (CentreUnavailable,))
+
+    async def _attempt(self) -> StepResult:
+        # Claimed again on each attempt: a retry also carries what was paid meanwhile.
         entries = await self.writer.submit(lambda c: outbox.claim(c, self.config.batch_size))
         if not entries:
             return StepResult()
         body = protocol.encode_batch(self.config.node, entries)
+        reply, date = await self._post(entries, body)
+        crashpoints.reached("before_settle")
+        return await self._settle(entries, reply, date)
+
+    async def _post(
+        self, entries: list[outbox.Entry], body: bytes
+    ) -> tuple[protocol.Reply, str | None]:
+        """One attempt: a fresh request signed with the time now (the centre dedups entries,
+        so sending a batch again is safe); a failure is recorded, then raised."""
         headers = signing.sign(
             self.config.secret, self.config.node, "POST", self.path, body,
             int(self.link.corrected_time()),
@@ -167,23 +189,19 @@ class Replayer:
                 raw = await resp.read()
                 status, date = resp.status, resp.headers.get("Date")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return await self._failed(entries, f"transport: {type(exc).__name__}: {exc}", None)
+            lost = CentreUnavailable(f"transport: {type(exc).__name__}: {exc}")
+            raise await self._failed(entries, lost, None) from exc
         if status >= 500:
-            return await self._failed(entries, f"centre answered {status}", date)
+            raise await self._failed(entries, CentreUnavailable(f"centre answered {status}"), date)
         if status != 200:
             code, detail = protocol.decode_error(raw)
-            if status == 401 and code == "stale_timestamp":
-                # Our clock is off; this answer's Date header corrects the skew: retry soon.
-                return await self._failed(entries, f"{status} {code}: {detail}", date, delay=1.0)
-            return await self._failed(
-                entries, f"{status} {code}: {detail}", date, config_fault=True
-            )
+            raise await self._failed(entries, CentreRefused(status, code, detail), date)
         try:
             reply = protocol.decode_reply(raw)
         except ProtocolError as exc:
-            return await self._failed(entries, f"bad reply from centre: {exc}", date)
-        crashpoints.reached("before_settle")
-        return await self._settle(entries, reply, date)
+            bad = ProtocolError(f"bad reply from centre: {exc}")
+            raise await self._failed(entries, bad, date) from exc
+        return reply, date
 
     async def _settle(
         self, entries: list[outbox.Entry], reply: protocol.Reply, date: str | None
@@ -196,7 +214,8 @@ class Replayer:
         ]
         now = self.clock()
         await self.writer.submit(lambda c: outbox.settle(c, results, now=now))
-        self.failures = 0
+        # Reset first: the link's listeners include this loop's own `resume`.
+        self.reset_backoff()
         self.link.ok(date)
         counts: dict[str, int] = {}
         for r in results:
@@ -219,27 +238,13 @@ class Replayer:
         return result
 
     async def _failed(
-        self,
-        entries: list[outbox.Entry],
-        error: str,
-        date: str | None,
-        *,
-        config_fault: bool = False,
-        delay: float | None = None,
-    ) -> StepResult:
-        self.failures += 1
-        if delay is None:
-            delay = (
-                self.config.config_fault_retry_s
-                if config_fault
-                else self.config.policy.delay(self.failures)
-            )
-        if config_fault:
-            log.error("centre refused a batch (configuration fault, nothing dropped): %s", error)
-        else:
-            log.warning(
-                "replay failed (attempt %d), next try in %.1f s: %s", self.failures, delay, error
-            )
+        self, entries: list[outbox.Entry], exc: SyncError, date: str | None
+    ) -> SyncError:
+        """Count, log and record a failed attempt (the durable schedule gets the very wait the
+        loop or tenacity will make); return `exc` for the caller to raise."""
+        delay = self.failure(exc)
+        error = str(exc)
+        config_fault = isinstance(exc, CentreRefused) and exc.config_fault
         self.link.failed(error, config_fault=config_fault, server_date=date)
         seqs = [e.seq for e in entries]
         now = self.clock()
@@ -250,11 +255,10 @@ class Replayer:
             )
 
         await self.writer.submit(record)
-        result = StepResult(
-            sent=len(entries), error=error, config_fault=config_fault, retry_in_s=delay
+        self._report(
+            StepResult(sent=len(entries), error=error, config_fault=config_fault, retry_in_s=delay)
         )
-        self._report(result)
-        return result
+        return exc
 
     def _report(self, result: StepResult) -> None:
         if self.on_result is not None:

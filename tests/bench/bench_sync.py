@@ -378,6 +378,7 @@ class Harness:
         from edge import payments, replication
         from edge.config import Settings
         from edge.node import Node
+        from sync.errors import SyncError
 
         data = where / "node"
         settings = Settings(
@@ -447,9 +448,10 @@ class Harness:
             start = time.perf_counter()
             while True:
                 t = time.perf_counter()
-                result = await replayer.step()
-                if result.error is not None:
-                    run.errors.append(result.error)
+                try:
+                    result = await replayer.step()
+                except SyncError as exc:  # every attempt of the step failed
+                    run.errors.append(str(exc))
                     break
                 if result.idle:
                     break

@@ -426,7 +426,9 @@ def test_link_faults_and_partition_lose_nothing_and_count_once(site: Site) -> No
     site.start(
         "centre", site.net.centre, *EDGE, "centre", "serve", "--config", str(site.centre_config)
     )
-    site.start("node", site.net.edge, *EDGE, "serve", "--config", str(site.node_config))
+    # -v: a failure repeated is logged at DEBUG (once per change above it), and the attempt
+    # counts below read every "... failed (attempt n)" line.
+    site.start("node", site.net.edge, *EDGE, "-v", "serve", "--config", str(site.node_config))
 
     def mirror_ready() -> bool:
         return site.query("SELECT bills FROM mirror_state")[0][0] == len(ACCOUNTS)
