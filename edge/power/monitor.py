@@ -8,7 +8,6 @@ read-only, by setting); back on `mains` before the stop, resume.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ from edge.node import Node
 from edge.power.history import record_event
 from edge.power.policy import PowerTracker, Reading, Transition
 from edge.power.sources import PowerSource
+from sync.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,16 @@ def stop_process() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-class PowerMonitor:
-    """`run()` polls until `stop()`; `step()` is one poll. `shutdown` is the final action."""
+class PowerMonitor(Loop[Transition | None]):
+    """A `sync.loop.Loop`: `step()` is one poll, paced by `interval()` with no backoff (a
+    source never raises: no data is a reading too). `shutdown` is the final action."""
 
     def __init__(
         self, node: Node, source: PowerSource, *,
         monotonic: Callable[[], float] = time.monotonic,
         shutdown: Callable[[], None] = stop_process,
     ) -> None:  # fmt: skip
+        super().__init__("power monitor", logger=log)
         s = node.settings
         self.node, self.source, self.monotonic, self.shutdown = node, source, monotonic, shutdown
         self.tracker = PowerTracker(
@@ -62,7 +64,6 @@ class PowerMonitor:
         )
         self.last_checkpoint: tuple[int, int, int] | None = None
         self.shutdown_requested = False
-        self._stop = asyncio.Event()
         self._low_task: asyncio.Task[None] | None = None
         self._refusing = False
         node.power.source = source.name
@@ -73,21 +74,16 @@ class PowerMonitor:
         s = self.node.settings
         return s.ups_poll_battery_s if urgent else s.ups_poll_s
 
-    def stop(self) -> None:
-        self._stop.set()
+    def pace(self, result: Transition | None) -> float:
+        return self.interval()
+
+    def failed(self, exc: Exception) -> float:
+        # The UPS is the node's own hardware: poll on at the usual pace, never back off.
+        return self.interval()
 
     async def run(self) -> None:
-        log.info("power monitor started: %s", self.source.describe())
-        while not self._stop.is_set():
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a loop never dies silently
-                log.exception("power monitor step failed; polling on")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval())
-        log.info("power monitor stopped")
+        log.info("power monitor polls %s", self.source.describe())
+        await super().run()
 
     async def close(self) -> None:
         self.stop()
@@ -162,7 +158,7 @@ class PowerMonitor:
         if self.shutdown_requested:
             log.warning("mains is back, but the node is already stopping")
             return
-        if self._refusing and not self._stop.is_set():
+        if self._refusing and not self.stopping:
             self.node.resume_payments()
             self._refusing = False
             log.info("mains is back: payments resumed")

@@ -50,7 +50,7 @@ async def ready_then_down(link: Link) -> None:
 
 def reports(link: Link) -> list[StepResult]:
     """Every replay attempt from now on, as the replayer reports it."""
-    replayer = link.node.node.replayer
+    replayer = link.node.node.replication.replayer
     assert replayer is not None
     seen: list[StepResult] = []
     previous = replayer.on_result
@@ -72,7 +72,7 @@ async def test_twenty_payments_taken_while_down_arrive_within_seconds_of_the_cen
     )
     try:
         node = link.node.node
-        replayer = node.replayer
+        replayer = node.replication.replayer
         assert replayer is not None and replayer.policy.cap_s == 300.0
         await ready_then_down(link)
         taken = [await pay(link, a, 1_000 + i, f"down-{i}") for i, a in enumerate(ACCOUNTS)]
