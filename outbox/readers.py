@@ -26,7 +26,8 @@ def connect(database: str, *, uri: bool = False, timeout: float = 5.0) -> aiosql
         return conn
 
     # aiosqlite.connect takes no hook to run a statement at open; the Connection it builds
-    # takes the connector directly (public, same signature since 0.17).
+    # takes the connector directly (exported; the same signature from 0.20, the oldest
+    # release pyproject allows, to 0.22).
     return aiosqlite.Connection(connector, ITER_CHUNK)
 
 
@@ -37,8 +38,9 @@ async def run(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T])
     Our readers are whole functions over sqlite3 (outbox.stats, mirror.state, a snapshot
     page packed with msgpack) and must run in one hop, so this queues them the way every
     one of those methods does: `_execute`, the queue to the thread, with `_conn`, the sqlite3
-    connection (which raises ValueError once closed). Both are unchanged from 0.17 to 0.22
-    and there is no public equivalent; tests/integration/test_store.py holds the thread.
+    connection (which raises ValueError once closed). Both are in every release pyproject
+    allows (0.20 to 0.22, the one read here 0.22.1) and have no public equivalent;
+    tests/integration/test_store.py holds the behaviour (thread, commits seen, query-only).
     """
     result = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
     return cast(T, result)
