@@ -3,7 +3,8 @@
 Jobs submitted while a commit is in flight are gathered into the next transaction: one
 `BEGIN IMMEDIATE`, one SAVEPOINT per job (so one job's error never fails the others), one
 `COMMIT` and so one fsync for all of them. Each caller is answered only after that commit
-has returned. The event loop never waits on the disk.
+has returned. The event loop never waits on the disk. aiosqlite, which the readers use, has
+no group commit (one transaction, so one fsync, per call): that is why this writer is ours.
 
 `submit_batched(batcher, item)` goes further: all items for equal `Batcher`s in one
 transaction are handed to a single `batcher(conn, items)` call that returns one result or

@@ -1,12 +1,14 @@
 """`edge backup` and `edge restore`: verified copies of the live database, put back safely.
 
 A backup is one SQLite backup-API step from a read-only connection (one read snapshot, so
-it is consistent while payments are written), checked, then renamed into place.
+it is consistent while payments are written), checked, then renamed into place. Copies and
+checks run on an aiosqlite connection's thread, never on the event loop; the CLI asyncio.runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -14,15 +16,18 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+import aiosqlite
+
 import outbox
 from edge import config, mirror
 from edge.errors import EdgeError
+from outbox import readers
 from outbox.ids import node_of
 
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -59,20 +64,26 @@ def _chown_like(path: Path, like: Path) -> None:
 
 
 @contextlib.contextmanager
-def read_only(path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection; WAL side files it had to create get the database's owner."""
+def _sides_owned(path: Path) -> Iterator[None]:
+    """`path` must exist; side files (-wal, -shm) created meanwhile get the database's owner."""
     if not path.is_file():
         raise BackupError(f"{path} does not exist or is not a file")
     sides = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
     existed = [side.exists() for side in sides]
-    conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None)
     try:
-        yield conn
+        yield
     finally:
-        conn.close()
         for side, was in zip(sides, existed, strict=True):
             if not was:
                 _chown_like(side, path)
+
+
+@contextlib.asynccontextmanager
+async def read_only(path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """A read-only aiosqlite connection; WAL side files it had to create get the DB's owner."""
+    with _sides_owned(path):
+        async with readers.connect(f"file:{quote(str(path))}?mode=ro", uri=True) as conn:
+            yield conn
 
 
 def facts(conn: sqlite3.Connection, path: Path, *, check: str = "integrity_check") -> Facts:
@@ -100,9 +111,10 @@ def facts(conn: sqlite3.Connection, path: Path, *, check: str = "integrity_check
     )
 
 
-def inspect(path: Path) -> Facts:
-    with read_only(path) as conn:
-        return facts(conn, path)
+async def inspect(path: Path) -> Facts:
+    """`facts` of the database at `path`, read on its own aiosqlite connection."""
+    async with read_only(path) as conn:
+        return await readers.run(conn, lambda c: facts(c, path))
 
 
 def _fsync(path: Path, *, directory: bool = False) -> None:
@@ -120,24 +132,30 @@ def target_path(dest: Path, node: str, now: float) -> Path:
     return dest
 
 
-def backup(settings: config.Settings, dest: Path, *, now: float | None = None) -> Facts:
+def _snapshot(src: sqlite3.Connection, tmp: Path) -> Facts:
+    """Copy `src` into `tmp`, check the copy, sync it: one job on the reader's thread."""
+    copy = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        # pages=-1: one step under one read transaction, i.e. one consistent snapshot;
+        # in WAL mode the node keeps committing meanwhile.
+        src.backup(copy, pages=-1)
+        # One self-contained file: no -wal beside a backup that may travel on a stick.
+        copy.execute("PRAGMA journal_mode=DELETE")
+        found = facts(copy, tmp)
+    finally:
+        copy.close()
+    _fsync(tmp)
+    return found
+
+
+async def backup(settings: config.Settings, dest: Path, *, now: float | None = None) -> Facts:
     """Copy the node's database to `dest` (file or directory), verify the copy, then publish."""
     final = target_path(dest, settings.node_id, time.time() if now is None else now)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
-        with read_only(settings.db_path) as src:
-            copy = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                # pages=-1: one step under one read transaction, i.e. one consistent snapshot;
-                # in WAL mode the node keeps committing meanwhile.
-                src.backup(copy, pages=-1)
-                # One self-contained file: no -wal beside a backup that may travel on a stick.
-                copy.execute("PRAGMA journal_mode=DELETE")
-                found = facts(copy, tmp)
-            finally:
-                copy.close()
-        _fsync(tmp)
+        async with read_only(settings.db_path) as src:
+            found = await readers.run(src, lambda c: _snapshot(c, tmp))
         os.replace(tmp, final)
         _fsync(final.parent, directory=True)
     except sqlite3.Error as exc:
@@ -168,17 +186,19 @@ def node_running(settings: config.Settings) -> bool:
         return False
 
 
-def _take(path: Path) -> sqlite3.Connection:
+async def _take(path: Path) -> aiosqlite.Connection:
     """Exclusive use of the database, WAL folded in; fails while another connection is open."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    conn = await aiosqlite.connect(path, isolation_level=None, timeout=0)
     try:
         # Leaving WAL mode needs every other connection closed: this is the "node running"
         # test that also catches an idle node, and it leaves a single self-contained file.
-        conn.execute("PRAGMA journal_mode=DELETE").fetchone()
-        conn.execute("BEGIN EXCLUSIVE")
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        if "locked" in str(exc) or "busy" in str(exc):
+        await conn.execute_fetchall("PRAGMA journal_mode=DELETE")
+        await conn.execute_fetchall("BEGIN EXCLUSIVE")
+    except BaseException as exc:
+        await conn.close()  # its thread would otherwise keep the process alive
+        if isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in str(exc) or "busy" in str(exc)
+        ):
             raise BackupError(
                 f"{path} is in use: the node (or another program) has it open."
                 " Stop it first: systemctl stop edge"
@@ -206,31 +226,32 @@ def compare(current: Facts, wanted: Facts, wanted_hash_at_current_end: str | Non
     return None
 
 
-def _why_not(held: sqlite3.Connection, target: Path, src: Path, wanted: Facts) -> str | None:
+async def _why_not(
+    held: aiosqlite.Connection, target: Path, src: Path, wanted: Facts
+) -> str | None:
     try:
-        current = facts(held, target, check="quick_check")
+        current = await readers.run(held, lambda c: facts(c, target, check="quick_check"))
     except BackupError as exc:
         return f"the current database cannot be checked ({exc})"
-    with read_only(src) as conn:
-        theirs = outbox.hash_at(conn, current.last_seq)
+    async with read_only(src) as conn:
+        theirs = await readers.run(conn, lambda c: outbox.hash_at(c, current.last_seq))
     return compare(current, wanted, theirs)
 
 
-def _copy(src: Path, tmp: Path) -> None:
-    with read_only(src) as conn:
-        copy = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            conn.backup(copy, pages=-1)
-        finally:
-            copy.close()
+def _copy_into(src: sqlite3.Connection, tmp: Path) -> None:
+    copy = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        src.backup(copy, pages=-1)
+    finally:
+        copy.close()
     _fsync(tmp)
 
 
-def restore(
+async def restore(
     settings: config.Settings, src: Path, *, force: bool = False
 ) -> tuple[Facts, Path | None]:
     """Put the verified backup `src` in place; return its facts and where the old DB went."""
-    wanted = inspect(src)
+    wanted = await inspect(src)
     if wanted.node not in (None, settings.node_id) and not force:
         raise BackupError(f"{src} is a backup of node {wanted.node}; this is {settings.node_id}")
     if node_running(settings) and not force:
@@ -241,13 +262,13 @@ def restore(
     target = settings.db_path
     settings.node_data_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.restore-{os.getpid()}")
-    held: sqlite3.Connection | None = None
+    held: aiosqlite.Connection | None = None
     replaced: Path | None = None
     try:
         if target.exists():
             try:
-                held = _take(target)
-                why = _why_not(held, target, src, wanted)
+                held = await _take(target)
+                why = await _why_not(held, target, src, wanted)
             except sqlite3.Error as exc:
                 why = f"the current database cannot be opened ({exc})"
             if why and not force:
@@ -255,7 +276,8 @@ def restore(
                     f"refused: {why}. Keep it, or restore with --force"
                     " (the current database is then kept beside it)"
                 )
-        _copy(src, tmp)
+        async with read_only(src) as conn:
+            await readers.run(conn, lambda c: _copy_into(c, tmp))
         if target.exists():
             stamp = datetime.now(UTC).strftime(STAMP)
             replaced = target.with_name(f"{target.name}.replaced-{stamp}")
@@ -268,7 +290,7 @@ def restore(
         _fsync(settings.node_data_dir, directory=True)
     finally:
         if held is not None:
-            held.close()
+            await held.close()
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return wanted, replaced
@@ -287,7 +309,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 2
     started = time.monotonic()
     try:
-        done = backup(settings, dest)
+        done = asyncio.run(backup(settings, dest))
     except BackupError as exc:
         print(f"edge backup: FAILED: {exc}", file=sys.stderr)
         return 1
@@ -304,7 +326,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     try:
-        wanted, replaced = restore(settings, args.src, force=args.force)
+        wanted, replaced = asyncio.run(restore(settings, args.src, force=args.force))
     except BackupError as exc:
         print(f"edge restore: {exc}", file=sys.stderr)
         return 1

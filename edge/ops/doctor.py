@@ -20,12 +20,14 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import outbox
 from edge import config, mirror, tokens
 from edge.errors import ConfigError
 from edge.ops import backup, probes
 from edge.ops.probes import FAIL, OK, WARN, Check
+from outbox import readers
 from sync import signing
 
 SERVICE_USER = "edge"
@@ -156,7 +158,11 @@ def check_fsync(s: config.Settings, rounds: int = 5) -> Check:
     return Check("fsync", OK, detail)
 
 
-def check_database(s: config.Settings, out: list[Check]) -> int | None:
+def _look(conn: sqlite3.Connection) -> tuple[Any, mirror.MirrorState, outbox.Stats]:
+    return conn.execute("PRAGMA quick_check").fetchone(), mirror.state(conn), outbox.stats(conn)
+
+
+async def check_database(s: config.Settings, out: list[Check]) -> int | None:
     """Integrity, mirror age and the oldest pending payment; returns the mirror cursor."""
     path = s.db_path
     if not path.exists():
@@ -170,10 +176,8 @@ def check_database(s: config.Settings, out: list[Check]) -> int | None:
         )
         return None
     try:
-        with backup.read_only(path) as conn:
-            row = conn.execute("PRAGMA quick_check").fetchone()
-            state = mirror.state(conn)
-            stats = outbox.stats(conn)
+        async with backup.read_only(path) as conn:
+            row, state, stats = await readers.run(conn, _look)
     except (sqlite3.Error, backup.BackupError) as exc:
         out.append(
             Check(
@@ -306,18 +310,18 @@ def check_tokens(s: config.Settings) -> Check:
 # --- running -------------------------------------------------------------------------
 
 
-def local_checks(s: config.Settings) -> tuple[list[Check], int | None]:
+async def local_checks(s: config.Settings) -> tuple[list[Check], int | None]:
     out = [check_data_dir(s)]
     if out[0].level == FAIL:
         return out, None
     out += [check_free_space(s), check_fsync(s)]
-    cursor = check_database(s, out)
+    cursor = await check_database(s, out)
     return out, cursor
 
 
 async def run(s: config.Settings, clock: Callable[[], float] = time.time) -> list[Check]:
     """Every check, in the order an administrator would fix things."""
-    checks, cursor = local_checks(s)
+    checks, cursor = await local_checks(s)
     checks.append(check_tokens(s))
     secret_check, secret = check_secret(s) if s.centre_url else (None, None)
     if secret_check is not None:

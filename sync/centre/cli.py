@@ -38,11 +38,14 @@ def current_cycle(today: date | None = None) -> str:
     return f"{day.year:04d}-{day.month - (day.month - 1) % 2:02d}"
 
 
-async def _with_store(settings: CentreSettings, job: Callable[[sqlite3.Connection], T]) -> T:
+async def _with_store(
+    settings: CentreSettings, job: Callable[[sqlite3.Connection], T], *, read: bool = False
+) -> T:
     store = CentreStore(settings.db_path)
     await store.open()
     try:
-        return await store.write(job)
+        # A read goes to a reader: through the writer it would hold a write transaction.
+        return await (store.read(job) if read else store.write(job))
     finally:
         await store.close()
 
@@ -90,7 +93,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_ledger(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
         rows = asyncio.run(
-            _with_store(settings, lambda conn: list(ledger.ledger_rows(conn, args.node)))
+            _with_store(settings, lambda conn: list(ledger.ledger_rows(conn, args.node)), read=True)
         )
         out = csv.writer(sys.stdout, lineterminator="\n")
         out.writerow(ledger.LEDGER_HEADER)

@@ -1,8 +1,9 @@
 """The centre's SQLite database: schema, the one writer (outbox.Writer), readers, bill feeds.
 
 Writes go through `CentreStore.write` (group commit, WAL, synchronous=FULL); reads run on a
-small thread pool with one query-only connection per thread. A snapshot holds one read
-transaction for its whole stream, so it is consistent with the cursor it ends with.
+small pool of query-only aiosqlite connections, each on its own thread. A snapshot has its
+own connection holding one read transaction for its whole stream, so it is consistent with
+the cursor it ends with.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import threading
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiosqlite
 import msgpack
 
 import outbox
+from outbox import readers
 from sync import bill, protocol
 from sync.errors import SyncError
 
@@ -129,12 +130,6 @@ def migrate(conn: sqlite3.Connection) -> None:
     outbox.apply_migrations(conn, CENTRE_MIGRATIONS)
 
 
-def connect_reader(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-    conn.execute("PRAGMA query_only=ON")
-    return conn
-
-
 def read_changes(
     conn: sqlite3.Connection, governorate: str, since: int, limit: int
 ) -> protocol.Changes:
@@ -173,14 +168,6 @@ def _snapshot_page(cursor: sqlite3.Cursor, size: int) -> tuple[bytes, int]:
     return b"".join([packer.pack(dict(zip(fields, row, strict=True))) for row in rows]), len(rows)
 
 
-def _end_snapshot(conn: sqlite3.Connection) -> None:
-    try:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    finally:
-        conn.close()
-
-
 class CentreStore:
     """`await open()`, then `write(job)` for grouped write jobs, `read(fn)` for queries."""
 
@@ -189,41 +176,47 @@ class CentreStore:
         self.writer = outbox.Writer(
             str(path), synchronous=synchronous, on_open=migrate, name="centre-writer"
         )
-        self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="centre-reader")
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._size = readers
+        self._readers: list[aiosqlite.Connection] = []
+        # The readers not running a read: a read waits here for one, as a job waited for a
+        # worker of the thread pool this replaces.
+        self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
 
     async def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             await self.writer.start()
+            for _ in range(self._size):
+                conn = await readers.connect(str(self.path))
+                self._readers.append(conn)
+                self._idle.put_nowait(conn)
         except (OSError, sqlite3.Error, outbox.OutboxError) as exc:
+            await self.close()
             raise SyncError(f"cannot open the centre database {self.path}: {exc}") from exc
         log.info("centre database %s open", self.path)
 
     async def close(self) -> None:
         await self.writer.close()
-        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
-        with self._lock:
-            readers, self._readers = self._readers, []
-        for conn in readers:
-            conn.close()
+        conns, self._readers = self._readers, []
+        self._idle = asyncio.Queue()
+        for conn in conns:
+            # Waits for a read still queued on it (its caller may have gone away).
+            await conn.close()
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self.writer.submit(fn)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run_read, fn)
-
-    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect_reader(str(self.path))
-            self._local.conn = conn
-            with self._lock:
-                self._readers.append(conn)
-        return fn(conn)
+        """`fn(conn)` on the first idle reader's thread."""
+        if not self._readers:
+            raise SyncError(f"the centre database {self.path} is not open")
+        conn = await self._idle.get()
+        try:
+            return await readers.run(conn, fn)
+        finally:
+            # Back even if our caller was cancelled: a read still running on that thread
+            # only delays the next one queued behind it there.
+            self._idle.put_nowait(conn)
 
     async def changes_body(self, governorate: str, since: int, limit: int) -> bytes:
         """The encoded change-feed frame (read and packed off the event loop)."""
@@ -241,16 +234,14 @@ class CentreStore:
 
         Use with `contextlib.aclosing` so an abandoned stream ends its read transaction.
         """
-        loop = asyncio.get_running_loop()
-        # One thread per stream: its connection is only ever touched by that thread, and the
-        # closing job queues behind a page still being read if the client went away.
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="centre-snapshot")
-        conn = await loop.run_in_executor(executor, connect_reader, str(self.path))
+        # One connection (and so one thread) per stream, not a pooled reader: its read
+        # transaction lasts as long as the client reads, and must not hold up other reads.
+        conn = await readers.connect(str(self.path))
         try:
-            last, cursor = await loop.run_in_executor(executor, _begin_snapshot, conn, governorate)
+            last, cursor = await readers.run(conn, lambda c: _begin_snapshot(c, governorate))
             count = 0
             while True:
-                chunk, n = await loop.run_in_executor(executor, _snapshot_page, cursor, page)
+                chunk, n = await readers.run(conn, lambda _: _snapshot_page(cursor, page))
                 if n == 0:
                     break
                 count += n
@@ -258,8 +249,9 @@ class CentreStore:
             yield protocol.encode_snapshot_end(last, count)
             log.info("snapshot of %s: %d bills, cursor %d", governorate, count, last)
         finally:
-            executor.submit(_end_snapshot, conn)
-            executor.shutdown(wait=False)
+            # Queued behind a page still being read if the client went away; closing the
+            # connection ends its read transaction.
+            await conn.close()
 
 
 def fetch_bill(conn: sqlite3.Connection, bill_id: str) -> dict[str, Any] | None:

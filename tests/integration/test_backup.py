@@ -62,15 +62,13 @@ async def test_backup_while_paying_then_restore_into_a_fresh_node(tmp_path: Path
         for round_ in range(3):
             await asyncio.sleep(0.3)
             before = set(cashiers.acked)
-            done = await asyncio.to_thread(
-                backup.backup, cashiers.settings(), dest / f"b{round_}.db"
-            )
+            done = await backup.backup(cashiers.settings(), dest / f"b{round_}.db")
             # Everything acknowledged before the backup began is in it, whatever came during.
             assert before <= ids_in(done.path)
             assert done.last_seq == len(ids_in(done.path)) >= len(before) > 0
         cashiers.stop.set()
         await asyncio.gather(*workers)
-        final = await asyncio.to_thread(backup.backup, cashiers.settings(), dest / "final.db")
+        final = await backup.backup(cashiers.settings(), dest / "final.db")
     finally:
         cashiers.stop.set()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -81,7 +79,7 @@ async def test_backup_while_paying_then_restore_into_a_fresh_node(tmp_path: Path
     assert not Path(str(final.path) + "-wal").exists()  # one self-contained file
 
     fresh = cashiers.settings().replace(node_data_dir=tmp_path / "restored" / "data")
-    restored, replaced = backup.restore(fresh, final.path)
+    restored, replaced = await backup.restore(fresh, final.path)
     assert replaced is None and restored.last_seq == len(cashiers.acked)
     with closing(sqlite3.connect(fresh.db_path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -107,24 +105,24 @@ async def test_restore_refuses_a_newer_outbox_without_force(tmp_path: Path) -> N
     try:
         for _ in range(5):
             await cashiers.pay_once()
-        old = await asyncio.to_thread(backup.backup, rn.node.settings, tmp_path / "old.db")
+        old = await backup.backup(rn.node.settings, tmp_path / "old.db")
         for _ in range(3):
             await cashiers.pay_once()
         # While the node has the database open, nothing is replaced, even with --force.
         with pytest.raises(backup.BackupError, match="in use"):
-            backup.restore(rn.node.settings, old.path, force=True)
+            await backup.restore(rn.node.settings, old.path, force=True)
         running = rn.node.settings.replace(http_port=int(rn.url.rsplit(":", 1)[1]))
         with pytest.raises(backup.BackupError, match="seems to be running"):
-            backup.restore(running, old.path)
+            await backup.restore(running, old.path)
     finally:
         await rn.session.close()
         await runner.cleanup()
     settings = rn.node.settings
     with pytest.raises(backup.BackupError, match="would lose 3 entries"):
-        backup.restore(settings, old.path)
+        await backup.restore(settings, old.path)
     assert ids_in(settings.db_path) == set(cashiers.acked)  # untouched
 
-    _, replaced = backup.restore(settings, old.path, force=True)
+    _, replaced = await backup.restore(settings, old.path, force=True)
     assert replaced is not None and replaced.name.startswith("edge.db.replaced-")
     assert ids_in(replaced) == set(cashiers.acked)  # the newer database is kept beside
     assert ids_in(settings.db_path) == set(cashiers.acked[:5])
@@ -141,16 +139,16 @@ async def test_restore_refuses_another_history_and_another_node(tmp_path: Path) 
             await rn.session.close()
             await runner.cleanup()
         stores[name] = rn.node.settings
-    b_copy = backup.backup(stores["b"], tmp_path / "b.db")
+    b_copy = await backup.backup(stores["b"], tmp_path / "b.db")
     # Node a's two entries are not the first two of b's: their chains differ.
     with pytest.raises(backup.BackupError, match="entries the backup lacks"):
-        backup.restore(stores["a"], b_copy.path)
+        await backup.restore(stores["a"], b_copy.path)
     other = stores["a"].replace(node_id="dam-2")
     with pytest.raises(backup.BackupError, match="backup of node dam-1"):
-        backup.restore(other, b_copy.path)
+        await backup.restore(other, b_copy.path)
 
 
-def test_backup_refuses_a_tampered_outbox(
+async def test_backup_refuses_a_tampered_outbox(
     tmp_path: Path, seed: Any, pay: Any, tx: Any, conn: sqlite3.Connection
 ) -> None:
     seed(conn, [make_bill("0100234567")])
@@ -163,7 +161,7 @@ def test_backup_refuses_a_tampered_outbox(
     (tmp_path / "unit.db").rename(db)
     settings = config.Settings(node_data_dir=db.parent)
     with pytest.raises(backup.BackupError, match="hash chain does not hold"):
-        backup.backup(settings, tmp_path / "copy.db")
+        await backup.backup(settings, tmp_path / "copy.db")
     assert not (tmp_path / "copy.db").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy")] == []
 

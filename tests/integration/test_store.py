@@ -127,6 +127,48 @@ async def test_the_writer_runs_in_wal_mode_with_full_sync(db: Database):
     assert db.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
 
 
+async def test_read_slow_runs_off_the_loop_and_sees_each_committed_write(tmp_path: Path):
+    database = Database(tmp_path / "data")
+    await database.open()
+    await make_table(database)
+    loop_thread = threading.get_ident()
+
+    def look(c: sqlite3.Connection) -> tuple[int, int, int]:
+        count = c.execute("SELECT COUNT(*) FROM t").fetchone()[0]
+        return threading.get_ident(), count, c.execute("PRAGMA query_only").fetchone()[0]
+
+    try:
+        threads = set()
+        for n in range(3):
+            await database.write(insert_job(n))
+            thread, count, query_only = await database.read_slow(look)
+            assert (count, query_only) == (n + 1, 1)  # the commit just answered is visible
+            threads.add(thread)
+        assert loop_thread not in threads and len(threads) == 1  # aiosqlite's one thread
+
+        # While a slow read waits, the loop goes on serving point reads.
+        release = threading.Event()
+
+        def waiting(c: sqlite3.Connection) -> list[int]:
+            release.wait(10)
+            return [r[0] for r in c.execute("SELECT n FROM t ORDER BY n")]
+
+        slow = asyncio.ensure_future(database.read_slow(waiting))
+        await asyncio.sleep(0.05)
+        assert not slow.done() and rows(database) == [0, 1, 2]
+        release.set()
+        assert await slow == [0, 1, 2]
+
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await database.read_slow(lambda c: c.execute("INSERT INTO t (n) VALUES (9)"))
+    finally:
+        await database.close()
+    # Its thread is gone with close(): aiosqlite's thread is no daemon and would hold the exit.
+    assert not any(t.ident in threads for t in threading.enumerate())
+    with pytest.raises(DatabaseError, match="not open"):
+        await database.read_slow(look)
+
+
 # --- group commit -----------------------------------------------------------------------
 
 
