@@ -132,10 +132,10 @@ def role_bootstrap(spec_json: str) -> None:
 
 async def _bootstrap(spec: dict[str, Any]) -> dict[str, Any]:
     from edge import mirror, replication
-    from edge.auth import Tokens
     from edge.config import Settings
     from edge.db import Database
     from edge.node import Node
+    from edge.tokens import Tokens
 
     data = Path(spec["data_dir"])
     settings = Settings(
@@ -378,10 +378,10 @@ class Harness:
 
         import outbox
         from edge import payments, replication
-        from edge.auth import Tokens
         from edge.config import Settings
         from edge.db import Database
         from edge.node import Node
+        from edge.tokens import Tokens
 
         data = where / "node"
         settings = Settings(
