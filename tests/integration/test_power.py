@@ -15,15 +15,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from nodefixtures import RunningNode, make_bill, start_node
-from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
+from helpers import eventually, make_bill
+from nodefixtures import RunningNode, start_node
+from upsd import UPS, Upsd
 
 from edge.config import Settings
 from edge.ops import ups
 from edge.power import monitor
 
-# Ordered so that the tests which restart upsd or latch FSD (both make the next SET VAR
-# restart the driver, ~3 s) come last.
+# The session's `upsd` where a test only changes the UPS (or kills the driver and starts it
+# again); a `fresh_upsd` where it stops upsd or latches FSD, which only a restart clears.
 POLL_S = 0.3
 TWO_POLLS = 2 * POLL_S + 0.6  # two polls, plus slack for a busy test machine
 BILL = "DAM-2026-05-0100234567"
@@ -47,10 +48,8 @@ async def node_on(tmp_path: Path, port: int, **extra: Any) -> AsyncIterator[Runn
 
 
 async def wait_state(rn: RunningNode, state: str, within: float) -> None:
-    deadline = time.monotonic() + within
-    while rn.node.power.state != state:
-        assert time.monotonic() < deadline, f"power still {rn.node.power.state!r}, not {state!r}"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: rn.node.power.state == state, within,
+                     lambda: f"power {state!r}, still {rn.node.power.state!r}", every=0.02)  # fmt: skip
 
 
 async def pay(rn: RunningNode, key: str) -> tuple[int, dict[str, Any], Any]:
@@ -195,16 +194,16 @@ async def test_driver_killed_is_unknown_then_back(upsd: Upsd, tmp_path: Path) ->
 
 
 async def test_node_started_while_nut_is_down_picks_the_ups_up_later(
-    upsd: Upsd, tmp_path: Path
+    fresh_upsd: Upsd, tmp_path: Path
 ) -> None:
+    upsd = fresh_upsd
     upsd.stop_server()
     async with node_on(tmp_path, upsd.port) as rn:
         _, ready = await get(rn, "/readyz")
         assert ready["status"] == "ready"
-        deadline = time.monotonic() + 5
-        while rn.node.power.error is None:
-            assert time.monotonic() < deadline, "the monitor never polled"
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: rn.node.power.error is not None, 5, "the monitor to poll", every=0.02
+        )
         assert rn.node.power.state == "unknown" and "127.0.0.1" in rn.node.power.error
         assert (await pay(rn, "k1"))[0] == 201 and await inquiry_status(rn) == 200
         await asyncio.to_thread(upsd.start_server)
@@ -213,8 +212,9 @@ async def test_node_started_while_nut_is_down_picks_the_ups_up_later(
 
 
 async def test_upsd_stopped_is_unknown_and_the_node_keeps_serving(
-    upsd: Upsd, tmp_path: Path
+    fresh_upsd: Upsd, tmp_path: Path
 ) -> None:
+    upsd = fresh_upsd
     async with node_on(tmp_path, upsd.port) as rn:
         await wait_state(rn, "mains", within=5)
         await asyncio.to_thread(upsd.stop_server)
@@ -226,7 +226,8 @@ async def test_upsd_stopped_is_unknown_and_the_node_keeps_serving(
         await wait_state(rn, "mains", TWO_POLLS)
 
 
-async def test_fsd_is_low_and_runs_the_final_action(upsd: Upsd, tmp_path: Path) -> None:
+async def test_fsd_is_low_and_runs_the_final_action(fresh_upsd: Upsd, tmp_path: Path) -> None:
+    upsd = fresh_upsd
     async with node_on(tmp_path, upsd.port, power_on_low="shutdown") as rn:
         stops: list[float] = []
         rn.app[monitor.POWER_MONITOR].shutdown = lambda: stops.append(time.monotonic())
@@ -237,8 +238,5 @@ async def test_fsd_is_low_and_runs_the_final_action(upsd: Upsd, tmp_path: Path) 
         assert await inquiry_status(rn) == 200
         _, status = await get(rn, "/v1/status")
         assert (status["mode"], status["power"]["ups_status"]) == ("shutting_down", "FSD OL")
-        deadline = time.monotonic() + 5
-        while not stops:
-            assert time.monotonic() < deadline, "the final action never ran"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: stops, 5, "the final action", every=0.02)
         assert (await events(rn))[-1]["reason"] == "forced shutdown (FSD) set by upsd"

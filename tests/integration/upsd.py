@@ -2,25 +2,38 @@
 
 Both daemons run in the foreground from Debian's /lib/nut (the /sbin wrappers do nothing
 without nut.conf), against a private config dir, and are stopped by the PID we started.
+
+Starting a pair takes ~3 s of NUT's own timers (the driver makes its socket after its first
+1 s poll; upsd answers WAIT until the driver's dump is in), so tests share one:
+
+* `upsd`: the session's pair, `reset()` before each test (daemons running, no FSD, no
+  frozen process, the UPS `OL` at its initial figures). For tests that change the UPS with
+  SET VAR, freeze a daemon, or kill the driver and start it again themselves.
+* `fresh_upsd`: a pair of the test's own, stopped after it. For tests that leave state
+  `reset()` does not undo cheaply or at all: upsd stopped (the dummy-ups 2.8.0 that outlived
+  it must be restarted before the next SET VAR), FSD latched (only a restart clears it), a
+  driver left dead, or the device file rewritten. `UpsdPool` keeps one started in the
+  background, so taking it costs nothing when the previous test left ~3 s for that.
+* `UpsdPool.take(maxage_s=...)`: a pair with another MAXAGE (started on the spot).
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import free_port, wait_until
 
 from edge.power import nut
 
-# Tests import the *_fixture functions; pytest knows them by their `name`.
+# tests/conftest.py imports the *_fixture functions; pytest knows them by their `name`.
 
 UPS = "dummy"
 ADMIN_PASSWORD = "test-admin-pw"
@@ -34,22 +47,6 @@ def nut_binaries() -> tuple[Path, Path] | None:
         if (d / "dummy-ups").exists() and (d / "upsd").exists():
             return d / "dummy-ups", d / "upsd"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait(what: str, ok: Callable[[], bool], seconds: float = START_S) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if ok():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Upsd:
@@ -105,11 +102,11 @@ class Upsd:
         sock = self.state / f"dummy-ups-{UPS}"
         sock.unlink(missing_ok=True)  # dummy-ups leaves it behind on SIGTERM
         self.driver = self._spawn(str(self.driver_bin), "-a", UPS)
-        _wait("the dummy-ups socket", sock.exists)
+        wait_until(sock.exists, START_S, "the dummy-ups socket")
 
     def start_server(self) -> None:
         self.server = self._spawn(str(self.upsd_bin))
-        _wait("upsd to serve real data", lambda: "WAIT" not in (self._try_status() or "WAIT"))
+        wait_until(self._serving, START_S, "upsd to serve real data")
 
     def start(self) -> Upsd:
         self.start_driver()
@@ -149,13 +146,13 @@ class Upsd:
             self.start_driver()
         if self.server is None or self.server.poll() is not None:
             self.start_server()
-        _wait("upsd to serve real data", lambda: "WAIT" not in (self._try_status() or "WAIT"))
+        wait_until(self._serving, START_S, "upsd to serve real data")
         for var, value in (("battery.charge", "100"), ("battery.runtime", "3600")):
             if self.get(var) != value:
                 self.set(var, value)
         if self.get("ups.status") != "OL":
             self.set_status("OL")
-        _wait("the initial figures", lambda: self.get("battery.runtime") == "3600")
+        wait_until(lambda: self.get("battery.runtime") == "3600", START_S, "the initial figures")
 
     def stop(self) -> None:
         for which in list(self.frozen):
@@ -188,18 +185,22 @@ class Upsd:
         if self.driver_outlived_upsd:
             self.kill_driver()
             self.start_driver()
-            _wait("data from the new driver", lambda: "WAIT" not in (self._try_status() or "WAIT"))
+            wait_until(self._serving, START_S, "data from the new driver")
         self.request(f"SET VAR {UPS} {var} {nut.quote(value)}", login=True)
 
     def set_status(self, status: str) -> None:
         """Change `ups.status` and wait until upsd serves the new value."""
         self.set("ups.status", status)
-        _wait(f"ups.status {status!r}", lambda: self._try_status() == status)
+        wait_until(lambda: self._try_status() == status, START_S, f"ups.status {status!r}")
 
     def fsd(self) -> None:
         """Set FSD; upsd latches it until restarted (reset() does that)."""
         self.request(f"FSD {UPS}", login=True)
         self.fsd_latched = True
+
+    def _serving(self) -> bool:
+        """upsd answers with real data (not WAIT, not an error)."""
+        return "WAIT" not in (self._try_status() or "WAIT")
 
     def _try_status(self) -> str | None:
         try:
@@ -224,36 +225,69 @@ def require_nut() -> None:
         pytest.skip("NUT binaries absent (apt-get install nut-server nut-client)")
 
 
-@pytest.fixture(scope="module", name="shared_upsd")
-def shared_upsd_fixture(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Upsd]:
-    """One upsd per test module (starting one takes ~3 s); UPSD_MAXAGE_S in the module sets MAXAGE."""
-    with running_upsd(
-        tmp_path_factory.mktemp("nut"), maxage_s=getattr(request.module, "UPSD_MAXAGE_S", 15)
-    ) as server:
-        yield server
+class UpsdPool:
+    """Started upsd pairs, one per `take()`; a spare with the default MAXAGE warms up meanwhile.
+
+    Each pair is new (its own directory, port and processes): nothing passes from one test to
+    the next. `close()` stops every pair, taken or spare.
+    """
+
+    DEFAULT_MAXAGE_S = 15
+
+    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+        self._tmp = tmp
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upsd-pool")
+        self._started: list[tuple[Upsd, Future[Upsd]]] = []
+        self._spare: Future[Upsd] | None = None
+
+    def _start(self, maxage_s: int) -> Future[Upsd]:
+        server = Upsd(self._tmp.mktemp("nut"), maxage_s=maxage_s)
+        started = self._starter.submit(server.start)
+        self._started.append((server, started))
+        return started
+
+    def take(self, maxage_s: int = DEFAULT_MAXAGE_S) -> Upsd:
+        if maxage_s != self.DEFAULT_MAXAGE_S:
+            return self._start(maxage_s).result()
+        started = self._spare or self._start(maxage_s)
+        self._spare = self._start(maxage_s)
+        return started.result()
+
+    def close(self) -> None:
+        for server, started in self._started:
+            started.exception()  # a pair still starting is stopped once it has
+            server.stop()
+        self._starter.shutdown()
+
+
+@pytest.fixture(scope="session", name="upsd_pool")
+def upsd_pool_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpsdPool]:
+    require_nut()
+    pool = UpsdPool(tmp_path_factory)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="session", name="shared_upsd")
+def shared_upsd_fixture(upsd_pool: UpsdPool) -> Upsd:
+    """One upsd for the whole session (starting one takes ~3 s)."""
+    return upsd_pool.take()
 
 
 @pytest.fixture(name="upsd")
 def upsd_fixture(shared_upsd: Upsd) -> Upsd:
-    """The module's upsd, running, without FSD, its dummy UPS `OL` (tests may break it)."""
+    """The session's upsd, reset: running, no FSD, nothing frozen, its dummy UPS `OL`."""
     shared_upsd.reset()
     return shared_upsd
 
 
 @pytest.fixture(name="fresh_upsd")
-def fresh_upsd_fixture(tmp_path: Path) -> Iterator[Upsd]:
-    """A running upsd of the test's own, its dummy UPS `OL`."""
-    with running_upsd(tmp_path / "nut") as server:
-        yield server
-
-
-@contextlib.contextmanager
-def running_upsd(root: Path, *, maxage_s: int = 15) -> Iterator[Upsd]:
-    require_nut()
-    server = Upsd(root, maxage_s=maxage_s)
+def fresh_upsd_fixture(upsd_pool: UpsdPool) -> Iterator[Upsd]:
+    """A running upsd of the test's own, its dummy UPS `OL`; stopped after the test."""
+    server = upsd_pool.take()
     try:
-        yield server.start()
+        yield server
     finally:
         server.stop()

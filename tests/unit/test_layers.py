@@ -148,7 +148,11 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         ("sync/sneaky.py", "def f():\n    from edge import mirror\n", "sync.sneaky imports edge"),
         ("sync/sneaky.py", "import json, edge\n", "sync.sneaky imports edge"),
         ("edge/mirror.py", "from edge.web import http\n", "edge.mirror imports edge.web"),
-        ("edge/power/monitor.py", "from ..ops import doctor\n", "edge.power.monitor imports edge.ops"),
+        (
+            "edge/power/monitor.py",
+            "from ..ops import doctor\n",
+            "edge.power.monitor imports edge.ops",
+        ),
     ],
 )
 def test_the_check_catches_a_wrong_import(tmp_path: Path, name: str, source: str, bad: str):

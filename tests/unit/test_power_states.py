@@ -244,7 +244,9 @@ async def test_battery_stores_the_event_checkpoints_and_slows_the_pull(rig: Rig)
     last = rig.events()[-1]
     assert (last["flags"], last["charge"], last["runtime_s"]) == ("OB", 97.0, 2400.0)
     assert rig.monitor.last_checkpoint is not None
-    assert rig.node.replication.puller.interval_s == rig.node.settings.centre_pull_interval_battery_s
+    assert (
+        rig.node.replication.puller.interval_s == rig.node.settings.centre_pull_interval_battery_s
+    )
     assert not rig.node.shutting_down
     assert rig.node.power.as_dict() | {"updated_at": None} == {
         "state": "battery", "source": "nut", "ups_status": "OB", "battery_charge": 97.0,
