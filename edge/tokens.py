@@ -15,10 +15,10 @@ import secrets
 import time
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.errors import ConfigError
+from sync.timefmt import iso
 
 log = logging.getLogger(__name__)
 SCOPES = ("inquire", "pay", "admin")
@@ -81,7 +81,7 @@ def add_token(path: Path, name: str, scopes: list[str]) -> str:
         f'\n[tokens."{name}"]\n'
         f'hash = "{hash_token(token)}"\n'
         f"scopes = [{', '.join(repr(s).replace(chr(39), chr(34)) for s in scopes)}]\n"
-        f'created_at = "{datetime.now(UTC).isoformat(timespec="seconds")}"\n'
+        f'created_at = "{iso(time.time())}"\n'
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as fh:
