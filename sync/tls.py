@@ -108,15 +108,18 @@ def _why(exc: BaseException) -> str:
 
 
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The innermost ssl.SSLError in `exc` (aiohttp's own error classes derive from ssl's but
+    carry the real one inside, with its `verify_message` and `reason`)."""
+    found: ssl.SSLError | None = None
     seen: BaseException | None = exc
-    for _ in range(4):  # aiohttp wraps the ssl error once or twice
+    for _ in range(5):
         if seen is None:
-            return None
+            break
         if isinstance(seen, ssl.SSLError):
-            return seen
-        inner = getattr(seen, "os_error", None)
-        seen = inner if isinstance(inner, BaseException) else seen.__cause__
-    return None
+            found = seen
+        inner = getattr(seen, "certificate_error", None) or getattr(seen, "os_error", None)
+        seen = inner if isinstance(inner, BaseException) and inner is not seen else seen.__cause__
+    return found
 
 
 def transport_failure(exc: BaseException) -> SyncError:
@@ -128,7 +131,7 @@ def transport_failure(exc: BaseException) -> SyncError:
     ):
         if isinstance(found, ssl.SSLCertVerificationError):
             detail = (
-                f"the centre's certificate is not trusted ({found.verify_message}):"
+                f"the centre's certificate is not trusted ({found.verify_message or found.reason}):"
                 " check centre.ca_file and the name in centre.url"
             )
         elif found.reason == "WRONG_VERSION_NUMBER":

@@ -8,6 +8,7 @@ config file's directory. For programmatic use build `CentreSettings(...)` direct
 from __future__ import annotations
 
 import math
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from outbox.ids import NODE_ID
+from sync import tls
 from sync.bill import GOVERNORATE, MAX_INT
 from sync.errors import CentreConfigError, SyncError
 from sync.signing import read_secret
@@ -63,6 +65,17 @@ class CentreSettings:
     @property
     def secrets(self) -> dict[str, bytes]:
         return {node: settings.secret for node, settings in self.nodes.items()}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server context when `cert_file` is set (else None: plain http, for loopback)."""
+        if self.cert_file is None:
+            return None
+        try:
+            return tls.server_context(self.cert_file, self.key_file, self.client_ca_file)
+        except SyncError as exc:
+            raise CentreConfigError(
+                f"centre.cert_file/key_file/client_ca_file: {exc.detail}"
+            ) from exc
 
     def limits(self, node: str) -> Limits:
         own = self.nodes[node]
