@@ -135,9 +135,7 @@ async def test_payments_and_bills_cross_tls_with_a_client_certificate(
         return link.node.node.db.read(outbox.stats).delivered == 1
 
     await eventually(delivered, what="the payment to be delivered over TLS")
-    assert [(r[3], r[4], r[5]) for r in await link.centre.ledger()] == [
-        (BILL, 25_000, "applied")
-    ]
+    assert [(r[3], r[4], r[5]) for r in await link.centre.ledger()] == [(BILL, 25_000, "applied")]
     assert await link.centre.bill(BILL) == (25_000, 2)
     shown = await status(link)
     assert shown["link"]["state"] == "up" and shown["link"]["insecure"] is False
@@ -148,9 +146,7 @@ async def test_payments_and_bills_cross_tls_with_a_client_certificate(
     assert [c.level for c in await probes.check_centre(s, secret, None)] == ["OK", "OK"]
 
 
-async def test_a_centre_certificate_from_another_ca_is_refused(
-    pki: Pki, tls_link: Started
-) -> None:
+async def test_a_centre_certificate_from_another_ca_is_refused(pki: Pki, tls_link: Started) -> None:
     # An impostor on the LAN with a certificate of its own: the node trusts only the pinned CA.
     link = await tls_link(
         scheme="https", centre_overrides=pki.serving(), **pki.client(ca=pki.rogue.cert)
