@@ -205,6 +205,6 @@ class Puller(Loop[int]):
             raise self._transport(exc) from exc
 
     def _transport(self, exc: BaseException) -> SyncError:
-        failure = tls.transport_failure(exc)
+        failure = tls.transport_failure(exc, self.config.url)
         self.link.failed(str(failure), config_fault=isinstance(failure, CentreRefused))
         return failure

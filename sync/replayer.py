@@ -189,7 +189,7 @@ class Replayer(Loop[StepResult]):
                 raw = await resp.read()
                 status, date = resp.status, resp.headers.get("Date")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            lost = tls.transport_failure(exc)
+            lost = tls.transport_failure(exc, self.config.url)
             raise await self._failed(entries, lost, None) from exc
         if status >= 500:
             raise await self._failed(entries, CentreUnavailable(f"centre answered {status}"), date)

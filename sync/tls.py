@@ -23,6 +23,13 @@ UNTRUSTED_REASONS = frozenset({
 })  # fmt: skip
 
 
+CLOSED = (aiohttp.ServerDisconnectedError, ConnectionResetError, aiohttp.ClientOSError)
+HINT_CLOSED = (
+    " (the centre closed the TLS connection: if it requires client certificates, check"
+    " centre.cert_file and centre.key_file)"
+)
+
+
 def origin(url: str) -> str:
     """scheme://host[:port] of `url`, without any user:password part (safe to log)."""
     parts = urllib.parse.urlsplit(url)
@@ -101,7 +108,7 @@ def _load_pair(context: ssl.SSLContext, cert_file: str | Path, key_file: str | P
 
 def _why(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
+        return getattr(exc, "reason", None) or str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
@@ -122,26 +129,35 @@ def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
     return found
 
 
-def transport_failure(exc: BaseException) -> SyncError:
-    """What a failed exchange means: CentreUntrusted (a configuration fault, held and retried
-    slowly) for a refused handshake, CentreUnavailable (retried with backoff) otherwise."""
+def transport_failure(exc: BaseException, url: str = "") -> SyncError:
+    """What a failed exchange with `url` means: CentreUntrusted (a configuration fault, held
+    and retried slowly) for a refused handshake, CentreUnavailable (retried) otherwise."""
     found = _ssl_error(exc)
+    # `reason` and `verify_message` exist only on errors the ssl module raised itself.
+    reason = getattr(found, "reason", None)
     if found is not None and (
-        isinstance(found, ssl.SSLCertVerificationError) or found.reason in UNTRUSTED_REASONS
+        isinstance(found, ssl.SSLCertVerificationError) or reason in UNTRUSTED_REASONS
     ):
         if isinstance(found, ssl.SSLCertVerificationError):
+            why = getattr(found, "verify_message", None) or reason
             detail = (
-                f"the centre's certificate is not trusted ({found.verify_message or found.reason}):"
+                f"the centre's certificate is not trusted ({why}):"
                 " check centre.ca_file and the name in centre.url"
             )
-        elif found.reason == "WRONG_VERSION_NUMBER":
+        elif reason == "WRONG_VERSION_NUMBER":
             detail = "the centre does not speak TLS at this address: check centre.url"
         else:
             detail = (
-                f"the centre refused the handshake ({found.reason}):"
+                f"the centre refused the handshake ({reason}):"
                 " check centre.cert_file and centre.key_file"
             )
         return CentreUntrusted(detail)
     if isinstance(exc, aiohttp.ClientSSLError):
         return CentreUnavailable(f"tls: {type(exc).__name__}: {exc}")
-    return CentreUnavailable(f"transport: {type(exc).__name__}: {exc}")
+    error = f"transport: {type(exc).__name__}: {exc}"
+    if url.startswith("https://") and isinstance(exc, CLOSED):
+        # Under TLS 1.3 a centre refuses a client certificate (or its absence) after our side
+        # of the handshake is done: we only see the connection close. It may also be the
+        # network, so it stays transient, but the operator gets the likely cause.
+        error += HINT_CLOSED
+    return CentreUnavailable(error)

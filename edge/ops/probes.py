@@ -169,7 +169,7 @@ async def check_centre(
     except ConfigError as exc:
         return [Check("centre", FAIL, f"no TLS context: {exc}", "see tls above")]
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        failure = tls.transport_failure(exc)
+        failure = tls.transport_failure(exc, s.centre_url)
         if failure.code == "tls_untrusted":
             advice = (
                 "the handshake was refused: centre.ca_file must be the CA that issued the"
