@@ -17,7 +17,8 @@ from nodefixtures import make_bill
 from tlscerts import Authority, Pair
 
 import outbox
-from edge import config, mirror, replication
+from edge import cli, config, mirror, replication
+from edge.errors import ConfigError
 from edge.ops import probes
 
 BILL = f"{GOV}-{CYCLE}-{ACCOUNTS[0]}"
@@ -217,9 +218,29 @@ async def test_plain_http_to_another_machine_warns_at_start_hourly_and_in_status
     shown = await status(link)
     assert shown["link"]["insecure"] is True
     assert shown["tasks"]["insecure-link-warning"]["state"] == "running"
+    async with link.node.session.get(f"{link.node.url}/metrics") as resp:
+        assert "\nedge_link_insecure 1.0\n" in await resp.text()
     s = link.node.node.settings
     check = probes.check_link_security(s)
     assert check.level == "WARN" and "https://" in check.advice
+
+
+async def test_unloadable_tls_files_stop_the_node_and_the_centre_at_start(
+    pki: Pki, tmp_path: Path
+) -> None:
+    s = config.Settings(centre_url="https://127.0.0.1:1", centre_ca_file=str(tmp_path / "no.pem"))
+    with pytest.raises(ConfigError, match=r"centre\.ca_file"):
+        replication.make_session(s)
+    s = s.replace(centre_ca_file=str(pki.ca.cert), centre_cert_file=str(pki.node.cert),
+                  centre_key_file=str(pki.centre.key))  # fmt: skip
+    with pytest.raises(ConfigError, match="cannot load the certificate"):
+        replication.make_session(s)
+    (tmp_path / "n.secret").write_text("x" * 64)
+    centre_toml = tmp_path / "centre.toml"
+    centre_toml.write_text(f'[centre]\ndata_dir = "{tmp_path / "c"}"\ncert_file = "{pki.centre.cert}"\n'
+                           f'key_file = "{pki.node.key}"\n[nodes.dam-1]\ngovernorate = "DAM"\n'
+                           'secret_file = "n.secret"\n')  # fmt: skip
+    assert cli.main(["centre", "serve", "--config", str(centre_toml)]) == 2
 
 
 @pytest.mark.parametrize(
