@@ -23,6 +23,7 @@ UNTRUSTED_REASONS = frozenset({
 })  # fmt: skip
 
 
+# The peer closing an open connection (not refusing one: that is ClientConnectorError).
 CLOSED = (aiohttp.ServerDisconnectedError, ConnectionResetError, aiohttp.ClientOSError)
 HINT_CLOSED = (
     " (the centre closed the TLS connection: if it requires client certificates, check"
@@ -155,7 +156,8 @@ def transport_failure(exc: BaseException, url: str = "") -> SyncError:
     if isinstance(exc, aiohttp.ClientSSLError):
         return CentreUnavailable(f"tls: {type(exc).__name__}: {exc}")
     error = f"transport: {type(exc).__name__}: {exc}"
-    if url.startswith("https://") and isinstance(exc, CLOSED):
+    closed = isinstance(exc, CLOSED) and not isinstance(exc, aiohttp.ClientConnectorError)
+    if url.startswith("https://") and closed:
         # Under TLS 1.3 a centre refuses a client certificate (or its absence) after our side
         # of the handshake is done: we only see the connection close. It may also be the
         # network, so it stays transient, but the operator gets the likely cause.

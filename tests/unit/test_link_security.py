@@ -54,6 +54,9 @@ def test_handshake_failures_are_config_faults_and_resets_are_transient() -> None
     assert isinstance(closed, CentreUnavailable) and "centre.cert_file" in closed.detail
     over_http = tls.transport_failure(aiohttp.ServerDisconnectedError(), "http://c")
     assert "cert_file" not in over_http.detail
+    key = aiohttp.client_reqrep.ConnectionKey("c", 443, True, True, None, None, None)
+    down = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
+    assert "cert_file" not in tls.transport_failure(down, "https://c").detail
 
 
 def test_node_tls_keys_and_their_old_names(tmp_path: Path) -> None:
