@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
@@ -131,6 +132,9 @@ def check_link_security(s: config.Settings) -> Check:
     except ConfigError as exc:
         return Check("tls", FAIL, str(exc), "fix the file or its path; the node will not start")
     client = f", client certificate {s.centre_cert_file}" if s.centre_cert_file else ""
+    key = s.centre_key_file or s.centre_cert_file
+    if key and Path(key).stat().st_mode & 0o077:
+        return Check("tls", WARN, f"the client key {key} is readable by others", f"chmod 600 {key}")
     if not s.centre_ca_file:
         return Check(
             "tls",

@@ -261,6 +261,14 @@ def test_doctor_tls_check(changes: dict[str, str], level: str, seen: str) -> Non
 def test_doctor_tls_check_with_a_pinned_ca_and_a_bad_key(pki: Pki) -> None:
     s = config.Settings(centre_url="https://127.0.0.1:1", centre_ca_file=str(pki.ca.cert))
     assert probes.check_link_security(s).level == "OK"
+    with_key = s.replace(centre_cert_file=str(pki.node.cert), centre_key_file=str(pki.node.key))
+    assert probes.check_link_security(with_key).level == "OK"
+    pki.node.key.chmod(0o644)
+    try:
+        check = probes.check_link_security(with_key)
+        assert check.level == "WARN" and "chmod 600" in check.advice
+    finally:
+        pki.node.key.chmod(0o600)
     bad = s.replace(centre_cert_file=str(pki.node.cert), centre_key_file=str(pki.centre.key))
     check = probes.check_link_security(bad)
     assert check.level == "FAIL" and str(pki.centre.key) in check.detail
