@@ -58,8 +58,8 @@ class Settings:
     centre_pull_interval_battery_s: float = 300.0
     centre_pull_limit: int = 1000
     centre_ca_file: str = ""
-    centre_client_cert: str = ""
-    centre_client_key: str = ""
+    centre_cert_file: str = ""
+    centre_key_file: str = ""
     mirror_stale_after_s: float = 3600.0
     storage_min_free_mb: int = 64
     storage_synchronous: str = "FULL"
@@ -90,6 +90,9 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+# Older names still accepted (TOML key and EDGE_* variable); check-config shows the new one.
+ALIASES = {"centre_client_cert": "centre_cert_file", "centre_client_key": "centre_key_file"}
+
 ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - names for "every address"
 
 
@@ -111,8 +114,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         raw.update(_flatten(doc, path))
     for key, value in (os.environ if env is None else env).items():
-        if key.startswith("EDGE_") and key[5:].lower() in _FIELDS:
-            raw[key[5:].lower()] = value
+        name = ALIASES.get(key[5:].lower(), key[5:].lower())
+        if key.startswith("EDGE_") and name in _FIELDS:
+            raw[name] = value
     values = {name: _coerce(name, value) for name, value in raw.items()}
     settings = Settings(**values)
     validate(settings)
@@ -128,9 +132,11 @@ def _flatten(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
         if section not in SECTIONS or not isinstance(table, dict):
             raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
         for key, value in table.items():
-            name = f"{section}_{key}"
+            name = ALIASES.get(f"{section}_{key}", f"{section}_{key}")
             if name not in _FIELDS:
                 raise ConfigError(f"{path}: unknown key {section}.{key}")
+            if name in out:
+                raise ConfigError(f"{path}: {section}.{key} and its other name both given")
             out[name] = value
     return out
 
@@ -178,6 +184,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"ups.port {s.ups_port} is not a TCP port")
     if s.centre_url and not s.centre_url.startswith(("http://", "https://")):
         raise ConfigError(f"centre.url {s.centre_url!r}: http://… or https://…, or empty for none")
+    if s.centre_key_file and not s.centre_cert_file:
+        raise ConfigError("centre.key_file is set without centre.cert_file")
     if not 1 <= s.centre_batch_size <= 5000:
         raise ConfigError("centre.batch_size must be between 1 and 5000")
     if not 1 <= s.centre_pull_limit <= 10000:

@@ -22,13 +22,14 @@ from edge.config import Settings
 from edge.db import Database
 from edge.errors import ConfigError
 from edge.tasks import Supervisor
-from sync import signing
+from sync import signing, tls
 from sync.errors import SyncError
 from sync.link import Link
 from sync.puller import PullConfig, Puller
 from sync.replayer import ReplayConfig, Replayer, StepResult
 
 log = logging.getLogger(__name__)
+INSECURE_WARNING_EVERY_S = 3600.0
 
 
 def read_secret(settings: Settings) -> bytes:
@@ -39,12 +40,15 @@ def read_secret(settings: Settings) -> bytes:
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The context for an https:// centre (None for http://); ConfigError naming the key."""
     if not settings.centre_url.startswith("https://"):
         return None
-    context = ssl.create_default_context(cafile=settings.centre_ca_file or None)
-    if settings.centre_client_cert:
-        context.load_cert_chain(settings.centre_client_cert, settings.centre_client_key or None)
-    return context
+    try:
+        return tls.client_context(
+            settings.centre_ca_file, settings.centre_cert_file, settings.centre_key_file
+        )
+    except SyncError as exc:
+        raise ConfigError(f"centre.ca_file/cert_file/key_file: {exc.detail}") from exc
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
@@ -115,6 +119,22 @@ class Replication:
         self.tasks.start("replayer", self.replayer.run)
         self.tasks.start("puller", self.puller.run)
         self.tasks.start("replay-wakeup", self._wake_on_payment)
+        if self.insecure:
+            self.warn_insecure()
+            self.tasks.start("insecure-link-warning", self._warn_insecure_hourly)
+
+    @property
+    def insecure(self) -> bool:
+        """Plain http:// to another machine: verdicts and bills could be forged on the way."""
+        return tls.insecure(self.settings.centre_url)
+
+    def warn_insecure(self) -> None:
+        log.warning(
+            "centre.url %s is plain http:// to another machine: anyone on the network between"
+            " can read payments and answer in the centre's place; use https:// with"
+            " centre.ca_file (deploy/README.md, section TLS)",
+            tls.origin(self.settings.centre_url),
+        )
 
     async def close(self) -> None:
         replayer, puller = self.replayer, self.puller
@@ -123,6 +143,7 @@ class Replication:
         replayer.stop()
         puller.stop()
         await self.tasks.stop("replay-wakeup")
+        await self.tasks.stop("insecure-link-warning")
         await self.tasks.stop("replayer", cancel=False)
         await self.tasks.stop("puller", cancel=False)
         # litestream's rule: always one last sync on close, bounded so the stop stays timely.
@@ -146,6 +167,12 @@ class Replication:
     def set_pull_interval(self, seconds: float) -> None:
         if self.puller is not None:
             self.puller.set_interval(seconds)
+
+    async def _warn_insecure_hourly(self) -> None:
+        # Once at start is easy to miss in a journal that rotates: say it again every hour.
+        while True:
+            await asyncio.sleep(INSECURE_WARNING_EVERY_S)
+            self.warn_insecure()
 
     async def _wake_on_payment(self) -> None:
         while True:

@@ -80,3 +80,19 @@ class CentreRefused(SyncError):
     @property
     def config_fault(self) -> bool:
         return not self.stale
+
+
+class CentreUntrusted(CentreRefused):
+    """The TLS handshake with the centre failed on a certificate (wrong CA, wrong name, expired,
+    ours refused) or https met a plain server: a configuration fault no retry cures. It has
+    no HTTP answer, so `status` is 0."""
+
+    def __init__(self, detail: str) -> None:
+        SyncError.__init__(self, f"tls_untrusted: {detail}", code="tls_untrusted")
+        self.status = 0
+
+
+class TlsConfigError(SyncError):
+    """A CA, certificate or key file cannot be loaded; the message names the file."""
+
+    code = "bad_tls_config"

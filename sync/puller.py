@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 import outbox
-from sync import protocol, signing
+from sync import protocol, signing, tls
 from sync.errors import CentreRefused, CentreUnavailable, SyncError
 from sync.link import Link
 from sync.loop import ATTEMPTS_PER_STEP, Loop, Sleep
@@ -204,7 +204,7 @@ class Puller(Loop[int]):
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._transport(exc) from exc
 
-    def _transport(self, exc: BaseException) -> CentreUnavailable:
-        error = f"transport: {type(exc).__name__}: {exc}"
-        self.link.failed(error)
-        return CentreUnavailable(error)
+    def _transport(self, exc: BaseException) -> SyncError:
+        failure = tls.transport_failure(exc, self.config.url)
+        self.link.failed(str(failure), config_fault=isinstance(failure, CentreRefused))
+        return failure

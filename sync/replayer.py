@@ -20,7 +20,7 @@ import aiohttp
 
 import outbox
 from outbox import crashpoints
-from sync import protocol, signing
+from sync import protocol, signing, tls
 from sync.errors import CentreRefused, CentreUnavailable, ProtocolError, SyncError
 from sync.link import Link
 from sync.loop import ATTEMPTS_PER_STEP, Loop, Sleep
@@ -189,7 +189,7 @@ class Replayer(Loop[StepResult]):
                 raw = await resp.read()
                 status, date = resp.status, resp.headers.get("Date")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            lost = CentreUnavailable(f"transport: {type(exc).__name__}: {exc}")
+            lost = tls.transport_failure(exc, self.config.url)
             raise await self._failed(entries, lost, None) from exc
         if status >= 500:
             raise await self._failed(entries, CentreUnavailable(f"centre answered {status}"), date)

@@ -28,7 +28,7 @@ from edge.errors import ConfigError
 from edge.ops import backup, probes
 from edge.ops.probes import FAIL, OK, WARN, Check
 from outbox import readers
-from sync import signing
+from sync import signing, tls
 
 SERVICE_USER = "edge"
 SLOW_FSYNC_S = 0.050
@@ -43,7 +43,9 @@ def effective(path: Path, env: Mapping[str, str] | None = None) -> list[tuple[st
     settings = config.load(path, env)
     with path.open("rb") as fh:
         in_file = {
-            f"{section}_{key}" for section, table in tomllib.load(fh).items() for key in table
+            config.ALIASES.get(f"{section}_{key}", f"{section}_{key}")
+            for section, table in tomllib.load(fh).items()
+            for key in table
         }
     environ = os.environ if env is None else env
     rows = []
@@ -71,8 +73,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     width = max(len(key) for key, _, _ in rows)
     for key, value, source in rows:
         print(f"{key:<{width}} = {value:<40} # {source}")
+    for warning in config_warnings(config.load(args.file)):
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: valid. Next: edge doctor --config {args.file}", file=sys.stderr)
     return 0
+
+
+def config_warnings(s: config.Settings) -> list[str]:
+    """Valid but unwise settings: check-config says so without refusing the file."""
+    out = []
+    if tls.insecure(s.centre_url):
+        out.append(f"centre.url {tls.origin(s.centre_url)} is plain http:// to another machine:"
+                   " use https:// with centre.ca_file (deploy/README.md, TLS)")  # fmt: skip
+    tls_keys = [k for k in ("ca_file", "cert_file", "key_file") if getattr(s, f"centre_{k}")]
+    if tls_keys and not s.centre_url.startswith("https://"):
+        out.append(
+            f"centre.{', centre.'.join(tls_keys)} set but unused: centre.url is not https://"
+        )
+    return out
 
 
 # --- local checks ----------------------------------------------------------------------
@@ -326,6 +344,7 @@ async def run(s: config.Settings, clock: Callable[[], float] = time.time) -> lis
     secret_check, secret = check_secret(s) if s.centre_url else (None, None)
     if secret_check is not None:
         checks.append(secret_check)
+        checks.append(probes.check_link_security(s))
     checks.append(await probes.check_ups(s))
     checks += await probes.check_centre(s, secret, cursor, clock)
     checks.append(await probes.check_node(s))

@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
 from edge import config, replication
+from edge.errors import ConfigError
 from edge.power import nut
 from edge.power.policy import classify
 from edge.power.sources import make_source
-from sync import protocol, signing
+from sync import protocol, signing, tls
 from sync.link import parse_http_date
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -111,6 +113,38 @@ async def check_ups(s: config.Settings) -> Check:
     return Check("ups", OK, detail)
 
 
+def check_link_security(s: config.Settings) -> Check:
+    """http:// to another machine WARNs; https:// must load its CA and client files."""
+    url = tls.origin(s.centre_url)
+    if tls.insecure(s.centre_url):
+        return Check(
+            "tls",
+            WARN,
+            f"{url} is plain http:// to another machine: payments and verdicts cross the"
+            " network unencrypted, and anyone on the way can answer in the centre's place",
+            "use the centre's https:// address with centre.ca_file = its CA (deploy/README.md,"
+            " section TLS)",
+        )
+    if not s.centre_url.startswith("https://"):
+        return Check("tls", OK, f"{url} is on this machine: plain http is fine")
+    try:
+        replication.ssl_context(s)
+    except ConfigError as exc:
+        return Check("tls", FAIL, str(exc), "fix the file or its path; the node will not start")
+    client = f", client certificate {s.centre_cert_file}" if s.centre_cert_file else ""
+    key = s.centre_key_file or s.centre_cert_file
+    if key and Path(key).stat().st_mode & 0o077:
+        return Check("tls", WARN, f"the client key {key} is readable by others", f"chmod 600 {key}")
+    if not s.centre_ca_file:
+        return Check(
+            "tls",
+            WARN,
+            f"https to {url} trusting every CA this system trusts{client}",
+            "pin the centre's CA: centre.ca_file = the ministry CA's PEM",
+        )
+    return Check("tls", OK, f"https to {url}, CA pinned to {s.centre_ca_file}{client}")
+
+
 async def check_centre(
     s: config.Settings,
     secret: bytes | None,
@@ -136,15 +170,30 @@ async def check_centre(
         async with replication.make_session(s) as session, session.get(url, headers=headers) as r:
             status, body, date = r.status, await r.read(), r.headers.get("Date")
             received = clock()
+    except ConfigError as exc:
+        return [Check("centre", FAIL, f"no TLS context: {exc}", "see tls above")]
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return [
-            Check(
-                "centre",
-                FAIL,
-                f"{s.centre_url} cannot be reached: {exc or type(exc).__name__}",
-                "check centre.url, the network and the firewall (curl -v the URL);"
-                " while the link is down the node keeps payments and replays later",
+        failure = tls.transport_failure(exc, s.centre_url)
+        if failure.code == "tls_untrusted":
+            advice = (
+                "the handshake was refused: centre.ca_file must be the CA that issued the"
+                " centre's certificate, centre.url must use the name in it, and a centre that"
+                " asks for client certificates needs centre.cert_file and centre.key_file"
             )
+        else:
+            advice = (
+                "check centre.url, the network and the firewall (curl -v the URL);"
+                " while the link is down the node keeps payments and replays later"
+            )
+            if s.centre_url.startswith("https://") and not s.centre_cert_file:
+                # TLS 1.3: a centre that wants a client certificate just closes the connection.
+                advice += "; a centre that requires client certificates closes the connection"
+                advice += " on a node without one: set centre.cert_file and centre.key_file"
+        seen = (
+            "refused the TLS handshake" if failure.code == "tls_untrusted" else "cannot be reached"
+        )
+        return [
+            Check("centre", FAIL, f"{tls.origin(s.centre_url)} {seen}: {failure.detail}", advice)
         ]
     checks = [_verdict(s, status, body)]
     centre_time = parse_http_date(date)

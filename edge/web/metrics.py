@@ -32,6 +32,7 @@ from edge import __version__, mirror
 from edge.node import NODE, Node
 from edge.power.policy import STATES as POWER_STATES
 from edge.web.http import CLIENT
+from sync import tls
 from sync.replayer import StepResult
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -135,6 +136,8 @@ class NodeCollector(Collector):
                      link.consecutive_failures)  # fmt: skip
         yield _gauge("edge_link_config_fault", "1 when the centre refuses this node's batches.",
                      1 if link.config_fault else 0)  # fmt: skip
+        yield _gauge("edge_link_insecure", "1 when centre.url is plain http:// to another host.",
+                     1 if tls.insecure(self.node.settings.centre_url) else 0)  # fmt: skip
         last_ok = None if link.last_ok_at is None else max(0.0, self.node.clock() - link.last_ok_at)
         yield _gauge("edge_link_last_ok_age_seconds", "Time since the centre last answered well.",
                      _nan(last_ok))  # fmt: skip

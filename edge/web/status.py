@@ -12,6 +12,7 @@ import outbox
 from edge import __version__, errors, mirror
 from edge.node import NODE, Node
 from edge.web.http import json_response
+from sync import tls
 from sync.timefmt import iso_or_none as _iso
 
 routes = web.RouteTableDef()
@@ -38,7 +39,11 @@ async def snapshot(node: Node) -> dict[str, Any]:
         "uptime_s": round(now - node.started_at, 1),
         "power": power | {"updated_at": _iso(power["updated_at"])},
         "link": link
-        | {"last_ok_at": _iso(link["last_ok_at"]), "last_error_at": _iso(link["last_error_at"])},
+        | {
+            "last_ok_at": _iso(link["last_ok_at"]),
+            "last_error_at": _iso(link["last_error_at"]),
+            "insecure": tls.insecure(node.settings.centre_url),
+        },
         "outbox": {
             "pending": stats.pending,
             "oldest_pending_age_s": None

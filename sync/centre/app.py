@@ -100,9 +100,10 @@ async def post_outbox(request: web.Request) -> web.Response:
     if batch.node != node:
         raise Refused(403, "node_mismatch", f"the frame's node {batch.node} is not the signer")
     governorate = request.app[SETTINGS].nodes[node].governorate
+    limits = request.app[SETTINGS].limits(node)
     now = time.time()
     reply = await request.app[STORE].write(
-        lambda conn: record_batch(conn, node, governorate, batch.entries, now)
+        lambda conn: record_batch(conn, node, governorate, batch.entries, now, limits)
     )
     return web.Response(
         body=protocol.encode_reply(reply.results, reply.acked_seq),

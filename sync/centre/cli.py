@@ -68,8 +68,15 @@ def _run(args: argparse.Namespace, action: Callable[[CentreSettings], int]) -> i
 
 def cmd_serve(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
-        log.info("centre on %s:%d with %d nodes", settings.host, settings.port, len(settings.nodes))
-        web.run_app(create_app(settings), host=settings.host, port=settings.port)
+        context = settings.ssl_context()
+        mode = "http" if context is None else "https"
+        if settings.client_ca_file is not None:
+            mode += " (client certificates required)"
+        log.info("centre on %s:%d, %s, with %d nodes", settings.host, settings.port, mode,
+                 len(settings.nodes))  # fmt: skip
+        web.run_app(
+            create_app(settings), host=settings.host, port=settings.port, ssl_context=context
+        )
         return 0
 
     return _run(args, action)

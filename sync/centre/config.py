@@ -8,6 +8,7 @@ config file's directory. For programmatic use build `CentreSettings(...)` direct
 from __future__ import annotations
 
 import math
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from outbox.ids import NODE_ID
-from sync.bill import GOVERNORATE
+from sync import tls
+from sync.bill import GOVERNORATE, MAX_INT
 from sync.errors import CentreConfigError, SyncError
 from sync.signing import read_secret
 
@@ -24,12 +26,23 @@ GOVERNORATES = (
     "QUN",
 )  # fmt: skip
 DB_NAME = "centre.db"
+CENTRE_KEYS = ("cert_file", "key_file", "client_ca_file", "max_credit")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one payment may carry (piastres; None: no ceiling beyond the bill's amount)."""
+
+    max_payment: int | None = None
+    max_credit: int | None = None
 
 
 @dataclass(frozen=True)
 class NodeSettings:
     governorate: str
     secret: bytes = field(repr=False)
+    max_payment: int | None = None  # this node's ceiling per payment
+    max_credit: int | None = None  # overrides [centre] max_credit for this node
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,10 @@ class CentreSettings:
     governorate: str | None = None  # the governorate that `import`, `seed` and `cycle` act on
     max_skew_s: float = 300.0
     nodes: Mapping[str, NodeSettings] = field(default_factory=dict)
+    cert_file: Path | None = None  # set: serve https (with key_file, or the key in this PEM)
+    key_file: Path | None = None
+    client_ca_file: Path | None = None  # set: refuse clients without a certificate it issued
+    max_credit: int | None = None  # credit one payment may leave; None: up to the bill's amount
 
     @property
     def db_path(self) -> Path:
@@ -48,6 +65,22 @@ class CentreSettings:
     @property
     def secrets(self) -> dict[str, bytes]:
         return {node: settings.secret for node, settings in self.nodes.items()}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server context when `cert_file` is set (else None: plain http, for loopback)."""
+        if self.cert_file is None:
+            return None
+        try:
+            return tls.server_context(self.cert_file, self.key_file, self.client_ca_file)
+        except SyncError as exc:
+            raise CentreConfigError(
+                f"centre.cert_file/key_file/client_ca_file: {exc.detail}"
+            ) from exc
+
+    def limits(self, node: str) -> Limits:
+        own = self.nodes[node]
+        credit = self.max_credit if own.max_credit is None else own.max_credit
+        return Limits(max_payment=own.max_payment, max_credit=credit)
 
     def require_governorate(self) -> str:
         if self.governorate is None:
@@ -75,6 +108,25 @@ def _path(value: object, key: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def _piastres(table: Mapping[str, Any], name: str, key: str, low: int) -> int | None:
+    value = table.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or not low <= value <= MAX_INT:
+        raise CentreConfigError(f"{key} must be whole piastres in [{low}, 2^63-1], not {value!r}")
+    return value
+
+
+def _tls(centre: Mapping[str, Any], base: Path) -> dict[str, Path | None]:
+    paths = {
+        name: _path(centre[name], f"centre.{name}", base) if name in centre else None
+        for name in ("cert_file", "key_file", "client_ca_file")
+    }
+    if paths["cert_file"] is None and (paths["key_file"] or paths["client_ca_file"]):
+        raise CentreConfigError("centre.key_file and centre.client_ca_file need centre.cert_file")
+    return paths
+
+
 def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
     """Settings from an already-parsed TOML document; relative paths resolve against `base`."""
     unknown = set(raw) - {"centre", "nodes"}
@@ -82,7 +134,7 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
         raise CentreConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
     centre = _table(raw, "centre")
     defaults = CentreSettings()
-    unknown = set(centre) - {"data_dir", "host", "port", "governorate", "max_skew_s"}
+    unknown = set(centre) - {"data_dir", "host", "port", "governorate", "max_skew_s", *CENTRE_KEYS}
     if unknown:
         raise CentreConfigError(f"unknown key(s) in [centre]: {', '.join(sorted(unknown))}")
     data_dir = _path(centre.get("data_dir", str(defaults.data_dir)), "centre.data_dir", base)
@@ -106,7 +158,7 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
             raise CentreConfigError(f"[{key}]: a node id is 1-32 lowercase letters, digits or '-'")
         if not isinstance(table, dict):
             raise CentreConfigError(f"[{key}] must be a table")
-        unknown = set(table) - {"governorate", "secret_file"}
+        unknown = set(table) - {"governorate", "secret_file", "max_payment", "max_credit"}
         if unknown:
             raise CentreConfigError(f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
         if "secret_file" not in table:
@@ -117,7 +169,11 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
             secret = read_secret(secret_file)
         except SyncError as exc:
             raise CentreConfigError(f"{key}.secret_file: {exc.detail}") from exc
-        nodes[node] = NodeSettings(governorate=gov, secret=secret)
+        nodes[node] = NodeSettings(
+            governorate=gov, secret=secret,
+            max_payment=_piastres(table, "max_payment", f"{key}.max_payment", 1),
+            max_credit=_piastres(table, "max_credit", f"{key}.max_credit", 0),
+        )  # fmt: skip
     return CentreSettings(
         data_dir=data_dir,
         host=host,
@@ -125,6 +181,8 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
         governorate=governorate,
         max_skew_s=float(skew),
         nodes=nodes,
+        max_credit=_piastres(centre, "max_credit", "centre.max_credit", 0),
+        **_tls(centre, base),
     )
 
 

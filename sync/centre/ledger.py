@@ -18,12 +18,14 @@ import msgpack
 from outbox.chain import GENESIS, entry_hash
 from outbox.lookup import select_in
 from sync import bill, protocol
+from sync.centre.config import Limits
 from sync.centre.store import ChangeSeq
 from sync.errors import Refused
 from sync.timefmt import iso
 
 log = logging.getLogger(__name__)
 
+NO_LIMITS = Limits()
 LEDGER_HEADER = ("id", "node", "seq", "bill_id", "amount", "verdict")
 PAYMENT_FIELDS = (
     "payment_id", "bill_id", "account", "amount", "channel", "idempotency_key", "method",
@@ -129,6 +131,7 @@ def record_batch(
     governorate: str,
     entries: Sequence[protocol.WireEntry],
     now: float,
+    limits: Limits = NO_LIMITS,
 ) -> protocol.Reply:
     """Record one batch from `node` (a write job); raises Refused with nothing written."""
     known, (head_seq, head_hash) = _check_chain(conn, node, entries)
@@ -154,7 +157,7 @@ def record_batch(
             results.append(_repeat(e, first))
             continue
         payment = payments.get(e.id)
-        verdict, reason, version, credit = _apply(e, payment, governorate, bills)
+        verdict, reason, version, credit = _apply(e, payment, governorate, bills, limits)
         result = protocol.Verdict(e.seq, e.id, verdict, reason, version)
         decided[e.id] = result
         results.append(result)
@@ -205,7 +208,11 @@ def _repeat(e: protocol.WireEntry, first: protocol.Verdict) -> protocol.Verdict:
 
 
 def _apply(
-    e: protocol.WireEntry, payment: Payment | None, governorate: str, bills: dict[str, list[Any]]
+    e: protocol.WireEntry,
+    payment: Payment | None,
+    governorate: str,
+    bills: dict[str, list[Any]],
+    limits: Limits,
 ) -> tuple[str, str | None, int | None, int]:
     """(verdict, reason, version, credit) for one new entry; updates the cached bill state."""
     if e.kind != "payment":
@@ -220,10 +227,17 @@ def _apply(
         return "rejected", "governorate_mismatch", None, 0
     if account != payment.account:
         return "rejected", "account_mismatch", None, 0
-    remaining = amount - paid
-    if remaining <= 0:
-        return "credited", None, version, payment.amount
+    # A node lets a cashier take at most what it sees due, which is never above the bill's
+    # amount: more is a bug or a forged entry, and must not become anyone's credit.
+    ceiling = limits.max_payment
+    if payment.amount > amount or (ceiling is not None and payment.amount > ceiling):
+        return "rejected", "amount_implausible", None, 0
+    remaining = max(0, amount - paid)
     taken = min(remaining, payment.amount)
+    if limits.max_credit is not None and payment.amount - taken > limits.max_credit:
+        return "rejected", "credit_over_cap", None, 0
+    if taken == 0:
+        return "credited", None, version, payment.amount
     bill[3], bill[4], bill[5] = paid + taken, version + 1, True
     return "applied", None, version + 1, payment.amount - taken
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ class Centre:
         self.app = create_app(self.settings)
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        context = self.settings.ssl_context()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=context).start()
         self.port = self.runner.addresses[0][1]
 
     async def stop(self) -> None:
@@ -81,6 +83,8 @@ async def start_link(
     clock: Callable[[], float] = time.time,
     accounts: list[str] = ACCOUNTS,
     proxy_mode: str = "pass",
+    centre_overrides: dict[str, Any] | None = None,
+    scheme: str = "http",
     **node_overrides: Any,
 ) -> tuple[Link, Callable[[], Awaitable[None]]]:
     secret_file = tmp_path / "dam-1.secret"
@@ -89,6 +93,7 @@ async def start_link(
         data_dir=tmp_path / "centre", host="127.0.0.1", port=0, governorate=GOV,
         nodes={NODE: NodeSettings(governorate=GOV, secret=SECRET.encode())},
     )  # fmt: skip
+    settings = dataclasses.replace(settings, **(centre_overrides or {}))
     settings.data_dir.mkdir()
     centre = Centre(settings)
     await centre.start()
@@ -98,7 +103,7 @@ async def start_link(
     proxy.mode = proxy_mode
     await proxy.start()
     overrides: dict[str, Any] = {
-        "centre_url": f"http://127.0.0.1:{proxy.port}", "centre_secret_file": secret_file,
+        "centre_url": f"{scheme}://127.0.0.1:{proxy.port}", "centre_secret_file": secret_file,
         "centre_retry_base_s": 0.05, "centre_retry_cap_s": 0.3, "centre_pull_interval_s": 0.2,
         "centre_config_fault_retry_s": 0.3, "centre_timeout_s": 5.0, "power_final_replay_s": 2.0,
     }  # fmt: skip

@@ -181,6 +181,7 @@ async def test_english_switch_is_left_to_right_and_remembered(
     await page.goto(running.url + "/?lang=en")
     shown = await page_matches_status(page, running, dir="ltr", lang="en")
     assert shown["title"] == "Governorate node: operator dashboard"
+    assert await page.eval("document.getElementById('insecure').hidden") is True
     assert await page.eval("document.getElementById('lang').textContent") == "العربية"
     await page.eval("document.getElementById('lang').click()")
     assert await page.eval("document.documentElement.dir + ' ' + document.title") == (
@@ -190,6 +191,29 @@ async def test_english_switch_is_left_to_right_and_remembered(
     await page.goto(running.url + "/")  # no ?lang: the choice was kept
     await page_matches_status(page, running, dir="ltr", lang="en")
     assert_clean(page, running.url)
+
+
+async def test_plain_http_to_another_machine_is_a_warning_on_the_page(
+    tmp_path: Path, page: Page
+) -> None:
+    secret = tmp_path / "centre.secret"
+    secret.write_text("a-secret-for-a-centre-that-is-not-there\n")
+    # TEST-NET-1 is never routed: the link only fails; the warning is about the URL.
+    runner, rn = await start_node(tmp_path / "node", [], centre_url="http://192.0.2.1:9090",
+                                  centre_secret_file=secret, centre_timeout_s=0.5)  # fmt: skip
+    try:
+        banner = "document.getElementById('insecure')"
+        await page.goto(rn.url + "/")
+        await page.wait_for(f"!{banner}.hidden")
+        assert "غير مشفّر" in await page.eval(f"{banner}.textContent")
+        assert "http://" in await page.eval("document.getElementById('link-security').textContent")
+        await page.goto(rn.url + "/?lang=en")
+        await page.wait_for(f"document.documentElement.lang === 'en' && !{banner}.hidden")
+        assert "not encrypted" in await page.eval(f"{banner}.textContent")
+        assert_clean(page, rn.url)
+    finally:
+        await rn.session.close()
+        await runner.cleanup()
 
 
 async def test_badge_turns_to_battery_within_5_s_of_the_ups(

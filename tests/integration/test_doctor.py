@@ -47,7 +47,7 @@ async def test_a_healthy_node_passes(link: Link) -> None:
     assert {name: c.level for name, c in checks.items()} | {"ups": "-"} == {
         "data dir": "OK", "free space": checks["free space"].level, "fsync": checks["fsync"].level,
         "database": "OK", "mirror": "OK", "outbox": "OK", "tokens": "OK", "secret": "OK", "ups": "-",
-        "centre": "OK", "clock": "OK", "node": "OK",
+        "tls": "OK", "centre": "OK", "clock": "OK", "node": "OK",
     }  # fmt: skip
     assert checks["ups"].level == "WARN" and "none" in checks["ups"].detail
     assert "accepted this node's signature" in checks["centre"].detail

@@ -147,6 +147,10 @@
     renderPower(s);
     var l = s.link, ov = last.overview;
     badge("link-badge", "link", l.state, t("link_" + l.state));
+    // Plain http:// to another machine: said on every page view, not only in the journal.
+    $("insecure").hidden = !l.insecure;
+    text("link-security", t(l.insecure ? "not_secure" : "secure"));
+    $("link-security").className = l.insecure ? "error" : "";
     text("link-since", ov && ov.link.state === l.state && ov.link.since ? since(ov.link.since, s.now) : "—");
     text("link-last-ok", since(l.last_ok_at, s.now));
     text("link-error", l.last_error ? l.last_error + (l.last_error_at ? " — " + clock(l.last_error_at) : "") : "—");
