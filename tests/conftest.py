@@ -1,4 +1,4 @@
-"""Shared fixtures: a migrated SQLite connection and bill factories for the mirror."""
+"""Shared fixtures: a migrated SQLite connection, the bill factory, payments in one transaction."""
 
 from __future__ import annotations
 
@@ -9,41 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import GOV, make_bill
 
 import outbox
 from edge import mirror, payments
 from edge.db import MIGRATIONS
 
 NODE = "dam-1"
-GOV = "DAM"
 
 BillFactory = Callable[..., dict[str, Any]]
 
 
-def make_bill(account: str = "100234567", **overrides: Any) -> dict[str, Any]:
-    """A bill as the centre sends it; any field can be overridden."""
-    cycle = overrides.get("cycle", "2026-05")
-    bill = {
-        "bill_id": f"{GOV}-{cycle}-{account}",
-        "account": account,
-        "governorate": GOV,
-        "cycle": cycle,
-        "name": "سعاد الحلبي",
-        "address": "دمشق، المزة",
-        "meter": f"M-{account}",
-        "kwh": 420,
-        "amount": 100_000,
-        "paid": 0,
-        "due_date": "2026-07-15",
-        "version": 1,
-        "updated_at": "2026-05-02T08:00:00Z",
-    }
-    bill.update(overrides)
-    return bill
-
-
 @pytest.fixture
 def bill_factory() -> BillFactory:
+    """helpers.make_bill, for tests that take their bills as a fixture."""
     return make_bill
 
 

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers import eventually
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -100,14 +100,7 @@ class Page:
 
     async def wait_for(self, expression: str, timeout: float = 10.0) -> Any:
         """Evaluate until the result is truthy; return it (fails after `timeout`)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await self.eval(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {expression}")
-            await asyncio.sleep(0.05)
+        return await eventually(lambda: self.eval(expression), timeout, expression)
 
     async def screenshot(self, path: Path, width: int = 1280) -> None:
         """A PNG of the whole page at `width` CSS pixels."""
@@ -155,12 +148,16 @@ class Browser:
                 start_new_session=True,  # its helpers share our process group: stopped together
             )  # fmt: skip
         active = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + START_S
-        while not (active.exists() and len(active.read_text().splitlines()) >= 2):
-            if self.proc.returncode is not None or time.monotonic() > deadline:
-                raise AssertionError(f"chromium did not start; see {self.root / 'chromium.log'}")
-            await asyncio.sleep(0.05)
-        port, path = active.read_text().splitlines()[:2]
+        proc = self.proc
+
+        def listening() -> list[str] | None:
+            if proc.returncode is not None:
+                raise AssertionError(f"chromium exited; see {self.root / 'chromium.log'}")
+            lines = active.read_text().splitlines() if active.exists() else []
+            return lines if len(lines) >= 2 else None
+
+        lines = await eventually(listening, START_S, f"chromium; see {self.root / 'chromium.log'}")
+        port, path = lines[:2]
         self.http = aiohttp.ClientSession()
         self.ws = await self.http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0)
         self._reader = asyncio.create_task(self._read())

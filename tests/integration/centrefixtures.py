@@ -1,8 +1,10 @@
-"""A real reference centre on loopback, behind a fault proxy, and a node pointed at it."""
+"""A real reference centre on loopback, behind a fault proxy, and a node pointed at it.
+
+`bill_input` and `eventually` are helpers', importable from here too.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -12,26 +14,20 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 from faultproxy import FaultProxy
+from helpers import CYCLE, GOV, bill_input, eventually
 from nodefixtures import RunningNode, start_node
 
 from sync.centre import bills, ledger
 from sync.centre.app import STORE, create_app
 from sync.centre.config import CentreSettings, NodeSettings
 
-NODE, GOV, CYCLE = "dam-1", "DAM", "2026-05"
+NODE = "dam-1"
 SECRET = "a-shared-secret-for-dam-1-tests"
 T = TypeVar("T")
-
-
-def bill_input(
-    account: str, amount: int = 100_000, paid: int = 0, cycle: str = CYCLE
-) -> bills.BillInput:
-    return bills.BillInput(account=account, cycle=cycle, name="ليلى الشامي", address="دمشق، باب توما",
-                           meter=f"EM-{account[-6:]}", kwh=300, amount=amount, paid=paid,
-                           due_date="2026-07-15")  # fmt: skip
-
-
 ACCOUNTS = [f"01000000{i:02d}" for i in range(1, 21)]
+
+__all__ = ["ACCOUNTS", "CYCLE", "GOV", "NODE", "SECRET", "Centre", "Link", "bill_input",
+           "eventually", "link", "start_link"]  # fmt: skip
 
 
 @dataclass
@@ -77,17 +73,6 @@ class Link:
     centre: Centre
     proxy: FaultProxy
     node: RunningNode
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
 
 
 async def start_link(

@@ -1,4 +1,7 @@
-"""Fixtures that run a real node on 127.0.0.1 (ephemeral port) over a seeded mirror."""
+"""Fixtures that run a real node on 127.0.0.1 (ephemeral port) over a seeded mirror.
+
+`make_bill` is helpers.make_bill, importable from here too.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from helpers import make_bill
 
 from edge import config, mirror, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
 
-
-def make_bill(account: str, cycle: str = "2026-05", *, amount: int = 150_000, paid: int = 0,
-              version: int = 1, gov: str = "DAM") -> dict[str, Any]:  # fmt: skip
-    return {
-        "bill_id": f"{gov}-{cycle}-{account}",
-        "account": account,
-        "governorate": gov,
-        "cycle": cycle,
-        "name": "سمير الحلبي",
-        "address": "دمشق، المزة، شارع 12",
-        "meter": f"M{account[-6:]}",
-        "kwh": 420,
-        "amount": amount,
-        "paid": paid,
-        "due_date": "2026-07-15",
-        "version": version,
-        "updated_at": "2026-06-01T00:00:00Z",
-    }
+__all__ = ["RunningNode", "make_bill", "running", "start_node"]
 
 
 @dataclass
@@ -94,7 +81,8 @@ async def start_node(
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[RunningNode]:
-    bills = [make_bill("0100234567"), make_bill("0100234567", "2026-03", paid=150_000),
+    bills = [make_bill("0100234567", amount=150_000),
+             make_bill("0100234567", "2026-03", amount=150_000, paid=150_000),
              make_bill("0100999999", amount=80_000, paid=30_000)]  # fmt: skip
     runner, rn = await start_node(tmp_path, bills)
     try:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodefixtures import RunningNode, make_bill, start_node
+from helpers import eventually, make_bill
+from nodefixtures import RunningNode, start_node
 
 import outbox
 from edge import cli, config
@@ -60,7 +61,9 @@ async def test_backup_while_paying_then_restore_into_a_fresh_node(tmp_path: Path
     dest.mkdir()
     try:
         for round_ in range(3):
-            await asyncio.sleep(0.3)
+            # Payments keep arriving between the backups (and during them).
+            goal = len(cashiers.acked) + 20
+            await eventually(lambda g=goal: len(cashiers.acked) >= g, what="20 more payments")
             before = set(cashiers.acked)
             done = await asyncio.to_thread(
                 backup.backup, cashiers.settings(), dest / f"b{round_}.db"

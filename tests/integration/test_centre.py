@@ -16,6 +16,7 @@ import aiohttp
 import msgpack
 import pytest
 from aiohttp.test_utils import TestServer
+from helpers import bill_input
 
 import outbox
 from sync import protocol
@@ -27,16 +28,6 @@ from sync.protocol import WireEntry
 NODE, GOV = "dam-1", "DAM"
 SECRETS = {"dam-1": b"secret-of-dam-1-0123456789", "ale-1": b"secret-of-ale-1-0123456789"}
 CYCLE = "2026-05"
-
-
-def bill_input(account: str, amount: int = 100_000, paid: int = 0, **over: Any) -> bills.BillInput:
-    fields: dict[str, Any] = {
-        "account": account, "cycle": CYCLE, "name": "سمير الحلبي",
-        "address": "دمشق، المزة، شارع الجلاء", "meter": f"EM-{account[-6:]}", "kwh": 420,
-        "amount": amount, "paid": paid, "due_date": "2026-07-15",
-    }  # fmt: skip
-    fields.update(over)
-    return bills.BillInput(**fields)
 
 
 # Bills every test starts with: unpaid, fully paid, partly paid, and one of Aleppo.
@@ -158,8 +149,8 @@ async def centre_settings(tmp_path: Path) -> CentreSettings:
     def load(conn: sqlite3.Connection) -> None:
         rows = [
             bill_input(UNPAID),
-            bill_input(PAID, 50_000, 50_000),
-            bill_input(PARTLY, 80_000, 30_000),
+            bill_input(PAID, amount=50_000, paid=50_000),
+            bill_input(PARTLY, amount=80_000, paid=30_000),
         ]
         bills.upsert_bills(conn, GOV, rows, now)
         bills.upsert_bills(conn, "ALE", [bill_input(ALEPPO)], now)

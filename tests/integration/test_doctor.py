@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from centrefixtures import Link, eventually
-from upsd import UPS, Upsd, free_port, shared_upsd_fixture, upsd_fixture  # noqa: F401
+from centrefixtures import Link
+from helpers import eventually, free_port
+from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401
 
 from edge import cli, config, mirror
 from edge.ops import doctor, probes

@@ -27,10 +27,11 @@ from typing import Any
 from urllib.parse import quote, quote_from_bytes
 
 import pytest
+from helpers import make_bill
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from loophost import LoopHost, RawResponse, db_digest, hosted_node, raw_request
-from nodefixtures import RunningNode, make_bill
+from nodefixtures import RunningNode
 
 from edge import errors, mirror, payments
 
@@ -48,7 +49,7 @@ PARTIAL = "DAM-2026-05-0100999999"  # owes 50,000
 PAID = "DAM-2026-03-0100234567"  # owes nothing
 BILLS = [
     make_bill("0100234567", amount=10**12),
-    make_bill("0100234567", "2026-03", paid=150_000),
+    make_bill("0100234567", "2026-03", amount=150_000, paid=150_000),
     make_bill("0100999999", amount=80_000, paid=30_000),
 ]
 KNOWN_BILLS = (BIG, PARTIAL, PAID)
@@ -66,7 +67,9 @@ CODES = {
     for kind in vars(errors).values()
     if isinstance(kind, type) and issubclass(kind, errors.ApiError) and kind is not errors.ApiError
 } - {"internal_error"}
-OPENAPI = json.loads((Path(errors.__file__).parent / "web" / "openapi.json").read_text(encoding="utf-8"))
+OPENAPI = json.loads(
+    (Path(errors.__file__).parent / "web" / "openapi.json").read_text(encoding="utf-8")
+)
 GENERIC = {404: {"not_found"}, 405: {"method_not_allowed"}}
 
 

@@ -6,7 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from centrefixtures import CYCLE, GOV, eventually, start_link
+from centrefixtures import start_link
+from helpers import CYCLE, GOV, eventually
 
 import outbox
 from edge import payments

@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually
-from nodefixtures import RunningNode, make_bill, start_node
+from centrefixtures import ACCOUNTS, Link
+from helpers import CYCLE, GOV, eventually, make_bill
+from nodefixtures import RunningNode, start_node
 from prometheus_client.parser import text_string_to_metric_families
 from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from upsd import free_port
+from helpers import eventually, free_port
 
 from edge import config
 from edge.app import create_app
@@ -38,10 +38,8 @@ class Receiver:
         return [line for message in self.drain() for line in message.split("\n")]
 
     async def wait_for(self, field: str, timeout: float = 10.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while field not in self.fields():
-            assert asyncio.get_running_loop().time() < deadline, f"no {field} in {self.messages}"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: field in self.fields(), timeout,
+                         lambda: f"{field} (got {self.messages})", every=0.02)  # fmt: skip
 
 
 @pytest.fixture

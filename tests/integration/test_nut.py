@@ -13,18 +13,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from helpers import eventually
 from upsd import ADMIN_PASSWORD, UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401
 
 from edge.power import nut
 
 UPSD_MAXAGE_S = 2  # upsd calls a silent driver's data stale after this (default 15)
-
-
-async def until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_reads_the_ups(upsd: Upsd) -> None:
@@ -66,7 +60,7 @@ async def test_login_then_set_var(upsd: Upsd) -> None:
         async def charged() -> bool:
             return await admin.get_var(UPS, "battery.charge") == "55"
 
-        await until(charged)
+        await eventually(charged)
 
 
 async def test_driver_gone_is_driver_not_connected_then_wait_then_data(upsd: Upsd) -> None:
@@ -84,7 +78,7 @@ async def test_driver_gone_is_driver_not_connected_then_wait_then_data(upsd: Ups
                 seen.append(type(exc).__name__)
                 return False
 
-        await until(data)
+        await eventually(data)
         assert "UpsWaiting" in seen, "upsd answers WAIT until the new driver reports"
 
 
@@ -109,7 +103,7 @@ async def test_frozen_driver_is_data_stale_and_recovers(upsd: Upsd) -> None:
                 return True
             return False
 
-        await until(stale)
+        await eventually(stale)
         upsd.thaw("driver")
 
         async def fresh() -> bool:
@@ -118,7 +112,7 @@ async def test_frozen_driver_is_data_stale_and_recovers(upsd: Upsd) -> None:
             except nut.DataStale:
                 return False
 
-        await until(fresh)
+        await eventually(fresh)
 
 
 # --- broken peers -------------------------------------------------------------------------

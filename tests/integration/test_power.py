@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from nodefixtures import RunningNode, make_bill, start_node
+from helpers import eventually, make_bill
+from nodefixtures import RunningNode, start_node
 from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
 
 from edge.config import Settings
@@ -47,10 +48,8 @@ async def node_on(tmp_path: Path, port: int, **extra: Any) -> AsyncIterator[Runn
 
 
 async def wait_state(rn: RunningNode, state: str, within: float) -> None:
-    deadline = time.monotonic() + within
-    while rn.node.power.state != state:
-        assert time.monotonic() < deadline, f"power still {rn.node.power.state!r}, not {state!r}"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: rn.node.power.state == state, within,
+                     lambda: f"power {state!r}, still {rn.node.power.state!r}", every=0.02)  # fmt: skip
 
 
 async def pay(rn: RunningNode, key: str) -> tuple[int, dict[str, Any], Any]:
@@ -201,10 +200,9 @@ async def test_node_started_while_nut_is_down_picks_the_ups_up_later(
     async with node_on(tmp_path, upsd.port) as rn:
         _, ready = await get(rn, "/readyz")
         assert ready["status"] == "ready"
-        deadline = time.monotonic() + 5
-        while rn.node.power.error is None:
-            assert time.monotonic() < deadline, "the monitor never polled"
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: rn.node.power.error is not None, 5, "the monitor to poll", every=0.02
+        )
         assert rn.node.power.state == "unknown" and "127.0.0.1" in rn.node.power.error
         assert (await pay(rn, "k1"))[0] == 201 and await inquiry_status(rn) == 200
         await asyncio.to_thread(upsd.start_server)
@@ -237,8 +235,5 @@ async def test_fsd_is_low_and_runs_the_final_action(upsd: Upsd, tmp_path: Path) 
         assert await inquiry_status(rn) == 200
         _, status = await get(rn, "/v1/status")
         assert (status["mode"], status["power"]["ups_status"]) == ("shutting_down", "FSD OL")
-        deadline = time.monotonic() + 5
-        while not stops:
-            assert time.monotonic() < deadline, "the final action never ran"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: stops, 5, "the final action", every=0.02)
         assert (await events(rn))[-1]["reason"] == "forced shutdown (FSD) set by upsd"

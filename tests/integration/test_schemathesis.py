@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from helpers import make_bill
 from loophost import hosted_node
-from nodefixtures import RunningNode, make_bill
+from nodefixtures import RunningNode
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import (
@@ -41,7 +42,9 @@ CONFIG = SchemathesisConfig.from_dict(
         },
     }
 )
-schema = schemathesis.openapi.from_path(Path(edge.__file__).parent / "web" / "openapi.json", config=CONFIG)
+schema = schemathesis.openapi.from_path(
+    Path(edge.__file__).parent / "web" / "openapi.json", config=CONFIG
+)
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

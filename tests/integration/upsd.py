@@ -12,11 +12,11 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import free_port, wait_until
 
 from edge.power import nut
 
@@ -34,22 +34,6 @@ def nut_binaries() -> tuple[Path, Path] | None:
         if (d / "dummy-ups").exists() and (d / "upsd").exists():
             return d / "dummy-ups", d / "upsd"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait(what: str, ok: Callable[[], bool], seconds: float = START_S) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if ok():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Upsd:
@@ -105,11 +89,11 @@ class Upsd:
         sock = self.state / f"dummy-ups-{UPS}"
         sock.unlink(missing_ok=True)  # dummy-ups leaves it behind on SIGTERM
         self.driver = self._spawn(str(self.driver_bin), "-a", UPS)
-        _wait("the dummy-ups socket", sock.exists)
+        wait_until(sock.exists, START_S, "the dummy-ups socket")
 
     def start_server(self) -> None:
         self.server = self._spawn(str(self.upsd_bin))
-        _wait("upsd to serve real data", lambda: "WAIT" not in (self._try_status() or "WAIT"))
+        wait_until(self._serving, START_S, "upsd to serve real data")
 
     def start(self) -> Upsd:
         self.start_driver()
@@ -149,13 +133,13 @@ class Upsd:
             self.start_driver()
         if self.server is None or self.server.poll() is not None:
             self.start_server()
-        _wait("upsd to serve real data", lambda: "WAIT" not in (self._try_status() or "WAIT"))
+        wait_until(self._serving, START_S, "upsd to serve real data")
         for var, value in (("battery.charge", "100"), ("battery.runtime", "3600")):
             if self.get(var) != value:
                 self.set(var, value)
         if self.get("ups.status") != "OL":
             self.set_status("OL")
-        _wait("the initial figures", lambda: self.get("battery.runtime") == "3600")
+        wait_until(lambda: self.get("battery.runtime") == "3600", START_S, "the initial figures")
 
     def stop(self) -> None:
         for which in list(self.frozen):
@@ -188,18 +172,22 @@ class Upsd:
         if self.driver_outlived_upsd:
             self.kill_driver()
             self.start_driver()
-            _wait("data from the new driver", lambda: "WAIT" not in (self._try_status() or "WAIT"))
+            wait_until(self._serving, START_S, "data from the new driver")
         self.request(f"SET VAR {UPS} {var} {nut.quote(value)}", login=True)
 
     def set_status(self, status: str) -> None:
         """Change `ups.status` and wait until upsd serves the new value."""
         self.set("ups.status", status)
-        _wait(f"ups.status {status!r}", lambda: self._try_status() == status)
+        wait_until(lambda: self._try_status() == status, START_S, f"ups.status {status!r}")
 
     def fsd(self) -> None:
         """Set FSD; upsd latches it until restarted (reset() does that)."""
         self.request(f"FSD {UPS}", login=True)
         self.fsd_latched = True
+
+    def _serving(self) -> bool:
+        """upsd answers with real data (not WAIT, not an error)."""
+        return "WAIT" not in (self._try_status() or "WAIT")
 
     def _try_status(self) -> str | None:
         try:

@@ -6,27 +6,21 @@ import csv
 import io
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import free_port, wait_until
+
 from edge import tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE, GOV = "dam-1", "DAM"
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def edge(*args: str) -> list[str]:
@@ -76,16 +70,14 @@ class Proc:
 
 
 def wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if not proc.alive():
             raise AssertionError(f"process died before {url} answered:\n{proc.tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer in {timeout} s:\n{proc.tail()}")
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+
+    wait_until(answers, timeout, lambda: f"{url} to answer:\n{proc.tail()}", every=0.1,
+               ignore=(urllib.error.URLError, OSError))  # fmt: skip
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 import outbox
 from edge.db import DB_NAME
@@ -63,9 +64,8 @@ def run_and_kill(data: Path, rng: random.Random, *, before_ready: bool) -> Round
         if before_ready:
             time.sleep(rng.uniform(0.0, 0.15))  # while opening, recovering, seeding
         else:
-            deadline = time.monotonic() + 20
-            while not state.ready.wait(0.02) and proc.poll() is None:
-                assert time.monotonic() < deadline, "the writer never became ready"
+            wait_until(lambda: state.ready.is_set() or proc.poll() is not None, 20,
+                       "the writer to become ready", every=0.02)  # fmt: skip
             time.sleep(rng.uniform(0.05, 0.4))
     finally:
         proc.kill()  # SIGKILL

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+from helpers import eventually
 from loadgen import Cashiers
 from procs import Site
 
@@ -44,14 +44,13 @@ async def test_centre_killed_mid_batch_records_each_entry_once(tmp_path: Path) -
             site.centre.kill9()
             kills += 1
         await asyncio.to_thread(site.start_centre)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def drained() -> bool:
             with closing(site.node_db()) as conn:
-                if not conn.execute(
-                    "SELECT COUNT(*) FROM outbox_entries WHERE state = 'pending'"
-                ).fetchone()[0]:
-                    break
-            await asyncio.sleep(0.2)
+                sql = "SELECT COUNT(*) FROM outbox_entries WHERE state = 'pending'"
+                return not conn.execute(sql).fetchone()[0]
+
+        await eventually(drained, 60, "the outbox to drain", every=0.2)
         ledger = site.ledger()
     finally:
         site.shutdown()

@@ -6,12 +6,12 @@ import asyncio
 import json
 import os
 import random
-import time
 import urllib.request
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+from helpers import eventually
 from loadgen import Cashiers
 from procs import Site
 
@@ -45,9 +45,8 @@ async def test_kill_9_under_load_loses_nothing_and_counts_once(tmp_path: Path) -
         await asyncio.sleep(1.0)
         cashiers.stop.set()
         await load
-        deadline = time.monotonic() + 60
-        while status(site)["outbox"]["pending"] and time.monotonic() < deadline:  # type: ignore[index]
-            await asyncio.sleep(0.2)
+        await eventually(lambda: not status(site)["outbox"]["pending"], 60,  # type: ignore[index]
+                         "the outbox to drain", every=0.2)  # fmt: skip
         assert site.node.stop() == 0, site.node.tail()
     finally:
         site.shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 from procs import Site, edge, env
 
 
@@ -27,26 +27,21 @@ def pay(site: Site, bill: str, amount: int, key: str) -> tuple[int, dict[str, An
 
 
 def wait_delivered(site: Site, n: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def delivered() -> bool:
         with closing(site.node_db()) as conn:
-            done = conn.execute(
-                "SELECT COUNT(*) FROM outbox_entries WHERE state = 'delivered'"
-            ).fetchone()[0]
-        if done == n:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not all {n} entries delivered:\n{site.node.tail()}")
+            sql = "SELECT COUNT(*) FROM outbox_entries WHERE state = 'delivered'"
+            return bool(conn.execute(sql).fetchone()[0] == n)
+
+    wait_until(delivered, timeout, lambda: f"all {n} entries delivered:\n{site.node.tail()}",
+               every=0.2)  # fmt: skip
 
 
 def wait_mirror(site: Site, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def bootstrapped() -> bool:
         with closing(site.node_db()) as conn:
-            if conn.execute("SELECT cursor FROM mirror_state").fetchone()[0] is not None:
-                return
-        time.sleep(0.1)
-    raise AssertionError("the mirror did not bootstrap")
+            return conn.execute("SELECT cursor FROM mirror_state").fetchone()[0] is not None
+
+    wait_until(bootstrapped, timeout, "the mirror to bootstrap", every=0.1)
 
 
 def wait_dead(site: Site, timeout: float = 20) -> None:
@@ -119,14 +114,14 @@ def test_crash_in_the_middle_of_a_mirror_batch(tmp_path: Path) -> None:
         # back, and there is no cursor yet: a restart bootstraps again.
         assert 5_000 <= bills < 12_000 and cursor is None
         site.node.start(EDGE_CRASH_AT="")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def mirror() -> tuple[int, int | None, int] | None:
             with closing(site.node_db()) as conn:
-                bills, cursor, counted = conn.execute(
+                row = conn.execute(
                     "SELECT (SELECT COUNT(*) FROM bills), cursor, bills FROM mirror_state").fetchone()  # fmt: skip
-            if cursor is not None:
-                break
-            time.sleep(0.2)
+            return row if row[1] is not None else None
+
+        bills, cursor, counted = wait_until(mirror, 30, "the mirror to bootstrap again", every=0.2)
         assert (bills, counted) == (12_000, 12_000) and cursor == 12_000
         # The change feed: a new cycle, with the node killed inside its first batch.
         site.node.kill9()
@@ -139,13 +134,12 @@ def test_crash_in_the_middle_of_a_mirror_batch(tmp_path: Path) -> None:
                 "SELECT (SELECT COUNT(*) FROM bills WHERE cycle = '2031-01'), cursor FROM mirror_state").fetchone()  # fmt: skip
         assert (new, cursor) == (0, 12_000)  # the cursor is never ahead of the data
         site.node.start(EDGE_CRASH_AT="")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and new < 12_000:
-            time.sleep(0.2)
+
+        def new_cycle() -> bool:
             with closing(site.node_db()) as conn:
-                new = conn.execute("SELECT COUNT(*) FROM bills WHERE cycle = '2031-01'").fetchone()[
-                    0
-                ]
-        assert new == 12_000
+                sql = "SELECT COUNT(*) FROM bills WHERE cycle = '2031-01'"
+                return bool(conn.execute(sql).fetchone()[0] == 12_000)
+
+        wait_until(new_cycle, 30, "the 12,000 bills of the new cycle", every=0.2)
     finally:
         site.shutdown()

@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from helpers import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,12 +56,8 @@ def test_edge_demo_end_to_end(tmp_path: Path) -> None:
         paid = call(f"{base}/v1/payments", tok, {"bill_id": bill["bill_id"], "amount": 100,
                                                  "method": "cash", "cashier": "demo"}, key="demo-1")  # fmt: skip
         assert paid["state"] == "pending_sync"
-        deadline = time.monotonic() + 20
-        state = ""
-        while time.monotonic() < deadline and state != "synced":
-            state = call(f"{base}/v1/payments/{paid['payment_id']}", tok)["state"]
-            time.sleep(0.2)
-        assert state == "synced"
+        url = f"{base}/v1/payments/{paid['payment_id']}"
+        wait_until(lambda: call(url, tok)["state"] == "synced", 20, "the payment synced", every=0.2)
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)

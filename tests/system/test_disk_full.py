@@ -27,7 +27,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +35,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers import bills_csv, eventually, free_port
 
 import outbox
 from edge import tokens
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-from upsd import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("edge")
@@ -106,13 +104,7 @@ def write_site(root: Path, disk: Path, min_free_mb: int) -> Site:
     node_port, centre_port = free_port(), free_port()
     secret = root / "dam-1.secret"
     secret.write_text("disk-full-test-secret-0123456789\n")
-    rows = "".join(
-        f"{a},{CYCLE},سمير الحلبي,دمشق، المزة,EM-{a[-6:]},420,100000000,0,2026-07-15\n"
-        for a in ACCOUNTS
-    )
-    (root / "bills.csv").write_text(
-        "account,cycle,name,address,meter,kwh,amount,paid,due_date\n" + rows
-    )
+    (root / "bills.csv").write_text(bills_csv(ACCOUNTS, amount=100_000_000))
     centre_config = root / "centre.toml"
     centre_config.write_text(
         f'[centre]\ndata_dir = "{root / "centre"}"\nhost = "127.0.0.1"\nport = {centre_port}\n'
@@ -159,16 +151,7 @@ async def site(
             s.stop(name)
 
 
-async def until(what: str, check: Callable[[], Awaitable[bool]], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if await check():
-                return
-        except aiohttp.ClientError:
-            pass  # not listening yet
-        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
-        await asyncio.sleep(0.1)
+NOT_LISTENING = (aiohttp.ClientError,)  # the node or the centre not serving yet
 
 
 @dataclass
@@ -250,7 +233,7 @@ async def start_node(till: Till) -> None:
     async def mirror_ready() -> bool:
         return bool((await status(till))["mirror"]["bills"] == len(ACCOUNTS))
 
-    await until("the node with its mirror", mirror_ready)
+    await eventually(mirror_ready, 30, "the node with its mirror", every=0.1, ignore=NOT_LISTENING)
 
 
 async def pay_until_full(till: Till) -> float:
@@ -298,7 +281,9 @@ async def recover(till: Till) -> float:
     async def replayed() -> bool:
         return bool((await status(till))["outbox"]["pending"] == 0)
 
-    await until("the outbox replayed to the centre", replayed, 60)
+    await eventually(
+        replayed, 60, "the outbox replayed to the centre", every=0.1, ignore=NOT_LISTENING
+    )
     return recovered_s
 
 
@@ -389,7 +374,7 @@ async def test_disk_filled_by_another_file_stop_and_start_while_full(site: Site)
         async def centre_has_them() -> bool:
             return len(ledger_ids(site)) == len(acked)
 
-        await until("the centre to record the outbox", centre_has_them)
+        await eventually(centre_has_them, 30, "the centre to record the outbox", every=0.1)
         assert (await status(till))["outbox"]["pending"] == len(acked)
         await check_while_full(till)
 

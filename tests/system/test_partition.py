@@ -33,12 +33,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import bills_csv, wait_until
 
 from edge import tokens
 
@@ -257,28 +258,23 @@ class Site:
 
 
 def until(what: str, check: Callable[[], bool], seconds: float, site: Site | None = None) -> float:
-    """Wait for `check()`; return how long it took."""
+    """wait_until `check()`, failing at once if the node or the centre exits; the seconds taken."""
     start = time.monotonic()
-    while True:
-        with suppress(sqlite3.OperationalError):  # e.g. the db file not there yet
-            if check():
-                return time.monotonic() - start
+
+    def met() -> bool:
         if site is not None:
             site.alive()
-        assert time.monotonic() - start < seconds, f"timed out after {seconds} s waiting for {what}"
-        time.sleep(0.1)
+        return check()
+
+    # OperationalError: e.g. the db file not there yet.
+    wait_until(met, seconds, what, every=0.1, ignore=(sqlite3.OperationalError,))
+    return time.monotonic() - start
 
 
 def write_site(root: Path, net: Net) -> Site:
     secret = root / "dam-1.secret"
     secret.write_text("partition-test-secret-0123456789\n")
-    rows = "".join(
-        f"{a},{CYCLE},سمير الحلبي,دمشق، المزة,EM-{a[-6:]},420,100000000,0,2026-07-15\n"
-        for a in ACCOUNTS
-    )
-    (root / "bills.csv").write_text(
-        "account,cycle,name,address,meter,kwh,amount,paid,due_date\n" + rows
-    )
+    (root / "bills.csv").write_text(bills_csv(ACCOUNTS, amount=100_000_000))
     centre_config = root / "centre.toml"
     centre_config.write_text(
         f'[centre]\ndata_dir = "{root / "centre"}"\nhost = "{CENTRE_IP}"\nport = {CENTRE_PORT}\n'

@@ -16,8 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +24,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers import bills_csv, eventually, free_port
+from upsd import UPS, Upsd, fresh_upsd_fixture  # noqa: F401 - a fixture
 
 from edge import tokens
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-from upsd import UPS, Upsd, free_port, fresh_upsd_fixture  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("edge")
@@ -71,10 +69,7 @@ def write_site(root: Path, upsd: Upsd) -> Site:
     node_port, centre_port = free_port(), free_port()
     secret = root / "dam-1.secret"
     secret.write_text("power-test-secret-0123456789\n")
-    (root / "bills.csv").write_text(
-        "account,cycle,name,address,meter,kwh,amount,paid,due_date\n"
-        f"{ACCOUNT},{CYCLE},سمير الحلبي,دمشق، المزة,EM-234567,420,100000000,0,2026-07-15\n"
-    )
+    (root / "bills.csv").write_text(bills_csv([ACCOUNT], cycle=CYCLE, amount=100_000_000))
     centre_config = root / "centre.toml"
     centre_config.write_text(
         f'[centre]\ndata_dir = "{root / "centre"}"\nhost = "127.0.0.1"\nport = {centre_port}\n'
@@ -113,23 +108,12 @@ async def site(tmp_path: Path, fresh_upsd: Upsd) -> AsyncIterator[Site]:
                 proc.wait()
 
 
-async def until(what: str, check: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if await check():
-                return
-        except aiohttp.ClientError:
-            pass  # not listening yet
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+async def until(what: str, check: Callable[[], Any], seconds: float = 20.0) -> None:
+    await eventually(check, seconds, what, ignore=(aiohttp.ClientError,))  # not listening yet
 
 
 async def exited(proc: subprocess.Popen[bytes], seconds: float) -> int:
-    deadline = time.monotonic() + seconds
-    while proc.poll() is None:
-        assert time.monotonic() < deadline, "the process did not exit"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: proc.poll() is not None, seconds, "the process to exit")
     return proc.returncode
 
 
@@ -200,13 +184,11 @@ async def test_power_cut_low_battery_exit_restart_and_replay(site: Site, fresh_u
         assert await exited(centre, 10) == 0
         cashier, stop = Cashier(site, session, "cut"), asyncio.Event()
         paying = asyncio.create_task(cashier.keep_paying(stop))
-        await until("a few payments", lambda: asyncio.sleep(0, len(cashier.acked) >= 5))
+        await until("a few payments", lambda: len(cashier.acked) >= 5)
         await asyncio.to_thread(upsd.set_status, "OB")
         await until("battery", lambda: power("battery"), 5)
         on_battery = len(cashier.acked)
-        await until(
-            "payments on battery", lambda: asyncio.sleep(0, len(cashier.acked) > on_battery + 3)
-        )
+        await until("payments on battery", lambda: len(cashier.acked) > on_battery + 3)
         await asyncio.to_thread(upsd.set_status, "OB LB")
         code = await exited(node, 30)
         stop.set()

@@ -14,7 +14,7 @@ import outbox
 from edge import errors, mirror
 from edge.mirror import BadBill
 
-BILL = "DAM-2026-05-100234567"
+BILL = "DAM-2026-05-0100234567"
 
 
 @pytest.fixture
@@ -244,7 +244,7 @@ def test_the_overlay_bounds_what_can_still_be_paid(billed, pay_and_settle, tx, p
 def test_inquiry_json_built_by_sqlite_matches_the_python_overlay(conn, tx, bill_factory, seed, pay):
     import json as _json
 
-    account = "100234567"
+    account = "0100234567"
     seed(conn, [
         bill_factory(account, cycle="2026-01", paid=100_000),
         bill_factory(account, cycle="2026-03", paid=40_000),
@@ -272,7 +272,7 @@ def test_the_payment_writer_sees_the_same_due_as_the_bill_view(billed, pay_and_s
     dues = mirror.dues_by_id(billed, [BILL, "DAM-2026-05-404"])
     assert list(dues) == [BILL]  # an unknown bill is simply absent
     assert (
-        dues[BILL] == (BILL, view(billed).account, view(billed).due) == (BILL, "100234567", 50_000)
+        dues[BILL] == (BILL, view(billed).account, view(billed).due) == (BILL, "0100234567", 50_000)
     )
 
 

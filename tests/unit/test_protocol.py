@@ -11,6 +11,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from helpers import make_bill
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,17 +37,6 @@ def chain(count: int, node: str = NODE) -> list[WireEntry]:
         entries.append(WireEntry(seq, eid, "payment", payload, prev, digest))
         prev = digest
     return entries
-
-
-def bill(**over: Any) -> dict[str, Any]:
-    base = {
-        "bill_id": "DAM-2026-05-0100234567", "account": "0100234567", "governorate": "DAM",
-        "cycle": "2026-05", "name": "سمير الحلبي", "address": "دمشق، المزة", "meter": "EM-1",
-        "kwh": 420, "amount": 1_500_000, "paid": 0, "due_date": "2026-07-15", "version": 3,
-        "updated_at": "2026-06-01T00:00:00.000Z",
-    }  # fmt: skip
-    base.update(over)
-    return base
 
 
 # --- round trips ---------------------------------------------------------------------------
@@ -77,7 +67,7 @@ def test_reply_round_trip() -> None:
 
 
 def test_changes_round_trip() -> None:
-    changes = [bill(), bill(bill_id="DAM-2026-05-0100234568", account="0100234568", version=1)]
+    changes = [make_bill(), make_bill("0100234568")]
     decoded = protocol.decode_changes(protocol.encode_changes(changes, 42, True))
     assert decoded.changes == changes
     assert (decoded.cursor, decoded.more) == (42, True)
@@ -85,13 +75,13 @@ def test_changes_round_trip() -> None:
 
 def test_changes_encode_drops_extra_columns() -> None:
     decoded = protocol.decode_changes(
-        protocol.encode_changes([{**bill(), "change_seq": 9}], 9, False)
+        protocol.encode_changes([{**make_bill(), "change_seq": 9}], 9, False)
     )
-    assert decoded.changes == [bill()]
+    assert decoded.changes == [make_bill()]
 
 
 def test_snapshot_stream_fed_byte_by_byte() -> None:
-    bills = [bill(bill_id=f"DAM-2026-05-{n}", account=str(n)) for n in range(5)]
+    bills = [make_bill(str(n)) for n in range(5)]
     stream = b"".join(protocol.encode_snapshot_item(b) for b in bills)
     stream += protocol.encode_snapshot_end(77, 5)
     reader = protocol.SnapshotReader()
@@ -176,17 +166,17 @@ MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
     ("more not bool", protocol.decode_changes, pack({"v": 1, "changes": [], "cursor": 1, "more": 1})),
     ("cursor negative", protocol.decode_changes, pack({"v": 1, "changes": [], "cursor": -1, "more": False})),
     ("bill missing field", protocol.decode_changes,
-     pack({"v": 1, "changes": [{k: v for k, v in bill().items() if k != "paid"}], "cursor": 1, "more": False})),
+     pack({"v": 1, "changes": [{k: v for k, v in make_bill().items() if k != "paid"}], "cursor": 1, "more": False})),
     ("bill extra field", protocol.decode_changes,
-     pack({"v": 1, "changes": [{**bill(), "x": 1}], "cursor": 1, "more": False})),
+     pack({"v": 1, "changes": [{**make_bill(), "x": 1}], "cursor": 1, "more": False})),
     ("bill negative amount", protocol.decode_changes,
-     pack({"v": 1, "changes": [bill(amount=-5)], "cursor": 1, "more": False})),
+     pack({"v": 1, "changes": [make_bill(amount=-5)], "cursor": 1, "more": False})),
     ("bill float paid", protocol.decode_changes,
-     pack({"v": 1, "changes": [bill(paid=1.5)], "cursor": 1, "more": False})),
+     pack({"v": 1, "changes": [make_bill(paid=1.5)], "cursor": 1, "more": False})),
     ("bill int name", protocol.decode_changes,
-     pack({"v": 1, "changes": [bill(name=7)], "cursor": 1, "more": False})),
+     pack({"v": 1, "changes": [make_bill(name=7)], "cursor": 1, "more": False})),
     ("bill bool version", protocol.decode_changes,
-     pack({"v": 1, "changes": [bill(version=True)], "cursor": 1, "more": False})),
+     pack({"v": 1, "changes": [make_bill(version=True)], "cursor": 1, "more": False})),
     ("deep nesting", protocol.decode_changes, b"\x91" * 5000 + b"\x00"),
 ]  # fmt: skip
 
@@ -222,15 +212,21 @@ def test_non_bytes_body_is_a_protocol_error() -> None:
 
 SNAPSHOT_BAD = [
     ("not a map", pack([1, 2])),
-    ("bad bill", pack({**bill(), "kwh": "420"})),
-    ("count mismatch", protocol.encode_snapshot_item(bill()) + protocol.encode_snapshot_end(5, 2)),
-    ("data after end", protocol.encode_snapshot_end(5, 0) + protocol.encode_snapshot_item(bill())),
+    ("bad bill", pack({**make_bill(), "kwh": "420"})),
+    (
+        "count mismatch",
+        protocol.encode_snapshot_item(make_bill()) + protocol.encode_snapshot_end(5, 2),
+    ),
+    (
+        "data after end",
+        protocol.encode_snapshot_end(5, 0) + protocol.encode_snapshot_item(make_bill()),
+    ),
     ("partial data after end", protocol.encode_snapshot_end(5, 0) + b"\x8d"),
     ("end not true", pack({"v": 1, "end": 1, "cursor": 5, "count": 0})),
     ("end extra key", pack({"v": 1, "end": True, "cursor": 5, "count": 0, "x": 0})),
     ("end wrong version", pack({"v": 9, "end": True, "cursor": 5, "count": 0})),
     ("garbage", b"\xc1\xc1"),
-    ("array inside", pack({**bill(), "name": ["x"]})),
+    ("array inside", pack({**make_bill(), "name": ["x"]})),
 ]
 
 
@@ -249,7 +245,7 @@ def test_snapshot_data_in_a_later_chunk_after_end() -> None:
 
 def test_snapshot_without_end_fails_finish() -> None:
     reader = protocol.SnapshotReader()
-    assert reader.feed(protocol.encode_snapshot_item(bill())) == [bill()]
+    assert reader.feed(protocol.encode_snapshot_item(make_bill())) == [make_bill()]
     with pytest.raises(ProtocolError):
         reader.finish()
 
