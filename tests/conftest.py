@@ -1,4 +1,5 @@
-"""Shared fixtures: a migrated SQLite connection, the bill factory, payments in one transaction."""
+"""Shared fixtures: a migrated SQLite connection, the bill factory, payments in one transaction,
+and a real upsd (see tests/integration/upsd.py: the session's `upsd`, or a `fresh_upsd`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from typing import Any
 
 import pytest
 from helpers import GOV, make_bill
+from upsd import fresh_upsd_fixture, shared_upsd_fixture, upsd_fixture, upsd_pool_fixture
 
 import outbox
 from edge import mirror, payments
 from edge.db import MIGRATIONS
 
 NODE = "dam-1"
+
+__all__ = ["fresh_upsd_fixture", "shared_upsd_fixture", "upsd_fixture", "upsd_pool_fixture"]
 
 BillFactory = Callable[..., dict[str, Any]]
 

@@ -19,7 +19,7 @@ from browser import Browser, Page, chromium_or_skip
 from centrefixtures import ACCOUNTS, Link, start_link
 from helpers import CYCLE, GOV, NAME, eventually, make_bill
 from nodefixtures import RunningNode, start_node
-from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
+from upsd import UPS, Upsd
 
 import outbox
 from edge import mirror
@@ -343,8 +343,9 @@ async def seed_a_day(rn: RunningNode) -> None:
 
 
 async def test_screenshots_of_a_busy_node_on_battery(
-    upsd: Upsd, tmp_path: Path, page: Page
+    fresh_upsd: Upsd, tmp_path: Path, page: Page
 ) -> None:
+    upsd = fresh_upsd  # ups_on_battery rewrites its device file
     out = Path(os.environ.get("EDGE_SCREENSHOT_DIR") or tmp_path)
     link, close = await start_link(tmp_path, ups_port=upsd.port, **UPS_FAST)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from centrefixtures import Link
 from helpers import eventually, free_port
-from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401
+from upsd import UPS, Upsd
 
 from edge import cli, config, mirror
 from edge.ops import doctor, probes

@@ -17,7 +17,7 @@ from centrefixtures import ACCOUNTS, Link
 from helpers import CYCLE, GOV, eventually, make_bill
 from nodefixtures import RunningNode, start_node
 from prometheus_client.parser import text_string_to_metric_families
-from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
+from upsd import UPS, Upsd
 
 import outbox
 from edge.web import metrics
@@ -136,7 +136,10 @@ async def test_every_ups_flag_is_a_series_even_without_a_ups(running: RunningNod
     assert value(values, "edge_mirror_bills") == 3
 
 
-async def test_ups_flags_follow_upsd_and_stay_when_it_goes(upsd: Upsd, tmp_path: Path) -> None:
+async def test_ups_flags_follow_upsd_and_stay_when_it_goes(
+    fresh_upsd: Upsd, tmp_path: Path
+) -> None:
+    upsd = fresh_upsd  # its driver is killed and left dead
     runner, rn = await start_node(
         tmp_path, [make_bill("0100234567")], ups_source="nut", ups_port=upsd.port, ups_name=UPS,
         ups_poll_s=0.3, ups_poll_battery_s=0.2, ups_timeout_s=1.0, power_dead_time_s=30.0,

@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from helpers import eventually
-from upsd import ADMIN_PASSWORD, UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401
+from upsd import ADMIN_PASSWORD, UPS, Upsd, UpsdPool
 
 from edge.power import nut
 
-UPSD_MAXAGE_S = 2  # upsd calls a silent driver's data stale after this (default 15)
+
+@pytest.fixture
+def quick_stale_upsd(upsd_pool: UpsdPool) -> Iterator[Upsd]:
+    """A upsd of the test's own that calls a silent driver's data stale after 2 s (not 15)."""
+    server = upsd_pool.take(maxage_s=2)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 async def test_reads_the_ups(upsd: Upsd) -> None:
@@ -82,7 +90,8 @@ async def test_driver_gone_is_driver_not_connected_then_wait_then_data(upsd: Ups
         assert "UpsWaiting" in seen, "upsd answers WAIT until the new driver reports"
 
 
-async def test_upsd_down_is_refused_and_the_same_client_reconnects(upsd: Upsd) -> None:
+async def test_upsd_down_is_refused_and_the_same_client_reconnects(fresh_upsd: Upsd) -> None:
+    upsd = fresh_upsd  # stopping upsd leaves a driver that must be restarted: not the shared one
     async with nut.NutClient("127.0.0.1", upsd.port, timeout_s=2) as client:
         assert await client.get_var(UPS, "ups.status") == "OL"
         upsd.stop_server()
@@ -92,7 +101,8 @@ async def test_upsd_down_is_refused_and_the_same_client_reconnects(upsd: Upsd) -
         assert await client.get_var(UPS, "ups.status") == "OL"
 
 
-async def test_frozen_driver_is_data_stale_and_recovers(upsd: Upsd) -> None:
+async def test_frozen_driver_is_data_stale_and_recovers(quick_stale_upsd: Upsd) -> None:
+    upsd = quick_stale_upsd
     async with nut.NutClient("127.0.0.1", upsd.port, timeout_s=2) as client:
         upsd.freeze("driver")
 

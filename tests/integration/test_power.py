@@ -17,14 +17,14 @@ from typing import Any
 
 from helpers import eventually, make_bill
 from nodefixtures import RunningNode, start_node
-from upsd import UPS, Upsd, shared_upsd_fixture, upsd_fixture  # noqa: F401 - fixtures
+from upsd import UPS, Upsd
 
 from edge.config import Settings
 from edge.ops import ups
 from edge.power import monitor
 
-# Ordered so that the tests which restart upsd or latch FSD (both make the next SET VAR
-# restart the driver, ~3 s) come last.
+# The session's `upsd` where a test only changes the UPS (or kills the driver and starts it
+# again); a `fresh_upsd` where it stops upsd or latches FSD, which only a restart clears.
 POLL_S = 0.3
 TWO_POLLS = 2 * POLL_S + 0.6  # two polls, plus slack for a busy test machine
 BILL = "DAM-2026-05-0100234567"
@@ -194,8 +194,9 @@ async def test_driver_killed_is_unknown_then_back(upsd: Upsd, tmp_path: Path) ->
 
 
 async def test_node_started_while_nut_is_down_picks_the_ups_up_later(
-    upsd: Upsd, tmp_path: Path
+    fresh_upsd: Upsd, tmp_path: Path
 ) -> None:
+    upsd = fresh_upsd
     upsd.stop_server()
     async with node_on(tmp_path, upsd.port) as rn:
         _, ready = await get(rn, "/readyz")
@@ -211,8 +212,9 @@ async def test_node_started_while_nut_is_down_picks_the_ups_up_later(
 
 
 async def test_upsd_stopped_is_unknown_and_the_node_keeps_serving(
-    upsd: Upsd, tmp_path: Path
+    fresh_upsd: Upsd, tmp_path: Path
 ) -> None:
+    upsd = fresh_upsd
     async with node_on(tmp_path, upsd.port) as rn:
         await wait_state(rn, "mains", within=5)
         await asyncio.to_thread(upsd.stop_server)
@@ -224,7 +226,8 @@ async def test_upsd_stopped_is_unknown_and_the_node_keeps_serving(
         await wait_state(rn, "mains", TWO_POLLS)
 
 
-async def test_fsd_is_low_and_runs_the_final_action(upsd: Upsd, tmp_path: Path) -> None:
+async def test_fsd_is_low_and_runs_the_final_action(fresh_upsd: Upsd, tmp_path: Path) -> None:
+    upsd = fresh_upsd
     async with node_on(tmp_path, upsd.port, power_on_low="shutdown") as rn:
         stops: list[float] = []
         rn.app[monitor.POWER_MONITOR].shutdown = lambda: stops.append(time.monotonic())

@@ -2,17 +2,30 @@
 
 Both daemons run in the foreground from Debian's /lib/nut (the /sbin wrappers do nothing
 without nut.conf), against a private config dir, and are stopped by the PID we started.
+
+Starting a pair takes ~3 s of NUT's own timers (the driver makes its socket after its first
+1 s poll; upsd answers WAIT until the driver's dump is in), so tests share one:
+
+* `upsd`: the session's pair, `reset()` before each test (daemons running, no FSD, no
+  frozen process, the UPS `OL` at its initial figures). For tests that change the UPS with
+  SET VAR, freeze a daemon, or kill the driver and start it again themselves.
+* `fresh_upsd`: a pair of the test's own, stopped after it. For tests that leave state
+  `reset()` does not undo cheaply or at all: upsd stopped (the dummy-ups 2.8.0 that outlived
+  it must be restarted before the next SET VAR), FSD latched (only a restart clears it), a
+  driver left dead, or the device file rewritten. `UpsdPool` keeps one started in the
+  background, so taking it costs nothing when the previous test left ~3 s for that.
+* `UpsdPool.take(maxage_s=...)`: a pair with another MAXAGE (started on the spot).
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,7 +33,7 @@ from helpers import free_port, wait_until
 
 from edge.power import nut
 
-# Tests import the *_fixture functions; pytest knows them by their `name`.
+# tests/conftest.py imports the *_fixture functions; pytest knows them by their `name`.
 
 UPS = "dummy"
 ADMIN_PASSWORD = "test-admin-pw"
@@ -212,36 +225,69 @@ def require_nut() -> None:
         pytest.skip("NUT binaries absent (apt-get install nut-server nut-client)")
 
 
-@pytest.fixture(scope="module", name="shared_upsd")
-def shared_upsd_fixture(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Upsd]:
-    """One upsd per test module (starting one takes ~3 s); UPSD_MAXAGE_S in the module sets MAXAGE."""
-    with running_upsd(
-        tmp_path_factory.mktemp("nut"), maxage_s=getattr(request.module, "UPSD_MAXAGE_S", 15)
-    ) as server:
-        yield server
+class UpsdPool:
+    """Started upsd pairs, one per `take()`; a spare with the default MAXAGE warms up meanwhile.
+
+    Each pair is new (its own directory, port and processes): nothing passes from one test to
+    the next. `close()` stops every pair, taken or spare.
+    """
+
+    DEFAULT_MAXAGE_S = 15
+
+    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+        self._tmp = tmp
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upsd-pool")
+        self._started: list[tuple[Upsd, Future[Upsd]]] = []
+        self._spare: Future[Upsd] | None = None
+
+    def _start(self, maxage_s: int) -> Future[Upsd]:
+        server = Upsd(self._tmp.mktemp("nut"), maxage_s=maxage_s)
+        started = self._starter.submit(server.start)
+        self._started.append((server, started))
+        return started
+
+    def take(self, maxage_s: int = DEFAULT_MAXAGE_S) -> Upsd:
+        if maxage_s != self.DEFAULT_MAXAGE_S:
+            return self._start(maxage_s).result()
+        started = self._spare or self._start(maxage_s)
+        self._spare = self._start(maxage_s)
+        return started.result()
+
+    def close(self) -> None:
+        for server, started in self._started:
+            started.exception()  # a pair still starting is stopped once it has
+            server.stop()
+        self._starter.shutdown()
+
+
+@pytest.fixture(scope="session", name="upsd_pool")
+def upsd_pool_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpsdPool]:
+    require_nut()
+    pool = UpsdPool(tmp_path_factory)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="session", name="shared_upsd")
+def shared_upsd_fixture(upsd_pool: UpsdPool) -> Upsd:
+    """One upsd for the whole session (starting one takes ~3 s)."""
+    return upsd_pool.take()
 
 
 @pytest.fixture(name="upsd")
 def upsd_fixture(shared_upsd: Upsd) -> Upsd:
-    """The module's upsd, running, without FSD, its dummy UPS `OL` (tests may break it)."""
+    """The session's upsd, reset: running, no FSD, nothing frozen, its dummy UPS `OL`."""
     shared_upsd.reset()
     return shared_upsd
 
 
 @pytest.fixture(name="fresh_upsd")
-def fresh_upsd_fixture(tmp_path: Path) -> Iterator[Upsd]:
-    """A running upsd of the test's own, its dummy UPS `OL`."""
-    with running_upsd(tmp_path / "nut") as server:
-        yield server
-
-
-@contextlib.contextmanager
-def running_upsd(root: Path, *, maxage_s: int = 15) -> Iterator[Upsd]:
-    require_nut()
-    server = Upsd(root, maxage_s=maxage_s)
+def fresh_upsd_fixture(upsd_pool: UpsdPool) -> Iterator[Upsd]:
+    """A running upsd of the test's own, its dummy UPS `OL`; stopped after the test."""
+    server = upsd_pool.take()
     try:
-        yield server.start()
+        yield server
     finally:
         server.stop()

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 from helpers import bills_csv, eventually, free_port
-from upsd import UPS, Upsd, fresh_upsd_fixture  # noqa: F401 - a fixture
+from upsd import UPS, Upsd
 
 from edge import tokens
 
