@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers import eventually
+from helpers import eventually, wait_until
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -115,52 +116,86 @@ class Page:
         path.write_bytes(base64.b64decode(shot["data"]))
 
 
-class Browser:
-    """`async with Browser.launch(tmp) as browser`: a Chromium process and its DevTools socket."""
+class Chromium:
+    """The browser process, one for the session: `start()`, then `Browser.connect(...)` per test.
+
+    Launching Chromium costs a second or two; a test's isolation comes from its own DevTools
+    connection and browser context (cookies, storage and cache of its own), not its own process.
+    """
 
     def __init__(self, exe: str, root: Path) -> None:
         self.exe, self.root = exe, root
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ws_url = ""
+
+    def start(self) -> Chromium:
+        profile = self.root / "chromium-profile"
+        profile.mkdir(parents=True)
+        with (self.root / "chromium.log").open("wb") as log:
+            self.proc = subprocess.Popen(
+                [self.exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True,  # its helpers share our process group: stopped together
+            )  # fmt: skip
+        active, proc = profile / "DevToolsActivePort", self.proc
+
+        def listening() -> list[str] | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"chromium exited; see {self.root / 'chromium.log'}")
+            lines = active.read_text().splitlines() if active.exists() else []
+            return lines if len(lines) >= 2 else None
+
+        lines = wait_until(listening, START_S, f"chromium; see {self.root / 'chromium.log'}")
+        self.ws_url = f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # Helpers (renderer, zygote) in the group we created, if any outlived the browser.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Browser:
+    """`async with Browser.connect(chromium) as browser`: one DevTools socket, on this loop.
+
+    Every page opens in a browser context of its own, disposed of when the connection closes.
+    """
+
+    def __init__(self, chromium: Chromium) -> None:
+        self.chromium = chromium
         self.http: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.pages: dict[str, Page] = {}
+        self._contexts: list[str] = []
         self._next = 0
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def launch(cls, exe: str, root: Path) -> AsyncIterator[Browser]:
-        browser = cls(exe, root)
+    async def connect(cls, chromium: Chromium) -> AsyncIterator[Browser]:
+        browser = cls(chromium)
         try:
-            await browser._start()
+            browser.http = aiohttp.ClientSession()
+            browser.ws = await browser.http.ws_connect(chromium.ws_url, max_msg_size=0)
+            browser._reader = asyncio.create_task(browser._read())
             yield browser
         finally:
             await browser._close()
-
-    async def _start(self) -> None:
-        profile = self.root / "chromium-profile"
-        profile.mkdir(parents=True)
-        with (self.root / "chromium.log").open("wb") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                self.exe, *FLAGS, f"--user-data-dir={profile}", "about:blank",
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,  # its helpers share our process group: stopped together
-            )  # fmt: skip
-        active = profile / "DevToolsActivePort"
-        proc = self.proc
-
-        def listening() -> list[str] | None:
-            if proc.returncode is not None:
-                raise AssertionError(f"chromium exited; see {self.root / 'chromium.log'}")
-            lines = active.read_text().splitlines() if active.exists() else []
-            return lines if len(lines) >= 2 else None
-
-        lines = await eventually(listening, START_S, f"chromium; see {self.root / 'chromium.log'}")
-        port, path = lines[:2]
-        self.http = aiohttp.ClientSession()
-        self.ws = await self.http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0)
-        self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         assert self.ws is not None
@@ -196,7 +231,11 @@ class Browser:
         return result
 
     async def new_page(self) -> Page:
-        target = await self.send("Target.createTarget", {"url": "about:blank"})
+        context = (await self.send("Target.createBrowserContext"))["browserContextId"]
+        self._contexts.append(context)
+        target = await self.send(
+            "Target.createTarget", {"url": "about:blank", "browserContextId": context}
+        )
         attached = await self.send(
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
         )
@@ -208,24 +247,12 @@ class Browser:
 
     async def _close(self) -> None:
         if self.ws is not None and not self.ws.closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.send("Browser.close"), 5)
+            for context in self._contexts:  # its pages with it
+                with contextlib.suppress(Exception):
+                    await self.send("Target.disposeBrowserContext", {"browserContextId": context})
             await self.ws.close()
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         if self.http is not None:
             await self.http.close()
-        proc = self.proc
-        if proc is not None:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-            # Helpers (renderer, zygote) in the group we created, if any outlived the browser.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
