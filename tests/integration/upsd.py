@@ -12,9 +12,9 @@ Starting a pair takes ~3 s of NUT's own timers (the driver makes its socket afte
 * `fresh_upsd`: a pair of the test's own, stopped after it. For tests that leave state
   `reset()` does not undo cheaply or at all: upsd stopped (the dummy-ups 2.8.0 that outlived
   it must be restarted before the next SET VAR), FSD latched (only a restart clears it), a
-  driver left dead, or the device file rewritten. `UpsdPool` keeps one started in the
-  background, so taking it costs nothing when the previous test left ~3 s for that.
-* `UpsdPool.take(maxage_s=...)`: a pair with another MAXAGE (started on the spot).
+  driver left dead, the device file rewritten, or MAXAGE changed (`set_maxage`). `UpsdPool`
+  starts the pairs the collected tests will take as the session starts, in the background,
+  so taking one costs nothing once it is up.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Upsd:
     def _write_config(self, status: str) -> None:
         files = {
             "ups.conf": f"pollinterval = 1\n[{UPS}]\n  driver = dummy-ups\n  port = {self.etc / 'dummy.dev'}\n",
-            "upsd.conf": f"LISTEN 127.0.0.1 {self.port}\nMAXAGE {self.maxage_s}\n",
+            "upsd.conf": self._upsd_conf(),
             "upsd.users": f"[admin]\n  password = {ADMIN_PASSWORD}\n  actions = SET FSD\n  instcmds = ALL\n",
             "nut.conf": "MODE=standalone\n",
             "dummy.dev": f"ups.status: {status}\nbattery.charge: 100\nbattery.runtime: 3600\n"
@@ -86,6 +86,9 @@ class Upsd:
             path = self.etc / name
             path.write_text(text)
             path.chmod(0o600)
+
+    def _upsd_conf(self) -> str:
+        return f"LISTEN 127.0.0.1 {self.port}\nMAXAGE {self.maxage_s}\n"
 
     # --- processes ----------------------------------------------------------------------
 
@@ -135,6 +138,18 @@ class Upsd:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGCONT)
         self.frozen.discard(which)
+
+    def set_maxage(self, seconds: int) -> None:
+        """Change MAXAGE (after which upsd calls a silent driver's data stale) and reload upsd."""
+        assert self.server is not None
+        log = self.root / "upsd.log"
+        reloads = log.read_text(errors="replace").count("reloading configuration")
+        self.maxage_s = seconds
+        (self.etc / "upsd.conf").write_text(self._upsd_conf())
+        self.server.send_signal(signal.SIGHUP)
+        wait_until(lambda: log.read_text(errors="replace").count("reloading configuration") > reloads,
+                   START_S, "upsd to reload its configuration")  # fmt: skip
+        wait_until(self._serving, START_S, "upsd to serve after the reload")
 
     def reset(self) -> None:
         """Both daemons running, no FSD, and the UPS back to its initial figures."""
@@ -226,31 +241,39 @@ def require_nut() -> None:
 
 
 class UpsdPool:
-    """Started upsd pairs, one per `take()`; a spare with the default MAXAGE warms up meanwhile.
+    """Started upsd pairs, one per `take()`, each new (own directory, port and processes).
 
-    Each pair is new (its own directory, port and processes): nothing passes from one test to
-    the next. `close()` stops every pair, taken or spare.
+    `expect(n)` says how many the session will take: up to SPARES of those start in the
+    background ahead of their `take()`, and none beyond `n`, so the session does not end
+    waiting for a spare nobody takes. `close()` stops every pair.
     """
 
-    DEFAULT_MAXAGE_S = 15
+    SPARES = 2
 
     def __init__(self, tmp: pytest.TempPathFactory) -> None:
         self._tmp = tmp
-        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upsd-pool")
+        self._starter = ThreadPoolExecutor(max_workers=self.SPARES, thread_name_prefix="upsd")
         self._started: list[tuple[Upsd, Future[Upsd]]] = []
-        self._spare: Future[Upsd] | None = None
+        self._spares: list[Future[Upsd]] = []
+        self._expected = 0
 
-    def _start(self, maxage_s: int) -> Future[Upsd]:
-        server = Upsd(self._tmp.mktemp("nut"), maxage_s=maxage_s)
+    def _start(self) -> Future[Upsd]:
+        server = Upsd(self._tmp.mktemp("nut"))
         started = self._starter.submit(server.start)
         self._started.append((server, started))
         return started
 
-    def take(self, maxage_s: int = DEFAULT_MAXAGE_S) -> Upsd:
-        if maxage_s != self.DEFAULT_MAXAGE_S:
-            return self._start(maxage_s).result()
-        started = self._spare or self._start(maxage_s)
-        self._spare = self._start(maxage_s)
+    def _top_up(self) -> None:
+        while len(self._spares) < self.SPARES and len(self._started) < self._expected:
+            self._spares.append(self._start())
+
+    def expect(self, takes: int) -> None:
+        self._expected = takes
+        self._top_up()
+
+    def take(self) -> Upsd:
+        started = self._spares.pop(0) if self._spares else self._start()
+        self._top_up()
         return started.result()
 
     def close(self) -> None:
@@ -268,6 +291,15 @@ def upsd_pool_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upsd
         yield pool
     finally:
         pool.close()
+
+
+@pytest.fixture(scope="session", autouse=True, name="upsd_warm_up")
+def upsd_warm_up_fixture(request: pytest.FixtureRequest) -> None:
+    """Start the pairs the collected tests will take as the session starts (one shared)."""
+    names = [set(item.fixturenames) for item in request.session.items]
+    takes = sum("fresh_upsd" in n for n in names) + any("shared_upsd" in n for n in names)
+    if takes and nut_binaries():
+        request.getfixturevalue("upsd_pool").expect(takes)
 
 
 @pytest.fixture(scope="session", name="shared_upsd")
