@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -66,6 +67,8 @@ class Upsd:
         self.driver_outlived_upsd = False
         self.fsd_latched = False
         self.frozen: set[str] = set()
+        self.closed = False  # stop() was called: nothing starts any more
+        self._spawning = threading.Lock()
         self.env = os.environ | {
             "NUT_CONFPATH": str(self.etc),
             "NUT_STATEPATH": str(self.state),
@@ -92,24 +95,39 @@ class Upsd:
 
     # --- processes ----------------------------------------------------------------------
 
-    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.root / f"{Path(args[0]).name}.log").open("ab")
-        with log:
-            return subprocess.Popen(
-                [*args, "-u", getpass.getuser(), "-F", "-D"],
+    def _spawn(self, which: str, *args: str) -> None:
+        """Start the "driver" or the "server" (unless stop() was called: a pool's spare)."""
+        binary = self.driver_bin if which == "driver" else self.upsd_bin
+        with self._spawning, (self.root / f"{binary.name}.log").open("ab") as log:
+            if self.closed:
+                raise AssertionError("this upsd was stopped while it started")
+            proc = subprocess.Popen(
+                [str(binary), *args, "-u", getpass.getuser(), "-F", "-D"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
+            setattr(self, which, proc)
+
+    def _running(self, which: str) -> bool:
+        """True, or raises if stop() was called or the process exited (no waiting for nothing)."""
+        proc = self.driver if which == "driver" else self.server
+        if self.closed:
+            raise AssertionError("this upsd was stopped while it started")
+        if proc is None or proc.poll() is not None:
+            raise AssertionError(f"the {which} exited; see the logs in {self.root}")
+        return True
 
     def start_driver(self) -> None:
         self.driver_outlived_upsd = False
         sock = self.state / f"dummy-ups-{UPS}"
         sock.unlink(missing_ok=True)  # dummy-ups leaves it behind on SIGTERM
-        self.driver = self._spawn(str(self.driver_bin), "-a", UPS)
-        wait_until(sock.exists, START_S, "the dummy-ups socket")
+        self._spawn("driver", "-a", UPS)
+        wait_until(lambda: self._running("driver") and sock.exists(), START_S,
+                   "the dummy-ups socket")  # fmt: skip
 
     def start_server(self) -> None:
-        self.server = self._spawn(str(self.upsd_bin))
-        wait_until(self._serving, START_S, "upsd to serve real data")
+        self._spawn("server")
+        wait_until(lambda: self._running("server") and self._serving(), START_S,
+                   "upsd to serve real data")  # fmt: skip
 
     def start(self) -> Upsd:
         self.start_driver()
@@ -170,6 +188,8 @@ class Upsd:
         wait_until(lambda: self.get("battery.runtime") == "3600", START_S, "the initial figures")
 
     def stop(self) -> None:
+        with self._spawning:
+            self.closed = True
         for which in list(self.frozen):
             self.thaw(which)
         self.stop_server()
@@ -244,8 +264,8 @@ class UpsdPool:
     """Started upsd pairs, one per `take()`, each new (own directory, port and processes).
 
     `expect(n)` says how many the session will take: up to SPARES of those start in the
-    background ahead of their `take()`, and none beyond `n`, so the session does not end
-    waiting for a spare nobody takes. `close()` stops every pair.
+    background ahead of their `take()`, none beyond `n`. `close()` stops every pair, a spare
+    still starting too (it gives up at once).
     """
 
     SPARES = 2
@@ -277,9 +297,10 @@ class UpsdPool:
         return started.result()
 
     def close(self) -> None:
-        for server, started in self._started:
-            started.exception()  # a pair still starting is stopped once it has
-            server.stop()
+        for server, _ in self._started:
+            server.stop()  # a spare still starting gives up at once
+        for _, started in self._started:
+            started.exception()
         self._starter.shutdown()
 
 
