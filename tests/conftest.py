@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 from helpers import GOV, make_bill
-from upsd import fresh_upsd_fixture, shared_upsd_fixture, upsd_fixture, upsd_pool_fixture
+from upsd import (
+    fresh_upsd_fixture,
+    shared_upsd_fixture,
+    upsd_fixture,
+    upsd_pool_fixture,
+    upsd_warm_up_fixture,
+)
 
 import outbox
 from edge import mirror, payments
@@ -19,7 +25,8 @@ from edge.db import MIGRATIONS
 
 NODE = "dam-1"
 
-__all__ = ["fresh_upsd_fixture", "shared_upsd_fixture", "upsd_fixture", "upsd_pool_fixture"]
+__all__ = ["fresh_upsd_fixture", "shared_upsd_fixture", "upsd_fixture", "upsd_pool_fixture",
+           "upsd_warm_up_fixture"]  # fmt: skip
 
 BillFactory = Callable[..., dict[str, Any]]
 

@@ -391,9 +391,7 @@ class Harness:
         await db.open()
         session = replication.make_session(settings)
         try:
-            replayer, puller = node.replication.build(
-                session, replication.read_secret(settings)
-            )
+            replayer, puller = node.replication.build(session, replication.read_secret(settings))
             start = time.perf_counter()
             run.mirror_bills = await puller.bootstrap()
             run.mirror_s = time.perf_counter() - start

@@ -10,23 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from helpers import eventually
-from upsd import ADMIN_PASSWORD, UPS, Upsd, UpsdPool
+from upsd import ADMIN_PASSWORD, UPS, Upsd
 
 from edge.power import nut
-
-
-@pytest.fixture
-def quick_stale_upsd(upsd_pool: UpsdPool) -> Iterator[Upsd]:
-    """A upsd of the test's own that calls a silent driver's data stale after 2 s (not 15)."""
-    server = upsd_pool.take(maxage_s=2)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_reads_the_ups(upsd: Upsd) -> None:
@@ -101,8 +91,9 @@ async def test_upsd_down_is_refused_and_the_same_client_reconnects(fresh_upsd: U
         assert await client.get_var(UPS, "ups.status") == "OL"
 
 
-async def test_frozen_driver_is_data_stale_and_recovers(quick_stale_upsd: Upsd) -> None:
-    upsd = quick_stale_upsd
+async def test_frozen_driver_is_data_stale_and_recovers(fresh_upsd: Upsd) -> None:
+    upsd = fresh_upsd
+    upsd.set_maxage(2)  # upsd calls a silent driver's data stale after 2 s (not 15)
     async with nut.NutClient("127.0.0.1", upsd.port, timeout_s=2) as client:
         upsd.freeze("driver")
 

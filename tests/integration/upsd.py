@@ -12,9 +12,9 @@ Starting a pair takes ~3 s of NUT's own timers (the driver makes its socket afte
 * `fresh_upsd`: a pair of the test's own, stopped after it. For tests that leave state
   `reset()` does not undo cheaply or at all: upsd stopped (the dummy-ups 2.8.0 that outlived
   it must be restarted before the next SET VAR), FSD latched (only a restart clears it), a
-  driver left dead, or the device file rewritten. `UpsdPool` keeps one started in the
-  background, so taking it costs nothing when the previous test left ~3 s for that.
-* `UpsdPool.take(maxage_s=...)`: a pair with another MAXAGE (started on the spot).
+  driver left dead, the device file rewritten, or MAXAGE changed (`set_maxage`). `UpsdPool`
+  starts the pairs the collected tests will take as the session starts, in the background,
+  so taking one costs nothing once it is up.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -66,6 +67,8 @@ class Upsd:
         self.driver_outlived_upsd = False
         self.fsd_latched = False
         self.frozen: set[str] = set()
+        self.closed = False  # stop() was called: nothing starts any more
+        self._spawning = threading.Lock()
         self.env = os.environ | {
             "NUT_CONFPATH": str(self.etc),
             "NUT_STATEPATH": str(self.state),
@@ -76,7 +79,7 @@ class Upsd:
     def _write_config(self, status: str) -> None:
         files = {
             "ups.conf": f"pollinterval = 1\n[{UPS}]\n  driver = dummy-ups\n  port = {self.etc / 'dummy.dev'}\n",
-            "upsd.conf": f"LISTEN 127.0.0.1 {self.port}\nMAXAGE {self.maxage_s}\n",
+            "upsd.conf": self._upsd_conf(),
             "upsd.users": f"[admin]\n  password = {ADMIN_PASSWORD}\n  actions = SET FSD\n  instcmds = ALL\n",
             "nut.conf": "MODE=standalone\n",
             "dummy.dev": f"ups.status: {status}\nbattery.charge: 100\nbattery.runtime: 3600\n"
@@ -87,26 +90,44 @@ class Upsd:
             path.write_text(text)
             path.chmod(0o600)
 
+    def _upsd_conf(self) -> str:
+        return f"LISTEN 127.0.0.1 {self.port}\nMAXAGE {self.maxage_s}\n"
+
     # --- processes ----------------------------------------------------------------------
 
-    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.root / f"{Path(args[0]).name}.log").open("ab")
-        with log:
-            return subprocess.Popen(
-                [*args, "-u", getpass.getuser(), "-F", "-D"],
+    def _spawn(self, which: str, *args: str) -> None:
+        """Start the "driver" or the "server" (unless stop() was called: a pool's spare)."""
+        binary = self.driver_bin if which == "driver" else self.upsd_bin
+        with self._spawning, (self.root / f"{binary.name}.log").open("ab") as log:
+            if self.closed:
+                raise AssertionError("this upsd was stopped while it started")
+            proc = subprocess.Popen(
+                [str(binary), *args, "-u", getpass.getuser(), "-F", "-D"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
+            setattr(self, which, proc)
+
+    def _running(self, which: str) -> bool:
+        """True, or raises if stop() was called or the process exited (no waiting for nothing)."""
+        proc = self.driver if which == "driver" else self.server
+        if self.closed:
+            raise AssertionError("this upsd was stopped while it started")
+        if proc is None or proc.poll() is not None:
+            raise AssertionError(f"the {which} exited; see the logs in {self.root}")
+        return True
 
     def start_driver(self) -> None:
         self.driver_outlived_upsd = False
         sock = self.state / f"dummy-ups-{UPS}"
         sock.unlink(missing_ok=True)  # dummy-ups leaves it behind on SIGTERM
-        self.driver = self._spawn(str(self.driver_bin), "-a", UPS)
-        wait_until(sock.exists, START_S, "the dummy-ups socket")
+        self._spawn("driver", "-a", UPS)
+        wait_until(lambda: self._running("driver") and sock.exists(), START_S,
+                   "the dummy-ups socket")  # fmt: skip
 
     def start_server(self) -> None:
-        self.server = self._spawn(str(self.upsd_bin))
-        wait_until(self._serving, START_S, "upsd to serve real data")
+        self._spawn("server")
+        wait_until(lambda: self._running("server") and self._serving(), START_S,
+                   "upsd to serve real data")  # fmt: skip
 
     def start(self) -> Upsd:
         self.start_driver()
@@ -136,6 +157,18 @@ class Upsd:
             proc.send_signal(signal.SIGCONT)
         self.frozen.discard(which)
 
+    def set_maxage(self, seconds: int) -> None:
+        """Change MAXAGE (after which upsd calls a silent driver's data stale) and reload upsd."""
+        assert self.server is not None
+        log = self.root / "upsd.log"
+        reloads = log.read_text(errors="replace").count("reloading configuration")
+        self.maxage_s = seconds
+        (self.etc / "upsd.conf").write_text(self._upsd_conf())
+        self.server.send_signal(signal.SIGHUP)
+        wait_until(lambda: log.read_text(errors="replace").count("reloading configuration") > reloads,
+                   START_S, "upsd to reload its configuration")  # fmt: skip
+        wait_until(self._serving, START_S, "upsd to serve after the reload")
+
     def reset(self) -> None:
         """Both daemons running, no FSD, and the UPS back to its initial figures."""
         for which in list(self.frozen):
@@ -155,6 +188,8 @@ class Upsd:
         wait_until(lambda: self.get("battery.runtime") == "3600", START_S, "the initial figures")
 
     def stop(self) -> None:
+        with self._spawning:
+            self.closed = True
         for which in list(self.frozen):
             self.thaw(which)
         self.stop_server()
@@ -226,37 +261,46 @@ def require_nut() -> None:
 
 
 class UpsdPool:
-    """Started upsd pairs, one per `take()`; a spare with the default MAXAGE warms up meanwhile.
+    """Started upsd pairs, one per `take()`, each new (own directory, port and processes).
 
-    Each pair is new (its own directory, port and processes): nothing passes from one test to
-    the next. `close()` stops every pair, taken or spare.
+    `expect(n)` says how many the session will take: up to SPARES of those start in the
+    background ahead of their `take()`, none beyond `n`. `close()` stops every pair, a spare
+    still starting too (it gives up at once).
     """
 
-    DEFAULT_MAXAGE_S = 15
+    SPARES = 2
 
     def __init__(self, tmp: pytest.TempPathFactory) -> None:
         self._tmp = tmp
-        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upsd-pool")
+        self._starter = ThreadPoolExecutor(max_workers=self.SPARES, thread_name_prefix="upsd")
         self._started: list[tuple[Upsd, Future[Upsd]]] = []
-        self._spare: Future[Upsd] | None = None
+        self._spares: list[Future[Upsd]] = []
+        self._expected = 0
 
-    def _start(self, maxage_s: int) -> Future[Upsd]:
-        server = Upsd(self._tmp.mktemp("nut"), maxage_s=maxage_s)
+    def _start(self) -> Future[Upsd]:
+        server = Upsd(self._tmp.mktemp("nut"))
         started = self._starter.submit(server.start)
         self._started.append((server, started))
         return started
 
-    def take(self, maxage_s: int = DEFAULT_MAXAGE_S) -> Upsd:
-        if maxage_s != self.DEFAULT_MAXAGE_S:
-            return self._start(maxage_s).result()
-        started = self._spare or self._start(maxage_s)
-        self._spare = self._start(maxage_s)
+    def _top_up(self) -> None:
+        while len(self._spares) < self.SPARES and len(self._started) < self._expected:
+            self._spares.append(self._start())
+
+    def expect(self, takes: int) -> None:
+        self._expected = takes
+        self._top_up()
+
+    def take(self) -> Upsd:
+        started = self._spares.pop(0) if self._spares else self._start()
+        self._top_up()
         return started.result()
 
     def close(self) -> None:
-        for server, started in self._started:
-            started.exception()  # a pair still starting is stopped once it has
-            server.stop()
+        for server, _ in self._started:
+            server.stop()  # a spare still starting gives up at once
+        for _, started in self._started:
+            started.exception()
         self._starter.shutdown()
 
 
@@ -268,6 +312,15 @@ def upsd_pool_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upsd
         yield pool
     finally:
         pool.close()
+
+
+@pytest.fixture(scope="session", autouse=True, name="upsd_warm_up")
+def upsd_warm_up_fixture(request: pytest.FixtureRequest) -> None:
+    """Start the pairs the collected tests will take as the session starts (one shared)."""
+    names = [set(item.fixturenames) for item in request.session.items]
+    takes = sum("fresh_upsd" in n for n in names) + any("shared_upsd" in n for n in names)
+    if takes and nut_binaries():
+        request.getfixturevalue("upsd_pool").expect(takes)
 
 
 @pytest.fixture(scope="session", name="shared_upsd")

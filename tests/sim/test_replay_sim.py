@@ -22,6 +22,7 @@ from datetime import UTC
 from typing import Any
 
 import aiohttp
+from helpers import bill_input
 
 import outbox
 from edge import mirror, payments
@@ -65,7 +66,8 @@ class SimCentre:
 
     def __post_init__(self) -> None:
         centre_migrate(self.conn)
-        self.write(lambda c: bills.upsert_bills(c, GOV, [_bill_input(a) for a in ACCOUNTS], 0.0))
+        seeds = [bill_input(a, CYCLE, amount=1_000_000) for a in ACCOUNTS]
+        self.write(lambda c: bills.upsert_bills(c, GOV, seeds, 0.0))
 
     def write(self, job: Any) -> Any:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -85,10 +87,6 @@ class SimCentre:
         except Refused as exc:
             return exc.status, protocol.encode_error(exc.code, exc.detail)
         return 200, protocol.encode_reply(reply.results, reply.acked_seq)
-
-
-def _bill_input(account: str) -> bills.BillInput:
-    return bills.BillInput(account, CYCLE, "sim", "sim", "M", 100, 1_000_000, 0, "2026-07-15")
 
 
 class _Response:

@@ -1,8 +1,8 @@
 """A payment writer to be killed: accepts payments with many tasks, prints each id once durable.
 
-Usage: crash_writer.py DATA_DIR [TASKS]. Prints "ready" once the database is open, then one
-acknowledged payment id per line, each only after `db.write` has returned (after the commit),
-exactly as the API answers 201 only after the commit. Runs until killed.
+Usage: PYTHONPATH=.:tests crash_writer.py DATA_DIR [TASKS]. Prints "ready" once the database
+is open, then one acknowledged payment id per line, each only after `db.write` has returned
+(after the commit), exactly as the API answers 201 only after the commit. Runs until killed.
 """
 
 from __future__ import annotations
@@ -15,28 +15,13 @@ import time
 from datetime import UTC
 from pathlib import Path
 
+from helpers import make_bill
+
 from edge import mirror, payments
 from edge.db import Database
 
 NODE, GOV = "dam-1", "DAM"
-BILLS = [
-    {
-        "bill_id": f"DAM-2026-05-{account}",
-        "account": str(account),
-        "governorate": GOV,
-        "cycle": "2026-05",
-        "name": "crash test",
-        "address": "Damascus",
-        "meter": f"M-{account}",
-        "kwh": 100,
-        "amount": 10**15,
-        "paid": 0,
-        "due_date": "2026-07-15",
-        "version": 1,
-        "updated_at": "2026-05-01T00:00:00Z",
-    }
-    for account in range(100, 108)
-]
+BILLS = [make_bill(str(account), amount=10**15) for account in range(100, 108)]
 
 
 def emit(line: str) -> None:

@@ -37,7 +37,10 @@ def run_and_kill(data: Path, rng: random.Random, *, before_ready: bool) -> Round
     """Start the writer, kill -9 it after a random delay; return what it acknowledged."""
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # tests/: the writer takes its bills from helpers.make_bill.
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")])
+        ),
     }
     proc = subprocess.Popen(
         [sys.executable, str(WRITER), str(data), str(TASKS)],

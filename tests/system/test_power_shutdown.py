@@ -69,7 +69,7 @@ def write_site(root: Path, upsd: Upsd) -> Site:
     node_port, centre_port = free_port(), free_port()
     secret = root / "dam-1.secret"
     secret.write_text("power-test-secret-0123456789\n")
-    (root / "bills.csv").write_text(bills_csv([ACCOUNT], CYCLE, amount=100_000_000))
+    (root / "bills.csv").write_text(bills_csv([ACCOUNT], cycle=CYCLE, amount=100_000_000))
     centre_config = root / "centre.toml"
     centre_config.write_text(
         f'[centre]\ndata_dir = "{root / "centre"}"\nhost = "127.0.0.1"\nport = {centre_port}\n'
