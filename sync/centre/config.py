@@ -17,7 +17,7 @@ from typing import Any
 from outbox.ids import NODE_ID
 from sync.bill import GOVERNORATE
 from sync.errors import CentreConfigError, SyncError
-from sync.signing import read_secret
+from sync.signing import key_id, read_secret
 
 GOVERNORATES = (
     "DAM", "RDA", "ALE", "HMS", "HAM", "LAT", "TAR", "IDL", "RAQ", "DEZ", "HAS", "DAR", "SWE",
@@ -30,6 +30,14 @@ DB_NAME = "centre.db"
 class NodeSettings:
     governorate: str
     secret: bytes = field(repr=False)
+    # A second live key during a rotation (`next_secret_file`); requests name theirs by id.
+    next_secret: bytes | None = field(default=None, repr=False)
+
+    @property
+    def keys(self) -> dict[str, bytes]:
+        """Key id -> secret, for every live key of the node."""
+        live = [self.secret] if self.next_secret is None else [self.secret, self.next_secret]
+        return {key_id(secret): secret for secret in live}
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,11 @@ class CentreSettings:
     @property
     def secrets(self) -> dict[str, bytes]:
         return {node: settings.secret for node, settings in self.nodes.items()}
+
+    @property
+    def keys(self) -> dict[str, dict[str, bytes]]:
+        """Node -> key id -> secret: what a request's signature is checked against."""
+        return {node: settings.keys for node, settings in self.nodes.items()}
 
     def require_governorate(self) -> str:
         if self.governorate is None:
@@ -73,6 +86,13 @@ def _path(value: object, key: str, base: Path) -> Path:
         raise CentreConfigError(f"{key} must be a non-empty path")
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
+
+
+def _secret(value: object, key: str, base: Path) -> bytes:
+    try:
+        return read_secret(_path(value, key, base))
+    except SyncError as exc:
+        raise CentreConfigError(f"{key}: {exc.detail}") from exc
 
 
 def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
@@ -106,18 +126,18 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
             raise CentreConfigError(f"[{key}]: a node id is 1-32 lowercase letters, digits or '-'")
         if not isinstance(table, dict):
             raise CentreConfigError(f"[{key}] must be a table")
-        unknown = set(table) - {"governorate", "secret_file"}
+        unknown = set(table) - {"governorate", "secret_file", "next_secret_file"}
         if unknown:
             raise CentreConfigError(f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
         if "secret_file" not in table:
             raise CentreConfigError(f"{key}.secret_file is required")
         gov = _governorate(table.get("governorate"), f"{key}.governorate")
-        secret_file = _path(table["secret_file"], f"{key}.secret_file", base)
-        try:
-            secret = read_secret(secret_file)
-        except SyncError as exc:
-            raise CentreConfigError(f"{key}.secret_file: {exc.detail}") from exc
-        nodes[node] = NodeSettings(governorate=gov, secret=secret)
+        secret = _secret(table["secret_file"], f"{key}.secret_file", base)
+        upcoming = table.get("next_secret_file")
+        next_secret = (
+            None if upcoming is None else _secret(upcoming, f"{key}.next_secret_file", base)
+        )
+        nodes[node] = NodeSettings(governorate=gov, secret=secret, next_secret=next_secret)
     return CentreSettings(
         data_dir=data_dir,
         host=host,

@@ -58,11 +58,11 @@ async def test_a_healthy_node_passes(link: Link) -> None:
 async def test_a_wrong_secret_fails_with_advice(link: Link, tmp_path: Path) -> None:
     s = await settled(link)
     wrong = tmp_path / "wrong.secret"
-    wrong.write_text("not-the-secret-the-centre-has\n")
+    wrong.write_text("not-the-secret-the-centre-has-0123456789\n")
     wrong.chmod(0o600)
     checks = await doctor.run(s.replace(centre_secret_file=wrong))
     centre = by_name(checks)["centre"]
-    assert centre.level == "FAIL" and "401 bad_signature" in centre.detail
+    assert centre.level == "FAIL" and "401 unauthorized" in centre.detail
     assert "key problem" in centre.advice and "[nodes.dam-1]" in centre.advice
     lines: list[str] = []
     assert doctor.report(checks, lines.append) == 1

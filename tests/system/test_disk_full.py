@@ -105,7 +105,8 @@ class Site:
 def write_site(root: Path, disk: Path, min_free_mb: int) -> Site:
     node_port, centre_port = free_port(), free_port()
     secret = root / "dam-1.secret"
-    secret.write_text("disk-full-test-secret-0123456789\n")
+    secret.write_text("disk-full-test-secret-0123456789-0123456789\n")
+    secret.chmod(0o600)
     rows = "".join(
         f"{a},{CYCLE},سمير الحلبي,دمشق، المزة,EM-{a[-6:]},420,100000000,0,2026-07-15\n"
         for a in ACCOUNTS

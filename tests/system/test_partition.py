@@ -271,7 +271,8 @@ def until(what: str, check: Callable[[], bool], seconds: float, site: Site | Non
 
 def write_site(root: Path, net: Net) -> Site:
     secret = root / "dam-1.secret"
-    secret.write_text("partition-test-secret-0123456789\n")
+    secret.write_text("partition-test-secret-0123456789-0123456789\n")
+    secret.chmod(0o600)
     rows = "".join(
         f"{a},{CYCLE},سمير الحلبي,دمشق، المزة,EM-{a[-6:]},420,100000000,0,2026-07-15\n"
         for a in ACCOUNTS

@@ -70,7 +70,8 @@ class Site:
 def write_site(root: Path, upsd: Upsd) -> Site:
     node_port, centre_port = free_port(), free_port()
     secret = root / "dam-1.secret"
-    secret.write_text("power-test-secret-0123456789\n")
+    secret.write_text("power-test-secret-0123456789-0123456789\n")
+    secret.chmod(0o600)
     (root / "bills.csv").write_text(
         "account,cycle,name,address,meter,kwh,amount,paid,due_date\n"
         f"{ACCOUNT},{CYCLE},سمير الحلبي,دمشق، المزة,EM-234567,420,100000000,0,2026-07-15\n"
