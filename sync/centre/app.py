@@ -117,6 +117,7 @@ async def _read_body(request: web.Request, signed: signing.Signed) -> bytes:
         if len(body) > MAX_BODY:
             raise Refused(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
     if not signed.body_matches(bytes(body)):
+        request.pop(SIGNED, None)  # not the signed request: its refusal is not signed either
         raise signing.unauthorized(
             f"the body of node {signed.node}'s request is not the signed one"
         )

@@ -181,3 +181,16 @@ def test_write_secret_makes_a_valid_one_and_refuses_to_overwrite(tmp_path: Path)
     with pytest.raises(FileExistsError):
         signing.write_secret(path)
     assert signing.write_secret(path, force=True) != key
+
+
+def test_edge_secret_new_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli import main
+
+    path = tmp_path / "dam-1.secret"
+    assert main(["secret", "new", str(path)]) == 0
+    first = signing.read_secret(path)
+    assert signing.key_id(first) in capsys.readouterr().out
+    assert main(["secret", "new", str(path)]) == 1  # never overwritten by accident
+    assert "--force" in capsys.readouterr().err and signing.read_secret(path) == first
+    assert main(["secret", "new", "--force", str(path)]) == 0
+    assert signing.read_secret(path) != first
