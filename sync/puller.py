@@ -63,6 +63,7 @@ class Puller(Loop[int]):
         heard: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
+        secret: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__("mirror pull", policy=config.policy, sleep=sleep,
                          attempts=config.attempts_per_step, logger=log)  # fmt: skip
@@ -75,6 +76,8 @@ class Puller(Loop[int]):
         self.clock = clock
         self.interval_s = config.interval_s
         self.base = f"/v1/governorates/{config.governorate}/bills"
+        # The key to sign with now: a SecretFile follows a rotation without a restart.
+        self.secret: Callable[[], bytes] = secret or (lambda: config.secret)
         link.on_ok(self.resume)
 
     def trigger(self) -> None:
@@ -143,9 +146,9 @@ class Puller(Loop[int]):
 
     async def _bootstrap(self) -> int:
         path = f"{self.base}/snapshot"
-        headers = self._sign(path)
+        headers, secret = self._sign(path)
         reader = snapshot.SnapshotReader(
-            self.config.secret, headers[signing.SIGNATURE_HEADER],
+            secret, headers[signing.SIGNATURE_HEADER],
             governorate=self.config.governorate,
         )  # fmt: skip
         pending: list[dict[str, Any]] = []
@@ -158,7 +161,7 @@ class Puller(Loop[int]):
             # The reader releases a page's bills only once its seal verified; the cursor
             # comes with the last seal, so it is stored only after that page verified.
             async with self._request(path, headers, timeout=self._stream_timeout()) as resp:
-                await self._check(resp, headers, None)
+                await self._check(resp, headers, secret, None)
                 async for chunk in resp.content.iter_chunked(256 * 1024):
                     pending.extend(reader.feed(chunk))
                     if len(pending) >= SNAPSHOT_BATCH:
@@ -188,10 +191,10 @@ class Puller(Loop[int]):
         read = self.session.timeout.total or 30.0
         return aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, read), sock_read=read)
 
-    def _sign(self, path: str) -> dict[str, str]:
-        return signing.sign(
-            self.config.secret, self.config.node, "GET", path, b"", int(self.link.corrected_time())
-        )
+    def _sign(self, path: str) -> tuple[dict[str, str], bytes]:
+        secret = self.secret()
+        at = int(self.link.corrected_time())
+        return signing.sign(secret, self.config.node, "GET", path, b"", at), secret
 
     def _request(
         self, path: str, headers: dict[str, str], timeout: aiohttp.ClientTimeout | None = None
@@ -201,7 +204,11 @@ class Puller(Loop[int]):
         return self.session.get(self.config.url + path, headers=headers, timeout=timeout)
 
     async def _check(
-        self, resp: aiohttp.ClientResponse, headers: dict[str, str], body: bytes | None
+        self,
+        resp: aiohttp.ClientResponse,
+        headers: dict[str, str],
+        secret: bytes,
+        body: bytes | None,
     ) -> None:
         """Raise unless a signed 200 (`body` None: a stream, its pages are signed instead)."""
         if resp.status >= 500:
@@ -215,7 +222,7 @@ class Puller(Loop[int]):
         signature = headers[signing.SIGNATURE_HEADER]
         date = resp.headers.get("Date")
         try:
-            answers.check_answer(self.config.secret, signature, resp.status, resp.headers, body)
+            answers.check_answer(secret, signature, resp.status, resp.headers, body)
         except BadAnswer as exc:
             refusal = answers.unsigned_refusal(resp.status, body or b"", exc)
             if not isinstance(refusal, CentreRefused):
@@ -230,13 +237,13 @@ class Puller(Loop[int]):
         raise refused
 
     async def _get(self, path: str) -> tuple[bytes, str | None]:
-        headers = self._sign(path)
+        headers, secret = self._sign(path)
         try:
             async with self._request(path, headers) as resp:
                 if resp.status != 200:
-                    await self._check(resp, headers, None)
+                    await self._check(resp, headers, secret, None)
                 body = await resp.read()
-                await self._check(resp, headers, body)
+                await self._check(resp, headers, secret, body)
                 return body, resp.headers.get("Date")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._transport(exc) from exc

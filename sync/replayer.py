@@ -72,6 +72,7 @@ class Replayer(Loop[StepResult]):
         on_result: Callable[[StepResult], None] | None = None,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        secret: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__("replay", policy=config.policy, sleep=sleep,
                          attempts=config.attempts_per_step, logger=log)  # fmt: skip
@@ -83,6 +84,8 @@ class Replayer(Loop[StepResult]):
         self.monotonic = monotonic
         self.on_result = on_result
         self.path = f"/v1/nodes/{config.node}/outbox"
+        # The key to sign with now: a SecretFile follows a rotation without a restart.
+        self.secret: Callable[[], bytes] = secret or (lambda: config.secret)
         self._woken_by_payment_at: float | None = None
         link.on_ok(self.resume)
 
@@ -174,8 +177,9 @@ class Replayer(Loop[StepResult]):
     ) -> tuple[protocol.Reply, str | None]:
         """One attempt: a fresh request signed with the time now (the centre dedups entries,
         so sending a batch again is safe); a failure is recorded, then raised."""
+        secret = self.secret()
         headers = signing.sign(
-            self.config.secret, self.config.node, "POST", self.path, body,
+            secret, self.config.node, "POST", self.path, body,
             int(self.link.corrected_time()),
         )  # fmt: skip
         request_signature = headers[signing.SIGNATURE_HEADER]
@@ -197,7 +201,7 @@ class Replayer(Loop[StepResult]):
             # Acted on only as "try again later" (a proxy's 502 is unsigned): its Date is not.
             raise await self._failed(entries, CentreUnavailable(f"centre answered {status}"), None)
         try:
-            answers.check_answer(self.config.secret, request_signature, status, answer, raw)
+            answers.check_answer(secret, request_signature, status, answer, raw)
         except BadAnswer as exc:
             failure = answers.unsigned_refusal(status, raw, exc)
             raise await self._failed(entries, failure, None) from exc

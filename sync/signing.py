@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets as _random
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from sync.errors import BadSignature, SyncError
 
+log = logging.getLogger(__name__)
 NODE_HEADER = "X-Edge-Node"
 KEY_HEADER = "X-Edge-Key"
 TIMESTAMP_HEADER = "X-Edge-Timestamp"
@@ -79,6 +81,35 @@ def write_secret(path: Path, *, force: bool = False) -> str:
     finally:
         os.close(fd)
     return key_id(text.encode())
+
+
+class SecretFile:
+    """A secret file, re-read when it changes (a rotation needs no restart); a changed file
+    that breaks the rules is logged and the last good key kept. Call it for the key now."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp = self._stat()
+        self._secret = read_secret(path)
+
+    def __call__(self) -> bytes:
+        stamp = self._stat()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._secret = read_secret(self.path)
+            except SyncError as exc:
+                log.error("%s; still signing with key %s", exc, key_id(self._secret))
+            else:
+                log.warning("%s changed: now signing with key %s", self.path, key_id(self._secret))
+        return self._secret
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def key_id(secret: bytes) -> str:
