@@ -147,8 +147,10 @@ async def _sign_answer(request: web.Request, response: web.StreamResponse) -> No
     response.headers["Date"] = date
     signed = request.get(SIGNED)
     if isinstance(signed, signing.Signed):
-        body = response.body if isinstance(response, web.Response) else None
-        raw = body if isinstance(body, bytes) or body is None else b""
+        raw: bytes | None = None  # a StreamResponse (the snapshot): its pages are sealed
+        if isinstance(response, web.Response):
+            body = response.body
+            raw = body if isinstance(body, bytes) else b""
         response.headers[answers.ANSWER_HEADER] = answers.answer_mac(
             signed.secret, signed.signature, response.status, date, raw
         )
