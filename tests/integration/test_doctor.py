@@ -69,6 +69,27 @@ async def test_a_wrong_secret_fails_with_advice(link: Link, tmp_path: Path) -> N
     assert any(line.strip().startswith("-> key problem") for line in lines)
 
 
+@pytest.mark.parametrize(
+    ("text", "mode", "seen"),
+    [("short\n", 0o600, "at least 32"), ("k" * 64 + "\n", 0o644, "0600 or stricter")],
+)
+def test_a_secret_that_breaks_the_rules_fails_with_the_fix(
+    tmp_path: Path, text: str, mode: int, seen: str
+) -> None:
+    path = tmp_path / "centre.secret"
+    path.write_text(text)
+    path.chmod(mode)
+    s = config.Settings(node_id="dam-1", centre_secret_file=path, centre_url="http://c")
+    check, secret = doctor.check_secret(s)
+    assert check.level == "FAIL" and secret is None
+    assert str(path) in check.detail and seen in check.detail
+    assert "edge secret new" in check.advice
+    path.write_text("k" * 64 + "\n")
+    path.chmod(0o600)
+    check, secret = doctor.check_secret(s)
+    assert check.level == "OK" and secret == b"k" * 64 and "key id" in check.detail
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a file to another user")
 async def test_a_secret_the_service_user_cannot_read_fails(link: Link) -> None:
     s = await settled(link)
