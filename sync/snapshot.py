@@ -76,9 +76,10 @@ class SnapshotReader:
         )  # fmt: skip
         self._secret, self._signature = secret, request_signature
         self._governorate = governorate
-        self._raw = bytearray()  # bytes fed and not yet part of a decoded object
+        self._raw = bytearray()  # from the current page's first byte on
         self._consumed = 0  # the stream offset of self._raw[0]
-        self._hash = hashlib.sha256()  # of the current page's bytes
+        self._page_end = 0  # where in self._raw the current page's last bill ends
+        self._max_buffer = max_buffer
         self._page: list[dict[str, Any]] = []
         self._pages = self._count = 0
         self._cursor: int | None = None
@@ -104,24 +105,26 @@ class SnapshotReader:
         released: list[dict[str, Any]] = []
         try:
             self._unpacker.feed(chunk)
-            self._raw += chunk
-            start = 0
+            self._raw += chunk  # the current page's bytes, then what is not decoded yet
+            if len(self._raw) > self._max_buffer:
+                raise ProtocolError(f"a snapshot page of more than {self._max_buffer} bytes")
             for obj in self._unpacker:
                 if self.done:
                     raise ProtocolError("data after the end of the snapshot")
                 end = self._unpacker.tell() - self._consumed
-                raw, start = memoryview(self._raw)[start:end], end
                 if isinstance(obj, dict) and "mac" in obj:
-                    released.extend(self._seal(obj))
+                    with memoryview(self._raw) as view:
+                        digest = hashlib.sha256(view[: self._page_end]).hexdigest()
+                    released.extend(self._seal(obj, digest))
+                    del self._raw[:end]
+                    self._consumed += end
+                    self._page_end = 0
                 else:
                     where = f"snapshot bill {self._count + len(self._page) + 1}"
                     self._page.append(protocol.validate_bill(obj, where, self._governorate))
-                    self._hash.update(raw)
+                    self._page_end = end
                     if len(self._page) > MAX_PAGE:
                         raise ProtocolError(f"a snapshot page of more than {MAX_PAGE} bills")
-                raw.release()
-            self._consumed += start
-            del self._raw[:start]
         except (ProtocolError, BadAnswer):
             raise
         except Exception as exc:  # msgpack's own errors: buffer full, bad bytes, limits
@@ -135,7 +138,7 @@ class SnapshotReader:
         if not self.done:
             raise ProtocolError(f"the snapshot stopped after {self._count} bills without its end")
 
-    def _seal(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    def _seal(self, obj: dict[str, Any], digest: str) -> list[dict[str, Any]]:
         is_end = "end" in obj
         frame = protocol._frame(obj, _SEAL + (_END if is_end else ()))
         page = protocol._int(frame["page"], "page")
@@ -151,12 +154,10 @@ class SnapshotReader:
             if frame["end"] is not True:
                 raise ProtocolError("end must be true")
             end = (protocol._int(frame["cursor"], "cursor"), protocol._int(frame["count"], "count"))
-        digest = self._hash.hexdigest()
         expected = page_mac(self._secret, self._signature, page, bills, digest, end)
         if not hmac.compare_digest(expected.encode(), mac.lower().encode("utf-8", "replace")):
             raise BadAnswer(f"snapshot page {page} is wrongly signed: ignored")
         released, self._page = self._page, []
-        self._hash = hashlib.sha256()
         self._pages += 1
         self._count += len(released)
         if end is not None:
