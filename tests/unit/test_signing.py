@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync import answers, protocol, signing
 from sync.errors import BadAnswer, BadSignature, SyncError
@@ -194,3 +196,23 @@ def test_edge_secret_new_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "--force" in capsys.readouterr().err and signing.read_secret(path) == first
     assert main(["secret", "new", "--force", str(path)]) == 0
     assert signing.read_secret(path) != first
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(
+        st.sampled_from([answers.ANSWER_HEADER, "Date", "x-edge-answer", "X-EDGE-ANSWER"]),
+        st.text(max_size=80),
+        max_size=3,
+    ),
+    st.integers(100, 599),
+    st.binary(max_size=64) | st.none(),
+)
+def test_arbitrary_answer_headers_raise_only_bad_answer(
+    headers: dict[str, str], status: int, body: bytes | None
+) -> None:
+    try:
+        answers.check_answer(SECRET, "ab" * 32, status, headers, body)
+    except BadAnswer:
+        return
+    raise AssertionError("a made-up answer verified")
