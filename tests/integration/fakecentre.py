@@ -5,7 +5,6 @@ of another governorate (`foreign`: the outbox then passes through)."""
 
 from __future__ import annotations
 
-import hashlib
 from email.utils import formatdate
 
 import aiohttp
@@ -122,7 +121,3 @@ class FakeCentre:
         if self.mode == "unsigned":
             return page + sealer.end(10**6, page, len(bills)).replace(b"mac", b"mak")
         return page + sealer.seal(page, len(bills)) + sealer.end(10**6)
-
-
-def digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()

@@ -61,10 +61,6 @@ def test_nothing_is_released_before_its_seal() -> None:
     assert r.cursor is None
 
 
-def _swap_pages(pages: list[bytes]) -> bytes:
-    return pages[1] + pages[0]
-
-
 BAD: list[tuple[str, bytes, type[Exception]]] = [
     ("another request's stream", stream([[bill()]], sig="cd" * 32), BadAnswer),
     ("foreign bill", stream([[bill(1), bill(2, "ALE")]]), ProtocolError),
