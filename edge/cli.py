@@ -27,9 +27,12 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from edge import replication
     from edge.app import create_app
 
     settings = config.load(args.config)
+    if settings.centre_url:
+        replication.read_secret(settings)  # a bad secret file stops the start here (exit 2)
     app = create_app(settings)
     notify.install(app)
     log.info(
@@ -113,6 +116,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_new(args: argparse.Namespace) -> int:
+    from sync import signing
+
+    path: Path = args.file
+    if path.exists() and not args.force:
+        print(f"edge: {path} exists; give --force to replace it", file=sys.stderr)
+        return 1
+    try:
+        key = signing.write_secret(path, force=args.force)
+    except OSError as exc:
+        print(f"edge: cannot write {path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote a new 32-byte secret to {path} (mode 600), key id {key}")
+    return 0
+
+
 def cmd_ups(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -148,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", type=Path, required=True)
     replay.add_argument("--token", help="an admin token (or set EDGE_ADMIN_TOKEN)")
     replay.set_defaults(func=cmd_replay)
+
+    secret = sub.add_parser("secret", help="shared secrets with the centre").add_subparsers(
+        dest="secret_cmd", required=True
+    )
+    new = secret.add_parser("new", help="write a fresh 32-byte hex secret, mode 0600")
+    new.add_argument("file", type=Path)
+    new.add_argument("--force", action="store_true", help="replace an existing file")
+    new.set_defaults(func=cmd_secret_new)
 
     ups = sub.add_parser("ups", help="print the UPS as the node sees it (exit 1: no data)")
     ups.add_argument("--config", type=Path, required=True)

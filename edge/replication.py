@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 INSECURE_WARNING_EVERY_S = 3600.0
 
 
-def read_secret(settings: Settings) -> bytes:
+def read_secret(settings: Settings) -> signing.SecretFile:
+    """The node's key, checked against the rules now and followed when the file is replaced."""
     try:
-        return signing.read_secret(settings.centre_secret_file)
+        return signing.SecretFile(settings.centre_secret_file)
     except SyncError as exc:
         raise ConfigError(f"centre.secret_file: {exc}") from exc
 
@@ -80,14 +81,17 @@ class Replication:
     def enabled(self) -> bool:
         return bool(self.settings.centre_url)
 
-    def build(self, session: aiohttp.ClientSession, secret: bytes) -> tuple[Replayer, Puller]:
+    def build(
+        self, session: aiohttp.ClientSession, keyring: signing.SecretFile
+    ) -> tuple[Replayer, Puller]:
         s, db, clock = self.settings, self.db, self.clock
+        secret = keyring()
         policy = outbox.RetryPolicy(base_s=s.centre_retry_base_s, cap_s=s.centre_retry_cap_s)
         url = s.centre_url.rstrip("/")
         replayer = Replayer(
             ReplayConfig(node=s.node_id, url=url, secret=secret, batch_size=s.centre_batch_size,
                          policy=policy, config_fault_retry_s=s.centre_config_fault_retry_s),
-            db.writer, session, self.link, clock=clock, on_result=self.on_result,
+            db.writer, session, self.link, clock=clock, on_result=self.on_result, secret=keyring,
         )  # fmt: skip
 
         async def apply(bills: list[dict[str, Any]], cursor: int | None) -> None:
@@ -106,6 +110,7 @@ class Replication:
                        limit=s.centre_pull_limit, interval_s=s.centre_pull_interval_s,
                        policy=policy),
             session, self.link, cursor=cursor, apply=apply, heard=heard, clock=clock,
+            secret=keyring,
         )  # fmt: skip
         return replayer, puller
 

@@ -25,12 +25,21 @@ class ProtocolError(SyncError):
 
 
 class BadSignature(SyncError):
-    """A request's signature headers are missing, stale, from an unknown node or wrong.
-
-    Codes: `missing_signature`, `unknown_node`, `stale_timestamp`, `bad_signature`.
+    """A request is not genuine: on the wire always `unauthorized` (the detail is for the
+    centre's log), except `stale_timestamp` for a genuine request outside the time window.
     """
 
-    code = "bad_signature"
+    code = "unauthorized"
+
+
+class BadAnswer(SyncError):
+    """An answer at the centre's URL that the node cannot trust: its answer signature is
+    missing or wrong, or it carries what the node never asked for (a foreign bill).
+
+    Nothing of it is settled or applied; not retried at once (it is not the network).
+    """
+
+    code = "bad_answer"
 
 
 class CentreConfigError(SyncError):

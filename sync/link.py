@@ -54,8 +54,15 @@ class Link:
             listener()
 
     def failed(
-        self, error: str, *, config_fault: bool = False, server_date: str | None = None
+        self,
+        error: str,
+        *,
+        config_fault: bool = False,
+        server_date: str | None = None,
+        answered: bool = False,
     ) -> None:
+        """Record a failed exchange; `answered`: something answered at the centre's URL that
+        could not be trusted (a bad answer signature, a foreign bill): degraded, never down."""
         now = self.clock()
         centre_time = parse_http_date(server_date)
         if centre_time is not None:
@@ -64,7 +71,7 @@ class Link:
         self.consecutive_failures += 1
         self.config_fault = config_fault
         # A centre that answers but refuses us (signature, chain) is reachable: degraded.
-        down = not config_fault and self.consecutive_failures >= DOWN_AFTER
+        down = not config_fault and not answered and self.consecutive_failures >= DOWN_AFTER
         self._set("down" if down else "degraded")
 
     def corrected_time(self) -> float:

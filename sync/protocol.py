@@ -1,7 +1,8 @@
 """The wire protocol between a node and the centre: msgpack frames and their strict decoding.
 
 Every decoder raises ProtocolError and nothing else on any input. Signing lives in
-sync.signing (re-exported here); sync/PROTOCOL.md is the human-readable contract.
+sync.signing and sync.answers, the snapshot stream in sync.snapshot; sync/PROTOCOL.md is the
+human-readable contract.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from sync.signing import SIGNATURE_HEADER as SIGNATURE_HEADER
 from sync.signing import TIMESTAMP_HEADER as TIMESTAMP_HEADER
 from sync.signing import read_secret as read_secret
 from sync.signing import sign as sign
-from sync.signing import verify as verify
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 CONTENT_TYPE = "application/msgpack"
 MAX_BATCH = 5_000
 MAX_CHANGES = 10_000
@@ -165,10 +165,21 @@ def _list(value: object, where: str, limit: int, code: str = "too_large") -> lis
     return value
 
 
-def validate_bill(obj: object, where: str = "bill") -> dict[str, Any]:
-    """A bill map with exactly the schema's fields, each valid (sync.bill)."""
+def validate_bill(
+    obj: object, where: str = "bill", governorate: str | None = None
+) -> dict[str, Any]:
+    """A bill map with exactly the schema's fields, each valid (sync.bill); with
+    `governorate`, of that governorate only (else ProtocolError `foreign_bill`)."""
     bill: dict[str, Any] = _map(obj, where, BILL_FIELDS)
     check_bill(bill, where)
+    if governorate is not None and (
+        bill["governorate"] != governorate or not bill["bill_id"].startswith(governorate + "-")
+    ):
+        raise ProtocolError(
+            f"{where} is a bill of {bill['governorate'][:8]!r}, not of this node's"
+            f" governorate {governorate}",
+            code="foreign_bill",
+        )
     return dict(bill)
 
 
@@ -271,87 +282,15 @@ def encode_changes(changes: Sequence[Mapping[str, Any]], cursor: int, more: bool
     )
 
 
-def decode_changes(body: bytes) -> Changes:
+def decode_changes(body: bytes, governorate: str | None = None) -> Changes:
+    """A changes frame; with `governorate`, a bill of any other is a ProtocolError
+    (`foreign_bill`): the whole page is refused."""
     frame = _frame(_unpack(body, MAX_CHANGES), ("changes", "cursor", "more"))
     raw = _list(frame["changes"], "changes", MAX_CHANGES)
-    changes = [validate_bill(item, f"changes[{i}]") for i, item in enumerate(raw)]
+    changes = [validate_bill(item, f"changes[{i}]", governorate) for i, item in enumerate(raw)]
     if not isinstance(frame["more"], bool):
         raise ProtocolError("more must be a boolean")
     return Changes(changes=changes, cursor=_int(frame["cursor"], "cursor"), more=frame["more"])
-
-
-def encode_snapshot_item(bill: Mapping[str, Any]) -> bytes:
-    return _pack(bill_map(bill))
-
-
-def encode_snapshot_end(cursor: int, count: int) -> bytes:
-    return _pack({"v": PROTOCOL_VERSION, "end": True, "cursor": cursor, "count": count})
-
-
-class SnapshotReader:
-    """Incremental decoder of a snapshot stream: feed it chunks as they arrive."""
-
-    def __init__(self, *, max_buffer: int = 16 * 1024 * 1024) -> None:
-        self._unpacker = msgpack.Unpacker(
-            raw=False, strict_map_key=True, max_buffer_size=max_buffer, max_array_len=0, **_LIMITS
-        )
-        self._fed = self._end_at = 0
-        self._count = 0
-        self._cursor: int | None = None
-
-    @property
-    def done(self) -> bool:
-        return self._cursor is not None
-
-    @property
-    def cursor(self) -> int | None:
-        """The change-feed cursor to follow from, once the end marker has arrived."""
-        return self._cursor
-
-    @property
-    def count(self) -> int:
-        return self._count
-
-    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
-        """The bills completed by this chunk, validated; raises ProtocolError on bad input."""
-        if not isinstance(chunk, bytes | bytearray | memoryview):
-            raise ProtocolError("a snapshot chunk must be bytes")
-        if self.done and len(chunk):
-            raise ProtocolError("data after the end of the snapshot")
-        bills: list[dict[str, Any]] = []
-        try:
-            self._unpacker.feed(chunk)
-            self._fed += len(chunk)
-            for obj in self._unpacker:
-                if self.done:
-                    raise ProtocolError("data after the end of the snapshot")
-                if isinstance(obj, dict) and "end" in obj:
-                    self._end(obj)
-                    self._end_at = self._unpacker.tell()
-                else:
-                    bills.append(validate_bill(obj, f"snapshot bill {self._count + 1}"))
-                    self._count += 1
-        except ProtocolError:
-            raise
-        except Exception as exc:  # msgpack's own errors: buffer full, bad bytes, limits
-            raise ProtocolError(f"bad snapshot stream: {type(exc).__name__}: {exc}") from None
-        if self.done and self._fed > self._end_at:
-            raise ProtocolError("data after the end of the snapshot")
-        return bills
-
-    def finish(self) -> None:
-        """Call when the body has ended: raises unless the end marker was seen."""
-        if not self.done:
-            raise ProtocolError(f"the snapshot stopped after {self._count} bills without its end")
-
-    def _end(self, obj: dict[str, Any]) -> None:
-        frame = _frame(obj, ("end", "cursor", "count"))
-        if frame["end"] is not True:
-            raise ProtocolError("end must be true")
-        count = _int(frame["count"], "count")
-        if count != self._count:
-            raise ProtocolError(f"the snapshot announced {count} bills but carried {self._count}")
-        self._cursor = _int(frame["cursor"], "cursor")
 
 
 # --- error frames ----------------------------------------------------------------------

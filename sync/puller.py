@@ -4,7 +4,8 @@ A new node (no cursor) first streams the snapshot, applying it in batches, then 
 `bills/changes`. Each batch goes to a callable the node provides (sync never imports
 edge) that stores the bills and the cursor in one transaction. A `sync.loop.Loop`: each
 request is retried by tenacity on transport errors and 5xx. On battery the power policy
-lengthens `interval_s`.
+lengthens `interval_s`. Every answer is checked (sync.answers, sync.snapshot) and every
+bill must be of the node's governorate before anything is applied.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 import aiohttp
 
 import outbox
-from sync import protocol, signing, tls
-from sync.errors import CentreRefused, CentreUnavailable, SyncError
+from sync import answers, protocol, signing, snapshot, tls
+from sync.errors import BadAnswer, CentreRefused, CentreUnavailable, ProtocolError, SyncError
 from sync.link import Link
 from sync.loop import ATTEMPTS_PER_STEP, Loop, Sleep
 
@@ -62,6 +63,7 @@ class Puller(Loop[int]):
         heard: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
+        secret: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__("mirror pull", policy=config.policy, sleep=sleep,
                          attempts=config.attempts_per_step, logger=log)  # fmt: skip
@@ -74,6 +76,8 @@ class Puller(Loop[int]):
         self.clock = clock
         self.interval_s = config.interval_s
         self.base = f"/v1/governorates/{config.governorate}/bills"
+        # The key to sign with now: a SecretFile follows a rotation without a restart.
+        self.secret: Callable[[], bytes] = secret or (lambda: config.secret)
         link.on_ok(self.resume)
 
     def trigger(self) -> None:
@@ -103,7 +107,11 @@ class Puller(Loop[int]):
         for _ in range(MAX_PAGES_PER_STEP):
             path = f"{self.base}/changes?since={cursor}&limit={self.config.limit}"
             raw, date = await self.retried(functools.partial(self._get, path), TRANSIENT)
-            changes = protocol.decode_changes(raw)
+            try:
+                changes = protocol.decode_changes(raw, self.config.governorate)
+            except ProtocolError as exc:
+                bad = ProtocolError(f"bad changes page: {exc}", code=exc.code)
+                raise self._untrusted(bad) from exc
             if changes.changes or changes.cursor != cursor:
                 await self.apply(changes.changes, changes.cursor)
             else:
@@ -133,10 +141,16 @@ class Puller(Loop[int]):
             return await self._bootstrap()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._transport(exc) from exc
+        except (BadAnswer, ProtocolError) as exc:
+            raise self._untrusted(exc) from exc
 
     async def _bootstrap(self) -> int:
         path = f"{self.base}/snapshot"
-        reader = protocol.SnapshotReader()
+        headers, secret = self._sign(path)
+        reader = snapshot.SnapshotReader(
+            secret, headers[signing.SIGNATURE_HEADER],
+            governorate=self.config.governorate,
+        )  # fmt: skip
         pending: list[dict[str, Any]] = []
         applied = 0
         in_flight: asyncio.Task[None] | None = None
@@ -144,8 +158,10 @@ class Puller(Loop[int]):
         try:
             # The session's total timeout bounds ordinary requests; a snapshot of a whole
             # governorate takes as long as the link needs, so only a stalled read times out.
-            async with self._request(path, timeout=self._stream_timeout()) as resp:
-                await self._check(resp)
+            # The reader releases a page's bills only once its seal verified; the cursor
+            # comes with the last seal, so it is stored only after that page verified.
+            async with self._request(path, headers, timeout=self._stream_timeout()) as resp:
+                await self._check(resp, headers, secret, None)
                 async for chunk in resp.content.iter_chunked(256 * 1024):
                     pending.extend(reader.feed(chunk))
                     if len(pending) >= SNAPSHOT_BATCH:
@@ -175,34 +191,69 @@ class Puller(Loop[int]):
         read = self.session.timeout.total or 30.0
         return aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, read), sock_read=read)
 
-    def _request(self, path: str, timeout: aiohttp.ClientTimeout | None = None) -> Any:
-        headers = signing.sign(
-            self.config.secret, self.config.node, "GET", path, b"", int(self.link.corrected_time())
-        )
+    def _sign(self, path: str) -> tuple[dict[str, str], bytes]:
+        secret = self.secret()
+        at = int(self.link.corrected_time())
+        return signing.sign(secret, self.config.node, "GET", path, b"", at), secret
+
+    def _request(
+        self, path: str, headers: dict[str, str], timeout: aiohttp.ClientTimeout | None = None
+    ) -> Any:
         if timeout is None:
             return self.session.get(self.config.url + path, headers=headers)
         return self.session.get(self.config.url + path, headers=headers, timeout=timeout)
 
-    async def _check(self, resp: aiohttp.ClientResponse) -> None:
-        if resp.status == 200:
-            return
-        date = resp.headers.get("Date")
-        code, detail = protocol.decode_error(await resp.read())
+    async def _check(
+        self,
+        resp: aiohttp.ClientResponse,
+        headers: dict[str, str],
+        secret: bytes,
+        body: bytes | None,
+    ) -> None:
+        """Raise unless a signed 200 (`body` None: a stream, its pages are signed instead)."""
         if resp.status >= 500:
-            failure: SyncError = CentreUnavailable(f"{resp.status} {code}: {detail}")
+            # Acted on only as "try again later" (a proxy's 502 is unsigned): its Date is not.
+            code, detail = protocol.decode_error(await resp.read())
+            unavailable = CentreUnavailable(f"{resp.status} {code}: {detail}")
+            self.link.failed(str(unavailable))
+            raise unavailable
+        if resp.status != 200:
+            body = await resp.read()
+        signature = headers[signing.SIGNATURE_HEADER]
+        date = resp.headers.get("Date")
+        try:
+            answers.check_answer(secret, signature, resp.status, resp.headers, body)
+        except BadAnswer as exc:
+            refusal = answers.unsigned_refusal(resp.status, body or b"", exc)
+            if not isinstance(refusal, CentreRefused):
+                raise
+            refused, date = refusal, None
         else:
-            failure = CentreRefused(resp.status, code, detail)
-        fault = isinstance(failure, CentreRefused) and failure.config_fault
-        self.link.failed(str(failure), config_fault=fault, server_date=date)
-        raise failure
+            if resp.status == 200:
+                return
+            code, detail = protocol.decode_error(body or b"")
+            refused = CentreRefused(resp.status, code, detail)
+        self.link.failed(str(refused), config_fault=refused.config_fault, server_date=date)
+        raise refused
 
     async def _get(self, path: str) -> tuple[bytes, str | None]:
+        headers, secret = self._sign(path)
         try:
-            async with self._request(path) as resp:
-                await self._check(resp)
-                return await resp.read(), resp.headers.get("Date")
+            async with self._request(path, headers) as resp:
+                if resp.status != 200:
+                    await self._check(resp, headers, secret, None)
+                body = await resp.read()
+                await self._check(resp, headers, secret, body)
+                return body, resp.headers.get("Date")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._transport(exc) from exc
+        except BadAnswer as exc:
+            raise self._untrusted(exc) from exc
+
+    def _untrusted(self, exc: SyncError) -> SyncError:
+        """An answer that cannot be trusted: a link fault, nothing of it applied."""
+        self.link.failed(str(exc), answered=True)
+        return exc
 
     def _transport(self, exc: BaseException) -> SyncError:
         failure = tls.transport_failure(exc, self.config.url)

@@ -1,9 +1,9 @@
 """The replayer: drains the outbox to the centre in seq order, in signed batches.
 
 A `sync.loop.Loop`: one `step()` sends one batch (retried by tenacity on transport errors
-and 5xx, claimed and signed afresh each attempt) and settles its verdicts. A 4xx other
-than `stale_timestamp` is a configuration fault: logged loudly, retried slowly, nothing
-dropped. Any answer from the centre ends the backoff. `drain()` is the bounded final replay.
+and 5xx, claimed and signed afresh each attempt) and settles its verdicts only once the
+answer's signature verified (else BadAnswer: nothing settled). A 4xx other than
+`stale_timestamp` is a configuration fault: logged loudly, retried slowly, nothing dropped. Any answer from the centre ends the backoff. `drain()` is the bounded final replay.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import aiohttp
 
 import outbox
 from outbox import crashpoints
-from sync import protocol, signing, tls
-from sync.errors import CentreRefused, CentreUnavailable, ProtocolError, SyncError
+from sync import answers, protocol, signing, tls
+from sync.errors import BadAnswer, CentreRefused, CentreUnavailable, ProtocolError, SyncError
 from sync.link import Link
 from sync.loop import ATTEMPTS_PER_STEP, Loop, Sleep
 
@@ -72,6 +72,7 @@ class Replayer(Loop[StepResult]):
         on_result: Callable[[StepResult], None] | None = None,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        secret: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__("replay", policy=config.policy, sleep=sleep,
                          attempts=config.attempts_per_step, logger=log)  # fmt: skip
@@ -83,6 +84,8 @@ class Replayer(Loop[StepResult]):
         self.monotonic = monotonic
         self.on_result = on_result
         self.path = f"/v1/nodes/{config.node}/outbox"
+        # The key to sign with now: a SecretFile follows a rotation without a restart.
+        self.secret: Callable[[], bytes] = secret or (lambda: config.secret)
         self._woken_by_payment_at: float | None = None
         link.on_ok(self.resume)
 
@@ -131,7 +134,7 @@ class Replayer(Loop[StepResult]):
 
     def severity(self, exc: Exception) -> int:
         refused = isinstance(exc, CentreRefused) and exc.config_fault
-        return logging.ERROR if refused else logging.WARNING
+        return logging.ERROR if refused or isinstance(exc, BadAnswer) else logging.WARNING
 
     async def drain(self, deadline_s: float) -> bool:
         """Bounded final replay: send until nothing is pending, a failure, or the deadline.
@@ -174,10 +177,12 @@ class Replayer(Loop[StepResult]):
     ) -> tuple[protocol.Reply, str | None]:
         """One attempt: a fresh request signed with the time now (the centre dedups entries,
         so sending a batch again is safe); a failure is recorded, then raised."""
+        secret = self.secret()
         headers = signing.sign(
-            self.config.secret, self.config.node, "POST", self.path, body,
+            secret, self.config.node, "POST", self.path, body,
             int(self.link.corrected_time()),
         )  # fmt: skip
+        request_signature = headers[signing.SIGNATURE_HEADER]
         headers["Content-Type"] = protocol.CONTENT_TYPE
         try:
             async with self.session.post(
@@ -188,11 +193,18 @@ class Replayer(Loop[StepResult]):
             ) as resp:
                 raw = await resp.read()
                 status, date = resp.status, resp.headers.get("Date")
+                answer = dict(resp.headers)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             lost = tls.transport_failure(exc, self.config.url)
             raise await self._failed(entries, lost, None) from exc
         if status >= 500:
-            raise await self._failed(entries, CentreUnavailable(f"centre answered {status}"), date)
+            # Acted on only as "try again later" (a proxy's 502 is unsigned): its Date is not.
+            raise await self._failed(entries, CentreUnavailable(f"centre answered {status}"), None)
+        try:
+            answers.check_answer(secret, request_signature, status, answer, raw)
+        except BadAnswer as exc:
+            failure = answers.unsigned_refusal(status, raw, exc)
+            raise await self._failed(entries, failure, None) from exc
         if status != 200:
             code, detail = protocol.decode_error(raw)
             raise await self._failed(entries, CentreRefused(status, code, detail), date)
@@ -245,7 +257,8 @@ class Replayer(Loop[StepResult]):
         delay = self.failure(exc)
         error = str(exc)
         config_fault = isinstance(exc, CentreRefused) and exc.config_fault
-        self.link.failed(error, config_fault=config_fault, server_date=date)
+        untrusted = isinstance(exc, BadAnswer | ProtocolError)
+        self.link.failed(error, config_fault=config_fault, server_date=date, answered=untrusted)
         seqs = [e.seq for e in entries]
         now = self.clock()
 

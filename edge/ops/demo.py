@@ -20,6 +20,7 @@ from aiohttp import web
 from edge import config, mirror, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
+from sync import signing
 from sync.centre import app as centre_app
 from sync.centre import seed
 from sync.centre.cli import current_cycle
@@ -30,10 +31,10 @@ NODE_ID, GOV = "dam-1", "DAM"
 
 
 def _secret_file(path: Path) -> bytes:
+    """The demo's shared secret: made once (32 bytes, mode 0600) and read under the rules."""
     if not path.exists():
-        path.write_text(secrets.token_hex(32) + "\n")
-        path.chmod(0o600)
-    return path.read_text().strip().encode()
+        signing.write_secret(path)
+    return signing.read_secret(path)
 
 
 def _token(data: Path, tokens_file: Path, name: str, scopes: list[str], given: str | None) -> str:

@@ -289,25 +289,34 @@ def _service_cannot_read(path: Path) -> str | None:
     return f"the node runs as {SERVICE_USER} and cannot read it: chown {SERVICE_USER} {path}"
 
 
-def check_secret(s: config.Settings) -> tuple[Check, bytes | None]:
-    path = s.centre_secret_file
+def _service_user_exists() -> bool:
     try:
-        secret = signing.read_secret(path)
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return False
+    return True
+
+
+def check_secret(s: config.Settings) -> tuple[Check, bytes | None]:
+    """The rules the node starts under: >= 32 bytes of key, mode 0600, the service's file."""
+    path = s.centre_secret_file
+    unreadable = _service_cannot_read(path) if path.exists() else None
+    if unreadable:
+        return Check("secret", FAIL, f"{path} is not the node's", unreadable), None
+    try:
+        # With a service user, its ownership is checked above (doctor may run as root).
+        secret = signing.read_secret(path, check_owner=not _service_user_exists())
     except Exception as exc:
         return Check(
             "secret",
             FAIL,
             str(exc),
-            f"generate one: (umask 077; openssl rand -hex 32 > {path});"
-            f" chown {SERVICE_USER} {path}; and give the same text to the centre"
-            f" for [nodes.{s.node_id}]",
+            f"generate one: edge secret new --force {path}; chown {SERVICE_USER} {path};"
+            f" and give the same text to the centre for [nodes.{s.node_id}]"
+            " (next_secret_file while the old key is still in use)",
         ), None
-    unreadable = _service_cannot_read(path)
-    if unreadable:
-        return Check("secret", FAIL, f"{path} is not the node's", unreadable), secret
-    if path.stat().st_mode & 0o077:
-        return Check("secret", WARN, f"{path} is readable by others", f"chmod 600 {path}"), secret
-    return Check("secret", OK, f"{path} ({len(secret)} bytes, mode 600)"), secret
+    key = signing.key_id(secret)
+    return Check("secret", OK, f"{path} ({len(secret)} bytes, mode 600, key id {key})"), secret
 
 
 def check_tokens(s: config.Settings) -> Check:

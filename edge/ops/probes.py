@@ -18,7 +18,8 @@ from edge.errors import ConfigError
 from edge.power import nut
 from edge.power.policy import classify
 from edge.power.sources import make_source
-from sync import protocol, signing, tls
+from sync import answers, protocol, signing, tls
+from sync.errors import SyncError
 from sync.link import parse_http_date
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -170,6 +171,7 @@ async def check_centre(
         async with replication.make_session(s) as session, session.get(url, headers=headers) as r:
             status, body, date = r.status, await r.read(), r.headers.get("Date")
             received = clock()
+            answer = dict(r.headers)
     except ConfigError as exc:
         return [Check("centre", FAIL, f"no TLS context: {exc}", "see tls above")]
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -195,6 +197,21 @@ async def check_centre(
         return [
             Check("centre", FAIL, f"{tls.origin(s.centre_url)} {seen}: {failure.detail}", advice)
         ]
+    signature = headers[signing.SIGNATURE_HEADER]
+    try:
+        # A refusal of our key (401) cannot be signed by a centre that does not know it.
+        if status < 500 and status != 401:
+            answers.check_answer(secret, signature, status, answer, body)
+    except SyncError as exc:
+        return [
+            Check(
+                "centre",
+                FAIL,
+                f"{s.centre_url} answered {status} without the centre's signature: {exc}",
+                "what answers at centre.url is not the centre, or it does not hold this"
+                f" node's key: check centre.url and {s.centre_secret_file} with its operators",
+            )
+        ]
     checks = [_verdict(s, status, body)]
     centre_time = parse_http_date(date)
     if centre_time is not None:
@@ -207,17 +224,13 @@ def _verdict(s: config.Settings, status: int, body: bytes) -> Check:
         return Check("centre", OK, f"{s.centre_url} accepted this node's signature (HTTP 200)")
     code, detail = protocol.decode_error(body)
     seen = f"{s.centre_url} answered {status} {code}: {detail}"
-    if status == 401 and code == "unknown_node":
-        advice = (
-            f"the centre has no [nodes.{s.node_id}]: ask its operators to add it with"
-            f' governorate = "{s.node_governorate}" and this node\'s secret'
-        )
-    elif status == 401 and code == "stale_timestamp":
+    if status == 401 and code == "stale_timestamp":
         advice = "this server's clock is wrong: timedatectl set-ntp true, or set it by hand"
     elif status == 401:
         advice = (
-            f"key problem: {s.centre_secret_file} must hold exactly the same text as the"
-            f" centre's secret_file for [nodes.{s.node_id}]; fix one side and restart"
+            f"key problem: the centre must have [nodes.{s.node_id}] with governorate"
+            f' "{s.node_governorate}" and {s.centre_secret_file}\'s exact text as its'
+            " secret_file (or next_secret_file); fix one side and restart"
         )
     elif status == 403:
         advice = (

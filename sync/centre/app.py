@@ -14,13 +14,17 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import formatdate
+from typing import Any
 
 from aiohttp import web
 
 import outbox
-from sync import bill, protocol
+from sync import answers, bill, protocol, signing, snapshot
+from sync.centre import nonces
 from sync.centre.config import CentreSettings
 from sync.centre.ledger import record_batch
+from sync.centre.nonces import NoncesFull
 from sync.centre.store import CentreStore
 from sync.errors import BadSignature, ProtocolError, Refused
 
@@ -31,6 +35,8 @@ DEFAULT_LIMIT, MAX_LIMIT = 1_000, protocol.MAX_CHANGES
 SETTINGS = web.AppKey("centre_settings", CentreSettings)
 STORE = web.AppKey("centre_store", CentreStore)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("centre_clock")
+NONCES = web.AppKey("centre_nonces", nonces.Nonces)
+SIGNED = web.RequestKey("edge_signed", signing.Signed)  # the verified signer: its key signs
 
 _HTTP_CODES = {
     400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
@@ -53,8 +59,11 @@ async def error_frames(
     try:
         return await handler(request)
     except BadSignature as exc:
+        # The reason stays here; the wire gets one generic refusal (or stale_timestamp).
         log.warning("refused %s %s: %s (%s)", request.method, request.path, exc.code, exc.detail)
-        return error_response(401, exc.code, exc.detail)
+        if exc.code == "stale_timestamp":
+            return error_response(401, exc.code, exc.detail)
+        return error_response(401, "unauthorized", "the request is not signed by a known key")
     except ProtocolError as exc:
         return error_response(_PROTOCOL_STATUS.get(exc.code, 400), exc.code, exc.detail)
     except Refused as exc:
@@ -74,37 +83,101 @@ async def error_frames(
         return error_response(500, "internal_error", "internal error at the centre")
 
 
-async def _authenticate(request: web.Request) -> tuple[str, bytes]:
-    """(node, body) of a genuinely signed request; raises BadSignature."""
-    body = await request.read()
-    settings = request.app[SETTINGS]
-    node = protocol.verify(
-        settings.secrets,
-        request.method,
-        request.raw_path,
-        body,
-        request.headers,
-        request.app[CLOCK](),
-        settings.max_skew_s,
+async def _authenticate(request: web.Request) -> signing.Signed:
+    """The verified signer, from the headers alone, before any of the body is read.
+
+    Every failure is one generic 401 `unauthorized` (the reason goes to this log); only a
+    genuine request outside the time window is told `stale_timestamp`, with a signed answer.
+    """
+    settings, now = request.app[SETTINGS], request.app[CLOCK]()
+    try:
+        signed = signing.check_headers(
+            settings.keys, request.method, request.raw_path, request.headers, now,
+            settings.max_skew_s,
+        )  # fmt: skip
+    except signing.StaleTimestamp as exc:
+        request[SIGNED] = exc.signed
+        raise
+    try:
+        replayed = request.app[NONCES].seen(signed.node, signed.nonce, signed.timestamp, now)
+    except NoncesFull as exc:
+        raise Refused(503, "busy", "too many requests in the time window; retry later") from exc
+    if replayed:
+        raise signing.unauthorized(f"replayed nonce {signed.nonce} from node {signed.node}")
+    return signed
+
+
+async def _read_body(request: web.Request, signed: signing.Signed) -> bytes:
+    """The body, read only up to MAX_BODY (never allocated past it); its digest must match."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise Refused(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise Refused(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
+    if not signed.body_matches(bytes(body)):
+        request.pop(SIGNED, None)  # not the signed request: its refusal is not signed either
+        raise signing.unauthorized(
+            f"the body of node {signed.node}'s request is not the signed one"
+        )
+    return bytes(body)
+
+
+def _nonce_job(request: web.Request, signed: signing.Signed) -> Callable[[Any], None]:
+    now, window = request.app[CLOCK](), request.app[SETTINGS].max_skew_s
+    return lambda conn: nonces.persist(
+        conn, signed.node, signed.nonce, signed.timestamp, now, window
     )
-    return node, body
+
+
+async def _remember(request: web.Request, signed: signing.Signed) -> None:
+    """Persist a read's nonce, so a restart cannot make it replayable; a full disk only
+    costs that after a restart (a repeated read changes nothing)."""
+    try:
+        await request.app[STORE].write(_nonce_job(request, signed))
+    except outbox.StorageError as exc:
+        log.warning("nonce of node %s not persisted: %s", signed.node, exc)
+
+
+async def _sign_answer(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer gets a Date from the centre's clock; one to a verified request is signed
+    with that request's key over its signature, the status, the Date and the body digest."""
+    date = formatdate(request.app[CLOCK](), usegmt=True)
+    response.headers["Date"] = date
+    signed = request.get(SIGNED)
+    if isinstance(signed, signing.Signed):
+        raw: bytes | None = None  # a StreamResponse (the snapshot): its pages are sealed
+        if isinstance(response, web.Response):
+            body = response.body
+            raw = body if isinstance(body, bytes) else b""
+        response.headers[answers.ANSWER_HEADER] = answers.answer_mac(
+            signed.secret, signed.signature, response.status, date, raw
+        )
 
 
 async def post_outbox(request: web.Request) -> web.Response:
-    node, body = await _authenticate(request)
+    signed = await _authenticate(request)
+    request[SIGNED] = signed
+    node = signed.node
     if node != request.match_info["node"]:
         raise Refused(403, "node_mismatch", f"node {node} may not post to another node's outbox")
     if request.content_type != protocol.CONTENT_TYPE:
         raise Refused(415, "unsupported_media_type", f"send {protocol.CONTENT_TYPE}")
-    batch = protocol.decode_batch(body)
+    batch = protocol.decode_batch(await _read_body(request, signed))
     if batch.node != node:
         raise Refused(403, "node_mismatch", f"the frame's node {batch.node} is not the signer")
     governorate = request.app[SETTINGS].nodes[node].governorate
     limits = request.app[SETTINGS].limits(node)
     now = time.time()
-    reply = await request.app[STORE].write(
-        lambda conn: record_batch(conn, node, governorate, batch.entries, now, limits)
-    )
+    remember = _nonce_job(request, signed)
+
+    def job(conn: Any) -> Any:
+        # The nonce is recorded with the batch, in one transaction.
+        remember(conn)
+        return record_batch(conn, node, governorate, batch.entries, now, limits)
+
+    reply = await request.app[STORE].write(job)
     return web.Response(
         body=protocol.encode_reply(reply.results, reply.acked_seq),
         content_type=protocol.CONTENT_TYPE,
@@ -120,16 +193,21 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     return int(raw)
 
 
-async def _reader_for(request: web.Request) -> str:
-    node, _ = await _authenticate(request)
+async def _reader_for(request: web.Request) -> tuple[str, signing.Signed]:
+    signed = await _authenticate(request)
+    request[SIGNED] = signed
+    node = signed.node
+    if request.content_length:
+        raise Refused(400, "bad_request", "a GET carries no body")
+    await _remember(request, signed)
     governorate = request.match_info["gov"]
     if request.app[SETTINGS].nodes[node].governorate != governorate:
         raise Refused(403, "forbidden_governorate", f"node {node} may not read {governorate[:8]}")
-    return governorate
+    return governorate, signed
 
 
 async def get_changes(request: web.Request) -> web.Response:
-    governorate = await _reader_for(request)
+    governorate, _ = await _reader_for(request)
     since = _query_int(request, "since", 0, 0, bill.MAX_INT)
     limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     body = await request.app[STORE].changes_body(governorate, since, limit)
@@ -137,10 +215,13 @@ async def get_changes(request: web.Request) -> web.Response:
 
 
 async def get_snapshot(request: web.Request) -> web.StreamResponse:
-    governorate = await _reader_for(request)
+    governorate, signed = await _reader_for(request)
     response = web.StreamResponse(headers={"Content-Type": protocol.CONTENT_TYPE})
-    async with contextlib.aclosing(request.app[STORE].snapshot(governorate)) as chunks:
-        async for chunk in chunks:
+    sealer = snapshot.Sealer(signed.secret, signed.signature)
+    async with contextlib.aclosing(request.app[STORE].snapshot(governorate)) as pages:
+        async for page, n in pages:
+            # Each page is followed by its signed seal; the last seal carries the cursor.
+            chunk = page + sealer.seal(page, n) if page else sealer.end(cursor=n)
             if not response.prepared:
                 await response.prepare(request)
             try:
@@ -160,6 +241,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = CentreStore(app[SETTINGS].db_path)
     await store.open()
     app[STORE] = store
+    window, now = app[SETTINGS].max_skew_s, app[CLOCK]()
+    app[NONCES].load(await store.read(lambda c: nonces.load_rows(c, now, window)), now)
     try:
         yield
     finally:
@@ -173,6 +256,8 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY, middlewares=[error_frames])
     app[SETTINGS] = settings
     app[CLOCK] = clock
+    app[NONCES] = nonces.Nonces(settings.max_skew_s)
+    app.on_response_prepare.append(_sign_answer)
     app.cleanup_ctx.append(_store_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/v1/nodes/{node}/outbox", post_outbox)

@@ -19,7 +19,7 @@ from outbox.ids import NODE_ID
 from sync import tls
 from sync.bill import GOVERNORATE, MAX_INT
 from sync.errors import CentreConfigError, SyncError
-from sync.signing import read_secret
+from sync.signing import key_id, read_secret
 
 GOVERNORATES = (
     "DAM", "RDA", "ALE", "HMS", "HAM", "LAT", "TAR", "IDL", "RAQ", "DEZ", "HAS", "DAR", "SWE",
@@ -43,6 +43,14 @@ class NodeSettings:
     secret: bytes = field(repr=False)
     max_payment: int | None = None  # this node's ceiling per payment
     max_credit: int | None = None  # overrides [centre] max_credit for this node
+    # A second live key during a rotation (`next_secret_file`); requests name theirs by id.
+    next_secret: bytes | None = field(default=None, repr=False)
+
+    @property
+    def keys(self) -> dict[str, bytes]:
+        """Key id -> secret, for every live key of the node."""
+        live = [self.secret] if self.next_secret is None else [self.secret, self.next_secret]
+        return {key_id(secret): secret for secret in live}
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,11 @@ class CentreSettings:
         own = self.nodes[node]
         credit = self.max_credit if own.max_credit is None else own.max_credit
         return Limits(max_payment=own.max_payment, max_credit=credit)
+
+    @property
+    def keys(self) -> dict[str, dict[str, bytes]]:
+        """Node -> key id -> secret: what a request's signature is checked against."""
+        return {node: settings.keys for node, settings in self.nodes.items()}
 
     def require_governorate(self) -> str:
         if self.governorate is None:
@@ -127,6 +140,13 @@ def _tls(centre: Mapping[str, Any], base: Path) -> dict[str, Path | None]:
     return paths
 
 
+def _secret(value: object, key: str, base: Path) -> bytes:
+    try:
+        return read_secret(_path(value, key, base))
+    except SyncError as exc:
+        raise CentreConfigError(f"{key}: {exc.detail}") from exc
+
+
 def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
     """Settings from an already-parsed TOML document; relative paths resolve against `base`."""
     unknown = set(raw) - {"centre", "nodes"}
@@ -158,19 +178,21 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
             raise CentreConfigError(f"[{key}]: a node id is 1-32 lowercase letters, digits or '-'")
         if not isinstance(table, dict):
             raise CentreConfigError(f"[{key}] must be a table")
-        unknown = set(table) - {"governorate", "secret_file", "max_payment", "max_credit"}
+        unknown = set(table) - {
+            "governorate", "secret_file", "next_secret_file", "max_payment", "max_credit"
+        }  # fmt: skip
         if unknown:
             raise CentreConfigError(f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
         if "secret_file" not in table:
             raise CentreConfigError(f"{key}.secret_file is required")
         gov = _governorate(table.get("governorate"), f"{key}.governorate")
-        secret_file = _path(table["secret_file"], f"{key}.secret_file", base)
-        try:
-            secret = read_secret(secret_file)
-        except SyncError as exc:
-            raise CentreConfigError(f"{key}.secret_file: {exc.detail}") from exc
+        secret = _secret(table["secret_file"], f"{key}.secret_file", base)
+        upcoming = table.get("next_secret_file")
+        next_secret = (
+            None if upcoming is None else _secret(upcoming, f"{key}.next_secret_file", base)
+        )
         nodes[node] = NodeSettings(
-            governorate=gov, secret=secret,
+            governorate=gov, secret=secret, next_secret=next_secret,
             max_payment=_piastres(table, "max_payment", f"{key}.max_payment", 1),
             max_credit=_piastres(table, "max_credit", f"{key}.max_credit", 0),
         )  # fmt: skip

@@ -21,6 +21,7 @@ import msgpack
 import outbox
 from outbox import readers
 from sync import bill, protocol
+from sync.centre import nonces
 from sync.errors import SyncError
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ CENTRE_MIGRATIONS: tuple[outbox.Migration, ...] = (
         );
         """,
     ),
+    outbox.Migration("centre.nonces", nonces.MIGRATION_SQL),
 )
 
 
@@ -229,8 +231,8 @@ class CentreStore:
 
     async def snapshot(
         self, governorate: str, page: int = SNAPSHOT_PAGE
-    ) -> AsyncGenerator[bytes, None]:
-        """The snapshot stream in chunks: every bill of the governorate, then the end marker.
+    ) -> AsyncGenerator[tuple[bytes, int], None]:
+        """The snapshot in pages: (packed bills, how many), then (b"", cursor) at the end.
 
         Use with `contextlib.aclosing` so an abandoned stream ends its read transaction.
         """
@@ -245,8 +247,8 @@ class CentreStore:
                 if n == 0:
                     break
                 count += n
-                yield chunk
-            yield protocol.encode_snapshot_end(last, count)
+                yield chunk, n
+            yield b"", last
             log.info("snapshot of %s: %d bills, cursor %d", governorate, count, last)
         finally:
             # Queued behind a page still being read if the client went away; closing the

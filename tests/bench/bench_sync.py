@@ -323,7 +323,8 @@ class Harness:
         ]  # fmt: skip
         for node in nodes:
             secret = where / f"{node}.secret"
-            secret.write_text(f"bench-secret-for-{node}-{os.urandom(8).hex()}\n")
+            secret.write_text(f"bench-secret-for-{node}-{os.urandom(16).hex()}\n")
+            secret.chmod(0o600)
             lines += [f"[nodes.{node}]", f'governorate = "{GOV}"', f'secret_file = "{secret}"', ""]
         config = where / "centre.toml"
         config.write_text("\n".join(lines))
@@ -357,6 +358,7 @@ class Harness:
             shutil.copytree(template / "data", where / "data")
             for secret in template.glob("*.secret"):
                 shutil.copy(secret, where / secret.name)
+                (where / secret.name).chmod(0o600)
             cfg = (template / "centre.toml").read_text().replace(str(template), str(where))
             (where / "centre.toml").write_text(cfg)
             run = DrainRun(batch=batch, entries=n, node=node)

@@ -23,7 +23,7 @@ from sync.centre.app import STORE, create_app
 from sync.centre.config import CentreSettings, NodeSettings
 
 NODE = "dam-1"
-SECRET = "a-shared-secret-for-dam-1-tests"
+SECRET = "a-shared-secret-for-dam-1-tests-0123456789"
 T = TypeVar("T")
 ACCOUNTS = [f"01000000{i:02d}" for i in range(1, 21)]
 
@@ -89,6 +89,7 @@ async def start_link(
 ) -> tuple[Link, Callable[[], Awaitable[None]]]:
     secret_file = tmp_path / "dam-1.secret"
     secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
     settings = CentreSettings(
         data_dir=tmp_path / "centre", host="127.0.0.1", port=0, governorate=GOV,
         nodes={NODE: NodeSettings(governorate=GOV, secret=SECRET.encode())},

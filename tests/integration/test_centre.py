@@ -24,9 +24,13 @@ from sync.centre import bills, cli, ledger, seed, store
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, NodeSettings
 from sync.protocol import WireEntry
+from sync.snapshot import SnapshotReader
 
 NODE, GOV = "dam-1", "DAM"
-SECRETS = {"dam-1": b"secret-of-dam-1-0123456789", "ale-1": b"secret-of-ale-1-0123456789"}
+SECRETS = {
+    "dam-1": b"secret-of-dam-1-0123456789-0123456789",
+    "ale-1": b"secret-of-ale-1-0123456789-0123456789",
+}
 CYCLE = "2026-05"
 
 
@@ -310,10 +314,14 @@ async def test_bad_signatures_are_401_and_record_nothing(centre: Centre) -> None
     chain = Chain()
     chain.pay(UNPAID, 1_000)
     cases = [
-        ({"secret": b"wrong-secret-0123456789"}, "bad_signature"),
+        ({"secret": b"wrong-secret-0123456789-0123456789"}, "unauthorized"),
         ({"timestamp": time.time() - 3600}, "stale_timestamp"),
-        ({"headers": {"X-Edge-Node": "xyz-9"}}, "unknown_node"),
-        ({"headers": {"X-Edge-Signature": ""}}, "missing_signature"),
+        ({"timestamp": time.time() + 3600}, "stale_timestamp"),  # the window is symmetric
+        ({"headers": {"X-Edge-Node": "xyz-9"}}, "unauthorized"),  # no enumeration of nodes
+        ({"headers": {"X-Edge-Key": "00000000"}}, "unauthorized"),
+        ({"headers": {"X-Edge-Signature": ""}}, "unauthorized"),
+        ({"headers": {"X-Edge-Nonce": ""}}, "unauthorized"),
+        ({"headers": {"X-Edge-Digest": "0" * 64}}, "unauthorized"),
     ]
     for kwargs, code in cases:
         status, raw = await centre.post(chain.entries, **kwargs)
@@ -347,7 +355,7 @@ async def test_node_mismatches_are_403(centre: Centre) -> None:
 
 async def test_bad_frames_and_limits(centre: Centre) -> None:
     path = f"/v1/nodes/{NODE}/outbox"
-    for body in (b"", b"\xc1", msgpack.packb({"v": 1, "node": NODE, "entries": [1]})):
+    for body in (b"", b"\xc1", msgpack.packb({"v": 2, "node": NODE, "entries": [1]})):
         status, raw, _ = await centre.request("POST", path, body)
         assert (status, protocol.decode_error(raw)[0]) == (400, "bad_frame")
     status, raw, _ = await centre.request(
@@ -433,7 +441,7 @@ async def test_other_governorate_is_forbidden(centre: Centre) -> None:
     status, raw, _ = await centre.request(
         "GET", "/v1/governorates/DAM/bills/changes", secret=b"bad"
     )
-    assert (status, protocol.decode_error(raw)[0]) == (401, "bad_signature")
+    assert (status, protocol.decode_error(raw)[0]) == (401, "unauthorized")
 
 
 async def test_snapshot_streams_every_bill_then_its_cursor(centre: Centre) -> None:
@@ -444,7 +452,7 @@ async def test_snapshot_streams_every_bill_then_its_cursor(centre: Centre) -> No
     assert result.inserted == 3_000
     path = "/v1/governorates/DAM/bills/snapshot"
     headers = protocol.sign(SECRETS[NODE], NODE, "GET", path, b"", int(time.time()))
-    reader = protocol.SnapshotReader()
+    reader = SnapshotReader(SECRETS[NODE], headers["X-Edge-Signature"], governorate=GOV)
     got: list[dict[str, Any]] = []
     async with centre.session.get(centre.url(path), headers=headers) as resp:
         assert resp.status == 200
@@ -483,6 +491,7 @@ async def test_abandoned_snapshot_leaves_the_centre_working(centre: Centre) -> N
 
 def write_config(tmp_path: Path) -> Path:
     (tmp_path / "dam-1.secret").write_text(SECRETS["dam-1"].decode() + "\n", encoding="utf-8")
+    (tmp_path / "dam-1.secret").chmod(0o600)
     config = tmp_path / "centre.toml"
     config.write_text(
         '[centre]\ndata_dir = "data"\ngovernorate = "DAM"\nport = 0\n'

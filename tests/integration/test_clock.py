@@ -265,6 +265,7 @@ async def test_backoff_uses_the_injected_clock_and_its_bounds_across_day_jumps(
 ) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
+    secret_file.chmod(0o600)
     clock = FakeClock(offset=-DAY)  # the node starts a day behind
     base, cap = 0.05, 0.4
     runner, rn = await start_node(

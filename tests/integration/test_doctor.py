@@ -59,15 +59,36 @@ async def test_a_healthy_node_passes(link: Link) -> None:
 async def test_a_wrong_secret_fails_with_advice(link: Link, tmp_path: Path) -> None:
     s = await settled(link)
     wrong = tmp_path / "wrong.secret"
-    wrong.write_text("not-the-secret-the-centre-has\n")
+    wrong.write_text("not-the-secret-the-centre-has-0123456789\n")
     wrong.chmod(0o600)
     checks = await doctor.run(s.replace(centre_secret_file=wrong))
     centre = by_name(checks)["centre"]
-    assert centre.level == "FAIL" and "401 bad_signature" in centre.detail
+    assert centre.level == "FAIL" and "401 unauthorized" in centre.detail
     assert "key problem" in centre.advice and "[nodes.dam-1]" in centre.advice
     lines: list[str] = []
     assert doctor.report(checks, lines.append) == 1
     assert any(line.strip().startswith("-> key problem") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "seen"),
+    [("short\n", 0o600, "at least 32"), ("k" * 64 + "\n", 0o644, "0600 or stricter")],
+)
+def test_a_secret_that_breaks_the_rules_fails_with_the_fix(
+    tmp_path: Path, text: str, mode: int, seen: str
+) -> None:
+    path = tmp_path / "centre.secret"
+    path.write_text(text)
+    path.chmod(mode)
+    s = config.Settings(node_id="dam-1", centre_secret_file=path, centre_url="http://c")
+    check, secret = doctor.check_secret(s)
+    assert check.level == "FAIL" and secret is None
+    assert str(path) in check.detail and seen in check.detail
+    assert "edge secret new" in check.advice
+    path.write_text("k" * 64 + "\n")
+    path.chmod(0o600)
+    check, secret = doctor.check_secret(s)
+    assert check.level == "OK" and secret == b"k" * 64 and "key id" in check.detail
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a file to another user")

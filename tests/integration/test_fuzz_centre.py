@@ -9,12 +9,15 @@ hypothesis feeds it, byte for byte:
   structural mutations (a value anywhere replaced by any msgpack value, a key dropped or
   added, the version changed) or byte-level damage (flips, truncation, insertions);
 - valid frames with bad signatures: wrong secret, garbage signature, missing headers,
-  stale or malformed timestamps, unknown node, another node's credentials, body changed
-  after signing;
+  stale, future or malformed timestamps, unknown node, unknown or malformed key ids,
+  malformed or replayed nonces, a digest header that is not the body's, another node's
+  credentials, body changed after signing;
 - garbage query strings on the change feed and the snapshot.
 
 For every answer: never 5xx; every refusal is a msgpack error frame `{v, error, detail}`
-with a stable code and the status that code implies; the ledger (every table of the
+with a stable code and the status that code implies; every answer to a genuine request
+carries the centre's answer signature over that request (checked with sync.answers), and
+every other refusal is the one generic, unsigned `401 unauthorized`; the ledger (every table of the
 centre's database) is unchanged by every refusal; and the decoder's verdict matches
 sync.protocol's: a frame the protocol module refuses is refused with the same code, and a
 200 answers every entry of the frame, in order, with the acked seq the centre now holds.
@@ -28,6 +31,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,11 +45,12 @@ from hypothesis import strategies as st
 from loophost import LoopHost, RawResponse, db_digest, raw_request
 
 import outbox
-from sync import protocol
+from sync import answers, protocol, signing
 from sync.centre import bills
 from sync.centre.app import STORE, create_app
 from sync.centre.config import CentreSettings, NodeSettings
-from sync.errors import ProtocolError
+from sync.errors import ProtocolError, SyncError
+from sync.snapshot import SnapshotReader
 
 EXAMPLES = int(os.environ.get("EDGE_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
@@ -56,7 +61,11 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 NODE, OTHER = "dam-1", "ale-1"
-SECRETS = {NODE: b"fuzz-secret-of-dam-1-0123456789", OTHER: b"fuzz-secret-of-ale-1-0123456789"}
+SECRETS = {
+    NODE: b"fuzz-secret-of-dam-1-0123456789-abc",
+    OTHER: b"fuzz-secret-of-ale-1-0123456789-abc",
+}
+LEDGER_ONLY = "seen_nonces"  # a read's nonce is remembered: not part of the ledger
 CYCLE = "2026-05"
 ACCOUNTS = [f"01000000{i:02d}" for i in range(1, 6)]
 OUTBOX = f"/v1/nodes/{NODE}/outbox"
@@ -64,10 +73,19 @@ OUTBOX = f"/v1/nodes/{NODE}/outbox"
 STATUS_OF = {
     "bad_frame": 400, "unsupported_version": 400, "too_large": 400, "bad_query": 400,
     "bad_request": 400, "batch_too_large": 413, "body_too_large": 413,
-    "missing_signature": 401, "unknown_node": 401, "stale_timestamp": 401, "bad_signature": 401,
+    "unauthorized": 401, "stale_timestamp": 401,
     "node_mismatch": 403, "forbidden_governorate": 403, "chain_broken": 409, "chain_gap": 409,
     "unsupported_media_type": 415, "not_found": 404, "method_not_allowed": 405,
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Answer(RawResponse):
+    """An answer with the request's signature, and whether the request was genuine."""
+
+    signature: str = ""
+    genuine: bool = False
+    stream: bool = False  # a snapshot: its pages are signed, the answer over "stream"
 
 
 class CentreFuzzer:
@@ -101,7 +119,18 @@ class CentreFuzzer:
         return self.host.run(self.app[STORE].write(fn))
 
     def digest(self) -> str:
-        return str(self.read(db_digest))
+        def tables(conn: Any) -> str:
+            names = tuple(
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    " AND name NOT LIKE 'sqlite_%' AND name != ? ORDER BY name",
+                    (LEDGER_ONLY,),
+                )
+            )
+            return db_digest(conn, names)
+
+        return str(self.read(tables))
 
     def head(self) -> tuple[int, str]:
         row = self.read(
@@ -144,23 +173,36 @@ class CentreFuzzer:
         drop: tuple[str, ...] = (),
         extra: dict[str, bytes] | None = None,
         content_type: bytes = protocol.CONTENT_TYPE.encode(),
-    ) -> RawResponse:
+        nonce: str | None = None,
+    ) -> Answer:
         signed = protocol.sign(
             secret or SECRETS.get(node, b"unknown"), node, method, target,
             body if sign_body is None else sign_body,
-            int(time.time()) if timestamp is None else timestamp,
+            int(time.time()) if timestamp is None else timestamp, nonce,
         )  # fmt: skip
         headers = [(k.encode(), v.encode()) for k, v in signed.items() if k not in drop]
         headers += [(k.encode(), v) for k, v in (extra or {}).items()]
         headers.append((b"Content-Type", content_type))
-        return self.host.run(
+        resp = self.host.run(
             raw_request(self.port, method.encode(), target.encode(), headers, body)
+        )
+        genuine = (
+            not drop and not extra and secret is None and sign_body is None and node in SECRETS
+        )
+        return Answer(
+            resp.status,
+            resp.headers,
+            resp.body,
+            signed[signing.SIGNATURE_HEADER],
+            genuine,
+            resp.status == 200 and "/snapshot" in target,
         )
 
     def check(self, resp: RawResponse, before: str) -> str | None:
         """The common contract; returns the error code of a refusal (None for a 200)."""
         assert resp.status < 500, (resp.status, resp.body[:300])
         assert resp.content_type == protocol.CONTENT_TYPE, resp.headers
+        self.check_signed(resp)
         if resp.status == 200:
             self.seen["200"] += 1
             event("200")
@@ -175,6 +217,32 @@ class CentreFuzzer:
             self.refusals_changed_ledger += 1
             raise AssertionError(f"a refused frame ({code}) changed the ledger")
         return code
+
+    def check_signed(self, resp: RawResponse) -> None:
+        """A genuine request's answer verifies under its own signature; any other is the
+        generic unsigned 401, or (a genuine but stale request) a signed stale_timestamp."""
+        code = None if resp.status == 200 else protocol.decode_error(resp.body)[0]
+        signature = resp.signature if isinstance(resp, Answer) else ""
+        if code == "unauthorized":
+            assert answers.ANSWER_HEADER.lower() not in resp.headers
+            assert protocol.decode_error(resp.body)[1] == "the request is not signed by a known key"
+            self.seen["unsigned 401"] += 1
+            return
+        assert (isinstance(resp, Answer) and resp.genuine) or code == "stale_timestamp", (
+            code,
+            resp.status,
+        )
+        for secret in (SECRETS[NODE], SECRETS[OTHER]):
+            try:
+                stream = isinstance(resp, Answer) and resp.stream
+                body = None if stream else resp.body
+                answers.check_answer(secret, signature, resp.status, resp.headers, body)
+                break
+            except SyncError:
+                continue
+        else:
+            raise AssertionError(f"an answer ({resp.status} {code}) without a valid signature")
+        self.seen["signed answer"] += 1
 
     def post_frame(self, body: bytes, **kw: Any) -> str | None:
         """Send one outbox frame; check it against the contract and the protocol's decoder."""
@@ -374,9 +442,23 @@ SIGNATURE_FAULTS = st.one_of(
     st.builds(
         lambda h: {"drop": (h,)},
         st.sampled_from(
-            [protocol.NODE_HEADER, protocol.TIMESTAMP_HEADER, protocol.SIGNATURE_HEADER]
+            [
+                signing.NODE_HEADER,
+                signing.TIMESTAMP_HEADER,
+                signing.SIGNATURE_HEADER,
+                signing.KEY_HEADER,
+                signing.NONCE_HEADER,
+                signing.DIGEST_HEADER,
+            ]
         ),
     ),
+    st.builds(
+        lambda h, v: {"drop": (h,), "extra": {h: v}},
+        st.sampled_from([signing.KEY_HEADER, signing.NONCE_HEADER, signing.DIGEST_HEADER]),
+        st.binary(max_size=70).map(lambda b: bytes(c for c in b if 0x21 <= c < 0x7F) or b"x")
+        | st.from_regex(rb"[0-9a-f]{8}|[0-9a-f]{32}|[0-9a-f]{64}", fullmatch=True),
+    ),
+    st.just({"replay": True}),  # the very same request twice: the second is refused
     st.builds(
         lambda v: {"drop": (protocol.SIGNATURE_HEADER,), "extra": {protocol.SIGNATURE_HEADER: v}},
         st.binary(max_size=80).map(lambda b: bytes(c for c in b if 0x21 <= c < 0x7F) or b"x")
@@ -401,12 +483,18 @@ def test_bad_signatures_are_refused(centre: CentreFuzzer) -> None:
     def check(fault: dict[str, Any]) -> None:
         if fault.get("node") == NODE:
             return  # the one name that is not a fault
+        if fault.get("replay"):
+            # The first copy is recorded; the same nonce again is refused, records nothing.
+            body, nonce = pack(frame_of(centre.next_entries(1))), signing.new_nonce()
+            assert centre.post_frame(body, nonce=nonce) is None
+            assert centre.post_frame(body, nonce=nonce) == "unauthorized"
+            return
         code = centre.post_frame(pack(frame_of(centre.next_entries(1))), **fault)
         assert code is not None, fault  # nothing badly signed is ever recorded
         if "node" in fault and fault["node"] == OTHER:
             assert code == "node_mismatch"
         else:
-            assert code in ("missing_signature", "unknown_node", "stale_timestamp", "bad_signature")
+            assert code in ("unauthorized", "stale_timestamp")
 
     check()
     print(f"\nbad signatures: {dict(centre.seen)}")
@@ -460,7 +548,7 @@ def test_garbage_query_strings_on_the_change_feed(centre: CentreFuzzer) -> None:
             changes = protocol.decode_changes(resp.body)
             assert all(b["governorate"] == "DAM" for b in changes.changes)
         elif code is None:
-            reader = protocol.SnapshotReader()
+            reader = SnapshotReader(SECRETS[NODE], resp.signature, governorate="DAM")
             assert len(reader.feed(resp.body)) == len(ACCOUNTS)
             reader.finish()
         else:

@@ -138,7 +138,8 @@ async def test_lost_reply_after_centre_committed_is_counted_once(link: Link) -> 
 
 async def test_bad_signature_is_refused_and_nothing_is_dropped(tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.secret"
-    wrong.write_text("not-the-shared-secret\n")
+    wrong.write_text("not-the-shared-secret-0123456789-0123456789\n")
+    wrong.chmod(0o600)
     lk, close = await start_link(tmp_path, centre_secret_file=wrong)
     try:
         # The mirror cannot bootstrap either; seed it locally so a payment can be taken.
@@ -152,7 +153,7 @@ async def test_bad_signature_is_refused_and_nothing_is_dropped(tmp_path: Path) -
         await pay(lk, BILL, 1_000, "sig")
 
         async def refused() -> bool:
-            return lk.node.node.link.config_fault and "bad_signature" in (
+            return lk.node.node.link.config_fault and "401 unauthorized" in (
                 lk.node.node.link.last_error or ""
             )
 

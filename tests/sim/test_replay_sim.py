@@ -27,7 +27,7 @@ from helpers import bill_input
 import outbox
 from edge import mirror, payments
 from edge.db import migrate as edge_migrate
-from sync import protocol
+from sync import answers, protocol, signing
 from sync.centre import bills, ledger
 from sync.centre.store import migrate as centre_migrate
 from sync.errors import Refused, SyncError
@@ -36,6 +36,9 @@ from sync.replayer import ReplayConfig, Replayer
 
 NODE, GOV, CYCLE = "dam-1", "DAM", "2026-05"
 ACCOUNTS = [f"05000000{i:02d}" for i in range(8)]
+
+
+SECRET = b"s" * 32
 
 
 class Crash(BaseException):
@@ -90,8 +93,11 @@ class SimCentre:
 
 
 class _Response:
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status, self._body, self.headers = status, body, {"Date": None}
+    def __init__(self, status: int, body: bytes, signature: str = "") -> None:
+        # Signed as the reference centre signs (sync.answers), with the node's secret.
+        mac = answers.answer_mac(SECRET, signature, status, "", body)
+        self.status, self._body = status, body
+        self.headers = {"Date": "", answers.ANSWER_HEADER: mac}
 
     async def read(self) -> bytes:
         return self._body
@@ -123,7 +129,7 @@ class SimNetwork:
             raise aiohttp.ServerDisconnectedError("simulated: reply lost")
         if not self.healed and r.random() < f.crash_before_settle:
             raise Crash
-        return _Response(status, reply)
+        return _Response(status, reply, headers[signing.SIGNATURE_HEADER])
 
 
 class InlineWriter:
@@ -170,7 +176,7 @@ async def simulate(seed: int) -> dict[str, int]:
         await writer.submit(lambda c: mirror.apply_changes(c, bill_maps, 1))
         acceptor = payments.Acceptor(NODE, GOV)
         config = ReplayConfig(
-            node=NODE, url="sim://centre", secret=b"s", batch_size=rng.choice((1, 3, 10, 50))
+            node=NODE, url="sim://centre", secret=SECRET, batch_size=rng.choice((1, 3, 10, 50))
         )
         # Retries within a step go at once: simulated time, not the policy's seconds.
         replayer = Replayer(config, writer, network, Link(), sleep=no_wait)  # type: ignore[arg-type]

@@ -92,7 +92,8 @@ class Site:
     def __post_init__(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         secret = self.base / "dam-1.secret"
-        secret.write_text("system-test-secret-0123456789\n")
+        secret.write_text("system-test-secret-0123456789-0123456789\n")
+        secret.chmod(0o600)
         self.centre_config = self.base / "centre.toml"
         self.centre_config.write_text(
             f'[centre]\ndata_dir = "{self.base / "centre"}"\nhost = "127.0.0.1"\nport = {self.centre_port}\n'

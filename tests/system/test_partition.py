@@ -273,7 +273,8 @@ def until(what: str, check: Callable[[], bool], seconds: float, site: Site | Non
 
 def write_site(root: Path, net: Net) -> Site:
     secret = root / "dam-1.secret"
-    secret.write_text("partition-test-secret-0123456789\n")
+    secret.write_text("partition-test-secret-0123456789-0123456789\n")
+    secret.chmod(0o600)
     (root / "bills.csv").write_text(bills_csv(ACCOUNTS, amount=100_000_000))
     centre_config = root / "centre.toml"
     centre_config.write_text(

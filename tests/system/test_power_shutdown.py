@@ -68,7 +68,8 @@ class Site:
 def write_site(root: Path, upsd: Upsd) -> Site:
     node_port, centre_port = free_port(), free_port()
     secret = root / "dam-1.secret"
-    secret.write_text("power-test-secret-0123456789\n")
+    secret.write_text("power-test-secret-0123456789-0123456789\n")
+    secret.chmod(0o600)
     (root / "bills.csv").write_text(bills_csv([ACCOUNT], cycle=CYCLE, amount=100_000_000))
     centre_config = root / "centre.toml"
     centre_config.write_text(

@@ -1,12 +1,10 @@
-"""The wire protocol: round trips, strict rejection of malformed frames, and request signing."""
+"""The wire protocol: round trips and strict rejection of malformed frames (signing and the
+snapshot stream: test_signing.py, test_snapshot.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -16,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import outbox
-from sync import protocol, signing
-from sync.errors import BadSignature, ProtocolError, SyncError
+from sync import protocol
+from sync.errors import ProtocolError
 from sync.protocol import Verdict, WireEntry
 
 NODE = "dam-1"
@@ -80,21 +78,6 @@ def test_changes_encode_drops_extra_columns() -> None:
     assert decoded.changes == [make_bill()]
 
 
-def test_snapshot_stream_fed_byte_by_byte() -> None:
-    bills = [make_bill(str(n)) for n in range(5)]
-    stream = b"".join(protocol.encode_snapshot_item(b) for b in bills)
-    stream += protocol.encode_snapshot_end(77, 5)
-    reader = protocol.SnapshotReader()
-    got: list[dict[str, Any]] = []
-    for i in range(len(stream)):
-        assert not reader.done
-        got.extend(reader.feed(stream[i : i + 1]))
-    assert got == bills
-    assert (reader.done, reader.cursor, reader.count) == (True, 77, 5)
-    reader.finish()
-    assert reader.feed(b"") == []
-
-
 def test_error_frame_round_trip_and_tolerance() -> None:
     assert protocol.decode_error(protocol.encode_error("chain_gap", "seq 3 missing")) == (
         "chain_gap",
@@ -115,12 +98,12 @@ GOOD_ENTRY = {"seq": 1, "id": E.id, "kind": "payment", "payload": E.payload,
 
 
 def batch_with(**entry: Any) -> bytes:
-    return pack({"v": 1, "node": NODE, "entries": [{**GOOD_ENTRY, **entry}]})
+    return pack({"v": 2, "node": NODE, "entries": [{**GOOD_ENTRY, **entry}]})
 
 
 def reply_with(**result: Any) -> bytes:
     base = {"seq": 1, "id": E.id, "verdict": "applied", "reason": None, "version": 2}
-    return pack({"v": 1, "results": [{**base, **result}], "acked_seq": 1})
+    return pack({"v": 2, "results": [{**base, **result}], "acked_seq": 1})
 
 
 MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
@@ -130,13 +113,13 @@ MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
     ("trailing bytes", protocol.decode_batch, protocol.encode_batch(NODE, []) + b"\x00"),
     ("array frame", protocol.decode_batch, pack([1, NODE, []])),
     ("no version", protocol.decode_batch, pack({"node": NODE, "entries": []})),
-    ("version 2", protocol.decode_batch, pack({"v": 2, "node": NODE, "entries": []})),
+    ("version 1", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": []})),
     ("version true", protocol.decode_batch, pack({"v": True, "node": NODE, "entries": []})),
-    ("extra key", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": [], "x": 1})),
-    ("bytes key", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": [], b"x": 1})),
+    ("extra key", protocol.decode_batch, pack({"v": 2, "node": NODE, "entries": [], "x": 1})),
+    ("bytes key", protocol.decode_batch, pack({"v": 2, "node": NODE, "entries": [], b"x": 1})),
     ("int key", protocol.decode_batch, b"\x83\xa1v\x01\xa4node\xa5dam-1\x01\x90"),
-    ("bad node", protocol.decode_batch, pack({"v": 1, "node": "DAM 1", "entries": []})),
-    ("entries not list", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": {}})),
+    ("bad node", protocol.decode_batch, pack({"v": 2, "node": "DAM 1", "entries": []})),
+    ("entries not list", protocol.decode_batch, pack({"v": 2, "node": NODE, "entries": {}})),
     ("seq bool", protocol.decode_batch, batch_with(seq=True)),
     ("seq zero", protocol.decode_batch, batch_with(seq=0)),
     ("seq negative", protocol.decode_batch, batch_with(seq=-1)),
@@ -150,33 +133,33 @@ MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
     ("id shape", protocol.decode_batch, batch_with(id="not an id")),
     ("kind shape", protocol.decode_batch, batch_with(kind="Payment!")),
     ("entry missing key", protocol.decode_batch,
-     pack({"v": 1, "node": NODE, "entries": [{k: v for k, v in GOOD_ENTRY.items() if k != "hash"}]})),
+     pack({"v": 2, "node": NODE, "entries": [{k: v for k, v in GOOD_ENTRY.items() if k != "hash"}]})),
     ("entry extra key", protocol.decode_batch, batch_with(extra=1)),
     ("invalid utf-8", protocol.decode_batch, b"\x83\xa1v\x01\xa4node\xa2\xff\xfe\xa7entries\x90"),
-    ("timestamp ext", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": [],
+    ("timestamp ext", protocol.decode_batch, pack({"v": 2, "node": NODE, "entries": [],
                                                   "t": msgpack.Timestamp(1)})),
     ("huge array header", protocol.decode_batch, b"\x83\xa1v\x01\xa4node\xa5dam-1\xa7entries\xdd\xff\xff\xff\xff"),
     ("verdict unknown", protocol.decode_reply, reply_with(verdict="maybe")),
     ("rejected without reason", protocol.decode_reply, reply_with(verdict="rejected", version=None)),
     ("applied without version", protocol.decode_reply, reply_with(version=None)),
     ("version bool", protocol.decode_reply, reply_with(version=False)),
-    ("acked_seq missing", protocol.decode_reply, pack({"v": 1, "results": []})),
-    ("acked_seq float", protocol.decode_reply, pack({"v": 1, "results": [], "acked_seq": 1.5})),
-    ("reply nested garbage", protocol.decode_reply, pack({"v": 1, "results": [[1]], "acked_seq": 1})),
-    ("more not bool", protocol.decode_changes, pack({"v": 1, "changes": [], "cursor": 1, "more": 1})),
-    ("cursor negative", protocol.decode_changes, pack({"v": 1, "changes": [], "cursor": -1, "more": False})),
+    ("acked_seq missing", protocol.decode_reply, pack({"v": 2, "results": []})),
+    ("acked_seq float", protocol.decode_reply, pack({"v": 2, "results": [], "acked_seq": 1.5})),
+    ("reply nested garbage", protocol.decode_reply, pack({"v": 2, "results": [[1]], "acked_seq": 1})),
+    ("more not bool", protocol.decode_changes, pack({"v": 2, "changes": [], "cursor": 1, "more": 1})),
+    ("cursor negative", protocol.decode_changes, pack({"v": 2, "changes": [], "cursor": -1, "more": False})),
     ("bill missing field", protocol.decode_changes,
-     pack({"v": 1, "changes": [{k: v for k, v in make_bill().items() if k != "paid"}], "cursor": 1, "more": False})),
+     pack({"v": 2, "changes": [{k: v for k, v in make_bill().items() if k != "paid"}], "cursor": 1, "more": False})),
     ("bill extra field", protocol.decode_changes,
-     pack({"v": 1, "changes": [{**make_bill(), "x": 1}], "cursor": 1, "more": False})),
+     pack({"v": 2, "changes": [{**make_bill(), "x": 1}], "cursor": 1, "more": False})),
     ("bill negative amount", protocol.decode_changes,
-     pack({"v": 1, "changes": [make_bill(amount=-5)], "cursor": 1, "more": False})),
+     pack({"v": 2, "changes": [make_bill(amount=-5)], "cursor": 1, "more": False})),
     ("bill float paid", protocol.decode_changes,
-     pack({"v": 1, "changes": [make_bill(paid=1.5)], "cursor": 1, "more": False})),
+     pack({"v": 2, "changes": [make_bill(paid=1.5)], "cursor": 1, "more": False})),
     ("bill int name", protocol.decode_changes,
-     pack({"v": 1, "changes": [make_bill(name=7)], "cursor": 1, "more": False})),
+     pack({"v": 2, "changes": [make_bill(name=7)], "cursor": 1, "more": False})),
     ("bill bool version", protocol.decode_changes,
-     pack({"v": 1, "changes": [make_bill(version=True)], "cursor": 1, "more": False})),
+     pack({"v": 2, "changes": [make_bill(version=True)], "cursor": 1, "more": False})),
     ("deep nesting", protocol.decode_changes, b"\x91" * 5000 + b"\x00"),
 ]  # fmt: skip
 
@@ -193,7 +176,7 @@ def test_malformed_frames_raise_protocol_error(
 
 def test_too_many_entries_has_its_own_code() -> None:
     entry = {**GOOD_ENTRY}
-    body = pack({"v": 1, "node": NODE, "entries": [entry] * (protocol.MAX_BATCH + 1)})
+    body = pack({"v": 2, "node": NODE, "entries": [entry] * (protocol.MAX_BATCH + 1)})
     with pytest.raises(ProtocolError) as info:
         protocol.decode_batch(body)
     assert info.value.code == "batch_too_large"
@@ -201,59 +184,13 @@ def test_too_many_entries_has_its_own_code() -> None:
 
 def test_unsupported_version_code() -> None:
     with pytest.raises(ProtocolError) as info:
-        protocol.decode_reply(pack({"v": 2, "results": [], "acked_seq": 0}))
+        protocol.decode_reply(pack({"v": 1, "results": [], "acked_seq": 0}))
     assert info.value.code == "unsupported_version"
 
 
 def test_non_bytes_body_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         protocol.decode_batch("text")  # type: ignore[arg-type]
-
-
-SNAPSHOT_BAD = [
-    ("not a map", pack([1, 2])),
-    ("bad bill", pack({**make_bill(), "kwh": "420"})),
-    (
-        "count mismatch",
-        protocol.encode_snapshot_item(make_bill()) + protocol.encode_snapshot_end(5, 2),
-    ),
-    (
-        "data after end",
-        protocol.encode_snapshot_end(5, 0) + protocol.encode_snapshot_item(make_bill()),
-    ),
-    ("partial data after end", protocol.encode_snapshot_end(5, 0) + b"\x8d"),
-    ("end not true", pack({"v": 1, "end": 1, "cursor": 5, "count": 0})),
-    ("end extra key", pack({"v": 1, "end": True, "cursor": 5, "count": 0, "x": 0})),
-    ("end wrong version", pack({"v": 9, "end": True, "cursor": 5, "count": 0})),
-    ("garbage", b"\xc1\xc1"),
-    ("array inside", pack({**make_bill(), "name": ["x"]})),
-]
-
-
-@pytest.mark.parametrize("body", [b for _, b in SNAPSHOT_BAD], ids=[n for n, _ in SNAPSHOT_BAD])
-def test_malformed_snapshot_streams(body: bytes) -> None:
-    with pytest.raises(ProtocolError):
-        protocol.SnapshotReader().feed(body)
-
-
-def test_snapshot_data_in_a_later_chunk_after_end() -> None:
-    reader = protocol.SnapshotReader()
-    reader.feed(protocol.encode_snapshot_end(1, 0))
-    with pytest.raises(ProtocolError):
-        reader.feed(b"\x00")
-
-
-def test_snapshot_without_end_fails_finish() -> None:
-    reader = protocol.SnapshotReader()
-    assert reader.feed(protocol.encode_snapshot_item(make_bill())) == [make_bill()]
-    with pytest.raises(ProtocolError):
-        reader.finish()
-
-
-def test_snapshot_buffer_limit() -> None:
-    reader = protocol.SnapshotReader(max_buffer=1024)
-    with pytest.raises(ProtocolError):
-        reader.feed(b"\xdb" + (100_000).to_bytes(4, "big") + b"x" * 2000)
 
 
 # --- fuzzing: any bytes, only ProtocolError ------------------------------------------------
@@ -286,7 +223,6 @@ def _only_protocol_errors(fn: Callable[[bytes], object], body: bytes) -> None:
 def test_arbitrary_bytes_raise_only_protocol_error(body: bytes) -> None:
     for decoder in DECODERS:
         _only_protocol_errors(decoder, body)
-    _only_protocol_errors(protocol.SnapshotReader().feed, body)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -295,12 +231,6 @@ def test_arbitrary_msgpack_values_raise_only_protocol_error(value: Any, split: i
     body = pack(value)
     for decoder in DECODERS:
         _only_protocol_errors(decoder, body)
-    reader = protocol.SnapshotReader()
-    try:
-        for i in range(0, len(body), split):
-            reader.feed(body[i : i + split])
-    except ProtocolError:
-        pass
 
 
 @settings(max_examples=200)
@@ -311,34 +241,7 @@ def test_mutated_batches_raise_only_protocol_error(at: int, junk: bytes) -> None
     _only_protocol_errors(protocol.decode_batch, good[:at] + junk + good[at + len(junk) :])
 
 
-# --- signing -------------------------------------------------------------------------------
-
-PATH = "/v1/nodes/dam-1/outbox"
-SECRETS = {NODE: SECRET}
-
-
-def test_sign_matches_the_documented_definition() -> None:
-    body = b"\x83\xa1v\x01"
-    headers = protocol.sign(SECRET, NODE, "post", PATH, body, 1_780_000_000)
-    message = f"POST\n{PATH}\n1780000000\n{NODE}\n{hashlib.sha256(body).hexdigest()}".encode()
-    assert headers == {
-        "X-Edge-Node": NODE,
-        "X-Edge-Timestamp": "1780000000",
-        "X-Edge-Signature": hmac.new(SECRET, message, hashlib.sha256).hexdigest(),
-    }
-
-
-def test_protocol_md_worked_example() -> None:
-    # The same numbers as sync/PROTOCOL.md: if this fails, the document is wrong.
-    headers = signing.sign(
-        b"demo-secret-dam-1", "dam-1", "GET",
-        "/v1/governorates/DAM/bills/changes?since=0&limit=1000", b"", 1_780_000_000,
-    )  # fmt: skip
-    assert headers == {
-        "X-Edge-Node": "dam-1",
-        "X-Edge-Timestamp": "1780000000",
-        "X-Edge-Signature": "42d28601ae60d989ffb477f9d25ab7dfdbfbf9d4a16069bdfa5da8a7bbf89602",
-    }
+# --- the chain's worked example ---------------------------------------------------------
 
 
 def test_protocol_md_entry_hash_example() -> None:
@@ -353,75 +256,3 @@ def test_protocol_md_entry_hash_example() -> None:
     assert outbox.entry_hash(outbox.GENESIS, 1, eid, "payment", payload) == (
         "15f22b676d5754dc8744d2592e6f147fccc15fbf15b6d99aeb9dacdefb26f108"
     )
-
-
-def test_verify_good_signature_any_header_case() -> None:
-    body = b"body"
-    headers = protocol.sign(SECRET, NODE, "POST", PATH, body, 1000)
-    assert protocol.verify(SECRETS, "POST", PATH, body, headers, now=1100.0) == NODE
-    lowered = {k.lower(): v for k, v in headers.items()}
-    assert protocol.verify(SECRETS, "post", PATH, body, lowered, now=900.0) == NODE
-
-
-@pytest.mark.parametrize(
-    ("change", "code"),
-    [
-        (lambda h: h.pop("X-Edge-Signature"), "missing_signature"),
-        (lambda h: h.pop("X-Edge-Node"), "missing_signature"),
-        (lambda h: h.pop("X-Edge-Timestamp"), "missing_signature"),
-        (lambda h: h.update({"X-Edge-Node": "ale-1"}), "unknown_node"),
-        (lambda h: h.update({"X-Edge-Signature": "0" * 64}), "bad_signature"),
-        (lambda h: h.update({"X-Edge-Signature": "é" * 64}), "bad_signature"),
-        (lambda h: h.update({"X-Edge-Timestamp": "1e3"}), "bad_signature"),
-        (lambda h: h.update({"X-Edge-Timestamp": "1001"}), "bad_signature"),
-    ],
-)
-def test_verify_refusals(change: Callable[[dict[str, str]], object], code: str) -> None:
-    headers = protocol.sign(SECRET, NODE, "POST", PATH, b"body", 1000)
-    change(headers)
-    with pytest.raises(BadSignature) as info:
-        protocol.verify(SECRETS, "POST", PATH, b"body", headers, now=1000.0)
-    assert info.value.code == code
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "body"),
-    [("GET", PATH, b"body"), ("POST", PATH + "?x=1", b"body"), ("POST", PATH, b"bodz")],
-)
-def test_verify_detects_any_tampering(method: str, path: str, body: bytes) -> None:
-    headers = protocol.sign(SECRET, NODE, "POST", PATH, b"body", 1000)
-    with pytest.raises(BadSignature) as info:
-        protocol.verify(SECRETS, method, path, body, headers, now=1000.0)
-    assert info.value.code == "bad_signature"
-
-
-def test_wrong_secret_is_a_bad_signature() -> None:
-    headers = protocol.sign(b"another secret", NODE, "POST", PATH, b"", 1000)
-    with pytest.raises(BadSignature) as info:
-        protocol.verify(SECRETS, "POST", PATH, b"", headers, now=1000.0)
-    assert info.value.code == "bad_signature"
-
-
-@pytest.mark.parametrize("offset", [-301, 301, -10_000_000])
-def test_stale_timestamp(offset: int) -> None:
-    headers = protocol.sign(SECRET, NODE, "POST", PATH, b"", 1_780_000_000 + offset)
-    with pytest.raises(BadSignature) as info:
-        protocol.verify(SECRETS, "POST", PATH, b"", headers, now=1_780_000_000.0)
-    assert info.value.code == "stale_timestamp"
-    assert (
-        protocol.verify(
-            SECRETS, "POST", PATH, b"", headers, now=1_780_000_000.0 + offset, max_skew_s=1
-        )
-        == NODE
-    )
-
-
-def test_read_secret_strips_and_refuses_empty(tmp_path: Path) -> None:
-    path = tmp_path / "node.secret"
-    path.write_text("  abc123\n", encoding="utf-8")
-    assert signing.read_secret(path) == b"abc123"
-    path.write_text("\n", encoding="utf-8")
-    with pytest.raises(SyncError):
-        signing.read_secret(path)
-    with pytest.raises(SyncError):
-        signing.read_secret(tmp_path / "missing")

@@ -17,7 +17,7 @@ import pytest
 
 import outbox
 from outbox import RetryPolicy
-from sync import protocol, signing
+from sync import answers, protocol, signing
 from sync.errors import CentreRefused, CentreUnavailable
 from sync.link import Link
 from sync.replayer import ReplayConfig, Replayer, StepResult
@@ -25,9 +25,14 @@ from sync.replayer import ReplayConfig, Replayer, StepResult
 POLICY = RetryPolicy(base_s=1.0, factor=2.0, cap_s=60.0)
 
 
+SECRET = b"s" * 32
+
+
 class Answer:
-    def __init__(self, status: int, body: bytes = b"") -> None:
-        self.status, self.body, self.headers = status, body, {"Date": None}
+    def __init__(self, status: int, body: bytes = b"", signature: str = "") -> None:
+        mac = answers.answer_mac(SECRET, signature, status, "", body)
+        self.status, self.body = status, body
+        self.headers = {"Date": "", answers.ANSWER_HEADER: mac}
 
     async def read(self) -> bytes:
         return self.body
@@ -52,10 +57,12 @@ class Session:
         if status == 0:
             raise ConnectionResetError("simulated")
         if status != 200:
-            return Answer(status, protocol.encode_error("internal_error", "scripted"))
+            error = protocol.encode_error("internal_error", "scripted")
+            return Answer(status, error, headers[signing.SIGNATURE_HEADER])
         batch = protocol.decode_batch(data.getvalue())
         results = [protocol.Verdict(e.seq, e.id, "applied", None, 2) for e in batch.entries]
-        return Answer(200, protocol.encode_reply(results, batch.entries[-1].seq))
+        reply = protocol.encode_reply(results, batch.entries[-1].seq)
+        return Answer(200, reply, headers[signing.SIGNATURE_HEADER])
 
 
 class Writer:
@@ -82,7 +89,7 @@ def make(
         tx(conn, lambda c, i=i: outbox.append(c, "dam-1", "payment", b"p%d" % i, now=1000.0 + i))
     ticks = iter(range(1_780_000_000, 1_790_000_000, 7))  # the clock moves between attempts
     session, sleeps, results = Session(statuses), Sleeps(), []
-    config = ReplayConfig(node="dam-1", url="http://centre", secret=b"s", policy=POLICY)
+    config = ReplayConfig(node="dam-1", url="http://centre", secret=SECRET, policy=POLICY)
     replayer = Replayer(config, Writer(conn, tx), session, Link(clock=lambda: next(ticks)),  # type: ignore[arg-type]
                         clock=lambda: 5000.0, on_result=results.append, sleep=sleeps)  # fmt: skip
     return replayer, session, sleeps, results
@@ -133,7 +140,7 @@ async def test_a_refusal_is_one_attempt_and_a_slow_retry(
 
 
 def replayer_at(link: Link, now: list[float]) -> Replayer:
-    config = ReplayConfig(node="dam-1", url="http://centre", secret=b"s", policy=POLICY)
+    config = ReplayConfig(node="dam-1", url="http://centre", secret=SECRET, policy=POLICY)
     return Replayer(config, writer=None, session=None, link=link,  # type: ignore[arg-type]
                     monotonic=lambda: now[0])  # fmt: skip
 
