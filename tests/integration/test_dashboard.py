@@ -198,8 +198,10 @@ async def test_plain_http_to_another_machine_is_a_warning_on_the_page(
 ) -> None:
     secret = tmp_path / "centre.secret"
     secret.write_text("a-secret-for-a-centre-that-is-not-there\n")
-    # TEST-NET-1 is never routed: the link only fails; the warning is about the URL.
-    runner, rn = await start_node(tmp_path / "node", [], centre_url="http://192.0.2.1:9090",
+    secret.chmod(0o600)
+    # 0.0.0.0 is not a loopback name, yet Linux delivers a connection to it on this machine
+    # (refused: nothing listens on port 9): no traffic leaves; the warning is about the URL.
+    runner, rn = await start_node(tmp_path / "node", [], centre_url="http://0.0.0.0:9",
                                   centre_secret_file=secret, centre_timeout_s=0.5)  # fmt: skip
     try:
         banner = "document.getElementById('insecure')"

@@ -204,8 +204,10 @@ async def test_plain_http_to_another_machine_warns_at_start_hourly_and_in_status
 ) -> None:  # fmt: skip
     monkeypatch.setattr(replication, "INSECURE_WARNING_EVERY_S", 0.2)
     caplog.set_level(logging.WARNING, logger="edge.replication")
-    # TEST-NET-1: never routed, so nothing answers; the warning is about the URL alone.
-    link = await tls_link(centre_url="http://user:pw@192.0.2.1:9090", centre_timeout_s=0.5)
+    # 0.0.0.0 is not a loopback name, so the URL counts as another host's, yet Linux delivers
+    # a connection to it on this machine (refused: nothing listens on port 9). No traffic
+    # leaves the machine; the warning is about the URL alone.
+    link = await tls_link(centre_url="http://user:pw@0.0.0.0:9", centre_timeout_s=0.5)
 
     def warnings() -> list[str]:
         return [r.getMessage() for r in caplog.records if "plain http://" in r.getMessage()]
@@ -214,7 +216,7 @@ async def test_plain_http_to_another_machine_warns_at_start_hourly_and_in_status
         return len(warnings()) >= 3
 
     await eventually(repeated, what="the hourly warning (sped up)")
-    assert "http://192.0.2.1:9090" in warnings()[0] and "pw" not in warnings()[0]
+    assert "http://0.0.0.0:9" in warnings()[0] and "pw" not in warnings()[0]
     shown = await status(link)
     assert shown["link"]["insecure"] is True
     assert shown["tasks"]["insecure-link-warning"]["state"] == "running"
@@ -236,6 +238,7 @@ async def test_unloadable_tls_files_stop_the_node_and_the_centre_at_start(
     with pytest.raises(ConfigError, match="cannot load the certificate"):
         replication.make_session(s)
     (tmp_path / "n.secret").write_text("x" * 64)
+    (tmp_path / "n.secret").chmod(0o600)
     centre_toml = tmp_path / "centre.toml"
     centre_toml.write_text(f'[centre]\ndata_dir = "{tmp_path / "c"}"\ncert_file = "{pki.centre.cert}"\n'
                            f'key_file = "{pki.node.key}"\n[nodes.dam-1]\ngovernorate = "DAM"\n'

@@ -89,6 +89,7 @@ def test_check_config_warns_about_plain_http_and_unused_tls_files() -> None:
 
 def test_centre_tls_and_money_keys(tmp_path: Path) -> None:
     (tmp_path / "dam-1.secret").write_text("s" * 64)
+    (tmp_path / "dam-1.secret").chmod(0o600)
     raw = {
         "centre": {"cert_file": "tls/centre.pem", "key_file": "tls/centre.key",
                    "client_ca_file": "/etc/edge-centre/ca.pem", "max_credit": 500_000},
