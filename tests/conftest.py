@@ -3,6 +3,7 @@ and a real upsd (see tests/integration/upsd.py: the session's `upsd`, or a `fres
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC
@@ -29,6 +30,38 @@ __all__ = ["fresh_upsd_fixture", "shared_upsd_fixture", "upsd_fixture", "upsd_po
            "upsd_warm_up_fixture"]  # fmt: skip
 
 BillFactory = Callable[..., dict[str, Any]]
+
+WORKERS = 2
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: WORKERS processes for tests/integration (with tests/unit or not), else none.
+
+    Integration tests bind ephemeral ports and keep to their tmp_path, so two run side by
+    side, and half their time is waiting (NUT's timers, a browser, polls) that the other
+    worker fills. The system tests (fixed ports in network namespaces, processes killed,
+    recovery times measured) and the simulation stay in one process, as do runs of single
+    files or tests and tests/unit alone (starting workers costs more than it saves there).
+    Two: CI's machine has two cores.
+    """
+    tests = config.rootpath / "tests"
+    paths = []
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg).resolve()
+        if "::" in arg or path not in (tests / "unit", tests / "integration"):
+            return 0
+        paths.append(path)
+    if tests / "integration" not in paths or (os.cpu_count() or 1) < WORKERS:
+        return 0
+    return WORKERS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On xdist workers, tests marked slow go first (in order otherwise): the longest test
+    started last would finish alone on one worker while the other waits."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture

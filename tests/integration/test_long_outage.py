@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from centrefixtures import start_link
 from helpers import CYCLE, GOV, eventually
 
@@ -16,6 +17,8 @@ PAYMENTS = 50_000
 # About five payments per bill, as in life (a bill is paid once or twice a cycle).
 ACCOUNTS = [f"{7_000_000_000 + i}" for i in range(10_000)]
 OUTAGE_S = 72 * 3600
+
+pytestmark = pytest.mark.slow  # ~30 s: on two workers it starts first (tests/conftest.py)
 
 
 class Clock:
