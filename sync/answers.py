@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from sync import protocol
 from sync.errors import BadAnswer, CentreRefused, SyncError
-from sync.signing import mac
+from sync.signing import header, mac
 
 ANSWER_HEADER = "X-Edge-Answer"
 ANSWER_TAG = "edge-answer/2"
@@ -59,14 +59,6 @@ def page_mac(
     return mac(secret, page_string(request_signature, page, bills, digest, end))
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value or ""
-
-
 def check_answer(
     secret: bytes,
     request_signature: str,
@@ -75,10 +67,10 @@ def check_answer(
     body: bytes | None,
 ) -> None:
     """Raise BadAnswer unless the answer carries the centre's signature for this request."""
-    given = _header(headers, ANSWER_HEADER).lower()
+    given = header(headers, ANSWER_HEADER).lower()
     if not given:
         raise BadAnswer(f"unsigned answer ({status}) at the centre's URL: ignored")
-    expected = answer_mac(secret, request_signature, status, _header(headers, "Date"), body)
+    expected = answer_mac(secret, request_signature, status, header(headers, "Date"), body)
     if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
         raise BadAnswer(f"wrongly signed answer ({status}) at the centre's URL: ignored")
 

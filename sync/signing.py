@@ -158,7 +158,8 @@ def sign(
     }
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
+def header(headers: Mapping[str, str], name: str) -> str:
+    """A header's value by case-insensitive name ("" when absent), for any mapping."""
     value = headers.get(name)
     if value is None:
         lowered = name.lower()
@@ -201,9 +202,9 @@ def check_headers(
     except a timestamp outside the symmetric window on a request whose signature verifies:
     that is StaleTimestamp (`stale_timestamp`), which carries `signed` so the answer is signed.
     """
-    node, key = _header(headers, NODE_HEADER), _header(headers, KEY_HEADER)
-    stamp, nonce = _header(headers, TIMESTAMP_HEADER), _header(headers, NONCE_HEADER)
-    digest, given = _header(headers, DIGEST_HEADER), _header(headers, SIGNATURE_HEADER).lower()
+    node, key = header(headers, NODE_HEADER), header(headers, KEY_HEADER)
+    stamp, nonce = header(headers, TIMESTAMP_HEADER), header(headers, NONCE_HEADER)
+    digest, given = header(headers, DIGEST_HEADER), header(headers, SIGNATURE_HEADER).lower()
     for name, value, pattern in (
         (NODE_HEADER, node, _NODE), (KEY_HEADER, key, _KEY_ID), (TIMESTAMP_HEADER, stamp, _TIMESTAMP),
         (NONCE_HEADER, nonce, _NONCE), (DIGEST_HEADER, digest, _HEX_SHA256),
