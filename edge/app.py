@@ -18,7 +18,7 @@ from edge.config import Settings
 from edge.node import NODE, Node
 from edge.power.monitor import POWER_MONITOR, PowerMonitor
 from edge.power.sources import make_source
-from edge.web import admin, cashier, dashboard, metrics, power, problems, status
+from edge.web import admin, cashier, dashboard, headers, limits, metrics, power, problems, status
 from edge.web.http import MAX_BODY
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     node = Node.build(settings, clock=clock, on_replay_result=made.on_replay)
     made.collect(node)
     app = web.Application(
-        middlewares=[metrics.observe, problems.problems], client_max_size=MAX_BODY
+        middlewares=[limits.deadlines, metrics.observe, problems.problems],
+        client_max_size=MAX_BODY,
     )
+    headers.install(app)
     app[NODE] = node
     app[metrics.METRICS] = made
     if settings.ups_source != "none":

@@ -19,6 +19,7 @@ from helpers import make_bill
 from edge import config, mirror, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
+from edge.web import server
 
 __all__ = ["RunningNode", "make_bill", "running", "start_node"]
 
@@ -65,10 +66,10 @@ async def start_node(
         http_host="127.0.0.1", http_port=0, ups_source="none", storage_min_free_mb=0, centre_url="",
     ).replace(**overrides)  # fmt: skip
     app = create_app(settings, clock=clock)
-    runner = web.AppRunner(app)
+    # The same runner and guarded site as `edge serve`: the tests go through its limits.
+    runner = server.runner(app, settings)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    await server.site(runner, settings).start()
     port = runner.addresses[0][1]
     node = app[NODE]
     if bills:
