@@ -57,7 +57,7 @@ class Database:
 
     async def open(self) -> None:
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseError(f"cannot create the data directory {self.data_dir}: {exc}") from exc
         try:
