@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -19,8 +20,11 @@ from typing import Any
 import pytest
 from helpers import eventually
 from nodefixtures import RunningNode, make_bill, start_node
+from tlscerts import Authority
 
-from edge.web import limits
+from edge import config
+from edge.app import create_app
+from edge.web import limits, server
 
 GENEROUS_S = 10.0  # far above every limit below: only a hang reaches it
 STATUS = b"GET /v1/status HTTP/1.1\r\nHost: node\r\n\r\n"
@@ -212,3 +216,51 @@ async def test_malformed_chunked_gets_400_and_logs_one_short_line(
     assert len(text) < 300 and "\n" not in text
     assert line.exc_info is None and line.levelno == logging.WARNING
     assert "Traceback" not in caplog.text
+
+
+async def test_split_malformed_chunked_body_is_cut_at_the_body_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Head first, the bad chunk later: aiohttp queues its 400 behind the request still reading
+    # its body, which would wait for ever; the body deadline ends it, without a 500.
+    caplog.set_level(logging.WARNING)
+    async with node(tmp_path, http_body_timeout_s=0.5) as rn:
+        conn = await connect(rn)
+        conn[1].write(
+            b"POST /v1/payments HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {rn.tokens['cashier']}\r\n".encode()
+            + b"Idempotency-Key: split-1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        await conn[1].drain()
+        await asyncio.sleep(0.1)  # pacing: the head arrives on its own
+        conn[1].write(b"zz\r\n\r\n")
+        await closed_within(conn)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_limits_hold_over_tls(tmp_path: Path) -> None:
+    ca = Authority.make(tmp_path / "pki")
+    pair = ca.issue("node")
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(pair.cert, pair.key)
+    client = ssl.create_default_context(cafile=str(ca.cert))
+    settings = config.Settings(
+        node_data_dir=tmp_path / "data", auth_tokens_file=tmp_path / "tokens.toml",
+        http_host="127.0.0.1", http_port=0, ups_source="none", storage_min_free_mb=0,
+        centre_url="", http_header_timeout_s=0.5, http_keepalive_timeout_s=5.0,
+    )  # fmt: skip
+    runner = server.runner(create_app(settings), settings)
+    await runner.setup()
+    try:
+        await server.site(runner, settings, ssl_context=serving).start()
+        port = runner.addresses[0][1]
+        conn = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        for _ in range(3):  # 0.9 s on one connection: each head met its own deadline
+            await asyncio.sleep(0.3)
+            assert (await response(conn))[0] == 200
+        conn[1].close()
+        half = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        half[1].write(b"GET /v1/status HTTP/1.1\r\n")
+        assert await closed_within(half) == b""
+    finally:
+        await runner.cleanup()
