@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import ConfigError
+from outbox import private
 from sync.timefmt import iso
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def add_token(path: Path, name: str, scopes: list[str]) -> str:
         fh.write(block)
         fh.flush()
         os.fsync(fh.fileno())
+    private.tighten(path)  # the create mode only applies to a new file
     return token
 
 
@@ -101,6 +103,7 @@ class Tokens:
         self._checked = 0.0
 
     def load(self) -> None:
+        private.tighten(self.path)
         self._by_hash = load_tokens(self.path)
         self._mtime = self._stat()
         self._checked = time.monotonic()

@@ -27,8 +27,15 @@ def tighten(path: Path) -> bool:
         return False
     if not mode & 0o077:
         return False
-    path.chmod(MODE)
     key = str(path)
+    try:
+        path.chmod(MODE)
+    except OSError as exc:  # not ours, or a read-only mount (systemd's ProtectSystem): say so
+        if key not in _tightened:
+            _tightened.add(key)
+            log.warning("%s is mode %o, readable by others, and cannot be tightened: %s",
+                        path, mode, exc.strerror)  # fmt: skip
+        return False
     if key not in _tightened:  # once per file and process: a restart loop must not flood
         _tightened.add(key)
         log.warning("%s was mode %o, readable by others; now %o", path, mode, MODE)

@@ -18,8 +18,10 @@ import pytest
 from nodefixtures import make_bill, start_node
 
 import outbox
+from edge import tokens
 from edge.db import Database
 from edge.ops import backup
+from outbox import private
 from sync.centre.store import CentreStore
 
 
@@ -111,3 +113,26 @@ def test_writer_connect_makes_a_new_file_0600(tmp_path: Path) -> None:
             assert [mode(p) for p in (path, *sidecars(path))] == [0o600] * 3
         finally:
             conn.close()
+
+
+async def test_a_looser_tokens_file_is_tightened_when_loaded_or_added_to(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.toml"
+    tokens.add_token(path, "counter-1", ["inquire"])
+    path.chmod(0o644)
+    tokens.Tokens(path).load()
+    assert mode(path) == 0o600
+    path.chmod(0o640)
+    tokens.add_token(path, "counter-2", ["inquire"])
+    assert mode(path) == 0o600
+
+
+def test_a_file_that_cannot_be_tightened_is_reported_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="outbox.private")
+    assert private.tighten(tmp_path / "absent") is False  # nothing to do, nothing said
+    assert not caplog.records
+    # A file not ours (a read-only mount under systemd, another owner): /proc/self/status is
+    # mode 444 and refuses chmod even to root, so it plays that part on any machine.
+    assert private.tighten(Path("/proc/self/status")) is False
+    assert any("cannot be tightened" in r.getMessage() for r in caplog.records)
