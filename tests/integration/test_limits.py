@@ -264,3 +264,18 @@ async def test_limits_hold_over_tls(tmp_path: Path) -> None:
         assert await closed_within(half) == b""
     finally:
         await runner.cleanup()
+
+
+async def test_the_cap_is_per_address_another_client_is_served(tmp_path: Path) -> None:
+    # 127.0.0.2 is this machine too (all of 127/8 is loopback); the node listens on 127.0.0.1.
+    async with node(tmp_path, http_max_connections_per_address=2, http_header_timeout_s=30.0,
+                    http_keepalive_timeout_s=30.0) as rn:  # fmt: skip
+        port = int(rn.url.rsplit(":", 1)[1])
+        crowd = [await connect(rn) for _ in range(2)]
+        for conn in crowd:
+            assert (await response(conn))[0] == 200
+        assert await closed_within(await connect(rn)) == b""
+        other = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+        assert (await response(other))[0] == 200
+        for conn in (*crowd, other):
+            conn[1].close()
