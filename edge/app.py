@@ -18,7 +18,17 @@ from edge.config import Settings
 from edge.node import NODE, Node
 from edge.power.monitor import POWER_MONITOR, PowerMonitor
 from edge.power.sources import make_source
-from edge.web import admin, cashier, dashboard, headers, limits, metrics, power, problems, status
+from edge.web import (
+    admin,
+    cashier,
+    connections,
+    dashboard,
+    headers,
+    metrics,
+    power,
+    problems,
+    status,
+)
 from edge.web.http import MAX_BODY
 
 log = logging.getLogger(__name__)
@@ -92,7 +102,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     node = Node.build(settings, clock=clock, on_replay_result=made.on_replay)
     made.collect(node)
     app = web.Application(
-        middlewares=[limits.deadlines, metrics.observe, problems.problems],
+        middlewares=[connections.deadlines, metrics.observe, problems.problems],
         client_max_size=MAX_BODY,
     )
     headers.install(app)

@@ -52,7 +52,7 @@ class MalformedJson(ApiError):
 
 
 class BodyIncomplete(ApiError):
-    """The connection ended (the client left, or edge.web.limits cut a slow body) mid-body."""
+    """The connection ended (the client left, or edge.web.connections cut a slow body) mid-body."""
 
     status = 400
     code = "body_incomplete"

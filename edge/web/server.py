@@ -13,26 +13,26 @@ from ssl import SSLContext
 from aiohttp import web
 
 from edge.config import Settings
-from edge.web import limits
+from edge.web import connections
 
 
 def runner(app: web.Application, settings: Settings) -> web.AppRunner:
     """Idle keep-alive limit; bad requests reported on the filtered protocol logger."""
-    limits.install_parser_filter()
+    connections.install_parser_filter()
     return web.AppRunner(
         app,
         keepalive_timeout=settings.http_keepalive_timeout_s,
         shutdown_timeout=settings.http_shutdown_timeout_s,
         access_log=None,
-        logger=limits.PROTOCOL_LOG,
+        logger=connections.PROTOCOL_LOG,
     )
 
 
 def site(
     app_runner: web.AppRunner, settings: Settings, *, ssl_context: SSLContext | None = None
-) -> limits.GuardedSite:
-    return limits.GuardedSite(
-        app_runner, settings.http_host, settings.http_port, limits.Limits.of(settings),
+) -> connections.GuardedSite:
+    return connections.GuardedSite(
+        app_runner, settings.http_host, settings.http_port, connections.Limits.of(settings),
         ssl_context=ssl_context,
     )  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Slow and crowded clients against a real node (edge.web.limits): raw sockets on loopback.
+"""Slow and crowded clients against a real node (edge.web.connections): raw sockets on loopback.
 
 Each test gives the node small limits, then plays the attacker: half a request head, a
 trickled head, a slow body, an idle keep-alive connection, too many connections from one
@@ -24,7 +24,7 @@ from tlscerts import Authority
 
 from edge import config
 from edge.app import create_app
-from edge.web import limits, server
+from edge.web import connections, server
 
 GENEROUS_S = 10.0  # far above every limit below: only a hang reaches it
 STATUS = b"GET /v1/status HTTP/1.1\r\nHost: node\r\n\r\n"
@@ -195,13 +195,13 @@ def bad_chunked(n: int) -> bytes:
 
 
 def protocol_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == limits.PROTOCOL_LOG.name]
+    return [r for r in caplog.records if r.name == connections.PROTOCOL_LOG.name]
 
 
 async def test_malformed_chunked_gets_400_and_logs_one_short_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger=limits.PROTOCOL_LOG.name)
+    caplog.set_level(logging.DEBUG, logger=connections.PROTOCOL_LOG.name)
     async with node(tmp_path) as rn:
         for n in range(50):
             conn = await connect(rn)
