@@ -48,14 +48,18 @@ async def check_node(s: config.Settings) -> Check:
             session.get(url) as resp,
         ):
             status = resp.status
-    except (aiohttp.ClientSSLError, aiohttp.ServerDisconnectedError) as exc:
-        return Check(
-            "node",
-            FAIL,
-            f"{url}: the TLS handshake failed ({type(exc).__name__}: {exc})",
-            serving.local_failure_hint(s) or "the node serves https: set http.cert_file",
-        )
-    except (aiohttp.ClientError, TimeoutError, OSError):
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        refused = isinstance(exc, aiohttp.ClientConnectorError)
+        # Under TLS 1.3 a refused client certificate shows as the connection closing.
+        if isinstance(exc, aiohttp.ClientSSLError) or (
+            serving.uses_tls(s) and isinstance(exc, tls.CLOSED) and not refused
+        ):
+            return Check(
+                "node",
+                FAIL,
+                f"{url}: the TLS handshake failed ({type(exc).__name__}: {exc})",
+                serving.local_failure_hint(s),
+            )
         return Check(
             "node",
             WARN,
