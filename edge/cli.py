@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge import __version__, config, tokens
+from edge import __version__, config, serving, tokens
 from edge.errors import ConfigError, DatabaseError
 from edge.ops import backup, demo, doctor, notify
 from sync.centre import cli as centre_cli
@@ -33,17 +33,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     if settings.centre_url:
         replication.read_secret(settings)  # a bad secret file stops the start here (exit 2)
+    ssl_context = serving.server_context(settings)  # an unloadable file: exit 2, here
     app = create_app(settings)
     notify.install(app)
+    serving.warn_if_insecure(settings)
     log.info(
-        "node %s (%s) serving on %s:%d, data in %s",
-        settings.node_id, settings.node_governorate, settings.http_host, settings.http_port,
+        "node %s (%s) serving %s on %s:%d%s, data in %s",
+        settings.node_id, settings.node_governorate, "https" if ssl_context else "http",
+        settings.http_host, settings.http_port,
+        " (client certificates required)" if settings.http_client_ca_file else "",
         settings.node_data_dir,
     )  # fmt: skip
     web.run_app(
         app,
         host=settings.http_host,
         port=settings.http_port,
+        ssl_context=ssl_context,
         shutdown_timeout=settings.http_shutdown_timeout_s,
         print=None,
         access_log=None,
@@ -61,23 +66,22 @@ def cmd_token_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _node_url(settings: config.Settings, path: str) -> str:
-    host = config.probe_host(settings.http_host)
-    return f"http://{host}:{settings.http_port}{path}"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     import json
     import urllib.error
     import urllib.request
 
     settings = config.load(args.config)
+    context = serving.local_client_context(settings)
+    url = serving.local_url(settings, "/v1/status")
     try:
-        with urllib.request.urlopen(_node_url(settings, "/v1/status"), timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=10, context=context) as resp:  # noqa: S310
             doc = json.load(resp)
     except (urllib.error.URLError, OSError) as exc:
         print(
-            f"edge: the node at {_node_url(settings, '')} does not answer: {exc}", file=sys.stderr
+            f"edge: the node at {serving.local_url(settings)} does not answer: {exc}"
+            + _hint(settings),
+            file=sys.stderr,
         )
         return 1
     print(json.dumps(doc, ensure_ascii=False, indent=2))
@@ -95,13 +99,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not token:
         print("edge: give an admin token with --token or EDGE_ADMIN_TOKEN", file=sys.stderr)
         return 2
+    context = serving.local_client_context(settings)
     request = urllib.request.Request(  # noqa: S310
-        _node_url(settings, "/v1/admin/replay"),
+        serving.local_url(settings, "/v1/admin/replay"),
         method="POST",
         headers={"Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:  # noqa: S310
             doc = json.load(resp)
     except urllib.error.HTTPError as exc:
         print(
@@ -110,10 +115,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         return 1
     except (urllib.error.URLError, OSError) as exc:
-        print(f"edge: the node does not answer: {exc}", file=sys.stderr)
+        print(f"edge: the node does not answer: {exc}" + _hint(settings), file=sys.stderr)
         return 1
     print(f"replay triggered; {doc.get('pending')} entries pending")
     return 0
+
+
+def _hint(settings: config.Settings) -> str:
+    hint = serving.local_failure_hint(settings)
+    return f" ({hint})" if hint else ""
 
 
 def cmd_secret_new(args: argparse.Namespace) -> int:

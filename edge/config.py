@@ -46,6 +46,9 @@ class Settings:
     http_host: str = "0.0.0.0"  # noqa: S104 - the node serves the governorate's LAN
     http_port: int = 8080
     http_shutdown_timeout_s: float = 20.0
+    http_cert_file: str = ""  # set (with key_file): serve https; empty: plain http
+    http_key_file: str = ""
+    http_client_ca_file: str = ""  # set: refuse counters without a certificate it issued
     auth_tokens_file: Path = Path("/etc/edge/tokens.toml")
     centre_url: str = "http://127.0.0.1:9090"
     centre_secret_file: Path = Path("/etc/edge/centre.secret")
@@ -180,6 +183,7 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"node.timezone {s.node_timezone!r} is not a known time zone") from None
     if not 0 <= s.http_port <= 65535:
         raise ConfigError(f"http.port {s.http_port} is not a TCP port")
+    _validate_http_tls(s)
     if not 0 <= s.ups_port <= 65535:
         raise ConfigError(f"ups.port {s.ups_port} is not a TCP port")
     if s.centre_url and not s.centre_url.startswith(("http://", "https://")):
@@ -209,3 +213,21 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"power.on_low {s.power_on_low!r}: one of shutdown, read_only")
     if s.power_runtime_floor_s < 0:
         raise ConfigError("power.runtime_floor_s must not be negative")
+
+
+def _validate_http_tls(s: Settings) -> None:
+    """Both of cert_file and key_file or neither; each file given must exist. The PEM itself
+    is loaded at start (edge.serving): `edge status` loads this file too, without the key's
+    read permission."""
+    if bool(s.http_cert_file) != bool(s.http_key_file):
+        given, missing = ("key_file", "cert_file") if s.http_key_file else ("cert_file", "key_file")
+        raise ConfigError(f"http.{given} is set without http.{missing}: give both, or neither")
+    if s.http_client_ca_file and not s.http_cert_file:
+        raise ConfigError(
+            "http.client_ca_file is set without http.cert_file and http.key_file:"
+            " client certificates are only checked over https"
+        )
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        value = getattr(s, f"http_{key}")
+        if value and not Path(value).is_file():
+            raise ConfigError(f"http.{key} {value}: no such file")
