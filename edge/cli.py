@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="ask the running node to replay its outbox now")
     replay.add_argument("--config", type=Path, required=True)
-    tokencli.token_arguments(replay)
+    tokencli.token_arguments(replay, f"an admin token (or {tokencli.ENV})")
     replay.set_defaults(func=cmd_replay)
 
     secret = sub.add_parser("secret", help="shared secrets with the centre").add_subparsers(

@@ -19,11 +19,9 @@ from sync.timefmt import iso_or_none
 ENV = "EDGE_ADMIN_TOKEN"
 
 
-def token_arguments(parser: argparse.ArgumentParser) -> None:
+def token_arguments(parser: argparse.ArgumentParser, what: str = f"the token (or {ENV})") -> None:
     parser.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help=f"read the token from FILE ('-': standard input; or set {ENV})",
+        "--token-file", metavar="FILE", help=f"{what}, read from FILE ('-': standard input)"
     )
     # Kept only to refuse it with a reason instead of argparse's bare "unrecognized argument".
     parser.add_argument("--token", help=argparse.SUPPRESS)
@@ -31,6 +29,14 @@ def token_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_token(args: argparse.Namespace) -> str:
     """The token from --token-file (a file, or '-' for stdin) or EDGE_ADMIN_TOKEN."""
+    token = given_token(args, ENV)
+    if not token:
+        raise ConfigError(f"give a token with --token-file FILE, --token-file - or {ENV}")
+    return token
+
+
+def given_token(args: argparse.Namespace, env: str | None) -> str:
+    """The token from --token-file or the `env` variable; empty when neither gives one."""
     if args.token is not None:
         raise ConfigError(
             "--token is refused: a token on the command line shows in `ps` and shell history;"
@@ -45,9 +51,7 @@ def read_token(args: argparse.Namespace) -> str:
         except OSError as exc:
             raise ConfigError(f"cannot read the token file {args.token_file}: {exc}") from exc
     else:
-        token = os.environ.get(ENV, "").strip()
-    if not token:
-        raise ConfigError(f"give a token with --token-file FILE, --token-file - or {ENV}")
+        token = os.environ.get(env, "").strip() if env else ""
     return token
 
 
