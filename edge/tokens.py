@@ -186,7 +186,11 @@ def revoke_token(path: Path, name: str, *, now: float | None = None) -> Record:
             f'cannot find the table [tokens."{name}"] in {path} to edit; add'
             f' revoked_at = "{at}" under it by hand'
         )
-    replace_file(path, edited)
+    try:
+        replace_file(path, edited)
+    except OSError as exc:
+        # The temp file goes beside the tokens file: its directory must be writable.
+        raise ConfigError(f"cannot replace {path}: {exc}") from exc
     return next(r for r in read_records(path) if r.name == name)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -69,13 +70,18 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     records = tokens.read_records(settings.auth_tokens_file)
-    used = lastused.read_all(settings.node_data_dir / DB_NAME)
+    unknown = "never"
+    try:
+        used = lastused.read_all(settings.node_data_dir / DB_NAME)
+    except sqlite3.Error as exc:  # the tokens are still worth listing
+        print(f"edge: cannot read the last uses from the node's database: {exc}", file=sys.stderr)
+        used, unknown = {}, "unknown"
     now = time.time()
     rows = [("NAME", "SCOPES", "STATE", "CREATED", "LAST USED", "EXPIRES")]
     for r in records:
         rows.append((
             r.name, ",".join(r.scopes), r.state(now), iso_or_none(r.created_at) or "-",
-            iso_or_none(used.get(r.name)) or "never", iso_or_none(r.expires_at) or "never",
+            iso_or_none(used.get(r.name)) or unknown, iso_or_none(r.expires_at) or "never",
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -8,6 +8,7 @@ state, creation, last use and expiry, and never a hash.
 from __future__ import annotations
 
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -48,6 +49,7 @@ def test_token_list_shows_scopes_created_last_used_expiry_and_revocation(tmp_pat
     try:
         ops = add(site, "ops", "--scope", "admin", "--expires", "90d")
         add(site, "kiosk-7", "--scope", "inquire", "--expires", "12h")
+        tokens.add_token(site.base / "tokens.toml", "old-1", ["pay"], expires_at=time.time() - 1)
         site.start_centre()
         site.start_node()
         # A token is "used" when it authenticates: the cashier inquires once.
@@ -64,8 +66,12 @@ def test_token_list_shows_scopes_created_last_used_expiry_and_revocation(tmp_pat
             timeout=10, what="counter-1's last use to show",
         )  # fmt: skip
         name_scopes = {name: cols[0] for name, cols in rows.items()}
-        assert name_scopes == {"counter-1": "inquire,pay", "ops": "admin", "kiosk-7": "inquire"}
-        assert all(cols[1] == "active" for cols in rows.values())
+        assert name_scopes == {
+            "counter-1": "inquire,pay", "ops": "admin", "kiosk-7": "inquire", "old-1": "pay"
+        }  # fmt: skip
+        states = {name: cols[1] for name, cols in rows.items()}
+        assert states == {"counter-1": "active", "ops": "active", "kiosk-7": "active",
+                          "old-1": "expired"}  # fmt: skip
         assert all(cols[2].endswith("Z") for cols in rows.values())  # created
         assert rows["ops"][3] == rows["kiosk-7"][3] == "never"  # not used yet
         assert rows["counter-1"][4] == "never"  # no expiry
