@@ -37,6 +37,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
     app[NODE].tokens.load()
     yield
+    await app[NODE].last_used.drain()  # before the database closes
 
 
 async def replication_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,4 +1,4 @@
-"""The `edge` command: serve a node, manage tokens, run the demo and the reference centre."""
+"""The `edge` command: serve a node, replay, secrets, and the other tools' `register(sub)`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge import __version__, config, serving, tokens
+from edge import __version__, config, serving
 from edge.errors import ConfigError, DatabaseError
-from edge.ops import backup, demo, doctor, notify
+from edge.ops import backup, demo, doctor, notify, tokencli
 from sync.centre import cli as centre_cli
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token_add(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
-    scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
-    token = tokens.add_token(settings.auth_tokens_file, args.name, scopes)
-    print(f"token for {args.name} ({', '.join(scopes)}); shown once, store it now:")
-    print(token)
-    return 0
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     import json
     import urllib.error
@@ -90,15 +81,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     import json
-    import os
     import urllib.error
     import urllib.request
 
     settings = config.load(args.config)
-    token = args.token or os.environ.get("EDGE_ADMIN_TOKEN", "")
-    if not token:
-        print("edge: give an admin token with --token or EDGE_ADMIN_TOKEN", file=sys.stderr)
-        return 2
+    token = tokencli.read_token(args)
     context = serving.local_client_context(settings)
     request = urllib.request.Request(  # noqa: S310
         serving.local_url(settings, "/v1/admin/replay"),
@@ -160,14 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, required=True)
     serve.set_defaults(func=cmd_serve)
 
-    token = sub.add_parser("token", help="client tokens").add_subparsers(
-        dest="token_cmd", required=True
-    )
-    add = token.add_parser("add", help="create a client token (printed once)")
-    add.add_argument("--config", type=Path, required=True)
-    add.add_argument("--name", required=True, help="the client, e.g. counter-3")
-    add.add_argument("--scope", default="inquire,pay", help="comma list of inquire,pay,admin")
-    add.set_defaults(func=cmd_token_add)
+    tokencli.register(sub)
 
     status = sub.add_parser("status", help="print the running node's /v1/status")
     status.add_argument("--config", type=Path, required=True)
@@ -175,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="ask the running node to replay its outbox now")
     replay.add_argument("--config", type=Path, required=True)
-    replay.add_argument("--token", help="an admin token (or set EDGE_ADMIN_TOKEN)")
+    tokencli.token_arguments(replay, f"an admin token (or {tokencli.ENV})")
     replay.set_defaults(func=cmd_replay)
 
     secret = sub.add_parser("secret", help="shared secrets with the centre").add_subparsers(

@@ -265,7 +265,7 @@ def _pending_age(stats: outbox.Stats) -> Check:
             FAIL,
             detail,
             "payments have waited longer than any expected outage: fix the link"
-            " (see centre below), then edge replay --config ... --token ADMIN",
+            " (see centre below), then edge replay --config ... --token-file ADMIN_TOKEN_FILE",
         )
     if (age is not None and age > OLD_PENDING_S) or stats.rejected:
         return Check(

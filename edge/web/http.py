@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from edge import errors
+from edge import access, errors
 from edge.node import NODE
 from edge.tokens import Client
 
@@ -16,8 +16,11 @@ MAX_BODY = 64 * 1024
 CLIENT = web.RequestKey("client", Client)
 
 
-def client_of(request: web.Request, scope: str) -> Client:
-    """The authenticated client; 401 without a valid token, 403 without the scope."""
+def client_of(request: web.Request, *scopes: str) -> Client:
+    """The authenticated client; 401 without a valid token, 403 without one of `scopes`.
+
+    No scope implies another (edge/access.py): `admin` alone neither pays nor inquires.
+    """
     node = request.app[NODE]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -31,8 +34,9 @@ def client_of(request: web.Request, scope: str) -> Client:
             "the token is not known to this node", headers={"WWW-Authenticate": "Bearer"}
         )
     request[CLIENT] = client
-    if scope not in client.scopes and "admin" not in client.scopes:
-        raise errors.Forbidden(f"this token lacks the '{scope}' scope")
+    node.last_used.seen(client.name)
+    if not access.has_any(client, scopes):
+        raise errors.Forbidden(f"this token needs the {' or '.join(map(repr, scopes))} scope")
     return client
 
 

@@ -63,6 +63,8 @@ async def start_node(
         "cashier": tokens.add_token(tokens_file, "counter-1", ["inquire", "pay"]),
         "viewer": tokens.add_token(tokens_file, "kiosk-1", ["inquire"]),
         "admin": tokens.add_token(tokens_file, "ops", ["admin"]),
+        "cashier2": tokens.add_token(tokens_file, "counter-2", ["inquire", "pay"]),
+        "auditor": tokens.add_token(tokens_file, "audit-1", ["audit"]),
     }
     settings = config.Settings(
         node_id="dam-1", node_data_dir=tmp_path / "data", auth_tokens_file=tokens_file,

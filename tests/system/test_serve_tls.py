@@ -20,8 +20,10 @@ from edge import tokens
 pytestmark = pytest.mark.slow
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(edge(*args), env=env(), capture_output=True, text=True, timeout=60)
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        edge(*args), env=env(), capture_output=True, text=True, timeout=60, input=stdin
+    )
 
 
 def http_section(site: Site, extra: str, host: str = "127.0.0.1") -> None:
@@ -53,7 +55,7 @@ def test_a_node_served_over_tls_with_client_certificates_answers_its_own_tools(
         assert json.loads(shown.stdout)["http"] == {
             "tls": True, "client_certificates": True, "insecure": False
         }  # fmt: skip
-        replay = run("replay", "--config", str(site.node_config), "--token", admin)
+        replay = run("replay", "--config", str(site.node_config), "--token-file", "-", stdin=admin)
         assert replay.returncode == 0 and "replay triggered" in replay.stdout, replay.stderr
         doctor = run("doctor", "--config", str(site.node_config)).stdout
         assert "OK    http tls" in doctor and "client certificates from" in doctor, doctor
