@@ -21,7 +21,7 @@ from aiohttp import web
 
 import outbox
 from sync import answers, bill, protocol, signing, snapshot
-from sync.centre import nonces
+from sync.centre import nonces, receipts
 from sync.centre.config import CentreSettings
 from sync.centre.ledger import record_batch
 from sync.centre.nonces import NoncesFull
@@ -242,6 +242,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     app[STORE] = store
     window, now = app[SETTINGS].max_skew_s, app[CLOCK]()
+    nodes = app[SETTINGS].nodes
+    await store.write(lambda c: receipts.remember_keys(c, nodes, now))
     app[NONCES].load(await store.read(lambda c: nonces.load_rows(c, now, window)), now)
     try:
         yield
