@@ -100,7 +100,8 @@ def ascii_text(text: str) -> str:
     return "".join(out)
 
 
-def _rows(r: Receipt) -> list[tuple[str, str]]:
+def _rows(r: Receipt, room: int) -> list[tuple[str, str]]:
+    zoned = f"{r.local_time} {r.timezone}"
     return [
         ("Receipt", r.receipt),
         ("Node", f"{r.node} ({r.node_code})"),
@@ -110,7 +111,7 @@ def _rows(r: Receipt) -> list[tuple[str, str]]:
         ("Amount", f"{syp(r.amount)} SYP"),
         ("Method", r.method),
         ("Cashier", ascii_text(r.cashier)),
-        ("Time", f"{r.local_time} {r.timezone}"),
+        ("Time", zoned if len(zoned) <= room else r.local_time),  # 58 mm: node's local time
         ("Payment", r.payment_id),
     ]
 
@@ -124,10 +125,12 @@ def text(r: Receipt, paper: str = "80mm") -> str:
         "Payment receipt / Wasl daf'".center(width).rstrip(),
         "-" * width,
     ]
-    for name, value in _rows(r):
-        parts = _wrap(value, width - label - 1)
-        lines.append(f"{name:<{label}} {parts[0]}")
-        lines.extend(" " * (label + 1) + part for part in parts[1:])
+    for name, value in _rows(r, width - label - 1):
+        if len(value) <= width - label - 1:
+            lines.append(f"{name:<{label}} {value}")
+        else:  # a number is never split if a line of its own can hold it
+            lines.append(f"{name}:")
+            lines.extend(_wrap(value, width))
     lines.append("-" * width)
     lines.append(f"{'TOTAL':<{label}} {syp(r.amount)} SYP")
     if r.qr:

@@ -167,7 +167,8 @@ async def post_outbox(request: web.Request) -> web.Response:
     batch = protocol.decode_batch(await _read_body(request, signed))
     if batch.node != node:
         raise Refused(403, "node_mismatch", f"the frame's node {batch.node} is not the signer")
-    governorate = request.app[SETTINGS].nodes[node].governorate
+    own = request.app[SETTINGS].nodes[node]
+    governorate, duplicates = own.governorate, own.duplicate_receipt_codes
     limits = request.app[SETTINGS].limits(node)
     now = time.time()
     remember = _nonce_job(request, signed)
@@ -175,7 +176,7 @@ async def post_outbox(request: web.Request) -> web.Response:
     def job(conn: Any) -> Any:
         # The nonce is recorded with the batch, in one transaction.
         remember(conn)
-        return record_batch(conn, node, governorate, batch.entries, now, limits)
+        return record_batch(conn, node, governorate, batch.entries, now, limits, duplicates)
 
     reply = await request.app[STORE].write(job)
     return web.Response(

@@ -136,6 +136,7 @@ def record_batch(
     entries: Sequence[protocol.WireEntry],
     now: float,
     limits: Limits = NO_LIMITS,
+    duplicate_codes: frozenset[str] = frozenset(),
 ) -> protocol.Reply:
     """Record one batch from `node` (a write job); raises Refused with nothing written."""
     known, (head_seq, head_hash) = _check_chain(conn, node, entries)
@@ -146,7 +147,12 @@ def record_batch(
             payments[e.id] = parse_payment(e.payload, e.id)
     # Before anything is written: a code another node holds refuses the whole batch.
     receipts.claim_codes(
-        conn, node, governorate, [p.receipt for p in payments.values() if p is not None], now
+        conn,
+        node,
+        governorate,
+        [p.receipt for p in payments.values() if p is not None],
+        now,
+        duplicate_codes,
     )
     bills = _bills(conn, {p.bill_id for p in payments.values() if p is not None})
 

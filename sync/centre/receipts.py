@@ -39,13 +39,20 @@ GENUINE, FORGED, UNKNOWN = "genuine", "forged", "genuine-but-unknown"
 
 
 def claim_codes(
-    conn: sqlite3.Connection, node: str, governorate: str, receipts: Iterable[str], now: float
+    conn: sqlite3.Connection,
+    node: str,
+    governorate: str,
+    receipts: Iterable[str],
+    now: float,
+    allowed: frozenset[str] = frozenset(),
 ) -> None:
-    """Record the codes in `receipts` as `node`'s; Refused (409) if another node holds one.
+    """Record the codes in `receipts` as `node`'s; Refused (409) if another node holds one
+    (except the `allowed` duplicates, which are neither refused nor claimed).
 
     Part of the batch's write job: a refusal raises before anything of the batch is written.
     """
-    codes = sorted({c for c in map(receiptcode.code_of, receipts) if c is not None})
+    found = {c for c in map(receiptcode.code_of, receipts) if c is not None}
+    codes = sorted(found - allowed)
     if not codes:
         return
     marks = ", ".join("?" * len(codes))
