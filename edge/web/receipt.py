@@ -27,23 +27,25 @@ STATES_AR = {"pending_sync": "بانتظار الإرسال", "synced": "مسج�
 CSS = """
 @page { size: %(page)s; margin: 3mm; }
 * { box-sizing: border-box; }
-body { margin: 0 auto; width: %(width)s; font: %(font)s/1.35 "DejaVu Sans", "Noto Naskh Arabic",
-  Tahoma, sans-serif; color: #000; background: #fff; }
-h1 { font-size: 1.25em; margin: 0; text-align: center; }
-.en { direction: ltr; unicode-bidi: isolate; color: #222; font-size: .85em; }
-.head { text-align: center; border-bottom: 1px dashed #000; padding-bottom: 2mm; }
-table { width: 100%%; border-collapse: collapse; margin: 2mm 0; }
-td { padding: .4mm 0; vertical-align: top; }
-td.v { text-align: center; font-weight: bold; direction: ltr; unicode-bidi: isolate;
-  word-break: break-all; }
+body { margin: 0 auto; padding: 2mm 0; width: %(width)s; font: %(font)s/1.35 "DejaVu Sans",
+  "Noto Naskh Arabic", Tahoma, sans-serif; color: #000; background: #fff; }
+h1 { font-size: 1.3em; margin: 0; }
+.en { direction: ltr; unicode-bidi: isolate; color: #222; font-size: .8em; font-weight: normal; }
+.head, .number, .qr, .foot { text-align: center; }
+.head { border-bottom: 1px dashed #000; padding-bottom: 1.5mm; }
+.number { font-size: 1.15em; font-weight: bold; direction: ltr; margin: 1.5mm 0 0; }
+table { width: 100%%; border-collapse: collapse; margin: 1.5mm 0; }
+td { padding: .5mm 0; vertical-align: top; }
+td.l { width: 28%%; }
+td.l .en { display: block; text-align: right; }
+td.v { font-weight: 600; font-size: .95em; direction: ltr; unicode-bidi: isolate;
+  text-align: right; overflow-wrap: anywhere; }
 td.v.ar { direction: rtl; }
-td.l, td.e { width: 24%%; white-space: nowrap; }
-td.e { text-align: left; }
-.total { border-top: 1px dashed #000; font-size: 1.2em; }
-.qr { text-align: center; margin-top: 2mm; }
-.qr svg { width: 60%%; height: auto; image-rendering: pixelated; }
-.code { direction: ltr; font: .7em monospace; word-break: break-all; text-align: center; }
-.foot { text-align: center; font-size: .85em; border-top: 1px dashed #000; padding-top: 1mm; }
+tr.total td { border-top: 1px dashed #000; padding-top: 1mm; font-size: 1.25em; }
+.mono { font: .72em/1.3 "DejaVu Sans Mono", monospace; direction: ltr; overflow-wrap: anywhere;
+  text-align: center; }
+.qr svg { width: 62%%; height: auto; }
+.foot { font-size: .85em; border-top: 1px dashed #000; padding-top: 1mm; margin-top: 1mm; }
 @media print { body { width: auto; } }
 """
 
@@ -51,8 +53,8 @@ td.e { text-align: left; }
 def _row(ar: str, value: str, en: str, *, arabic_value: bool = False) -> str:
     cls = "v ar" if arabic_value else "v"
     return (
-        f'<tr><td class="l">{html.escape(ar)}</td><td class="{cls}">{html.escape(value)}</td>'
-        f'<td class="e en">{html.escape(en)}</td></tr>'
+        f'<tr><td class="l">{html.escape(ar)}<span class="en">{html.escape(en)}</span></td>'
+        f'<td class="{cls}">{html.escape(value)}</td></tr>'
     )
 
 
@@ -61,23 +63,23 @@ def page(r: receipts.Receipt, paper: str = "80mm") -> str:
     size, width, font = PAGES[paper]
     amount = f"{receipts.syp(r.amount)} SYP"
     rows = "".join([
-        _row("رقم الإيصال", r.receipt, "Receipt"),
         _row("المركز", f"{r.node} ({r.node_code})", "Node"),
         _row("الفاتورة", r.bill_id, "Bill"),
         _row("الحساب", r.account, "Account"),
         _row("المشترك", r.subscriber or "-", "Subscriber", arabic_value=True),
-        _row("طريقة الدفع", f"{receipts.METHODS_AR.get(r.method, r.method)} / {r.method}",
+        _row("طريقة الدفع", f"{receipts.METHODS_AR.get(r.method, r.method)} ({r.method})",
              "Method", arabic_value=True),
         _row("أمين الصندوق", r.cashier, "Cashier", arabic_value=True),
         _row("الوقت", f"{r.local_time} ({r.timezone})", "Time"),
-        _row("رقم الدفعة", r.payment_id, "Payment id"),
-        _row("الحالة", f"{STATES_AR.get(r.state, r.state)} / {r.state}", "State",
+        _row("الحالة", f"{STATES_AR.get(r.state, r.state)} ({r.state})", "State",
              arabic_value=True),
+        f'<tr class="total"><td class="l">المبلغ<span class="en">Amount</span></td>'
+        f'<td class="v">{amount}</td></tr>',
     ])  # fmt: skip
     if r.qr:
         svg = segno.make(r.qr, error="m").svg_inline(scale=4, border=2, omitsize=True)
         qr = (
-            f'<div class="qr">{svg}</div><div class="code">{html.escape(r.qr)}</div>'
+            f'<div class="qr">{svg}</div><div class="mono">{html.escape(r.qr)}</div>'
             '<div class="foot">امسح الرمز للتحقق من الإيصال لدى المركز'
             '<div class="en">Scan to verify this receipt at the centre</div></div>'
         )
@@ -93,10 +95,10 @@ def page(r: receipts.Receipt, paper: str = "80mm") -> str:
         f"<style>{CSS % {'page': size, 'width': width, 'font': font}}</style></head><body>"
         f'<div class="head"><h1>كهرباء {html.escape(r.governorate_ar)}</h1>'
         f'<div class="en">{html.escape(r.governorate_en)} electricity</div>'
-        '<div>إيصال دفع <span class="en">Payment receipt</span></div></div>'
-        f"<table>{rows}"
-        f'<tr class="total"><td class="l">المبلغ</td><td class="v">{amount}</td>'
-        '<td class="e en">Amount</td></tr></table>'
+        '<div>إيصال دفع <span class="en">Payment receipt</span></div>'
+        f'<div class="number">{html.escape(r.receipt)}</div></div>'
+        f"<table>{rows}</table>"
+        f'<div class="mono">رقم الدفعة / Payment id<br>{html.escape(r.payment_id)}</div>'
         f"{qr}</body></html>"
     )
 
