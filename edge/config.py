@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import ConfigError
 from outbox.ids import NODE_ID
+from sync import receiptcode
 
 GOVERNORATES = {
     "DAM": ("Damascus", "دمشق"),
@@ -43,6 +44,7 @@ class Settings:
     node_governorate: str = "DAM"
     node_data_dir: Path = Path("/var/lib/edge")
     node_timezone: str = "Asia/Damascus"
+    node_receipt_code: str = ""  # empty: derived from node.id (see receipt_code)
     http_host: str = "0.0.0.0"  # noqa: S104 - the node serves the governorate's LAN
     http_port: int = 8080
     http_shutdown_timeout_s: float = 20.0
@@ -84,6 +86,11 @@ class Settings:
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.node_timezone)
+
+    @property
+    def receipt_code(self) -> str:
+        """The node's code in its receipt numbers: set, or the node id's letters and digits."""
+        return self.node_receipt_code or receiptcode.default_code(self.node_id)
 
     @property
     def db_path(self) -> Path:
@@ -176,6 +183,10 @@ def validate(s: Settings) -> None:
     if s.node_governorate not in GOVERNORATES:
         raise ConfigError(
             f"node.governorate {s.node_governorate!r}: one of {', '.join(GOVERNORATES)}"
+        )
+    if s.node_receipt_code and not receiptcode.RECEIPT_CODE.match(s.node_receipt_code):
+        raise ConfigError(
+            f"node.receipt_code {s.node_receipt_code!r}: 1-8 upper-case letters and digits"
         )
     try:
         ZoneInfo(s.node_timezone)

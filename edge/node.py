@@ -64,7 +64,9 @@ class Node:
 
     def __post_init__(self) -> None:
         # One instance per node: the writer groups payments by this job's identity.
-        self.acceptor = Acceptor(self.settings.node_id, self.settings.node_governorate)
+        self.acceptor = Acceptor(
+            self.settings.node_id, self.settings.node_governorate, self.settings.receipt_code
+        )
         self.power.source = self.settings.ups_source
         self.last_used = LastUsed(self.db, self.clock)
 

@@ -208,8 +208,12 @@ def stored_reply(
     return None if found is None else payments.Reply(found.status, found.body, replayed=True)
 
 
-@routes.get("/v1/payments/{payment_id}")
-async def get_payment(request: web.Request) -> web.Response:
+def readable_payment(request: web.Request) -> dict[str, Any]:
+    """The payment named in the path, as `payments.find` shows it, if this client may read it.
+
+    The one lookup and permission path of every route that shows a payment (the payment,
+    its printable receipt): a change of policy here applies to all of them.
+    """
     node = request.app[NODE]
     client = client_of(request, *access.READ_PAYMENTS)
     payment_id = request.match_info["payment_id"]
@@ -219,4 +223,9 @@ async def get_payment(request: web.Request) -> web.Response:
     # Another channel's payment answers exactly like an unknown one: no oracle for ids.
     if found is None or not access.may_read_payment(client, found["channel"]):
         raise errors.UnknownPayment(f"payment {payment_id} is not known to this node")
-    return json_response(found)
+    return found
+
+
+@routes.get("/v1/payments/{payment_id}")
+async def get_payment(request: web.Request) -> web.Response:
+    return json_response(readable_payment(request))

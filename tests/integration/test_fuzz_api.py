@@ -59,7 +59,7 @@ MAX_AMOUNT = 10**12
 BILL_ID = re.compile(r"[A-Z]{3}-[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{1,20}")
 ACCOUNT = re.compile(r"[0-9]{1,20}")
 PAYMENT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}_[0-9A-HJKMNP-TV-Z]{26}")
-RECEIPT = re.compile(r"DAM-[0-9]{8}-[0-9]{6}")
+RECEIPT = re.compile(r"DAM-DAM1-[0-9]{8}-[0-9]{6}")
 
 # Every stable code edge/errors.py defines, except the one that means "a bug": internal_error.
 CODES = {
