@@ -86,6 +86,7 @@ class Settings:
     limits_per_address_burst: int = 200
     limits_auth_failures: int = 10
     limits_auth_block_max_s: float = 300.0
+    limits_hold_s: float = 1.0
 
     @property
     def tz(self) -> ZoneInfo:
@@ -230,3 +231,5 @@ def _validate_limits(s: Settings) -> None:
             raise ConfigError(f"{name.replace('_', '.', 1)} must be 0 (off) or positive")
     if s.limits_auth_failures and not 1 <= s.limits_auth_block_max_s < float("inf"):
         raise ConfigError("limits.auth_block_max_s must be at least 1 (second)")
+    if not 0 <= s.limits_hold_s <= 10:
+        raise ConfigError("limits.hold_s must be between 0 (answer at once) and 10 seconds")

@@ -5,9 +5,10 @@ with an integer Retry-After, before anything is read or written.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NoReturn
 
 from aiohttp import web
@@ -25,6 +26,8 @@ KINDS = ("inquiry", "payment", "address", "auth")
 # is fine, and these two answer from memory (no database, no data).
 UNCOUNTED = frozenset({"/healthz", "/readyz"})
 SWEEP_S = 1.0
+# Refusals held at once; beyond that they are answered at once (a coroutine and a timer each).
+MAX_HELD = 512
 MAX_REPORT_LINES = 20  # per minute; more addresses than that are summed into one line
 BUCKET_SWEEP_S = 60.0
 
@@ -44,8 +47,14 @@ class Limiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_limited: Callable[[str], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_held: int = MAX_HELD,
     ) -> None:
         s = settings
+        self.hold_s = s.limits_hold_s
+        self.max_held = max_held
+        self.held = 0
+        self._sleep = sleep
         self.inquiries = Buckets(Rate(s.limits_inquiries_per_s, s.limits_inquiry_burst))
         self.payments = Buckets(Rate(s.limits_payments_per_s, s.limits_payment_burst))
         self.addresses = Buckets(Rate(s.limits_per_address_per_s, s.limits_per_address_burst))
@@ -91,6 +100,18 @@ class Limiter:
             if wait:
                 self._refuse("inquiry", wait, "too many inquiries on this token")
 
+    async def hold(self) -> None:
+        """Answer a refusal `hold_s` late (at most `max_held` at once). A client waits for its
+        answer before it sends again, so a flood on one connection runs at 1/hold_s requests
+        a second, not at the node's speed, and the node's CPU stays with the payments."""
+        if self.hold_s <= 0 or self.held >= self.max_held:
+            return
+        self.held += 1
+        try:
+            await self._sleep(self.hold_s)
+        finally:
+            self.held -= 1
+
     def sweep(self) -> None:
         """Log the closed report windows (within a line budget) and drop idle entries."""
         now = self.clock()
@@ -128,10 +149,16 @@ LIMITER = web.AppKey("limiter", Limiter)
 
 @web.middleware
 async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The per-address bucket, for every request but the health probes; inside `problems`."""
-    if request.path not in UNCOUNTED:
-        request.app[LIMITER].check_address(address_of(request))
-    return await handler(request)
+    """The per-address bucket, for every request but the health probes, and the hold of every
+    refusal (this one's or the handler's); inside `problems`, which renders the 429."""
+    limiter = request.app[LIMITER]
+    try:
+        if request.path not in UNCOUNTED:
+            limiter.check_address(address_of(request))
+        return await handler(request)
+    except errors.RateLimited:
+        await limiter.hold()
+        raise
 
 
 class Sweeper(Loop[None]):

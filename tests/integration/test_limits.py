@@ -7,9 +7,11 @@ goes to the node on 127.0.0.1, from another source address of the loopback inter
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,16 @@ from helpers import eventually, make_bill
 from nodefixtures import DEFAULT_LIMITS, RunningNode, start_node
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge.web.limits import LIMITER
+
 BILL = "DAM-2026-05-0100234567"
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "title_ar"}
 START = 1000.0  # where every test's limiter clock starts
-# Every limit off unless a test turns it on: each test looks at one limit.
+# Every limit off unless a test turns it on: each test looks at one limit. Refusals are answered
+# at once here; the hold has its own test.
 OFF = {
     "limits_inquiries_per_s": 0, "limits_payments_per_s": 0, "limits_per_address_per_s": 0,
-    "limits_auth_failures": 0,
+    "limits_auth_failures": 0, "limits_hold_s": 0,
 }  # fmt: skip
 
 
@@ -245,6 +250,25 @@ async def test_bad_tokens_from_one_address_back_off_and_are_logged_once_a_minute
             "1 failed authentications from 127.0.0.1 in the last minute (1 more attempts refused"
         )
     )
+
+
+async def test_refusals_are_held_before_their_429_and_others_are_not(limited: Start) -> None:
+    lim = await limited(limits_inquiries_per_s=0.01, limits_inquiry_burst=1, limits_hold_s=2.0)
+    limiter = lim.rn.app[LIMITER]
+    path = "/v1/accounts/0100234567/bills"
+    assert (await lim.get(path))[0] == 200
+    refused = [asyncio.create_task(lim.get(path)) for _ in range(3)]
+    await eventually(lambda: limiter.held == 3, what="three refusals held")
+    # Meanwhile the node answers everyone else at once: a payment on the same token too.
+    assert not any(task.done() for task in refused)
+    status, body, _ = await lim.pay("while-held")
+    assert status == 201, body
+    assert not any(task.done() for task in refused)
+    t0 = time.monotonic()
+    for status, body, headers in await asyncio.gather(*refused):
+        assert_rate_limited(status, body, headers, retry_after=100)
+    assert limiter.held == 0
+    assert time.monotonic() - t0 <= 2.5  # they were held, not lost
 
 
 async def test_defaults_serve_a_busy_counter(tmp_path: Path) -> None:

@@ -1,12 +1,16 @@
-"""edge.ratelimit: token buckets, the failed-authentication backoff, and their memory bound."""
+"""edge.ratelimit: token buckets, the failed-authentication backoff, their memory bound; the
+limiter's hold of refusals (edge.web.limits)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
 from edge import config, ratelimit
 from edge.errors import ConfigError
 from edge.ratelimit import AuthBackoff, Buckets, Rate, retry_after
+from edge.web.limits import Limiter
 
 
 def test_a_bucket_gives_its_burst_then_refills_at_its_rate() -> None:
@@ -156,3 +160,25 @@ def test_limits_keys_load_from_toml_and_environment(tmp_path: config.Path) -> No
     path.write_text("[limits]\nper_token_per_s = 1\n")
     with pytest.raises(ConfigError, match=r"unknown key limits\.per_token_per_s"):
         config.load(path, env={})
+
+
+async def test_the_limiter_holds_refusals_up_to_its_cap() -> None:
+    released = asyncio.Event()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await released.wait()
+
+    limiter = Limiter(config.Settings(limits_hold_s=1.5), sleep=sleep, max_held=2)
+    held = [asyncio.create_task(limiter.hold()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert limiter.held == 2 and slept == [1.5, 1.5]
+    await limiter.hold()  # over the cap: answered at once
+    assert limiter.held == 2 and len(slept) == 2
+    released.set()
+    await asyncio.gather(*held)
+    assert limiter.held == 0
+    off = Limiter(config.Settings(limits_hold_s=0), sleep=sleep)
+    await off.hold()
+    assert len(slept) == 2
