@@ -35,7 +35,7 @@ GOVERNORATES = {
     "SWE": ("As-Suwayda", "السويداء"),
     "QUN": ("Quneitra", "القنيطرة"),
 }
-SECTIONS = ("node", "http", "auth", "centre", "mirror", "storage", "ups", "power")
+SECTIONS = ("node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,16 @@ class Settings:
     power_dead_time_s: float = 15.0
     power_final_replay_s: float = 20.0
     power_retry_after_s: int = 600
+    # Rate limits (DESIGN 5.7); a rate or a burst of 0 turns that limit off.
+    limits_inquiries_per_s: float = 2.0
+    limits_inquiry_burst: int = 60
+    limits_payments_per_s: float = 1.0
+    limits_payment_burst: int = 60
+    limits_per_address_per_s: float = 20.0
+    limits_per_address_burst: int = 200
+    limits_auth_failures: int = 10
+    limits_auth_block_max_s: float = 300.0
+    limits_hold_s: float = 1.0
 
     @property
     def tz(self) -> ZoneInfo:
@@ -224,6 +234,7 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"power.on_low {s.power_on_low!r}: one of shutdown, read_only")
     if s.power_runtime_floor_s < 0:
         raise ConfigError("power.runtime_floor_s must not be negative")
+    _validate_limits(s)
 
 
 def _validate_http_tls(s: Settings) -> None:
@@ -242,3 +253,16 @@ def _validate_http_tls(s: Settings) -> None:
         value = getattr(s, f"http_{key}")
         if value and not Path(value).is_file():
             raise ConfigError(f"http.{key} {value}: no such file")
+
+
+def _validate_limits(s: Settings) -> None:
+    for name in ("limits_inquiries_per_s", "limits_inquiry_burst", "limits_payments_per_s",
+                 "limits_payment_burst", "limits_per_address_per_s", "limits_per_address_burst",
+                 "limits_auth_failures"):  # fmt: skip
+        value = getattr(s, name)
+        if not 0 <= value < float("inf"):  # also refuses nan
+            raise ConfigError(f"{name.replace('_', '.', 1)} must be 0 (off) or positive")
+    if s.limits_auth_failures and not 1 <= s.limits_auth_block_max_s < float("inf"):
+        raise ConfigError("limits.auth_block_max_s must be at least 1 (second)")
+    if not 0 <= s.limits_hold_s <= 10:
+        raise ConfigError("limits.hold_s must be between 0 (answer at once) and 10 seconds")
