@@ -125,4 +125,15 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX payments_account ON payments (account, bill_id);
         """,
     ),
+    Migration(
+        "edge.0006_token_last_used",
+        """
+        -- When each client token was last used (edge/lastused.py); written at most once a
+        -- minute per token, read by `edge token list`. Keyed by the token's name.
+        CREATE TABLE token_last_used (
+            name TEXT PRIMARY KEY,
+            at   REAL NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 )
