@@ -66,6 +66,7 @@ class Reporter:
             return None
         if len(self._last) > 10_000:  # many addresses: forget the old ones, not the memory
             self._last = {k: t for k, t in self._last.items() if now - t < self.every_s}
+            self._held = {k: n for k, n in self._held.items() if k in self._last}
         self._last[key] = now
         return self._held.pop(key, 0)
 
