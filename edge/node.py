@@ -17,6 +17,7 @@ from edge import mirror
 from edge.config import Settings
 from edge.db import Database
 from edge.mirror import MirrorState
+from edge.offline import Limits
 from edge.payments import Acceptor
 from edge.power.history import History
 from edge.replication import Replication
@@ -62,7 +63,9 @@ class Node:
 
     def __post_init__(self) -> None:
         # One instance per node: the writer groups payments by this job's identity.
-        self.acceptor = Acceptor(self.settings.node_id, self.settings.node_governorate)
+        self.acceptor = Acceptor(
+            self.settings.node_id, self.settings.node_governorate, Limits.of(self.settings)
+        )
         self.power.source = self.settings.ups_source
 
     @classmethod

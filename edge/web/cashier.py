@@ -24,7 +24,6 @@ from sync.timefmt import iso
 PAYMENT_FIELDS = {"bill_id", "amount", "method", "cashier"}
 MAX_AMOUNT = 10**12  # 10 billion SYP: far above any bill, far below SQLite's integer limit
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}\Z")
-_CASHIER = re.compile(r"^[^\x00-\x1f\x7f]{1,64}\Z")
 
 routes = web.RouteTableDef()
 
@@ -108,15 +107,6 @@ async def read_json(request: web.Request) -> Any:
         raise errors.MalformedJson("the body could not be parsed as JSON") from None
 
 
-def is_utf8(text: str) -> bool:
-    """False for a string with a lone surrogate (JSON's "\\ud800"): not text, cannot be stored."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def parse_payment(doc: Any) -> payments.PaymentRequest:
     if not isinstance(doc, dict):
         raise errors.InvalidBody("the body must be a JSON object")
@@ -134,12 +124,7 @@ def parse_payment(doc: Any) -> payments.PaymentRequest:
         raise errors.InvalidField("bill_id must be a bill id like DAM-2026-05-0100234567")
     if method not in payments.METHODS:
         raise errors.InvalidField(f"method must be one of {', '.join(payments.METHODS)}")
-    if (
-        not isinstance(cashier, str)
-        or not _CASHIER.match(cashier)
-        or not cashier.strip()
-        or not is_utf8(cashier)
-    ):
+    if not isinstance(cashier, str) or not payments.valid_cashier(cashier):
         raise errors.InvalidField("cashier must be a name of 1-64 characters")
     return payments.PaymentRequest(bill_id=bill_id, amount=amount, method=method, cashier=cashier)
 
@@ -174,7 +159,10 @@ async def create_payment(request: web.Request) -> web.Response:
             f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
         )
     settings = node.settings
-    call = payments.prepare(settings.node_id, client.name, key, req, node.clock(), settings.tz)
+    call = payments.prepare(
+        settings.node_id, client.name, key, req, node.clock(), settings.tz,
+        online=node.link.state == "up",
+    )  # fmt: skip
     try:
         reply: payments.Reply = await node.db.write_batched(node.acceptor, call)
     except outbox.StorageError as exc:

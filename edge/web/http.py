@@ -16,8 +16,8 @@ MAX_BODY = 64 * 1024
 CLIENT = web.RequestKey("client", Client)
 
 
-def client_of(request: web.Request, scope: str) -> Client:
-    """The authenticated client; 401 without a valid token, 403 without the scope."""
+def client_of(request: web.Request, scope: str, *others: str) -> Client:
+    """The authenticated client; 401 without a valid token, 403 without any of the scopes."""
     node = request.app[NODE]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -31,9 +31,15 @@ def client_of(request: web.Request, scope: str) -> Client:
             "the token is not known to this node", headers={"WWW-Authenticate": "Bearer"}
         )
     request[CLIENT] = client
-    if scope not in client.scopes and "admin" not in client.scopes:
+    if client.scopes.isdisjoint((scope, *others)) and "admin" not in client.scopes:
         raise errors.Forbidden(f"this token lacks the '{scope}' scope")
     return client
+
+
+def visible_channel(client: Client) -> str | None:
+    """Whose payments this client may read: None for every channel (scope `audit`), else
+    only those its own channel took (the channel is the token's name, payments.channel)."""
+    return None if "audit" in client.scopes else client.name
 
 
 def json_response(
