@@ -174,13 +174,14 @@ def settle(conn: sqlite3.Connection, results: Iterable[Result], *, now: float | 
                 result.id,
             )
         )
-    before = conn.total_changes
-    conn.executemany(
+    # rowcount, not total_changes: rows that triggers of the caller's schema change too
+    # (the node's offline totals) are not entries settled.
+    cur = conn.executemany(
         "UPDATE outbox_entries SET state = ?, verdict = ?, reason = ?, version = ?,"
         " settled_at = ?, last_error = NULL WHERE seq = ? AND id = ? AND state = 'pending'",
         rows,
     )
-    return conn.total_changes - before
+    return max(0, cur.rowcount)
 
 
 def record_failure(
