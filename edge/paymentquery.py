@@ -108,6 +108,13 @@ def _day(value: str) -> str:
         raise _bad("day", "a local day YYYY-MM-DD (node.timezone)") from None
 
 
+def _by_entry(f: Filters) -> bool:
+    """Walk the state's partial index (edge.0006) rather than a payments index: when the
+    state is the only selective filter (the channel alone is not: it is most of a node)."""
+    selective = (f.receipt, f.account, f.bill_id, f.cashier, f.day)
+    return f.state is not None and all(v is None for v in selective)
+
+
 def where(f: Filters) -> tuple[str, list[Any]]:
     """The WHERE clause over payments `p` joined to their entries `o`, and its parameters."""
     terms: list[str] = []
@@ -128,13 +135,15 @@ def where(f: Filters) -> tuple[str, list[Any]]:
     if f.day is not None:
         terms.append("substr(p.receipt, -15, 8) = ?")  # the expression payments_day indexes
         args.append(f.day)
+    by_entry = _by_entry(f)
     if f.channel is not None:
-        terms.append("p.channel = ?")
+        # Unary plus: checked on each row, so the planner keeps to the state's index.
+        terms.append("+p.channel = ?" if by_entry else "p.channel = ?")
         args.append(f.channel)
     if f.state is not None:
         terms.append(payments.STATE_SQL[f.state])  # a literal from our table, never input
     if f.after is not None:
-        terms.append("p.seq < ?")
+        terms.append("o.seq < ?" if by_entry else "p.seq < ?")
         args.append(f.after)
     return (" WHERE " + " AND ".join(terms)) if terms else "", args
 
@@ -142,9 +151,11 @@ def where(f: Filters) -> tuple[str, list[Any]]:
 def sql(f: Filters) -> tuple[str, list[Any]]:
     """The seqs of one page (one more than the limit: whether another page follows)."""
     clause, args = where(f)
+    # o.seq = p.seq, but the planner only walks an index backwards for the column it orders by.
+    order = "o.seq" if _by_entry(f) else "p.seq"
     query = (
         f"SELECT p.seq FROM payments p JOIN {outbox.TABLE} o ON o.seq = p.seq{clause}"
-        " ORDER BY p.seq DESC LIMIT ?"
+        f" ORDER BY {order} DESC LIMIT ?"
     )
     return query, [*args, f.limit + 1]
 

@@ -243,7 +243,9 @@ STATE_SQL = {
     "pending_sync": "o.state = 'pending'",
     "rejected": "o.state = 'rejected'",
     "credited": f"o.state = 'delivered' AND {_CREDITED}",
-    "synced": f"o.state = 'delivered' AND NOT {_CREDITED}",
+    # IS, not =: a NULL verdict or reason is still "not credited" (synced).
+    "synced": "o.state = 'delivered' AND NOT (o.verdict IS 'credited'"
+    " OR (o.verdict IS 'duplicate' AND o.reason IS 'credited'))",
 }
 
 
