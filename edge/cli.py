@@ -13,6 +13,7 @@ from aiohttp import web
 from edge import __version__, config, tokens
 from edge.errors import ConfigError, DatabaseError
 from edge.ops import backup, demo, doctor, notify
+from edge.ops import payments as payments_cli
 from sync.centre import cli as centre_cli
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = token.add_parser("add", help="create a client token (printed once)")
     add.add_argument("--config", type=Path, required=True)
     add.add_argument("--name", required=True, help="the client, e.g. counter-3")
-    add.add_argument("--scope", default="inquire,pay", help="comma list of inquire,pay,admin")
+    add.add_argument("--scope", default="inquire,pay", help="comma list of inquire,pay,admin,audit")
     add.set_defaults(func=cmd_token_add)
 
     status = sub.add_parser("status", help="print the running node's /v1/status")
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     doctor.register(sub)
     backup.register(sub)
+    payments_cli.register(sub)
     return parser
 
 
