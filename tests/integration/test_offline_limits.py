@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import Browser, Chromium, chromium_or_skip
 from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually, start_link
 from helpers import make_bill
 from nodefixtures import RunningNode, start_node
@@ -217,5 +218,54 @@ async def test_concurrent_payments_never_pass_a_limit(
         assert status_doc["max_count"]["used"] == 25
         assert status_doc["max_total"]["used"] == 25 * 700
     finally:
+        await rn.session.close()
+        await runner.cleanup()
+
+
+# --- the dashboard ------------------------------------------------------------------------
+
+READ_LIMITS = """(function () {
+  var rows = document.querySelectorAll('#limits-list .limit'), out = {}, i;
+  for (i = 0; i < rows.length; i++) {
+    out[rows[i].getAttribute('data-limit')] = {tripped: rows[i].getAttribute('data-tripped'),
+      used: rows[i].getAttribute('data-used'), value: rows[i].getAttribute('data-value'),
+      text: rows[i].textContent};
+  }
+  return out;
+})()"""
+
+
+async def test_the_dashboard_shows_each_limit_and_how_close_the_node_is(tmp_path: Path) -> None:
+    bills = [make_bill(f"07{n:08d}", amount=10**6) for n in range(3)]
+    runner, rn = await start_node(tmp_path / "node", bills, limits_offline_max_count=2,
+                                  limits_offline_max_total=0)  # fmt: skip
+    till = Till(rn, itertools.count())
+    chromium = Chromium(chromium_or_skip(), tmp_path / "browser")
+    chromium.start()
+    try:
+        assert (await till.pay("0700000000", 1234))[0] == 201
+        assert (await till.pay("0700000001", 1))[0] == 201
+        assert (await till.pay("0700000002", 1))[0] == 503
+        async with Browser.connect(chromium) as browser:
+            page = await browser.new_page()
+            await page.goto(rn.url + "/?lang=en")
+            await page.wait_for("document.querySelectorAll('#limits-list .limit').length === 5")
+            shown = await page.eval(READ_LIMITS)
+            assert shown["max_count"]["tripped"] == "true" and shown["max_count"]["used"] == "2"
+            assert "2 / 2" in shown["max_count"]["text"]
+            assert "Limit reached" in shown["max_count"]["text"]
+            assert "off" in shown["max_total"]["text"] and shown["max_total"]["tripped"] == "false"
+            # No centre: the link is never up, so the largest-payment limit applies now.
+            assert "Applies now" in shown["max_payment"]["text"]
+            assert "10,000,000.00" in shown["max_payment"]["text"]
+            await page.goto(rn.url + "/?lang=ar")
+            await page.wait_for("document.querySelectorAll('#limits-list .limit').length === 5")
+            shown = await page.eval(READ_LIMITS)
+            assert "بلغ الحد" in shown["max_count"]["text"]
+            assert "حدود العمل دون اتصال" in await page.eval(
+                "document.getElementById('limits-card').textContent"
+            )
+    finally:
+        chromium.stop()
         await rn.session.close()
         await runner.cleanup()
