@@ -152,22 +152,24 @@ def check(limits: Limits, usage: Usage, amount: int, now: float, online: bool) -
                 " تصل إلى المركز." + tail_ar,
                 limits.replay_retry_s,
             )  # fmt: skip
-    if limits.mirror_max_age_h:
-        as_of = usage.mirror_as_of
-        if as_of is None or now - as_of > limits.mirror_max_age_h * 3600:
-            heard = "never" if as_of is None else f"{_hours(now - as_of)} h ago"
-            heard_ar = "أبداً" if as_of is None else f"منذ {_hours(now - as_of)} ساعة"
-            return Breach(
-                "mirror_max_age_h", limits.mirror_max_age_h,
-                None if as_of is None else _hours(now - as_of),
-                f"the bills mirror last heard from the centre {heard}, past"
-                f" limits.offline.mirror_max_age_h ({limits.mirror_max_age_h} h), so what it"
-                " shows due may be wrong; it clears at the next pull from the centre." + tail,
-                f"آخر تحديث لنسخة الفواتير من المركز {heard_ar}، أي بعد الحد"
-                f" {limits.mirror_max_age_h} ساعة (limits.offline.mirror_max_age_h)، فقد تكون"
-                " المبالغ المستحقة المعروضة غير صحيحة. يزول الحد عند أول تحديث من المركز." + tail_ar,
-                limits.pull_retry_s,
-            )  # fmt: skip
+    # A mirror that never heard from the centre has no age to judge (nor bills of its own:
+    # the bootstrap sets both); the bill checks above speak for it.
+    as_of = usage.mirror_as_of
+    if (
+        limits.mirror_max_age_h
+        and as_of is not None
+        and now - as_of > limits.mirror_max_age_h * 3600
+    ):
+        return Breach(
+            "mirror_max_age_h", limits.mirror_max_age_h, _hours(now - as_of),
+            f"the bills mirror last heard from the centre {_hours(now - as_of)} h ago, past"
+            f" limits.offline.mirror_max_age_h ({limits.mirror_max_age_h} h), so what it"
+            " shows due may be wrong; it clears at the next pull from the centre." + tail,
+            f"آخر تحديث لنسخة الفواتير من المركز منذ {_hours(now - as_of)} ساعة، أي بعد الحد"
+            f" {limits.mirror_max_age_h} ساعة (limits.offline.mirror_max_age_h)، فقد تكون"
+            " المبالغ المستحقة المعروضة غير صحيحة. يزول الحد عند أول تحديث من المركز." + tail_ar,
+            limits.pull_retry_s,
+        )  # fmt: skip
     return None
 
 
@@ -191,7 +193,7 @@ def status(limits: Limits, usage: Usage, now: float, online: bool) -> dict[str, 
         "mirror_max_age_h": {
             "value": limits.mirror_max_age_h, "used": mirror_age,
             "tripped": bool(limits.mirror_max_age_h)
-            and (mirror_age is None or mirror_age > limits.mirror_max_age_h),
+            and mirror_age is not None and mirror_age > limits.mirror_max_age_h,
         },
     }  # fmt: skip
     return out

@@ -94,7 +94,6 @@ def test_nothing_is_refused_within_every_limit() -> None:
         (offline.Usage(1, 4500, NOW, NOW), 501, True, "max_total", 300),
         (offline.Usage(1, 1, NOW - 2 * H - 1, NOW), 1, True, "max_age_h", 300),
         (offline.Usage(0, 0, None, NOW - 4 * H - 1), 1, True, "mirror_max_age_h", 30),
-        (offline.Usage(0, 0, None, None), 1, True, "mirror_max_age_h", 30),
     ],
 )
 def test_each_limit_trips_by_itself(
@@ -126,6 +125,10 @@ def test_a_total_limit_that_one_payment_fits_takes_only_one() -> None:
     assert breach is not None and breach.limit == "max_total"
 
 
+def test_a_mirror_that_never_heard_from_the_centre_has_no_age_to_refuse() -> None:
+    assert offline.check(ON, offline.Usage(0, 0, None, None), 1, NOW, online=True) is None
+
+
 def test_zero_turns_each_limit_off() -> None:
     off = offline.Limits()
     assert not off.on
@@ -139,7 +142,7 @@ def test_status_shows_value_used_and_tripped() -> None:
     assert doc["max_count"] == {"value": 3, "used": 3, "tripped": True}
     assert doc["max_total"] == {"value": 5000, "used": 4000, "tripped": False}
     assert doc["max_age_h"] == {"value": 2.0, "used": 1.5, "tripped": False}
-    assert doc["mirror_max_age_h"] == {"value": 4.0, "used": None, "tripped": True}
+    assert doc["mirror_max_age_h"] == {"value": 4.0, "used": None, "tripped": False}
     assert doc["max_payment"] == {"value": 1000, "used": None, "tripped": True}
     assert offline.status(ON, usage, NOW, online=True)["max_payment"]["tripped"] is False
 
