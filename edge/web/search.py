@@ -1,7 +1,7 @@
 """Finding payments over HTTP: the filtered list and the lookup by receipt (DESIGN 6.3).
 
-Both are scoped by `visible_channel`: a counter's token sees only what its channel took,
-an `audit` token sees every channel. The query itself is edge.paymentquery's, shared with
+Both are scoped by `visible_channel`: a counter's token (`inquire` or `pay`) sees only what
+its channel took, an `audit` token sees every channel. The query itself is edge.paymentquery's, shared with
 `edge payments list`.
 """
 
@@ -19,7 +19,7 @@ routes = web.RouteTableDef()
 @routes.get("/v1/payments")
 async def list_payments(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    client = client_of(request, "inquire", "audit")
+    client = client_of(request, "inquire", "pay", "audit")
     filters = paymentquery.parse(request.query.items(), visible_channel(client))
     # Index ranges, but up to 500 documents: off the event loop.
     page = await node.db.read_slow(lambda c: paymentquery.search(c, filters))
@@ -29,7 +29,7 @@ async def list_payments(request: web.Request) -> web.Response:
 @routes.get("/v1/payments/by-receipt/{receipt}")
 async def payment_by_receipt(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    client = client_of(request, "inquire", "audit")
+    client = client_of(request, "inquire", "pay", "audit")
     receipt = request.match_info["receipt"]
     if not paymentquery.RECEIPT.match(receipt):
         raise errors.InvalidReceipt(
