@@ -217,6 +217,13 @@ async def test_concurrent_payments_never_pass_a_limit(
         status_doc = await till.limits()
         assert status_doc["max_count"]["used"] == 25
         assert status_doc["max_total"]["used"] == 25 * 700
+        async with rn.session.get(f"{rn.url}/metrics") as resp:
+            scraped = await resp.text()
+        assert 'edge_offline_limit_used{limit="max_count"} 25.0' in scraped
+        assert f'edge_offline_limit_used{{limit="max_total"}} {25 * 700}.0' in scraped
+        # Full (count), or not (total: 350 piastres are left, less than one more payment).
+        tripped = "1.0" if check == "count" else "0.0"
+        assert f'edge_offline_limit_tripped{{limit="max_{check}"}} {tripped}' in scraped
     finally:
         await rn.session.close()
         await runner.cleanup()
