@@ -18,7 +18,7 @@ from edge.config import Settings
 from edge.node import NODE, Node
 from edge.power.monitor import POWER_MONITOR, PowerMonitor
 from edge.power.sources import make_source
-from edge.web import admin, cashier, dashboard, metrics, power, problems, search, status
+from edge.web import admin, cashier, dashboard, metrics, power, problems, receipt, search, status
 from edge.web.http import MAX_BODY
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
     app[NODE].tokens.load()
     yield
+    await app[NODE].last_used.drain()  # before the database closes
 
 
 async def replication_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -100,6 +101,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         app[POWER_MONITOR] = PowerMonitor(node, make_source(settings))
     app.cleanup_ctx.extend([tasks_ctx, database_ctx, tokens_ctx, replication_ctx, power_ctx])
     app.on_shutdown.append(stop_taking_money)
-    for module in (cashier, search, status, admin, power, dashboard, metrics):
+    for module in (cashier, receipt, search, status, admin, power, dashboard, metrics):
         app.add_routes(module.routes)
     return app

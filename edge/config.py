@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import ConfigError
 from outbox.ids import NODE_ID
+from sync import receiptcode
 
 GOVERNORATES = {
     "DAM": ("Damascus", "دمشق"),
@@ -46,9 +47,13 @@ class Settings:
     node_governorate: str = "DAM"
     node_data_dir: Path = Path("/var/lib/edge")
     node_timezone: str = "Asia/Damascus"
+    node_receipt_code: str = ""  # empty: derived from node.id (see receipt_code)
     http_host: str = "0.0.0.0"  # noqa: S104 - the node serves the governorate's LAN
     http_port: int = 8080
     http_shutdown_timeout_s: float = 20.0
+    http_cert_file: str = ""  # set (with key_file): serve https; empty: plain http
+    http_key_file: str = ""
+    http_client_ca_file: str = ""  # set: refuse counters without a certificate it issued
     auth_tokens_file: Path = Path("/etc/edge/tokens.toml")
     centre_url: str = "http://127.0.0.1:9090"
     centre_secret_file: Path = Path("/etc/edge/centre.secret")
@@ -90,6 +95,11 @@ class Settings:
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.node_timezone)
+
+    @property
+    def receipt_code(self) -> str:
+        """The node's code in its receipt numbers: set, or the node id's letters and digits."""
+        return self.node_receipt_code or receiptcode.default_code(self.node_id)
 
     @property
     def db_path(self) -> Path:
@@ -207,12 +217,17 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"node.governorate {s.node_governorate!r}: one of {', '.join(GOVERNORATES)}"
         )
+    if s.node_receipt_code and not receiptcode.RECEIPT_CODE.match(s.node_receipt_code):
+        raise ConfigError(
+            f"node.receipt_code {s.node_receipt_code!r}: 1-8 upper-case letters and digits"
+        )
     try:
         ZoneInfo(s.node_timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"node.timezone {s.node_timezone!r} is not a known time zone") from None
     if not 0 <= s.http_port <= 65535:
         raise ConfigError(f"http.port {s.http_port} is not a TCP port")
+    _validate_http_tls(s)
     if not 0 <= s.ups_port <= 65535:
         raise ConfigError(f"ups.port {s.ups_port} is not a TCP port")
     if s.centre_url and not s.centre_url.startswith(("http://", "https://")):
@@ -249,3 +264,21 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{key_of(name)} must not be negative (0 turns the limit off)")
     if s.limits_offline_max_total > 2**62:
         raise ConfigError("limits.offline.max_total must be at most 2^62 piastres")
+
+
+def _validate_http_tls(s: Settings) -> None:
+    """Both of cert_file and key_file or neither; each file given must exist. The PEM itself
+    is loaded at start (edge.serving): `edge status` loads this file too, without the key's
+    read permission."""
+    if bool(s.http_cert_file) != bool(s.http_key_file):
+        given, missing = ("key_file", "cert_file") if s.http_key_file else ("cert_file", "key_file")
+        raise ConfigError(f"http.{given} is set without http.{missing}: give both, or neither")
+    if s.http_client_ca_file and not s.http_cert_file:
+        raise ConfigError(
+            "http.client_ca_file is set without http.cert_file and http.key_file:"
+            " client certificates are only checked over https"
+        )
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        value = getattr(s, f"http_{key}")
+        if value and not Path(value).is_file():
+            raise ConfigError(f"http.{key} {value}: no such file")

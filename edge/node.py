@@ -16,6 +16,7 @@ from aiohttp import web
 from edge import mirror
 from edge.config import Settings
 from edge.db import Database
+from edge.lastused import LastUsed
 from edge.mirror import MirrorState
 from edge.offline import Limits
 from edge.payments import Acceptor
@@ -59,14 +60,19 @@ class Node:
     shutdown_reason: str = ""
     power: PowerView = field(default_factory=PowerView)
     acceptor: Acceptor = field(init=False)
+    last_used: LastUsed = field(init=False)
     _mirror_cache: tuple[float, MirrorState] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # One instance per node: the writer groups payments by this job's identity.
         self.acceptor = Acceptor(
-            self.settings.node_id, self.settings.node_governorate, Limits.of(self.settings)
+            self.settings.node_id,
+            self.settings.node_governorate,
+            self.settings.receipt_code,
+            Limits.of(self.settings),
         )
         self.power.source = self.settings.ups_source
+        self.last_used = LastUsed(self.db, self.clock)
 
     @classmethod
     def build(
@@ -85,7 +91,7 @@ class Node:
         )
         link.on_change(history.on_link_change)
         return cls(
-            settings=settings, db=db, tokens=Tokens(settings.auth_tokens_file), link=link,
+            settings=settings, db=db, tokens=Tokens(settings.auth_tokens_file, clock=clock), link=link,
             tasks=tasks, replication=replication, history=history, clock=clock,
         )  # fmt: skip
 

@@ -62,7 +62,7 @@ class Usage:
 
 
 def read(conn: sqlite3.Connection) -> Usage:
-    """Three one-row reads: the counters that triggers keep (edge.0007), the queue's head, the
+    """Three one-row reads: the counters that triggers keep (edge.0008), the queue's head, the
     mirror's state. Cheap enough for every group commit, however long the outage."""
     row = conn.execute("SELECT count, total FROM offline_totals WHERE id = 1").fetchone()
     count, total = (0, 0) if row is None else (int(row[0]), int(row[1]))

@@ -2,7 +2,7 @@
 
 Newest first by local seq (never wall time) and keyset-paged: the cursor is the seq of the
 last row shown, so payments taken while a client pages land before its first page, never in
-a later one (no duplicate, no gap). Every filter is an index range (edge.0006).
+a later one (no duplicate, no gap). Every filter is an index range (edge.0007).
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Any
 
 import outbox
 from edge import errors, mirror, payments
+from sync.receiptcode import RECEIPT
 
-# {GOV}-{YYYYMMDD}-{n:06} (before node codes) or {GOV}-{NODE}-{YYYYMMDD}-{n:06}.
-RECEIPT = re.compile(r"^[A-Z]{3}-(?:[A-Z0-9]{1,8}-)?[0-9]{8}-[0-9]{6}\Z")
 _DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _NUMBER = re.compile(r"^[0-9]{1,19}\Z")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
@@ -109,7 +108,7 @@ def _day(value: str) -> str:
 
 
 def _by_entry(f: Filters) -> bool:
-    """Walk the state's partial index (edge.0006) rather than a payments index: when the
+    """Walk the state's partial index (edge.0007) rather than a payments index: when the
     state is the only selective filter (the channel alone is not: it is most of a node)."""
     selective = (f.receipt, f.account, f.bill_id, f.cashier, f.day)
     return f.state is not None and all(v is None for v in selective)

@@ -19,6 +19,7 @@ import msgpack
 
 import outbox
 from edge import errors, mirror, offline
+from sync import receiptcode
 from sync.timefmt import iso, local_day
 
 METHODS = ("cash", "card", "transfer")
@@ -99,7 +100,12 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
 
     node: str
     governorate: str
+    receipt_code: str = ""  # empty: the node id's default code (sync.receiptcode.default_code)
     limits: offline.Limits = OFF
+
+    @property
+    def code(self) -> str:
+        return self.receipt_code or receiptcode.default_code(self.node)
 
     def __call__(
         self, conn: sqlite3.Connection, calls: list[PaymentCall]
@@ -160,7 +166,11 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
                 return breach.error()
         taken[bill.bill_id] = taken.get(bill.bill_id, 0) + req.amount
         counters[call.day] = counters.get(call.day, 0) + 1
-        receipt = f"{self.governorate}-{call.day}-{counters[call.day]:06d}"
+        # The node's code keeps receipts unique in the governorate; the per-day counter is the
+        # one older receipts used, so a renumbered series never meets an old number.
+        receipt = receiptcode.receipt_number(
+            self.governorate, self.code, call.day, counters[call.day]
+        )
         # Formatted, not json.dumps'd (a fifth of this job's Python time): every string here
         # is checked already (ids, receipt, method, ISO time); test_overlay holds it valid JSON.
         raw = (
@@ -226,17 +236,18 @@ def accept(
     request: PaymentRequest,
     now: float,
     tz: tzinfo,
+    receipt_code: str = "",
 ) -> Reply:
     """Check and record one payment; raises an ApiError (nothing written) when refused."""
     call = prepare(node, channel, key, request, now, tz)
-    result = Acceptor(node, governorate)(conn, [call])[0]
+    result = Acceptor(node, governorate, receipt_code)(conn, [call])[0]
     if isinstance(result, errors.ApiError):
         raise result
     return result
 
 
 # SQL over the outbox's guaranteed columns (alias `o`) for each state payment_state gives;
-# literals, so the partial indexes of edge.0006 serve them. tests/unit/test_payment_query.py
+# literals, so the partial indexes of edge.0007 serve them. tests/unit/test_payment_query.py
 # holds the two in step.
 _CREDITED = "(o.verdict = 'credited' OR (o.verdict = 'duplicate' AND o.reason = 'credited'))"
 STATE_SQL = {

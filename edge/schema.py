@@ -126,7 +126,18 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "edge.0006_payment_search",
+        "edge.0006_token_last_used",
+        """
+        -- When each client token was last used (edge/lastused.py); written at most once a
+        -- minute per token, read by `edge token list`. Keyed by the token's name.
+        CREATE TABLE token_last_used (
+            name TEXT PRIMARY KEY,
+            at   REAL NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+    Migration(
+        "edge.0007_payment_search",
         """
         -- GET /v1/payments and `edge payments list` (edge/paymentquery.py): every filter is
         -- an index range walked newest first (an index ends with the rowid, here the seq).
@@ -145,7 +156,7 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "edge.0007_offline_totals",
+        "edge.0008_offline_totals",
         """
         -- Undelivered payments and their sum for the offline limits (edge/offline.py), kept by
         -- triggers in the very transaction that takes or settles a payment: one row to read

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from edge import errors
+from edge import access, errors
 from edge.node import NODE
 from edge.tokens import Client
 
@@ -16,8 +16,11 @@ MAX_BODY = 64 * 1024
 CLIENT = web.RequestKey("client", Client)
 
 
-def client_of(request: web.Request, scope: str, *others: str) -> Client:
-    """The authenticated client; 401 without a valid token, 403 without any of the scopes."""
+def client_of(request: web.Request, *scopes: str) -> Client:
+    """The authenticated client; 401 without a valid token, 403 without one of `scopes`.
+
+    No scope implies another (edge/access.py): `admin` alone neither pays nor inquires.
+    """
     node = request.app[NODE]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -31,15 +34,10 @@ def client_of(request: web.Request, scope: str, *others: str) -> Client:
             "the token is not known to this node", headers={"WWW-Authenticate": "Bearer"}
         )
     request[CLIENT] = client
-    if client.scopes.isdisjoint((scope, *others)) and "admin" not in client.scopes:
-        raise errors.Forbidden(f"this token lacks the '{scope}' scope")
+    node.last_used.seen(client.name)
+    if not access.has_any(client, scopes):
+        raise errors.Forbidden(f"this token needs the {' or '.join(map(repr, scopes))} scope")
     return client
-
-
-def visible_channel(client: Client) -> str | None:
-    """Whose payments this client may read: None for every channel (scope `audit`), else
-    only those its own channel took (the channel is the token's name, payments.channel)."""
-    return None if "audit" in client.scopes else client.name
 
 
 def json_response(

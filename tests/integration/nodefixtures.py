@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pytest
 from aiohttp import web
 from helpers import make_bill
 
-from edge import config, mirror, tokens
+from edge import config, mirror, serving, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
 
@@ -52,30 +53,37 @@ async def start_node(
     bills: list[dict[str, Any]],
     *,
     clock: Callable[[], float] = time.time,
+    client_ssl: ssl.SSLContext | bool = True,
     **overrides: Any,
 ) -> tuple[web.AppRunner, RunningNode]:
+    """With `http_cert_file` in `overrides`, served over https with the context `edge serve`
+    uses; `client_ssl` is the session's (e.g. one trusting the test CA)."""
     tokens_file = tmp_path / "tokens.toml"
     issued = {
         "cashier": tokens.add_token(tokens_file, "counter-1", ["inquire", "pay"]),
         "viewer": tokens.add_token(tokens_file, "kiosk-1", ["inquire"]),
         "admin": tokens.add_token(tokens_file, "ops", ["admin"]),
+        "cashier2": tokens.add_token(tokens_file, "counter-2", ["inquire", "pay"]),
+        "auditor": tokens.add_token(tokens_file, "audit-1", ["audit"]),
     }
     settings = config.Settings(
         node_id="dam-1", node_data_dir=tmp_path / "data", auth_tokens_file=tokens_file,
         http_host="127.0.0.1", http_port=0, ups_source="none", storage_min_free_mb=0, centre_url="",
     ).replace(**overrides)  # fmt: skip
+    server_ssl = serving.server_context(settings)
     app = create_app(settings, clock=clock)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
     await site.start()
     port = runner.addresses[0][1]
     node = app[NODE]
     if bills:
         await node.db.write(lambda c: mirror.apply_changes(c, bills, 1, now=clock()))
-    session = aiohttp.ClientSession()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl))
+    scheme = "https" if server_ssl else "http"
     return runner, RunningNode(
-        f"http://127.0.0.1:{port}", node, session, issued, tmp_path / "data", app
+        f"{scheme}://127.0.0.1:{port}", node, session, issued, tmp_path / "data", app
     )
 
 

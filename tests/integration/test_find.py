@@ -61,11 +61,8 @@ class Counter:
 @pytest.fixture
 async def counter(tmp_path: Path) -> AsyncIterator[Counter]:
     tokens_file = tmp_path / "tokens.toml"
-    extra = {
-        "other": tokens.add_token(tokens_file, "counter-2", ["inquire", "pay"]),
-        "auditor": tokens.add_token(tokens_file, "audit-1", ["audit"]),
-        "payonly": tokens.add_token(tokens_file, "till-9", ["pay"]),
-    }
+    # start_node adds counter-1, kiosk-1, ops, counter-2 ("cashier2") and audit-1 ("auditor").
+    extra = {"payonly": tokens.add_token(tokens_file, "till-9", ["pay"])}
     clock = Clock()
     bills = [make_bill(a, c, amount=10**9) for a in ACCOUNTS for c in ("2026-03", "2026-05")]
     runner, rn = await start_node(tmp_path, bills, clock=clock)
@@ -84,7 +81,7 @@ async def test_find_by_each_filter(counter: Counter) -> None:
         c.clock.now = NOON + day * DAY
         for i, account in enumerate(ACCOUNTS):
             taken.append(await c.pay("cashier", account, cashier=f"c{i % 2}", cycle="2026-05"))
-            taken.append(await c.pay("other", account, cashier="rami", cycle="2026-03"))
+            taken.append(await c.pay("cashier2", account, cashier="rami", cycle="2026-03"))
     by_id = {p["payment_id"]: p for p in taken}
     newest_first = [p["payment_id"] for p in reversed(taken)]
 
@@ -127,7 +124,7 @@ async def test_find_by_each_filter(counter: Counter) -> None:
     assert await c.ids("state=pending_sync") == newest_first[:-4]
     # Each item is the document GET /v1/payments/{id} answers.
     status, page = await c.get(f"/v1/payments?receipt={taken[1]['receipt']}")
-    one_status, one = await c.get(f"/v1/payments/{ids[1]}", "other")
+    one_status, one = await c.get(f"/v1/payments/{ids[1]}", "cashier2")
     assert (status, one_status) == (200, 200)
     assert page == {"items": [one], "next": None}
     assert one["state"] == "credited" and one["receipt"] == taken[1]["receipt"]
@@ -144,7 +141,7 @@ async def test_pages_have_no_duplicate_and_no_gap_while_payments_arrive(counter:
     pages = 1
     while doc["next"] is not None:
         # Two cashiers keep paying between pages.
-        await asyncio.gather(c.pay("cashier", ACCOUNTS[0]), c.pay("other", ACCOUNTS[1]))
+        await asyncio.gather(c.pay("cashier", ACCOUNTS[0]), c.pay("cashier2", ACCOUNTS[1]))
         status, doc = await c.get(f"/v1/payments?limit=5&after={doc['next']}")
         assert status == 200
         seen += [i["payment_id"] for i in doc["items"]]
@@ -162,16 +159,16 @@ async def test_pages_have_no_duplicate_and_no_gap_while_payments_arrive(counter:
 async def test_a_token_sees_only_its_own_channels_payments(counter: Counter) -> None:
     c = counter
     mine = await c.pay("cashier", ACCOUNTS[0])
-    theirs = await c.pay("other", ACCOUNTS[0])
+    theirs = await c.pay("cashier2", ACCOUNTS[0])
     assert await c.ids("", "cashier") == [mine["payment_id"]]
-    assert await c.ids("", "other") == [theirs["payment_id"]]
+    assert await c.ids("", "cashier2") == [theirs["payment_id"]]
     assert await c.ids(f"account={ACCOUNTS[0]}", "cashier") == [mine["payment_id"]]
     assert await c.ids(f"receipt={theirs['receipt']}", "cashier") == []
     assert await c.ids("", "viewer") == []  # kiosk-1 took nothing
     assert await c.ids("", "auditor") == [theirs["payment_id"], mine["payment_id"]]
     status, doc = await c.get(f"/v1/payments/by-receipt/{theirs['receipt']}", "cashier")
     assert (status, doc["code"]) == (404, "unknown_payment")
-    status, doc = await c.get(f"/v1/payments/by-receipt/{theirs['receipt']}", "other")
+    status, doc = await c.get(f"/v1/payments/by-receipt/{theirs['receipt']}", "cashier2")
     assert status == 200 and doc["payment_id"] == theirs["payment_id"]
     status, doc = await c.get(f"/v1/payments/by-receipt/{mine['receipt']}", "auditor")
     assert status == 200 and doc["channel"] == "counter-1"
@@ -193,10 +190,23 @@ async def test_by_receipt_takes_both_forms_and_answers_404_for_an_unknown_one(
     paid = await c.pay("cashier", ACCOUNTS[0])
     status, doc = await c.get(f"/v1/payments/by-receipt/{paid['receipt']}")
     assert status == 200 and doc["payment_id"] == paid["payment_id"]
-    day = paid["receipt"].split("-")[1]
-    for unknown in (f"DAM-{day}-999999", f"DAM-DAM1-{day}-000001", f"ALE-X-{day}-000001"):
+    gov, code, day, n = paid["receipt"].split("-")
+    assert (gov, code) == ("DAM", "DAM1")
+    # The same number in the form printed before node codes is another receipt.
+    for unknown in (f"DAM-{day}-{n}", f"DAM-DAM1-{day}-999999", f"DAM-DAM2-{day}-{n}",
+                    f"ALE-X-{day}-000001"):  # fmt: skip
         status, doc = await c.get(f"/v1/payments/by-receipt/{unknown}")
         assert (status, doc["code"]) == (404, "unknown_payment"), unknown
+    # A payment printed before node codes existed keeps its number, and is found by it.
+    older = await c.pay("cashier", ACCOUNTS[1])
+    old_form = older["receipt"].replace("DAM-DAM1-", "DAM-", 1)
+    await c.rn.node.db.write(lambda conn: conn.execute(
+        "UPDATE payments SET receipt = ? WHERE receipt = ?", (old_form, older["receipt"])))  # fmt: skip
+    status, doc = await c.get(f"/v1/payments/by-receipt/{old_form}")
+    assert status == 200 and doc["payment_id"] == older["payment_id"]
+    assert await c.ids(f"receipt={old_form}") == [older["payment_id"]]
+    assert await c.ids(f"day={day[:4]}-{day[4:6]}-{day[6:]}") == [older["payment_id"],
+                                                                  paid["payment_id"]]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -69,11 +70,13 @@ class Proc:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
-def wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
+def wait_http(
+    url: str, proc: Proc, timeout: float = 30, context: ssl.SSLContext | None = None
+) -> None:
     def answers() -> bool:
         if not proc.alive():
             raise AssertionError(f"process died before {url} answered:\n{proc.tail()}")
-        with urllib.request.urlopen(url, timeout=2):
+        with urllib.request.urlopen(url, timeout=2, context=context):
             return True
 
     wait_until(answers, timeout, lambda: f"{url} to answer:\n{proc.tail()}", every=0.1,

@@ -147,7 +147,7 @@ def test_status_shows_value_used_and_tripped() -> None:
     assert offline.status(ON, usage, NOW, online=True)["max_payment"]["tripped"] is False
 
 
-# --- the totals the triggers keep (edge.0007) --------------------------------------------
+# --- the totals the triggers keep (edge.0008) --------------------------------------------
 
 
 def totals(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -178,7 +178,9 @@ def test_the_group_commit_never_lets_two_payments_pass_a_limit_only_one_fits(
     conn: sqlite3.Connection, tx: Callable[..., Any], seed: Any
 ) -> None:
     seed(conn, [make_bill(str(a), amount=10**6) for a in range(1, 9)])
-    acceptor = payments.Acceptor("dam-1", "DAM", offline.Limits(max_count=5, max_total=10**9))
+    acceptor = payments.Acceptor(
+        "dam-1", "DAM", limits=offline.Limits(max_count=5, max_total=10**9)
+    )
     calls = [
         payments.prepare("dam-1", "counter-1", f"k{i}", payments.PaymentRequest(
             f"DAM-2026-05-{1 + i}", 100, "cash", "c1"), NOW, UTC)
