@@ -74,7 +74,7 @@ def write(out: TextIO, fmt: str, items: list[dict[str, Any]], nxt: str | None) -
         cells = [[amount(i["amount"]) if c == "amount" else str(i[c]) for c in TABLE_COLUMNS]
                  for i in items]  # fmt: skip
         header = [c if c != "amount" else "amount (SYP)" for c in TABLE_COLUMNS]
-        widths = [max(len(h), *(len(r[n]) for r in cells)) for n, h in enumerate(header)]
+        widths = [max([len(h), *(len(r[n]) for r in cells)]) for n, h in enumerate(header)]
         for line in [header, *cells]:
             out.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
             out.write("\n")

@@ -15,6 +15,8 @@ import pytest
 from helpers import wait_until
 from procs import Site, edge, env
 
+from edge.ops.payments import CSV_COLUMNS
+
 
 def call(site: Site, path: str, body: dict[str, Any] | None = None, key: str = "") -> Any:
     headers = {"Authorization": f"Bearer {site.token}"}
@@ -92,6 +94,11 @@ def test_table_pages_and_says_how_to_go_on(site: Any) -> None:
     assert "--after" in done.stderr
     every = run(site, "--limit", "3", "--all")
     assert every.stdout.splitlines()[-1] == "(7 payments)" and "--after" not in every.stderr
+    none = run(site, "--day", "2000-01-01")
+    assert none.returncode == 0, none.stderr
+    assert none.stdout.splitlines()[-1] == "(0 payments)" and len(none.stdout.splitlines()) == 2
+    empty_csv = run(site, "--day", "2000-01-01", "--format", "csv").stdout.splitlines()
+    assert empty_csv == [",".join(CSV_COLUMNS)]
     receipt = site.paid[2]["receipt"]
     one = run(site, "--receipt", receipt)
     assert one.stdout.splitlines()[-1] == "(1 payment)" and receipt in one.stdout
