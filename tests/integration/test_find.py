@@ -179,6 +179,11 @@ async def test_a_token_sees_only_its_own_channels_payments(counter: Counter) -> 
     assert (status, doc["code"]) == (404, "unknown_payment")
     status, doc = await c.get(f"/v1/payments/by-receipt/{till['receipt']}", "payonly")
     assert status == 200 and doc["channel"] == "till-9"
+    # `admin` runs the node and implies nothing: it finds no payment at all.
+    status, doc = await c.get("/v1/payments", "admin")
+    assert (status, doc["code"]) == (403, "forbidden")
+    status, doc = await c.get(f"/v1/payments/by-receipt/{mine['receipt']}", "admin")
+    assert (status, doc["code"]) == (403, "forbidden")
     status, doc = await c.get("/v1/payments", "")
     assert (status, doc["code"]) == (401, "unauthorized")
 
