@@ -107,11 +107,14 @@ def _day(value: str) -> str:
         raise _bad("day", "a local day YYYY-MM-DD (node.timezone)") from None
 
 
+def _selective(f: Filters) -> tuple[str | None, ...]:
+    return (f.receipt, f.account, f.bill_id, f.cashier, f.day)
+
+
 def _by_entry(f: Filters) -> bool:
     """Walk the state's partial index (edge.0007) rather than a payments index: when the
-    state is the only selective filter (the channel alone is not: it is most of a node)."""
-    selective = (f.receipt, f.account, f.bill_id, f.cashier, f.day)
-    return f.state is not None and all(v is None for v in selective)
+    state is the only selective filter (the channel is not: it is most of a node)."""
+    return f.state is not None and all(v is None for v in _selective(f))
 
 
 def where(f: Filters) -> tuple[str, list[Any]]:
@@ -136,8 +139,11 @@ def where(f: Filters) -> tuple[str, list[Any]]:
         args.append(f.day)
     by_entry = _by_entry(f)
     if f.channel is not None:
-        # Unary plus: checked on each row, so the planner keeps to the state's index.
-        terms.append("+p.channel = ?" if by_entry else "p.channel = ?")
+        # The channel is most of a node's payments: its index serves it only alone. Beside
+        # any other filter, unary plus checks it row by row, so the planner keeps to that
+        # filter's range (it would rather walk a counter's whole year in seq order).
+        alone = f.state is None and all(v is None for v in _selective(f))
+        terms.append("p.channel = ?" if alone else "+p.channel = ?")
         args.append(f.channel)
     if f.state is not None:
         terms.append(payments.STATE_SQL[f.state])  # a literal from our table, never input
