@@ -37,7 +37,8 @@ GOVERNORATES = {
     "QUN": ("Quneitra", "القنيطرة"),
 }
 SECTIONS = (
-    "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits.offline",
+    "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
+    "limits.offline",
 )  # fmt: skip
 
 
@@ -85,6 +86,16 @@ class Settings:
     power_dead_time_s: float = 15.0
     power_final_replay_s: float = 20.0
     power_retry_after_s: int = 600
+    # Rate limits (DESIGN 5.7); a rate or a burst of 0 turns that limit off.
+    limits_inquiries_per_s: float = 2.0
+    limits_inquiry_burst: int = 60
+    limits_payments_per_s: float = 1.0
+    limits_payment_burst: int = 60
+    limits_per_address_per_s: float = 20.0
+    limits_per_address_burst: int = 200
+    limits_auth_failures: int = 10
+    limits_auth_block_max_s: float = 300.0
+    limits_hold_s: float = 1.0
     # Offline limits (edge/offline.py; 0 = off), sized for a 72-hour outage: edge.toml.example.
     limits_offline_max_payment: int = 1_000_000_000
     limits_offline_max_total: int = 1_500_000_000_000
@@ -176,7 +187,8 @@ def flatten(doc: Mapping[str, Any], path: Path, section: str = "") -> dict[str, 
             )
         prefix = section.replace(".", "_")
         name = ALIASES.get(f"{prefix}_{key}", f"{prefix}_{key}")
-        if name not in _FIELDS:
+        # key_of: `[limits] offline_max_count` is not limits.offline.max_count's other name.
+        if name not in _FIELDS or (name == f"{prefix}_{key}" and key_of(name) != dotted):
             raise ConfigError(f"{path}: unknown key {dotted}")
         if name in out:
             raise ConfigError(f"{path}: {dotted} and its other name both given")
@@ -257,11 +269,12 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"power.on_low {s.power_on_low!r}: one of shutdown, read_only")
     if s.power_runtime_floor_s < 0:
         raise ConfigError("power.runtime_floor_s must not be negative")
+    _validate_limits(s)
     for name in ("limits_offline_max_payment", "limits_offline_max_total",
                  "limits_offline_max_count", "limits_offline_max_age_h",
                  "limits_offline_mirror_max_age_h"):  # fmt: skip
-        if getattr(s, name) < 0:
-            raise ConfigError(f"{key_of(name)} must not be negative (0 turns the limit off)")
+        if not 0 <= getattr(s, name) < float("inf"):  # also refuses nan
+            raise ConfigError(f"{key_of(name)} must be 0 (off) or positive")
     if s.limits_offline_max_total > 2**62:
         raise ConfigError("limits.offline.max_total must be at most 2^62 piastres")
 
@@ -282,3 +295,16 @@ def _validate_http_tls(s: Settings) -> None:
         value = getattr(s, f"http_{key}")
         if value and not Path(value).is_file():
             raise ConfigError(f"http.{key} {value}: no such file")
+
+
+def _validate_limits(s: Settings) -> None:
+    for name in ("limits_inquiries_per_s", "limits_inquiry_burst", "limits_payments_per_s",
+                 "limits_payment_burst", "limits_per_address_per_s", "limits_per_address_burst",
+                 "limits_auth_failures"):  # fmt: skip
+        value = getattr(s, name)
+        if not 0 <= value < float("inf"):  # also refuses nan
+            raise ConfigError(f"{name.replace('_', '.', 1)} must be 0 (off) or positive")
+    if s.limits_auth_failures and not 1 <= s.limits_auth_block_max_s < float("inf"):
+        raise ConfigError("limits.auth_block_max_s must be at least 1 (second)")
+    if not 0 <= s.limits_hold_s <= 10:
+        raise ConfigError("limits.hold_s must be between 0 (answer at once) and 10 seconds")

@@ -1,7 +1,7 @@
 """Offline limits: how much money the node may hold that the centre has not confirmed yet.
 
 "Offline" means undelivered, whatever the link's state: an online node delivers each payment
-within seconds, so the limits bite only while the link is down (DESIGN 5.7). The payment
+within seconds, so the limits bite only while the link is down (DESIGN 5.8). The payment
 write job reads the usage once per group commit and counts each payment it accepts.
 """
 

@@ -21,7 +21,16 @@ from edge import config, mirror, serving, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
 
-__all__ = ["RunningNode", "make_bill", "running", "start_node"]
+__all__ = ["NO_LIMITS", "RunningNode", "make_bill", "running", "start_node"]
+
+# Rate limits off (DESIGN 5.7). start_node uses it unless a test gives limits of its own: most
+# tests drive many requests from one address and one token on purpose (fuzzing, crowds of
+# cashiers). The `running` fixture keeps the shipped defaults, so ordinary traffic meets them.
+NO_LIMITS = {
+    "limits_inquiries_per_s": 0, "limits_payments_per_s": 0, "limits_per_address_per_s": 0,
+    "limits_auth_failures": 0,
+}  # fmt: skip
+DEFAULT_LIMITS = {name: getattr(config.Settings(), name) for name in NO_LIMITS}
 
 
 @dataclass
@@ -54,6 +63,7 @@ async def start_node(
     *,
     clock: Callable[[], float] = time.time,
     client_ssl: ssl.SSLContext | bool = True,
+    monotonic: Callable[[], float] = time.monotonic,
     **overrides: Any,
 ) -> tuple[web.AppRunner, RunningNode]:
     """With `http_cert_file` in `overrides`, served over https with the context `edge serve`
@@ -69,9 +79,9 @@ async def start_node(
     settings = config.Settings(
         node_id="dam-1", node_data_dir=tmp_path / "data", auth_tokens_file=tokens_file,
         http_host="127.0.0.1", http_port=0, ups_source="none", storage_min_free_mb=0, centre_url="",
-    ).replace(**overrides)  # fmt: skip
+    ).replace(**(NO_LIMITS | overrides))  # fmt: skip
     server_ssl = serving.server_context(settings)
-    app = create_app(settings, clock=clock)
+    app = create_app(settings, clock=clock, monotonic=monotonic)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
@@ -92,7 +102,7 @@ async def running(tmp_path: Path) -> AsyncIterator[RunningNode]:
     bills = [make_bill("0100234567", amount=150_000),
              make_bill("0100234567", "2026-03", amount=150_000, paid=150_000),
              make_bill("0100999999", amount=80_000, paid=30_000)]  # fmt: skip
-    runner, rn = await start_node(tmp_path, bills)
+    runner, rn = await start_node(tmp_path, bills, **DEFAULT_LIMITS)
     try:
         yield rn
     finally:

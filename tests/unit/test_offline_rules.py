@@ -54,8 +54,11 @@ def test_the_same_table_written_as_a_dotted_parent_also_loads(tmp_path: Path) ->
         ("[limits.offline]\nmax_total = 1.5\n", "limits.offline.max_total"),
         ('[limits.offline]\nmax_age_h = "a day"\n', "limits.offline.max_age_h"),
         ("[limits.online]\nmax_count = 1\n", "[limits.online]"),
-        ("[limits]\nmax_count = 1\n", "[limits]"),
+        ("[limits]\nmax_count = 1\n", "limits.max_count"),
         ("[limits.offline.deeper]\nx = 1\n", "[limits.offline.deeper]"),
+        ("[limits]\noffline_max_count = 1\n", "limits.offline_max_count"),
+        ("[limits.offline]\nmax_age_h = nan\n", "limits.offline.max_age_h"),
+        ("[limits.offline]\nmax_age_h = inf\n", "limits.offline.max_age_h"),
     ],
 )
 def test_bad_offline_limits_name_the_key(tmp_path: Path, text: str, named: str) -> None:
