@@ -29,6 +29,7 @@ from edge.web import (
     power,
     problems,
     receipt,
+    search,
     status,
 )
 from edge.web.http import MAX_BODY
@@ -124,6 +125,6 @@ def create_app(
         [tasks_ctx, database_ctx, tokens_ctx, replication_ctx, power_ctx, limits.limits_ctx]
     )
     app.on_shutdown.append(stop_taking_money)
-    for module in (cashier, receipt, status, admin, power, dashboard, metrics):
+    for module in (cashier, receipt, search, status, admin, power, dashboard, metrics):
         app.add_routes(module.routes)
     return app
