@@ -22,6 +22,7 @@ from edge.web import (
     admin,
     cashier,
     connections,
+    corrections,
     dashboard,
     headers,
     limits,
@@ -125,6 +126,6 @@ def create_app(
         [tasks_ctx, database_ctx, tokens_ctx, replication_ctx, power_ctx, limits.limits_ctx]
     )
     app.on_shutdown.append(stop_taking_money)
-    for module in (cashier, receipt, search, status, admin, power, dashboard, metrics):
+    for module in (cashier, receipt, search, corrections, status, admin, power, dashboard, metrics):
         app.add_routes(module.routes)
     return app

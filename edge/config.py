@@ -38,7 +38,7 @@ GOVERNORATES = {
 }
 SECTIONS = (
     "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
-    "limits.offline",
+    "limits.offline", "payments",
 )  # fmt: skip
 
 
@@ -106,6 +106,9 @@ class Settings:
     limits_offline_max_count: int = 150_000
     limits_offline_max_age_h: float = 96.0
     limits_offline_mirror_max_age_h: float = 96.0
+    payments_void_window_h: float = (
+        24.0  # a supervisor may void a payment this long after it is taken
+    )
 
     @property
     def tz(self) -> ZoneInfo:
@@ -277,6 +280,8 @@ def validate(s: Settings) -> None:
     if s.power_runtime_floor_s < 0:
         raise ConfigError("power.runtime_floor_s must not be negative")
     _validate_limits(s)
+    if not 0 < s.payments_void_window_h <= 24 * 365:  # also refuses nan
+        raise ConfigError("payments.void_window_h must be positive (hours), at most a year")
     for name in ("limits_offline_max_payment", "limits_offline_max_total",
                  "limits_offline_max_count", "limits_offline_max_age_h",
                  "limits_offline_mirror_max_age_h"):  # fmt: skip
