@@ -184,6 +184,8 @@ def _retarget(
     bill = mirror.dues_by_id(conn, [c.bill_id]).get(c.bill_id)
     if bill is None:
         raise errors.UnknownBill(f"bill {c.bill_id} is not in this node's mirror")
+    if bill.due == 0:
+        raise errors.BillAlreadyPaid(f"bill {bill.bill_id} has nothing left to pay")
     if taken.amount > bill.due:
         raise errors.AmountExceedsDue(
             f"the {taken.amount} piastres are more than the {bill.due} due on {bill.bill_id}"
