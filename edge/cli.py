@@ -13,6 +13,7 @@ from edge import __version__, config, serving
 from edge.errors import ConfigError, DatabaseError
 from edge.ops import backup, demo, doctor, notify, tokencli
 from edge.ops import payments as payments_cli
+from edge.ops import rejected as rejected_cli
 from sync.centre import cli as centre_cli
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.register(sub)
     backup.register(sub)
     payments_cli.register(sub)
+    rejected_cli.register(sub)
     return parser
 
 
