@@ -13,7 +13,8 @@ from test_api import BILL, pay, payment
 # What GET /v1/payments/{id} shows: no name, no address, nothing of the subscriber's.
 PAYMENT_KEYS = {
     "payment_id", "receipt", "bill_id", "account", "amount", "currency", "method", "cashier",
-    "channel", "accepted_at", "seq", "state", "verdict", "attempts", "last_error",
+    "channel", "accepted_at", "seq", "state", "verdict", "attempts", "last_error", "void",
+    "resolution",
 }  # fmt: skip
 
 
