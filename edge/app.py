@@ -1,7 +1,7 @@
 """`create_app(settings)`: the node's aiohttp application, built without I/O.
 
 This is the composition root: the node's parts are made here, once. Resources open in
-`cleanup_ctx` in dependency order (database, tokens, replication, power monitor) and
+`cleanup_ctx` in dependency order (database, audit, tokens, replication, power monitor) and
 close in reverse, so the database is the last thing to close.
 """
 
@@ -18,7 +18,7 @@ from edge.config import Settings
 from edge.node import NODE, Node
 from edge.power.monitor import POWER_MONITOR, PowerMonitor
 from edge.power.sources import make_source
-from edge.web import admin, cashier, dashboard, metrics, power, problems, status
+from edge.web import admin, audit, cashier, dashboard, metrics, power, problems, status
 from edge.web.http import MAX_BODY
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,16 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await node.db.close()
         log.info("database closed")
+
+
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Right after the database: the trail's last flush runs before the database closes."""
+    audit = app[NODE].audit
+    await audit.start()
+    try:
+        yield
+    finally:
+        await audit.close()
 
 
 async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -98,8 +108,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[metrics.METRICS] = made
     if settings.ups_source != "none":
         app[POWER_MONITOR] = PowerMonitor(node, make_source(settings))
-    app.cleanup_ctx.extend([tasks_ctx, database_ctx, tokens_ctx, replication_ctx, power_ctx])
+    app.cleanup_ctx.extend(
+        [tasks_ctx, database_ctx, audit_ctx, tokens_ctx, replication_ctx, power_ctx]
+    )
     app.on_shutdown.append(stop_taking_money)
-    for module in (cashier, status, admin, power, dashboard, metrics):
+    for module in (cashier, status, admin, audit, power, dashboard, metrics):
         app.add_routes(module.routes)
     return app

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from edge import __version__, config, tokens
 from edge.errors import ConfigError, DatabaseError
-from edge.ops import backup, demo, doctor, notify
+from edge.ops import audit, backup, demo, doctor, notify
 from sync.centre import cli as centre_cli
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     doctor.register(sub)
     backup.register(sub)
+    audit.register(sub)
     return parser
 
 

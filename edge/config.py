@@ -34,7 +34,7 @@ GOVERNORATES = {
     "SWE": ("As-Suwayda", "السويداء"),
     "QUN": ("Quneitra", "القنيطرة"),
 }
-SECTIONS = ("node", "http", "auth", "centre", "mirror", "storage", "ups", "power")
+SECTIONS = ("node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "audit")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,8 @@ class Settings:
     power_dead_time_s: float = 15.0
     power_final_replay_s: float = 20.0
     power_retry_after_s: int = 600
+    audit_enabled: bool = True
+    audit_keep_days: int = 400  # a year of disputes plus a billing cycle; 0 keeps for ever
 
     @property
     def tz(self) -> ZoneInfo:
@@ -141,10 +143,20 @@ def _flatten(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
     return out
 
 
+# TOML gives true/false; an EDGE_* variable gives text.
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
     key = name.replace("_", ".", 1)
     try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in _BOOLS:
+                return _BOOLS[value.lower()]
+            raise ValueError
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
@@ -209,3 +221,5 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"power.on_low {s.power_on_low!r}: one of shutdown, read_only")
     if s.power_runtime_floor_s < 0:
         raise ConfigError("power.runtime_floor_s must not be negative")
+    if not 0 <= s.audit_keep_days <= 36500:
+        raise ConfigError("audit.keep_days must be between 0 (keep for ever) and 36500")

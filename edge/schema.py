@@ -1,4 +1,4 @@
-"""The node's own tables (mirror, payments, receipts), applied after the outbox's migrations."""
+"""The node's own tables (mirror, payments, receipts, audit), applied after the outbox's migrations."""
 
 from __future__ import annotations
 
@@ -123,6 +123,27 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         -- The overlay looks up local payments by account first (one probe per inquiry).
         DROP INDEX payments_bill;
         CREATE INDEX payments_account ON payments (account, bill_id);
+        """,
+    ),
+    Migration(
+        "edge.0006_audit_log",
+        """
+        -- Who read which subscriber, and every admin action (DESIGN 5.7). seq orders the
+        -- trail (AUTOINCREMENT: never reused, even once pruning has emptied the table);
+        -- at is wall time, recorded for people and for pruning, never for order.
+        CREATE TABLE audit_log (
+            seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+            at      REAL NOT NULL,
+            token   TEXT NOT NULL,
+            address TEXT NOT NULL,
+            action  TEXT NOT NULL,
+            object  TEXT,
+            account TEXT,
+            status  INTEGER NOT NULL
+        );
+        CREATE INDEX audit_log_at ON audit_log (at);
+        -- "Who read account A" is the question an audit asks most.
+        CREATE INDEX audit_log_account ON audit_log (account, seq) WHERE account IS NOT NULL;
         """,
     ),
 )

@@ -21,7 +21,7 @@ from edge.errors import ConfigError
 from sync.timefmt import iso
 
 log = logging.getLogger(__name__)
-SCOPES = ("inquire", "pay", "admin")
+SCOPES = ("inquire", "pay", "admin", "audit")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _RECHECK_S = 2.0

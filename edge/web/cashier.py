@@ -16,6 +16,7 @@ from aiohttp import web
 import outbox
 from edge import errors, mirror, payments
 from edge.node import NODE, Node
+from edge.web import audit
 from edge.web.http import MAX_BODY, client_of, json_response
 from outbox import crashpoints
 from outbox.ids import ENTRY_ID
@@ -53,6 +54,7 @@ def bill_json(view: mirror.BillView) -> dict[str, Any]:
 
 
 @routes.get("/v1/accounts/{account}/bills")
+@audit.audited(audit.ACCOUNT_READ)
 async def account_bills(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client_of(request, "inquire")
@@ -75,6 +77,7 @@ async def account_bills(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/bills/{bill_id}")
+@audit.audited(audit.BILL_READ)
 async def one_bill(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client_of(request, "inquire")
@@ -209,6 +212,7 @@ def stored_reply(
 
 
 @routes.get("/v1/payments/{payment_id}")
+@audit.audited(audit.PAYMENT_READ)
 async def get_payment(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client_of(request, "inquire")
@@ -218,4 +222,5 @@ async def get_payment(request: web.Request) -> web.Response:
     found = node.db.read(lambda c: payments.find(c, payment_id))
     if found is None:
         raise errors.UnknownPayment(f"payment {payment_id} is not known to this node")
+    request[audit.ACCOUNT] = found["account"]
     return json_response(found)

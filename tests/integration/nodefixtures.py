@@ -59,6 +59,7 @@ async def start_node(
         "cashier": tokens.add_token(tokens_file, "counter-1", ["inquire", "pay"]),
         "viewer": tokens.add_token(tokens_file, "kiosk-1", ["inquire"]),
         "admin": tokens.add_token(tokens_file, "ops", ["admin"]),
+        "auditor": tokens.add_token(tokens_file, "auditor-1", ["audit"]),
     }
     settings = config.Settings(
         node_id="dam-1", node_data_dir=tmp_path / "data", auth_tokens_file=tokens_file,
