@@ -36,6 +36,7 @@ PRUNE_EVERY_S = 3600.0
 PRUNE_CHUNK = 2000  # rows per delete transaction: the writer is never held for long
 PRUNE_CHUNKS_PER_STEP = 50
 DROPS_LOGGED_EVERY_S = 60.0
+MAX_SEQ = 2**63 - 1
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
 # (at, token, address, action, object, account, status): what a request appends.
@@ -91,9 +92,29 @@ class Entry(NamedTuple):
         return self._asdict() | {"at": iso(self.at)}
 
 
+def seq_window(conn: sqlite3.Connection, q: Query) -> tuple[int, int] | None:
+    """(first, last) seq that can match `q`'s time window (None: none can), from the `at`
+    index: the scan then reads only that range, whatever the clock did in between."""
+    first, last = q.after + 1, MAX_SEQ
+    if q.since != -math.inf:
+        row = conn.execute("SELECT min(seq) FROM audit_log WHERE at >= ?", (q.since,)).fetchone()
+        if row[0] is None:
+            return None
+        first = max(first, row[0])
+    if q.until != math.inf:
+        row = conn.execute("SELECT max(seq) FROM audit_log WHERE at < ?", (q.until,)).fetchone()
+        if row[0] is None:
+            return None
+        last = row[0]
+    return (first, last) if first <= last else None
+
+
 def select(conn: sqlite3.Connection, q: Query) -> Iterator[Entry]:
     """The rows matching `q`, in `seq` order."""
-    where, args = ["seq > ?"], list[object]([q.after])
+    window = seq_window(conn, q)
+    if window is None:
+        return
+    where, args = ["seq BETWEEN ? AND ?"], list[object](window)
     if q.since != -math.inf:
         where.append("at >= ?")
         args.append(q.since)

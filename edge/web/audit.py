@@ -25,7 +25,6 @@ KEPT = frozenset({200, 202, 403, 404, 409})
 # Set by a handler that learns which subscriber an object belongs to (a payment's account).
 ACCOUNT = web.RequestKey("audit_account", str)
 LIMIT, MAX_LIMIT = 100, 1000
-MAX_SEQ = 2**63 - 1
 
 routes = web.RouteTableDef()
 
@@ -105,7 +104,7 @@ def _query(request: web.Request) -> audit.Query:
     limit, after = q.get("limit", str(LIMIT)), q.get("after", "0")
     if not re.fullmatch(r"[0-9]{1,4}", limit) or not 1 <= int(limit) <= MAX_LIMIT:
         raise errors.InvalidQuery(f"limit is 1-{MAX_LIMIT}")
-    if not re.fullmatch(r"[0-9]{1,19}", after) or int(after) > MAX_SEQ:
+    if not re.fullmatch(r"[0-9]{1,19}", after) or int(after) > audit.MAX_SEQ:
         raise errors.InvalidQuery("after is a sequence number (0 or more)")
     return audit.Query(since, until, token, account, int(after), int(limit))
 

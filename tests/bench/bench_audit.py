@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_api  # noqa: E402 - the harness lives there
+import bench_api  # the harness lives there (after the path it is found on)
 
 SELF = Path(__file__).resolve()
 STATS_ROUTE = "/_bench/audit"  # added by the runner, not part of the node's API

@@ -86,6 +86,8 @@ def test_the_query_filters_and_pages_in_seq_order(
     assert seqs(account="1") == [1, 2]
     assert seqs(since=T0) == [1, 2, 4]
     assert seqs(since=T0, until=T0 + 9) == [1, 2]
+    assert seqs(until=T0) == [3]  # the window's seq range spans the clock's jump
+    assert seqs(since=T0 + 10) == [] and seqs(until=T0 - 5) == []
     assert seqs(after=1, limit=2) == [2, 3]
     assert seqs(token="a", account="2", since=-math.inf) == [3]
     entry = next(audit.select(conn, audit.Query(limit=1)))
