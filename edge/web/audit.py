@@ -35,22 +35,26 @@ class Audited:
     param: str | None = None  # the path parameter that names the object
     pattern: re.Pattern[str] | None = None  # what a well-formed object looks like
     account_of: Callable[[str], str] | None = None
+    told: bool = False  # the handler may set ACCOUNT on the request
     urgent: bool = False  # admin actions: flushed at once, not on the next tick
 
     def note(self, request: web.Request, status: int) -> None:
-        client = request.get(CLIENT)
-        if client is None or status not in KEPT:
+        # Runs on every audited answer: plain lookups only (a Mapping's .get() on a request
+        # that lacks the key costs a raised KeyError).
+        if status not in KEPT or CLIENT not in request:
             return
-        obj = None
+        obj = account = None
         if self.param is not None:
             obj = request.match_info[self.param]
-            if self.pattern is not None and not self.pattern.match(obj):
+            # A 200 or 404 passed the handler's own check; a 403 came before it.
+            if status == 403 and self.pattern is not None and not self.pattern.match(obj):
                 return
-        account = request.get(ACCOUNT)
-        if account is None and obj is not None and self.account_of is not None:
-            account = self.account_of(obj)
+            if self.account_of is not None:
+                account = self.account_of(obj)
+        if self.told and ACCOUNT in request:
+            account = request[ACCOUNT]
         request.app[NODE].audit.record(
-            client.name, request.remote or "", self.action, obj, account, status,
+            request[CLIENT].name, request.remote or "", self.action, obj, account, status,
             urgent=self.urgent,
         )  # fmt: skip
 
@@ -80,7 +84,7 @@ def account_of_bill(bill_id: str) -> str:
 
 ACCOUNT_READ = Audited(audit.ACCOUNT_READ, "account", mirror.ACCOUNT, str)
 BILL_READ = Audited(audit.BILL_READ, "bill_id", mirror.BILL_ID, account_of_bill)
-PAYMENT_READ = Audited(audit.PAYMENT_READ, "payment_id", ENTRY_ID)  # account: set by the handler
+PAYMENT_READ = Audited(audit.PAYMENT_READ, "payment_id", ENTRY_ID, told=True)
 ADMIN_REPLAY = Audited(audit.ADMIN_REPLAY, urgent=True)
 ADMIN_REJECTED = Audited(audit.ADMIN_REJECTED, urgent=True)
 
@@ -110,7 +114,7 @@ def _query(request: web.Request) -> audit.Query:
 
 
 @routes.get("/v1/audit")
-@audited(Audited(audit.AUDIT_READ, urgent=True))
+@audited(Audited(audit.AUDIT_READ, told=True, urgent=True))
 async def read_audit(request: web.Request) -> web.Response:
     client = client_of(request, "audit")
     # Not even admin: the trail records admin actions, so reading it is a duty of its own.
