@@ -9,8 +9,9 @@ It reuses bench_api.py's harness: the same seeded mirror, tokens file, load gene
 CPU 1). Each round starts the node twice on the same data dir, once with the audit off and
 once on (the order alternates between rounds, so drift on a shared machine falls on both),
 warms it up, and measures `GET /v1/accounts/{account}/bills` on random accounts. Reported per
-mode: the median inquiry rate and the node's CPU time per inquiry; the target is
-rate(on) >= 0.85 x rate(off). With the audit on it also checks, through a bench-only route,
+mode: the median inquiry rate and the node's CPU time per inquiry (split into the event loop's
+thread and the others, where the writer flushes the trail); each round's back-to-back ratio;
+the target is rate(on) >= 0.85 x rate(off). With the audit on it also checks, through a bench-only route,
 that every answered inquiry left a row (written + buffered + dropped), and that none dropped.
 
 The same file is the node's runner (`_node DATA TOKENS on|off`).
@@ -67,6 +68,13 @@ def audit_stats(port: int) -> dict[str, int]:
         return dict(json.loads(resp.read()))
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of each thread of `pid` (the event loop's thread has id `pid`)."""
+    import psutil
+
+    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+
+
 def measure(h: bench_api.Harness, mode: str, secs: float) -> dict[str, Any]:
     """Start the node with the audit `mode`, warm up, measure one inquiry phase, stop it."""
     seed = h.seeded
@@ -78,10 +86,13 @@ def measure(h: bench_api.Harness, mode: str, secs: float) -> dict[str, Any]:
     h.wait_http(f"http://127.0.0.1:{node.port}/readyz", 300)
     url, path = f"http://127.0.0.1:{node.port}", "/v1/accounts/{account}/bills"
     h.inquiry_load(url, path, "inquiry", min(2.0, secs / 2), time.time())()
-    before = audit_stats(node.port)
+    before, threads0 = audit_stats(node.port), thread_cpu(node.pid)
     res, srv, load, other, _, wall = h.phase(
         node, h.inquiry_load(url, path, "inquiry", secs, time.time())
     )
+    threads1 = thread_cpu(node.pid)
+    main = threads1.pop(node.pid, 0.0) - threads0.pop(node.pid, 0.0)
+    rest = sum(threads1.values()) - sum(threads0.values())
     time.sleep(1.0)  # one flush interval and more: the phase's rows are written by now
     after = audit_stats(node.port)
     h.stop_all()
@@ -90,6 +101,8 @@ def measure(h: bench_api.Harness, mode: str, secs: float) -> dict[str, Any]:
     return {
         "mode": mode, "rps": res["rps"], "requests": res["requests"], "non2xx": res["non2xx"],
         "p99_ms": res["p99_ms"], "cpu_us_per_req": srv * wall / max(1, res["requests"]) * 1e6,
+        "main_us_per_req": main / max(1, res["requests"]) * 1e6,
+        "threads_us_per_req": rest / max(1, res["requests"]) * 1e6,
         "srv_cpu": srv, "load_cpu": load, "other_cpu": other, "rows": rows,
         "dropped": after["dropped"] - before["dropped"],
     }  # fmt: skip
@@ -130,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(measure(h, mode, args.seconds))
                 m = runs[-1]
                 print(f"round {r + 1} audit {mode:>3}: {m['rps']:7.0f} req/s,"
-                      f" {m['cpu_us_per_req']:5.0f} us CPU/req, p99 {m['p99_ms']:.2f} ms,"
-                      f" others {m['other_cpu']:.0%}, rows {m['rows']}", flush=True)  # fmt: skip
+                      f" {m['cpu_us_per_req']:5.0f} us CPU/req (loop thread"
+                      f" {m['main_us_per_req']:.0f}, other threads {m['threads_us_per_req']:.1f}),"
+                      f" p99 {m['p99_ms']:.2f} ms, others {m['other_cpu']:.0%}, rows {m['rows']}",
+                      flush=True)  # fmt: skip
         return report(args, runs)
     except (bench_api.Aborted, KeyboardInterrupt) as exc:
         print(f"aborted: {exc or 'interrupted'}", file=sys.stderr)
@@ -147,6 +162,11 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
 
     off, on = med("off", "rps"), med("on", "rps")
     ratio = on / off
+    # Each round's on/off pair ran back to back: their ratio is less exposed to drift.
+    pairs = [b["rps"] / a["rps"] if a["mode"] == "off" else a["rps"] / b["rps"]
+             for a, b in zip(runs[::2], runs[1::2], strict=True)]  # fmt: skip
+    threads_off, threads_on = med("off", "threads_us_per_req"), med("on", "threads_us_per_req")
+    main_off, main_on = med("off", "main_us_per_req"), med("on", "main_us_per_req")
     cpu_off, cpu_on = med("off", "cpu_us_per_req"), med("on", "cpu_us_per_req")
     lost = [m for m in runs if m["mode"] == "on" and m["rows"] < m["requests"] - m["non2xx"]]
     dropped = sum(m["dropped"] for m in runs)
@@ -158,6 +178,10 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
         f"inquiries, audit on : {on:7.0f} req/s (median), {cpu_on:5.0f} us node CPU per inquiry\n"
         f"{'PASS' if ratio >= TARGET else 'FAIL'}  rate on / off = {ratio:.3f} (target >= {TARGET})"
         f"; CPU per inquiry on / off = {cpu_on / cpu_off:.3f}\n"
+        f"      per round (on / off, back to back): {', '.join(f'{p:.2f}' for p in pairs)}"
+        f"; median {statistics.median(pairs):.3f}\n"
+        f"      loop thread {main_off:.1f} -> {main_on:.1f} us per inquiry; other threads"
+        f" (the writer: audit flushes) {threads_off:.1f} -> {threads_on:.1f} us per inquiry\n"
         f"{'PASS' if not lost else 'FAIL'}  every answered inquiry left an audit row"
         f"; {dropped} rows dropped"
     )
