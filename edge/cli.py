@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = token.add_parser("add", help="create a client token (printed once)")
     add.add_argument("--config", type=Path, required=True)
     add.add_argument("--name", required=True, help="the client, e.g. counter-3")
-    add.add_argument("--scope", default="inquire,pay", help="comma list of inquire,pay,admin")
+    add.add_argument("--scope", default="inquire,pay", help="comma list of inquire,pay,admin,audit")
     add.set_defaults(func=cmd_token_add)
 
     status = sub.add_parser("status", help="print the running node's /v1/status")
