@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from edge.db import Database
 from edge.tasks import Supervisor
+from outbox import RetryPolicy
 from sync.loop import Loop
 from sync.timefmt import iso, parse_iso
 
@@ -280,7 +281,8 @@ class AuditLoop(Loop[int]):
     """Flush every FLUSH_EVERY_S (sooner when the buffer fills or an admin acts), prune hourly."""
 
     def __init__(self, trail: Trail) -> None:
-        super().__init__("audit", logger=log)
+        # A failed flush is retried within seconds: the buffer holds only ~15 s of reads.
+        super().__init__("audit", policy=RetryPolicy(base_s=0.5, cap_s=5.0), logger=log)
         self.trail = trail
 
     async def step(self) -> int:

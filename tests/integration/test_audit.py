@@ -180,6 +180,24 @@ async def test_a_stuck_writer_bounds_the_buffer_and_counts_drops(
     assert len(entries(running)) == trail.written
 
 
+async def test_a_failed_flush_keeps_its_rows_and_the_loop_retries(
+    running: RunningNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    db, trail = running.node.db, running.node.audit
+    await db.write(lambda c: c.execute("ALTER TABLE audit_log RENAME TO audit_away"))
+    with caplog.at_level(logging.WARNING, logger="edge.audit"):
+        for _ in range(5):
+            assert (await get(running, "/v1/accounts/0100234567/bills"))[0] == 200
+        await eventually(lambda: trail.loop is not None and trail.loop.failures > 0)
+    assert any("audit failed" in r.getMessage() for r in caplog.records)
+    # Kept in memory between attempts (a retry in flight takes them out for its moment).
+    await eventually(lambda: len(trail.rows) == 5)
+    assert trail.written == 0 and trail.dropped == 0
+    await db.write(lambda c: c.execute("ALTER TABLE audit_away RENAME TO audit_log"))
+    found = await rows_reach(running, 5)
+    assert [e.action for e in found] == ["account.read"] * 5 and trail.dropped == 0
+
+
 async def test_pruning_removes_rows_older_than_keep_days(tmp_path: Path) -> None:
     now = [1_780_000_000.0]
     runner, rn = await start_node(tmp_path, [make_bill()], clock=lambda: now[0], audit_keep_days=30)
