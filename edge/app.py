@@ -18,7 +18,18 @@ from edge.config import Settings
 from edge.node import NODE, Node
 from edge.power.monitor import POWER_MONITOR, PowerMonitor
 from edge.power.sources import make_source
-from edge.web import admin, audit, cashier, dashboard, metrics, power, problems, status
+from edge.web import (
+    admin,
+    audit,
+    cashier,
+    dashboard,
+    limits,
+    metrics,
+    power,
+    problems,
+    receipt,
+    status,
+)
 from edge.web.http import MAX_BODY
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,7 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
 async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
     app[NODE].tokens.load()
     yield
+    await app[NODE].last_used.drain()  # before the database closes
 
 
 async def replication_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -97,21 +109,36 @@ async def stop_taking_money(app: web.Application) -> None:
         monitor.stop()  # mains returning during the stop must not reopen payments
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The node's app; `clock` is wall time, `monotonic` times the rate limits (both for tests)."""
     made = metrics.Metrics()
     node = Node.build(settings, clock=clock, on_replay_result=made.on_replay)
     made.collect(node)
     app = web.Application(
-        middlewares=[metrics.observe, problems.problems], client_max_size=MAX_BODY
+        middlewares=[metrics.observe, problems.problems, limits.limit], client_max_size=MAX_BODY
     )
     app[NODE] = node
     app[metrics.METRICS] = made
+    app[limits.LIMITER] = limits.Limiter(settings, clock=monotonic, on_limited=made.on_limited)
     if settings.ups_source != "none":
         app[POWER_MONITOR] = PowerMonitor(node, make_source(settings))
     app.cleanup_ctx.extend(
-        [tasks_ctx, database_ctx, audit_ctx, tokens_ctx, replication_ctx, power_ctx]
+        [
+            tasks_ctx,
+            database_ctx,
+            audit_ctx,
+            tokens_ctx,
+            replication_ctx,
+            power_ctx,
+            limits.limits_ctx,
+        ]
     )
     app.on_shutdown.append(stop_taking_money)
-    for module in (cashier, status, admin, audit, power, dashboard, metrics):
+    for module in (cashier, receipt, status, admin, audit, power, dashboard, metrics):
         app.add_routes(module.routes)
     return app

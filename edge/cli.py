@@ -1,4 +1,4 @@
-"""The `edge` command: serve a node, manage tokens, run the demo and the reference centre."""
+"""The `edge` command: serve a node, replay, secrets, and the other tools' `register(sub)`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge import __version__, config, tokens
+from edge import __version__, config, serving
 from edge.errors import ConfigError, DatabaseError
-from edge.ops import audit, backup, demo, doctor, notify
+from edge.ops import audit, backup, demo, doctor, notify, tokencli
 from sync.centre import cli as centre_cli
 
 log = logging.getLogger(__name__)
@@ -33,17 +33,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     if settings.centre_url:
         replication.read_secret(settings)  # a bad secret file stops the start here (exit 2)
+    ssl_context = serving.server_context(settings)  # an unloadable file: exit 2, here
     app = create_app(settings)
     notify.install(app)
+    serving.warn_if_insecure(settings)
     log.info(
-        "node %s (%s) serving on %s:%d, data in %s",
-        settings.node_id, settings.node_governorate, settings.http_host, settings.http_port,
+        "node %s (%s) serving %s on %s:%d%s, data in %s",
+        settings.node_id, settings.node_governorate, "https" if ssl_context else "http",
+        settings.http_host, settings.http_port,
+        " (client certificates required)" if settings.http_client_ca_file else "",
         settings.node_data_dir,
     )  # fmt: skip
     web.run_app(
         app,
         host=settings.http_host,
         port=settings.http_port,
+        ssl_context=ssl_context,
         shutdown_timeout=settings.http_shutdown_timeout_s,
         print=None,
         access_log=None,
@@ -52,32 +57,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token_add(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
-    scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
-    token = tokens.add_token(settings.auth_tokens_file, args.name, scopes)
-    print(f"token for {args.name} ({', '.join(scopes)}); shown once, store it now:")
-    print(token)
-    return 0
-
-
-def _node_url(settings: config.Settings, path: str) -> str:
-    host = config.probe_host(settings.http_host)
-    return f"http://{host}:{settings.http_port}{path}"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     import json
     import urllib.error
     import urllib.request
 
     settings = config.load(args.config)
+    context = serving.local_client_context(settings)
+    url = serving.local_url(settings, "/v1/status")
     try:
-        with urllib.request.urlopen(_node_url(settings, "/v1/status"), timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=10, context=context) as resp:  # noqa: S310
             doc = json.load(resp)
     except (urllib.error.URLError, OSError) as exc:
         print(
-            f"edge: the node at {_node_url(settings, '')} does not answer: {exc}", file=sys.stderr
+            f"edge: the node at {serving.local_url(settings)} does not answer: {exc}"
+            + _hint(settings),
+            file=sys.stderr,
         )
         return 1
     print(json.dumps(doc, ensure_ascii=False, indent=2))
@@ -86,22 +81,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     import json
-    import os
     import urllib.error
     import urllib.request
 
     settings = config.load(args.config)
-    token = args.token or os.environ.get("EDGE_ADMIN_TOKEN", "")
-    if not token:
-        print("edge: give an admin token with --token or EDGE_ADMIN_TOKEN", file=sys.stderr)
-        return 2
+    token = tokencli.read_token(args)
+    context = serving.local_client_context(settings)
     request = urllib.request.Request(  # noqa: S310
-        _node_url(settings, "/v1/admin/replay"),
+        serving.local_url(settings, "/v1/admin/replay"),
         method="POST",
         headers={"Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:  # noqa: S310
             doc = json.load(resp)
     except urllib.error.HTTPError as exc:
         print(
@@ -110,10 +102,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         return 1
     except (urllib.error.URLError, OSError) as exc:
-        print(f"edge: the node does not answer: {exc}", file=sys.stderr)
+        print(f"edge: the node does not answer: {exc}" + _hint(settings), file=sys.stderr)
         return 1
     print(f"replay triggered; {doc.get('pending')} entries pending")
     return 0
+
+
+def _hint(settings: config.Settings) -> str:
+    hint = serving.local_failure_hint(settings)
+    return f" ({hint})" if hint else ""
 
 
 def cmd_secret_new(args: argparse.Namespace) -> int:
@@ -150,14 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, required=True)
     serve.set_defaults(func=cmd_serve)
 
-    token = sub.add_parser("token", help="client tokens").add_subparsers(
-        dest="token_cmd", required=True
-    )
-    add = token.add_parser("add", help="create a client token (printed once)")
-    add.add_argument("--config", type=Path, required=True)
-    add.add_argument("--name", required=True, help="the client, e.g. counter-3")
-    add.add_argument("--scope", default="inquire,pay", help="comma list of inquire,pay,admin,audit")
-    add.set_defaults(func=cmd_token_add)
+    tokencli.register(sub)
 
     status = sub.add_parser("status", help="print the running node's /v1/status")
     status.add_argument("--config", type=Path, required=True)
@@ -165,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="ask the running node to replay its outbox now")
     replay.add_argument("--config", type=Path, required=True)
-    replay.add_argument("--token", help="an admin token (or set EDGE_ADMIN_TOKEN)")
+    tokencli.token_arguments(replay, f"an admin token (or {tokencli.ENV})")
     replay.set_defaults(func=cmd_replay)
 
     secret = sub.add_parser("secret", help="shared secrets with the centre").add_subparsers(

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import ConfigError
 from outbox.ids import NODE_ID
+from sync import receiptcode
 
 GOVERNORATES = {
     "DAM": ("Damascus", "دمشق"),
@@ -34,7 +35,18 @@ GOVERNORATES = {
     "SWE": ("As-Suwayda", "السويداء"),
     "QUN": ("Quneitra", "القنيطرة"),
 }
-SECTIONS = ("node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "audit")
+SECTIONS = (
+    "node",
+    "http",
+    "auth",
+    "centre",
+    "mirror",
+    "storage",
+    "ups",
+    "power",
+    "limits",
+    "audit",
+)
 
 
 @dataclass(frozen=True)
@@ -43,9 +55,13 @@ class Settings:
     node_governorate: str = "DAM"
     node_data_dir: Path = Path("/var/lib/edge")
     node_timezone: str = "Asia/Damascus"
+    node_receipt_code: str = ""  # empty: derived from node.id (see receipt_code)
     http_host: str = "0.0.0.0"  # noqa: S104 - the node serves the governorate's LAN
     http_port: int = 8080
     http_shutdown_timeout_s: float = 20.0
+    http_cert_file: str = ""  # set (with key_file): serve https; empty: plain http
+    http_key_file: str = ""
+    http_client_ca_file: str = ""  # set: refuse counters without a certificate it issued
     auth_tokens_file: Path = Path("/etc/edge/tokens.toml")
     centre_url: str = "http://127.0.0.1:9090"
     centre_secret_file: Path = Path("/etc/edge/centre.secret")
@@ -77,12 +93,27 @@ class Settings:
     power_dead_time_s: float = 15.0
     power_final_replay_s: float = 20.0
     power_retry_after_s: int = 600
+    # Rate limits (DESIGN 5.7); a rate or a burst of 0 turns that limit off.
+    limits_inquiries_per_s: float = 2.0
+    limits_inquiry_burst: int = 60
+    limits_payments_per_s: float = 1.0
+    limits_payment_burst: int = 60
+    limits_per_address_per_s: float = 20.0
+    limits_per_address_burst: int = 200
+    limits_auth_failures: int = 10
+    limits_auth_block_max_s: float = 300.0
+    limits_hold_s: float = 1.0
     audit_enabled: bool = True
     audit_keep_days: int = 400  # a year of disputes plus a billing cycle; 0 keeps for ever
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.node_timezone)
+
+    @property
+    def receipt_code(self) -> str:
+        """The node's code in its receipt numbers: set, or the node id's letters and digits."""
+        return self.node_receipt_code or receiptcode.default_code(self.node_id)
 
     @property
     def db_path(self) -> Path:
@@ -186,12 +217,17 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"node.governorate {s.node_governorate!r}: one of {', '.join(GOVERNORATES)}"
         )
+    if s.node_receipt_code and not receiptcode.RECEIPT_CODE.match(s.node_receipt_code):
+        raise ConfigError(
+            f"node.receipt_code {s.node_receipt_code!r}: 1-8 upper-case letters and digits"
+        )
     try:
         ZoneInfo(s.node_timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"node.timezone {s.node_timezone!r} is not a known time zone") from None
     if not 0 <= s.http_port <= 65535:
         raise ConfigError(f"http.port {s.http_port} is not a TCP port")
+    _validate_http_tls(s)
     if not 0 <= s.ups_port <= 65535:
         raise ConfigError(f"ups.port {s.ups_port} is not a TCP port")
     if s.centre_url and not s.centre_url.startswith(("http://", "https://")):
@@ -223,3 +259,35 @@ def validate(s: Settings) -> None:
         raise ConfigError("power.runtime_floor_s must not be negative")
     if not 0 <= s.audit_keep_days <= 36500:
         raise ConfigError("audit.keep_days must be between 0 (keep for ever) and 36500")
+    _validate_limits(s)
+
+
+def _validate_http_tls(s: Settings) -> None:
+    """Both of cert_file and key_file or neither; each file given must exist. The PEM itself
+    is loaded at start (edge.serving): `edge status` loads this file too, without the key's
+    read permission."""
+    if bool(s.http_cert_file) != bool(s.http_key_file):
+        given, missing = ("key_file", "cert_file") if s.http_key_file else ("cert_file", "key_file")
+        raise ConfigError(f"http.{given} is set without http.{missing}: give both, or neither")
+    if s.http_client_ca_file and not s.http_cert_file:
+        raise ConfigError(
+            "http.client_ca_file is set without http.cert_file and http.key_file:"
+            " client certificates are only checked over https"
+        )
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        value = getattr(s, f"http_{key}")
+        if value and not Path(value).is_file():
+            raise ConfigError(f"http.{key} {value}: no such file")
+
+
+def _validate_limits(s: Settings) -> None:
+    for name in ("limits_inquiries_per_s", "limits_inquiry_burst", "limits_payments_per_s",
+                 "limits_payment_burst", "limits_per_address_per_s", "limits_per_address_burst",
+                 "limits_auth_failures"):  # fmt: skip
+        value = getattr(s, name)
+        if not 0 <= value < float("inf"):  # also refuses nan
+            raise ConfigError(f"{name.replace('_', '.', 1)} must be 0 (off) or positive")
+    if s.limits_auth_failures and not 1 <= s.limits_auth_block_max_s < float("inf"):
+        raise ConfigError("limits.auth_block_max_s must be at least 1 (second)")
+    if not 0 <= s.limits_hold_s <= 10:
+        raise ConfigError("limits.hold_s must be between 0 (answer at once) and 10 seconds")

@@ -136,6 +136,13 @@ class Forbidden(ApiError):
     title_ar = "الرمز لا يملك الصلاحية المطلوبة"
 
 
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests; retry after the seconds in Retry-After"
+    title_ar = "طلبات كثيرة جداً؛ أعد المحاولة بعد الثواني المذكورة في Retry-After"
+
+
 # Bills and payments
 class UnknownAccount(ApiError):
     status = 404

@@ -17,6 +17,7 @@ from edge import mirror
 from edge.audit import Trail
 from edge.config import Settings
 from edge.db import Database
+from edge.lastused import LastUsed
 from edge.mirror import MirrorState
 from edge.payments import Acceptor
 from edge.power.history import History
@@ -60,12 +61,16 @@ class Node:
     shutdown_reason: str = ""
     power: PowerView = field(default_factory=PowerView)
     acceptor: Acceptor = field(init=False)
+    last_used: LastUsed = field(init=False)
     _mirror_cache: tuple[float, MirrorState] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # One instance per node: the writer groups payments by this job's identity.
-        self.acceptor = Acceptor(self.settings.node_id, self.settings.node_governorate)
+        self.acceptor = Acceptor(
+            self.settings.node_id, self.settings.node_governorate, self.settings.receipt_code
+        )
         self.power.source = self.settings.ups_source
+        self.last_used = LastUsed(self.db, self.clock)
 
     @classmethod
     def build(
@@ -86,8 +91,9 @@ class Node:
         audit = Trail(db, tasks, enabled=settings.audit_enabled,
                       keep_days=settings.audit_keep_days, clock=clock)  # fmt: skip
         return cls(
-            settings=settings, db=db, tokens=Tokens(settings.auth_tokens_file), link=link,
-            tasks=tasks, replication=replication, history=history, audit=audit, clock=clock,
+            settings=settings, db=db, tokens=Tokens(settings.auth_tokens_file, clock=clock), link=link,
+            tasks=tasks, replication=replication, history=history, audit=audit,
+            clock=clock,
         )  # fmt: skip
 
     @property

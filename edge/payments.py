@@ -18,6 +18,7 @@ import msgpack
 
 import outbox
 from edge import errors, mirror
+from sync import receiptcode
 from sync.timefmt import iso, local_day
 
 METHODS = ("cash", "card", "transfer")
@@ -81,6 +82,11 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
 
     node: str
     governorate: str
+    receipt_code: str = ""  # empty: the node id's default code (sync.receiptcode.default_code)
+
+    @property
+    def code(self) -> str:
+        return self.receipt_code or receiptcode.default_code(self.node)
 
     def __call__(
         self, conn: sqlite3.Connection, calls: list[PaymentCall]
@@ -132,7 +138,11 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
             )
         taken[bill.bill_id] = taken.get(bill.bill_id, 0) + req.amount
         counters[call.day] = counters.get(call.day, 0) + 1
-        receipt = f"{self.governorate}-{call.day}-{counters[call.day]:06d}"
+        # The node's code keeps receipts unique in the governorate; the per-day counter is the
+        # one older receipts used, so a renumbered series never meets an old number.
+        receipt = receiptcode.receipt_number(
+            self.governorate, self.code, call.day, counters[call.day]
+        )
         # Formatted, not json.dumps'd (a fifth of this job's Python time): every string here
         # is checked already (ids, receipt, method, ISO time); test_overlay holds it valid JSON.
         raw = (
@@ -198,10 +208,11 @@ def accept(
     request: PaymentRequest,
     now: float,
     tz: tzinfo,
+    receipt_code: str = "",
 ) -> Reply:
     """Check and record one payment; raises an ApiError (nothing written) when refused."""
     call = prepare(node, channel, key, request, now, tz)
-    result = Acceptor(node, governorate)(conn, [call])[0]
+    result = Acceptor(node, governorate, receipt_code)(conn, [call])[0]
     if isinstance(result, errors.ApiError):
         raise result
     return result

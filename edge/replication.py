@@ -76,6 +76,8 @@ class Replication:
         self.replayer: Replayer | None = None
         self.puller: Puller | None = None
         self._session: aiohttp.ClientSession | None = None
+        # The node's key, once started with a centre: receipts are signed under a key of it.
+        self.keyring: signing.SecretFile | None = None
 
     @property
     def enabled(self) -> bool:
@@ -119,6 +121,7 @@ class Replication:
             log.warning("centre.url is empty: this node keeps payments locally and replays nothing")
             return
         secret = read_secret(self.settings)
+        self.keyring = secret
         self._session = make_session(self.settings)
         self.replayer, self.puller = self.build(self._session, secret)
         self.tasks.start("replayer", self.replayer.run)

@@ -126,9 +126,20 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "edge.0006_audit_log",
+        "edge.0006_token_last_used",
         """
-        -- Who read which subscriber, and every admin action (DESIGN 5.7). seq orders the
+        -- When each client token was last used (edge/lastused.py); written at most once a
+        -- minute per token, read by `edge token list`. Keyed by the token's name.
+        CREATE TABLE token_last_used (
+            name TEXT PRIMARY KEY,
+            at   REAL NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+    Migration(
+        "edge.0007_audit_log",
+        """
+        -- Who read which subscriber, and every admin action (DESIGN 5.8). seq orders the
         -- trail (AUTOINCREMENT: never reused, even once pruning has emptied the table);
         -- at is wall time, recorded for people and for pruning, never for order.
         CREATE TABLE audit_log (

@@ -199,9 +199,12 @@ class Puller(Loop[int]):
     def _request(
         self, path: str, headers: dict[str, str], timeout: aiohttp.ClientTimeout | None = None
     ) -> Any:
+        # Never follow a redirect: a man in the middle could send the signed request (and the
+        # node's trust in the answer) to a server of its choosing.
+        url = self.config.url + path
         if timeout is None:
-            return self.session.get(self.config.url + path, headers=headers)
-        return self.session.get(self.config.url + path, headers=headers, timeout=timeout)
+            return self.session.get(url, headers=headers, allow_redirects=False)
+        return self.session.get(url, headers=headers, timeout=timeout, allow_redirects=False)
 
     async def _check(
         self,

@@ -190,6 +190,7 @@ class Replayer(Loop[StepResult]):
                 self.config.url + self.path,
                 data=io.BytesIO(body),
                 headers=headers,
+                allow_redirects=False,  # only the configured centre ever sees a signed request
             ) as resp:
                 raw = await resp.read()
                 status, date = resp.status, resp.headers.get("Date")

@@ -1,10 +1,12 @@
-"""TLS on the link: the node's client context (a pinned CA, an optional client certificate),
-the centre's server context, and what a failed handshake means to the loops.
+"""TLS contexts: the node's client context to the centre (a pinned CA, an optional client
+certificate), a server's context (the centre's, the node's own), the exact pin the node's
+local tools use, and what a failed handshake means to the loops.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import ssl
 import urllib.parse
 from pathlib import Path
@@ -22,6 +24,10 @@ UNTRUSTED_REASONS = frozenset({
     "TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_HANDSHAKE_FAILURE",
 })  # fmt: skip
 
+
+PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----"
+)
 
 # The peer closing an open connection (not refusing one: that is ClientConnectorError).
 CLOSED = (aiohttp.ServerDisconnectedError, ConnectionResetError, aiohttp.ClientOSError)
@@ -48,15 +54,18 @@ def insecure(url: str) -> bool:
     """True for plain http:// to a host other than this machine: anyone on the path can read
     the traffic and answer in the centre's place. Loopback (the demo, a local proxy) is fine."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "http":
-        return False
-    host = (parts.hostname or "").rstrip(".").lower()
+    return parts.scheme == "http" and not loopback(parts.hostname or "")
+
+
+def loopback(host: str) -> bool:
+    """True for a name or address of this machine only; "" and 0.0.0.0 (every address) are not."""
+    host = host.strip("[]").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
         return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def client_context(
@@ -81,8 +90,9 @@ def client_context(
 def server_context(
     cert_file: str | Path, key_file: str | Path | None, client_ca_file: str | Path | None
 ) -> ssl.SSLContext:
-    """The centre's context; with `client_ca_file`, a client without a certificate that CA
-    issued is refused in the handshake, before any HTTP is read."""
+    """A server's context (the centre's, the node's); with `client_ca_file`, a client without
+    a certificate that CA issued is refused in the handshake, before any HTTP is read."""
+    # CLIENT_AUTH loads no system CA (it starts as CERT_NONE): only client_ca_file vouches.
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_pair(context, cert_file, key_file)
@@ -94,6 +104,37 @@ def server_context(
                 f"cannot load the client CA file {client_ca_file}: {_why(exc)}"
             ) from exc
         context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def pinned_context(
+    server_cert_file: str | Path, cert_file: str | Path | None, key_file: str | Path | None
+) -> ssl.SSLContext:
+    """Trust exactly the first certificate in `server_cert_file` (a server on this machine
+    whose PEM we can read), whatever names it carries; present `cert_file` when given."""
+    try:
+        text = Path(server_cert_file).read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise TlsConfigError(
+            f"cannot read the certificate {server_cert_file}: {_why(exc)}"
+        ) from exc
+    leaf = PEM_CERTIFICATE.search(text)
+    if leaf is None:
+        raise TlsConfigError(f"no PEM certificate in {server_cert_file}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_verify_locations(cadata=leaf.group(0))
+    except ssl.SSLError as exc:
+        raise TlsConfigError(
+            f"cannot load the certificate {server_cert_file}: {_why(exc)}"
+        ) from exc
+    # The leaf itself is the trust anchor, so no CA is needed above it; its names add nothing
+    # to an exact pin (and need not include 127.0.0.1, where the local tools connect).
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.check_hostname = False
+    if cert_file:
+        _load_pair(context, cert_file, key_file)
     return context
 
 

@@ -1,4 +1,5 @@
-"""Test certificates made with the `openssl` CLI: a CA, a centre (server) and a node (client).
+"""Test certificates made with the `openssl` CLI: a CA, servers (the centre, a node's own
+port) and clients (a node to the centre, a counter to its node).
 
 The same commands as deploy/README.md's TLS section, with short lifetimes and EC keys so a
 test makes a whole set in well under a second.
@@ -47,10 +48,11 @@ class Authority:
                  "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=base)  # fmt: skip
         return ca
 
-    def issue(self, name: str, *, client: bool = False) -> Pair:
-        """A certificate for 127.0.0.1/localhost (a server) or for node `name` (a client)."""
+    def issue(self, name: str, *, client: bool = False, also_client: bool = False) -> Pair:
+        """A certificate for 127.0.0.1/localhost (a server) or for node `name` (a client);
+        `also_client`: a server's that may also be presented as a client's (clientAuth)."""
         ext = self.base / f"{name}.ext"
-        usage = "clientAuth" if client else "serverAuth"
+        usage = "clientAuth" if client else "serverAuth,clientAuth" if also_client else "serverAuth"
         san = f"DNS:{name}" if client else "IP:127.0.0.1,DNS:localhost"
         ext.write_text(
             f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"

@@ -20,6 +20,7 @@ from aiohttp import web
 from edge import config, mirror, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
+from edge.ops import tokencli
 from sync import signing
 from sync.centre import app as centre_app
 from sync.centre import seed
@@ -107,7 +108,8 @@ async def run_demo(args: argparse.Namespace, data: Path) -> int:
     centre_port = centre_runner.addresses[0][1]
 
     tokens_file = data / "tokens.toml"
-    cashier = _token(data, tokens_file, "cashier", ["inquire", "pay"], args.token)
+    given = tokencli.given_token(args, None) or None
+    cashier = _token(data, tokens_file, "cashier", ["inquire", "pay"], given)
     admin = _token(data, tokens_file, "admin", ["admin"], None)
     settings = config.Settings(
         node_id=NODE_ID, node_governorate=GOV, node_data_dir=data / "node",
@@ -171,7 +173,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument("--port", type=int, default=8080, help="the node's port (0: any free one)")
     demo.add_argument("--host", default="127.0.0.1", help="the node's address")
     demo.add_argument("--data", default="edge-demo", help="data dir (default ./edge-demo)")
-    demo.add_argument("--token", help="use this cashier token instead of a new one")
+    tokencli.token_arguments(demo, "a cashier token to use instead of a new one")
     demo.add_argument("--bills", type=int, default=10_000, help="demo accounts to seed")
     demo.add_argument("--centre-port", type=int, default=0, help="the centre's port (0: any)")
     demo.add_argument("--ups", default="none", choices=("none", "nut", "psutil"))

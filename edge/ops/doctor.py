@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import outbox
-from edge import config, mirror, tokens
+from edge import config, mirror, serving, tokens
 from edge.errors import ConfigError
 from edge.ops import backup, probes
 from edge.ops.probes import FAIL, OK, WARN, Check
@@ -90,6 +90,9 @@ def config_warnings(s: config.Settings) -> list[str]:
         out.append(
             f"centre.{', centre.'.join(tls_keys)} set but unused: centre.url is not https://"
         )
+    if serving.insecure(s):
+        out.append(f"http.host {s.http_host or '*'} serves plain http to other machines:"
+                   f" {serving.PLAIN_ADVICE}")  # fmt: skip
     return out
 
 
@@ -262,7 +265,7 @@ def _pending_age(stats: outbox.Stats) -> Check:
             FAIL,
             detail,
             "payments have waited longer than any expected outage: fix the link"
-            " (see centre below), then edge replay --config ... --token ADMIN",
+            " (see centre below), then edge replay --config ... --token-file ADMIN_TOKEN_FILE",
         )
     if (age is not None and age > OLD_PENDING_S) or stats.rejected:
         return Check(
@@ -350,6 +353,7 @@ async def run(s: config.Settings, clock: Callable[[], float] = time.time) -> lis
     """Every check, in the order an administrator would fix things."""
     checks, cursor = await local_checks(s)
     checks.append(check_tokens(s))
+    checks.append(probes.check_http_security(s))
     secret_check, secret = check_secret(s) if s.centre_url else (None, None)
     if secret_check is not None:
         checks.append(secret_check)

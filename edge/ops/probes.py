@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from edge import config, replication
+from edge import config, replication, serving
 from edge.errors import ConfigError
 from edge.power import nut
 from edge.power.policy import classify
@@ -35,13 +35,31 @@ class Check:
 
 
 async def check_node(s: config.Settings) -> Check:
-    host = config.probe_host(s.http_host)
-    url = f"http://{host}:{s.http_port}/readyz"
+    url = serving.local_url(s, "/readyz")
+    try:
+        context = serving.local_client_context(s)
+    except ConfigError as exc:
+        return Check("node", FAIL, f"cannot verify {url}: {exc}", "see http tls above")
     try:
         timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
+        connector = aiohttp.TCPConnector(ssl=context or True)
+        async with (
+            aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
+            session.get(url) as resp,
+        ):
             status = resp.status
-    except (aiohttp.ClientError, TimeoutError, OSError):
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        refused = isinstance(exc, aiohttp.ClientConnectorError)
+        # Under TLS 1.3 a refused client certificate shows as the connection closing.
+        if isinstance(exc, aiohttp.ClientSSLError) or (
+            serving.uses_tls(s) and isinstance(exc, tls.CLOSED) and not refused
+        ):
+            return Check(
+                "node",
+                FAIL,
+                f"{url}: the TLS handshake failed ({type(exc).__name__}: {exc})",
+                serving.local_failure_hint(s),
+            )
         return Check(
             "node",
             WARN,
@@ -112,6 +130,38 @@ async def check_ups(s: config.Settings) -> Check:
     if state != "mains":
         return Check("ups", WARN, detail, "the server is on battery: check the mains supply")
     return Check("ups", OK, detail)
+
+
+def check_http_security(s: config.Settings) -> Check:
+    """Plain http to other machines WARNs; https must load its files, with the key private."""
+    where = f"{s.http_host or '*'}:{s.http_port}"
+    if serving.insecure(s):
+        return Check(
+            "http tls",
+            WARN,
+            f"the node serves plain http on {where} to other machines: bearer tokens (the"
+            " admin's too), names and addresses cross the LAN unencrypted",
+            serving.PLAIN_ADVICE,
+        )
+    if not serving.uses_tls(s):
+        return Check("http tls", OK, f"plain http on {where}, this machine only")
+    try:
+        serving.server_context(s)
+    except ConfigError as exc:
+        return Check(
+            "http tls", FAIL, str(exc), "fix the file or its path; the node will not start"
+        )
+    if Path(s.http_key_file).stat().st_mode & 0o077:
+        key = s.http_key_file
+        return Check(
+            "http tls", WARN, f"the server key {key} is readable by others", f"chmod 600 {key}"
+        )
+    clients = (
+        f", client certificates from {s.http_client_ca_file} required"
+        if s.http_client_ca_file
+        else ""
+    )
+    return Check("http tls", OK, f"https on {where} with {s.http_cert_file}{clients}")
 
 
 def check_link_security(s: config.Settings) -> Check:

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import errors, mirror, payments
+from edge import access, errors, mirror, payments
 from edge.node import NODE, Node
 from edge.web import audit
 from edge.web.http import MAX_BODY, client_of, json_response
@@ -211,16 +211,26 @@ def stored_reply(
     return None if found is None else payments.Reply(found.status, found.body, replayed=True)
 
 
-@routes.get("/v1/payments/{payment_id}")
-@audit.audited(audit.PAYMENT_READ)
-async def get_payment(request: web.Request) -> web.Response:
+def readable_payment(request: web.Request) -> dict[str, Any]:
+    """The payment named in the path, as `payments.find` shows it, if this client may read it.
+
+    The one lookup and permission path of every route that shows a payment (the payment,
+    its printable receipt): a change of policy here applies to all of them.
+    """
     node = request.app[NODE]
-    client_of(request, "inquire")
+    client = client_of(request, *access.READ_PAYMENTS)
     payment_id = request.match_info["payment_id"]
     if not ENTRY_ID.match(payment_id):
         raise errors.InvalidPaymentId(f"{payment_id[:60]!r} is not a payment id")
     found = node.db.read(lambda c: payments.find(c, payment_id))
-    if found is None:
+    # Another channel's payment answers exactly like an unknown one: no oracle for ids.
+    if found is None or not access.may_read_payment(client, found["channel"]):
         raise errors.UnknownPayment(f"payment {payment_id} is not known to this node")
     request[audit.ACCOUNT] = found["account"]
-    return json_response(found)
+    return found
+
+
+@routes.get("/v1/payments/{payment_id}")
+@audit.audited(audit.PAYMENT_READ)
+async def get_payment(request: web.Request) -> web.Response:
+    return json_response(readable_payment(request))

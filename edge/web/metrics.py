@@ -31,6 +31,7 @@ import outbox
 from edge import __version__, mirror
 from edge.node import NODE, Node
 from edge.power.policy import STATES as POWER_STATES
+from edge.web import limits
 from edge.web.http import CLIENT
 from sync import tls
 from sync.replayer import StepResult
@@ -209,6 +210,12 @@ class Metrics:
                                ["result"], registry=r)  # fmt: skip
         self.entries = Counter("edge_replay_entries", "Entries settled by the centre, by verdict.",
                                ["verdict"], registry=r)  # fmt: skip
+        self.rate_limited = Counter("edge_http_rate_limited", "Requests refused with 429 by "
+                                    "limit: inquiry, payment (per token), address, auth "
+                                    "(failed-authentication backoff).", ["kind"],
+                                    registry=r)  # fmt: skip
+        for kind in limits.KINDS:
+            self.rate_limited.labels(kind)
         for result in BATCH_RESULTS:
             self.batches.labels(result)
         for verdict in VERDICTS:
@@ -233,6 +240,10 @@ class Metrics:
             self._children[key] = children
         children[0].observe(seconds)
         children[1].inc()
+
+    def on_limited(self, kind: str) -> None:
+        """The limiter's `on_limited`: one call per request it refuses."""
+        self.rate_limited.labels(kind).inc()
 
     def on_replay(self, result: StepResult) -> None:
         """The replayer's `on_result`: one call per batch sent."""

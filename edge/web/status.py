@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import __version__, errors, mirror
+from edge import __version__, errors, mirror, serving
 from edge.node import NODE, Node
 from edge.web.http import json_response
 from sync import tls
@@ -43,6 +43,11 @@ async def snapshot(node: Node) -> dict[str, Any]:
             "last_ok_at": _iso(link["last_ok_at"]),
             "last_error_at": _iso(link["last_error_at"]),
             "insecure": tls.insecure(node.settings.centre_url),
+        },
+        "http": {
+            "tls": serving.uses_tls(node.settings),
+            "client_certificates": node.settings.http_client_ca_file != "",
+            "insecure": serving.insecure(node.settings),
         },
         "outbox": {
             "pending": stats.pending,

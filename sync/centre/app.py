@@ -21,7 +21,7 @@ from aiohttp import web
 
 import outbox
 from sync import answers, bill, protocol, signing, snapshot
-from sync.centre import nonces
+from sync.centre import nonces, receipts
 from sync.centre.config import CentreSettings
 from sync.centre.ledger import record_batch
 from sync.centre.nonces import NoncesFull
@@ -167,7 +167,8 @@ async def post_outbox(request: web.Request) -> web.Response:
     batch = protocol.decode_batch(await _read_body(request, signed))
     if batch.node != node:
         raise Refused(403, "node_mismatch", f"the frame's node {batch.node} is not the signer")
-    governorate = request.app[SETTINGS].nodes[node].governorate
+    own = request.app[SETTINGS].nodes[node]
+    governorate, duplicates = own.governorate, own.duplicate_receipt_codes
     limits = request.app[SETTINGS].limits(node)
     now = time.time()
     remember = _nonce_job(request, signed)
@@ -175,7 +176,7 @@ async def post_outbox(request: web.Request) -> web.Response:
     def job(conn: Any) -> Any:
         # The nonce is recorded with the batch, in one transaction.
         remember(conn)
-        return record_batch(conn, node, governorate, batch.entries, now, limits)
+        return record_batch(conn, node, governorate, batch.entries, now, limits, duplicates)
 
     reply = await request.app[STORE].write(job)
     return web.Response(
@@ -242,6 +243,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     app[STORE] = store
     window, now = app[SETTINGS].max_skew_s, app[CLOCK]()
+    nodes = app[SETTINGS].nodes
+    await store.write(lambda c: receipts.remember_keys(c, nodes, now))
     app[NONCES].load(await store.read(lambda c: nonces.load_rows(c, now, window)), now)
     try:
         yield

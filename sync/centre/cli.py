@@ -1,4 +1,5 @@
-"""The `edge centre ...` commands (DESIGN 6.1): serve, import, ledger, seed, pay, cycle.
+"""The `edge centre ...` commands (DESIGN 6.1): serve, import, ledger, seed, pay, cycle,
+verify-receipt.
 
 `register(subparsers)` adds the group to the `edge` parser; each command is
 `args.func(args) -> int` (0 ok, 1 refused, 2 bad configuration).
@@ -22,7 +23,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from sync import bill
-from sync.centre import bills, ledger, seed
+from sync.centre import bills, ledger, receipts, seed
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
 from sync.centre.store import CentreStore
@@ -147,6 +148,27 @@ def cmd_cycle(args: argparse.Namespace) -> int:
     return _run(args, action)
 
 
+VERIFY_EXIT = {receipts.GENUINE: 0, receipts.FORGED: 1, receipts.UNKNOWN: 3}
+VERIFY_DB_ERROR = 4  # not 1: an unreadable database must never read as "forged"
+
+
+def cmd_verify_receipt(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        try:
+            check = asyncio.run(
+                _with_store(
+                    settings, lambda c: receipts.verify(c, args.text, settings.nodes), read=True
+                )
+            )
+        except SyncError as exc:
+            print(f"edge centre: {exc.detail}", file=sys.stderr)
+            return VERIFY_DB_ERROR
+        print(f"{check.outcome}: {check.detail}")
+        return VERIFY_EXIT[check.outcome]
+
+    return _run(args, action)
+
+
 def _positive(text: str) -> int:
     if not text.isascii() or not text.isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
@@ -187,3 +209,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = command("cycle", "issue a new cycle's bill for every account", cmd_cycle)
     parser.add_argument("--cycle", type=_cycle, required=True, help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed for consumption")
+    parser = command(
+        "verify-receipt",
+        "check a receipt's QR text: genuine (exit 0), forged (1) or genuine-but-unknown (3)",
+        cmd_verify_receipt,
+    )
+    parser.add_argument("text", metavar="QR_TEXT", help="the text read from the receipt's QR")

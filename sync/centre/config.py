@@ -19,6 +19,7 @@ from outbox.ids import NODE_ID
 from sync import tls
 from sync.bill import GOVERNORATE, MAX_INT
 from sync.errors import CentreConfigError, SyncError
+from sync.receiptcode import RECEIPT_CODE
 from sync.signing import key_id, read_secret
 
 GOVERNORATES = (
@@ -45,6 +46,9 @@ class NodeSettings:
     max_credit: int | None = None  # overrides [centre] max_credit for this node
     # A second live key during a rotation (`next_secret_file`); requests name theirs by id.
     next_secret: bytes | None = field(default=None, repr=False)
+    # Codes another node holds that this node printed before it was renamed: its entries with
+    # them are recorded (their payment ids tell them apart) instead of refusing its batches.
+    duplicate_receipt_codes: frozenset[str] = frozenset()
 
     @property
     def keys(self) -> dict[str, bytes]:
@@ -130,6 +134,15 @@ def _piastres(table: Mapping[str, Any], name: str, key: str, low: int) -> int | 
     return value
 
 
+def _codes(table: Mapping[str, Any], key: str) -> frozenset[str]:
+    value = table.get("duplicate_receipt_codes", [])
+    if not isinstance(value, list) or not all(
+        isinstance(code, str) and RECEIPT_CODE.match(code) for code in value
+    ):
+        raise CentreConfigError(f"{key} must be a list of receipt codes (1-8 of A-Z 0-9)")
+    return frozenset(value)
+
+
 def _tls(centre: Mapping[str, Any], base: Path) -> dict[str, Path | None]:
     paths = {
         name: _path(centre[name], f"centre.{name}", base) if name in centre else None
@@ -179,7 +192,8 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
         if not isinstance(table, dict):
             raise CentreConfigError(f"[{key}] must be a table")
         unknown = set(table) - {
-            "governorate", "secret_file", "next_secret_file", "max_payment", "max_credit"
+            "governorate", "secret_file", "next_secret_file", "max_payment", "max_credit",
+            "duplicate_receipt_codes",
         }  # fmt: skip
         if unknown:
             raise CentreConfigError(f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
@@ -195,6 +209,7 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
             governorate=gov, secret=secret, next_secret=next_secret,
             max_payment=_piastres(table, "max_payment", f"{key}.max_payment", 1),
             max_credit=_piastres(table, "max_credit", f"{key}.max_credit", 0),
+            duplicate_receipt_codes=_codes(table, f"{key}.duplicate_receipt_codes"),
         )  # fmt: skip
     return CentreSettings(
         data_dir=data_dir,

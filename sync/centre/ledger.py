@@ -18,6 +18,7 @@ import msgpack
 from outbox.chain import GENESIS, entry_hash
 from outbox.lookup import select_in
 from sync import bill, protocol
+from sync.centre import receipts
 from sync.centre.config import Limits
 from sync.centre.store import ChangeSeq
 from sync.errors import Refused
@@ -47,6 +48,7 @@ class Payment:
     bill_id: str
     account: str
     amount: int
+    receipt: str = ""
 
 
 def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Stored]:
@@ -78,7 +80,9 @@ def parse_payment(payload: bytes, entry_id: str) -> Payment | None:
         return None
     if data["payment_id"] != entry_id:
         return None
-    return Payment(bill_id=data["bill_id"], account=data["account"], amount=amount)
+    return Payment(
+        bill_id=data["bill_id"], account=data["account"], amount=amount, receipt=data["receipt"]
+    )
 
 
 def _check_chain(
@@ -132,6 +136,7 @@ def record_batch(
     entries: Sequence[protocol.WireEntry],
     now: float,
     limits: Limits = NO_LIMITS,
+    duplicate_codes: frozenset[str] = frozenset(),
 ) -> protocol.Reply:
     """Record one batch from `node` (a write job); raises Refused with nothing written."""
     known, (head_seq, head_hash) = _check_chain(conn, node, entries)
@@ -140,6 +145,15 @@ def record_batch(
     for e in fresh:
         if e.kind == "payment" and e.id not in payments:
             payments[e.id] = parse_payment(e.payload, e.id)
+    # Before anything is written: a code another node holds refuses the whole batch.
+    receipts.claim_codes(
+        conn,
+        node,
+        governorate,
+        [p.receipt for p in payments.values() if p is not None],
+        now,
+        duplicate_codes,
+    )
     bills = _bills(conn, {p.bill_id for p in payments.values() if p is not None})
 
     results: list[protocol.Verdict] = []

@@ -21,7 +21,7 @@ import msgpack
 import outbox
 from outbox import readers
 from sync import bill, protocol
-from sync.centre import nonces
+from sync.centre import nonces, receipts
 from sync.errors import SyncError
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ CENTRE_MIGRATIONS: tuple[outbox.Migration, ...] = (
         """,
     ),
     outbox.Migration("centre.nonces", nonces.MIGRATION_SQL),
+    outbox.Migration("centre.receipts", receipts.MIGRATION_SQL),
 )
 
 

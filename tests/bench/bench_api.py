@@ -95,6 +95,9 @@ def role_node(data_dir: str, tokens_file: str, switch_ms: str = "") -> None:
         node_id="dam-1", node_governorate=GOV, node_data_dir=Path(data_dir),
         auth_tokens_file=Path(tokens_file), http_host="127.0.0.1", http_port=0,
         ups_source="none", storage_min_free_mb=0, centre_url="",
+        # Limits off: this bench measures raw capacity from one address and one token.
+        limits_inquiries_per_s=0, limits_payments_per_s=0, limits_per_address_per_s=0,
+        limits_auth_failures=0,
     )  # fmt: skip
     config.validate(settings)
     app = create_app(settings)

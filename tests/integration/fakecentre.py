@@ -1,7 +1,8 @@
 """A man in the middle at the node's centre URL: forwards to the real centre (`pass`) or
 answers with well-formed frames that are unsigned, wrongly signed, replayed from another
 request, or (signed with the node's own key: a leaked key or a centre bug) feeding a bill
-of another governorate (`foreign`: the outbox then passes through)."""
+of another governorate (`foreign`: the outbox then passes through), or sending the node
+elsewhere (`redirect`: a 307 to `redirect_to`, which a node must never follow)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sync import answers, protocol
 from sync.protocol import Verdict
 from sync.snapshot import Sealer, encode_item
 
-MODES = ("pass", "unsigned", "wrong", "replay", "foreign")
+MODES = ("pass", "unsigned", "wrong", "replay", "foreign", "redirect")
 WRONG_KEY = b"w" * 64
 
 
@@ -39,6 +40,8 @@ class FakeCentre:
         self.mode = "pass"
         self.upstream = ""  # the real centre's base URL, set once it runs
         self.forged = 0  # answers made up (not forwarded)
+        self.seen = 0  # requests received, whatever the mode
+        self.redirect_to = ""  # base URL the `redirect` mode sends the node to
         self._kept: dict[str, tuple[int, bytes, dict[str, str]]] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -74,8 +77,12 @@ class FakeCentre:
             return resp.status, raw, out
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.seen += 1
         body = await request.read()
         kind = request.path.rsplit("/", 1)[-1]  # outbox, changes or snapshot
+        if self.mode == "redirect":
+            self.forged += 1
+            raise web.HTTPTemporaryRedirect(self.redirect_to + request.raw_path)
         if self.mode == "pass" or (self.mode == "foreign" and kind == "outbox"):
             status, raw, headers = await self._forward(request, body)
             return web.Response(status=status, body=raw, headers=headers)

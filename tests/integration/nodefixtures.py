@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,11 +17,20 @@ import pytest
 from aiohttp import web
 from helpers import make_bill
 
-from edge import config, mirror, tokens
+from edge import config, mirror, serving, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
 
-__all__ = ["RunningNode", "make_bill", "running", "start_node"]
+__all__ = ["NO_LIMITS", "RunningNode", "make_bill", "running", "start_node"]
+
+# Rate limits off (DESIGN 5.7). start_node uses it unless a test gives limits of its own: most
+# tests drive many requests from one address and one token on purpose (fuzzing, crowds of
+# cashiers). The `running` fixture keeps the shipped defaults, so ordinary traffic meets them.
+NO_LIMITS = {
+    "limits_inquiries_per_s": 0, "limits_payments_per_s": 0, "limits_per_address_per_s": 0,
+    "limits_auth_failures": 0,
+}  # fmt: skip
+DEFAULT_LIMITS = {name: getattr(config.Settings(), name) for name in NO_LIMITS}
 
 
 @dataclass
@@ -52,31 +62,38 @@ async def start_node(
     bills: list[dict[str, Any]],
     *,
     clock: Callable[[], float] = time.time,
+    client_ssl: ssl.SSLContext | bool = True,
+    monotonic: Callable[[], float] = time.monotonic,
     **overrides: Any,
 ) -> tuple[web.AppRunner, RunningNode]:
+    """With `http_cert_file` in `overrides`, served over https with the context `edge serve`
+    uses; `client_ssl` is the session's (e.g. one trusting the test CA)."""
     tokens_file = tmp_path / "tokens.toml"
     issued = {
         "cashier": tokens.add_token(tokens_file, "counter-1", ["inquire", "pay"]),
         "viewer": tokens.add_token(tokens_file, "kiosk-1", ["inquire"]),
         "admin": tokens.add_token(tokens_file, "ops", ["admin"]),
-        "auditor": tokens.add_token(tokens_file, "auditor-1", ["audit"]),
+        "cashier2": tokens.add_token(tokens_file, "counter-2", ["inquire", "pay"]),
+        "auditor": tokens.add_token(tokens_file, "audit-1", ["audit"]),
     }
     settings = config.Settings(
         node_id="dam-1", node_data_dir=tmp_path / "data", auth_tokens_file=tokens_file,
         http_host="127.0.0.1", http_port=0, ups_source="none", storage_min_free_mb=0, centre_url="",
-    ).replace(**overrides)  # fmt: skip
-    app = create_app(settings, clock=clock)
+    ).replace(**(NO_LIMITS | overrides))  # fmt: skip
+    server_ssl = serving.server_context(settings)
+    app = create_app(settings, clock=clock, monotonic=monotonic)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
     await site.start()
     port = runner.addresses[0][1]
     node = app[NODE]
     if bills:
         await node.db.write(lambda c: mirror.apply_changes(c, bills, 1, now=clock()))
-    session = aiohttp.ClientSession()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl))
+    scheme = "https" if server_ssl else "http"
     return runner, RunningNode(
-        f"http://127.0.0.1:{port}", node, session, issued, tmp_path / "data", app
+        f"{scheme}://127.0.0.1:{port}", node, session, issued, tmp_path / "data", app
     )
 
 
@@ -85,7 +102,7 @@ async def running(tmp_path: Path) -> AsyncIterator[RunningNode]:
     bills = [make_bill("0100234567", amount=150_000),
              make_bill("0100234567", "2026-03", amount=150_000, paid=150_000),
              make_bill("0100999999", amount=80_000, paid=30_000)]  # fmt: skip
-    runner, rn = await start_node(tmp_path, bills)
+    runner, rn = await start_node(tmp_path, bills, **DEFAULT_LIMITS)
     try:
         yield rn
     finally:

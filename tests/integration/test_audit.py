@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,17 @@ from edge.audit import Entry, Query, select
 
 BILL = "DAM-2026-05-0100234567"
 OTHER = "0100999999"
+
+
+@pytest.fixture
+async def unlimited(tmp_path: Path) -> AsyncIterator[RunningNode]:
+    """A node without rate limits: these tests send hundreds of reads from one token."""
+    runner, rn = await start_node(tmp_path, [make_bill(), make_bill(OTHER)])
+    try:
+        yield rn
+    finally:
+        await rn.session.close()
+        await runner.cleanup()
 
 
 def entries(rn: RunningNode, **query: Any) -> list[Entry]:
@@ -56,24 +68,29 @@ async def test_each_personal_data_read_leaves_exactly_one_row(running: RunningNo
     payment_id = await pay(running)
     unknown_payment = "dam-1_01M80JSB85SE3YAQZQY4MDSH4K"
     calls = [
-        ("/v1/accounts/0100234567/bills", 200),
-        (f"/v1/bills/{BILL}", 200),
-        (f"/v1/payments/{payment_id}", 200),
-        ("/v1/accounts/0100000001/bills", 404),  # a guess: kept
-        ("/v1/bills/DAM-2026-05-0100000001", 404),
-        (f"/v1/payments/{unknown_payment}", 404),
-        ("/v1/accounts/12ab/bills", 400),  # names no account: not kept
-        ("/v1/bills/nonsense", 400),
+        ("viewer", "/v1/accounts/0100234567/bills", 200),
+        ("viewer", f"/v1/bills/{BILL}", 200),
+        ("cashier", f"/v1/payments/{payment_id}", 200),  # its own channel's payment
+        ("cashier", f"/v1/payments/{payment_id}/receipt?format=text", 200),
+        ("viewer", f"/v1/payments/{payment_id}", 404),  # another channel's: as if unknown
+        ("viewer", "/v1/accounts/0100000001/bills", 404),  # a guess: kept
+        ("viewer", "/v1/bills/DAM-2026-05-0100000001", 404),
+        ("viewer", f"/v1/payments/{unknown_payment}", 404),
+        ("viewer", "/v1/accounts/12ab/bills", 400),  # names no account: not kept
+        ("viewer", "/v1/bills/nonsense", 400),
     ]
-    for path, status in calls:
-        assert (await get(running, path))[0] == status, path
+    for who, path, status in calls:
+        async with running.session.get(running.url + path, headers=running.headers(who)) as resp:
+            assert resp.status == status, path
     assert (await get(running, "/v1/accounts/0100234567/bills", who=None))[0] == 401  # no one
-    found = await rows_reach(running, 6)
+    found = await rows_reach(running, 8)
     await running.node.audit.flush()  # anything still buffered would show below
     assert [brief(e) for e in entries(running)] == [
         ("kiosk-1", "127.0.0.1", "account.read", "0100234567", "0100234567", 200),
         ("kiosk-1", "127.0.0.1", "bill.read", BILL, "0100234567", 200),
-        ("kiosk-1", "127.0.0.1", "payment.read", payment_id, "0100234567", 200),
+        ("counter-1", "127.0.0.1", "payment.read", payment_id, "0100234567", 200),
+        ("counter-1", "127.0.0.1", "receipt.read", payment_id, "0100234567", 200),
+        ("kiosk-1", "127.0.0.1", "payment.read", payment_id, None, 404),
         ("kiosk-1", "127.0.0.1", "account.read", "0100000001", "0100000001", 404),
         ("kiosk-1", "127.0.0.1", "bill.read", "DAM-2026-05-0100000001", "0100000001", 404),
         ("kiosk-1", "127.0.0.1", "payment.read", unknown_payment, None, 404),
@@ -85,7 +102,7 @@ async def test_each_personal_data_read_leaves_exactly_one_row(running: RunningNo
 async def test_a_read_refused_for_scope_is_kept_with_the_token_name(running: RunningNode) -> None:
     assert (await get(running, "/v1/accounts/0100234567/bills", who="auditor"))[0] == 403
     (row,) = await rows_reach(running, 1)
-    assert brief(row) == ("auditor-1", "127.0.0.1", "account.read", "0100234567", "0100234567",
+    assert brief(row) == ("audit-1", "127.0.0.1", "account.read", "0100234567", "0100234567",
                           403)  # fmt: skip
 
 
@@ -119,8 +136,9 @@ async def test_admin_actions_are_flushed_at_once(tmp_path: Path, monkeypatch: An
 
 
 async def test_a_flood_of_inquiries_ends_with_every_row_and_few_commits(
-    running: RunningNode,
+    unlimited: RunningNode,
 ) -> None:
+    running = unlimited
     writer = running.node.db.writer
     commits = writer.commits
     n = 2000
@@ -156,8 +174,9 @@ async def test_the_close_flushes_the_tail(tmp_path: Path, monkeypatch: Any) -> N
 
 
 async def test_a_stuck_writer_bounds_the_buffer_and_counts_drops(
-    running: RunningNode, caplog: pytest.LogCaptureFixture
+    unlimited: RunningNode, caplog: pytest.LogCaptureFixture
 ) -> None:
+    running = unlimited
     trail = running.node.audit
     trail.max_buffered = 50
     gate = threading.Event()
@@ -274,8 +293,8 @@ async def test_reading_the_audit_log_pages_by_seq_and_is_itself_audited(
     assert [(e["token"], e["object"]) for e in page["entries"]] == [("kiosk-1", "0100234567")] * 3
     assert page["entries"][0]["at"].endswith("Z")
     # Each page read above is in the trail too, naming the auditor; the filtered one its account.
-    await eventually(lambda: len(entries(running, token="auditor-1")) == pages + 1)
-    mine = entries(running, token="auditor-1")
+    await eventually(lambda: len(entries(running, token="audit-1")) == pages + 1)
+    mine = entries(running, token="audit-1")
     assert {(e.address, e.status) for e in mine} == {("127.0.0.1", 200)}
     assert [e.account for e in mine] == [None] * pages + ["0100234567"]
 

@@ -6,7 +6,7 @@ centre keeps true time, as the ministry's would. What must hold (DESIGN 3, invar
 
 - ordering uses the outbox seq, never wall time: seq strictly increases and the centre
   records entries in seq order while created_at goes backwards and forwards;
-- receipts `{GOV}-{YYYYMMDD}-{n:06d}` stay unique when the local day goes back then forward:
+- receipts `{GOV}-{NODE}-{YYYYMMDD}-{n:06d}` stay unique when the local day goes back then forward:
   n continues per day and never repeats;
 - retry timing: record_failure / next_attempt_at use the injected clock, and a clock thrown
   back a day neither makes the replayer wait a day nor loop hot: every delay it picks is
@@ -44,7 +44,7 @@ from sync.replayer import StepResult
 
 TZ = ZoneInfo("Asia/Damascus")
 DAY, HOUR = 86_400.0, 3_600.0
-RECEIPT = re.compile(r"^DAM-(\d{8})-(\d{6})$")
+RECEIPT = re.compile(r"^DAM-DAM1-(\d{8})-(\d{6})$")
 # 2026-06-01 12:00 in Damascus: far enough from midnight that hour-sized jumps keep the day.
 NOON = datetime(2026, 6, 1, 12, 0, tzinfo=TZ).timestamp()
 
@@ -196,9 +196,9 @@ async def test_receipts_continue_per_day_when_the_day_goes_back_then_forward(
         await rn.session.close()
         await runner.cleanup()
     assert got == [
-        "DAM-20260601-000001", "DAM-20260601-000002", "DAM-20260602-000001",
-        "DAM-20260602-000002", "DAM-20260601-000003", "DAM-20260601-000004",
-        "DAM-20260602-000003", "DAM-20260603-000001", "DAM-20260601-000005",
+        "DAM-DAM1-20260601-000001", "DAM-DAM1-20260601-000002", "DAM-DAM1-20260602-000001",
+        "DAM-DAM1-20260602-000002", "DAM-DAM1-20260601-000003", "DAM-DAM1-20260601-000004",
+        "DAM-DAM1-20260602-000003", "DAM-DAM1-20260603-000001", "DAM-DAM1-20260601-000005",
     ]  # fmt: skip
     assert len(set(got)) == len(got)
 

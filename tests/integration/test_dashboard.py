@@ -182,6 +182,7 @@ async def test_english_switch_is_left_to_right_and_remembered(
     shown = await page_matches_status(page, running, dir="ltr", lang="en")
     assert shown["title"] == "Governorate node: operator dashboard"
     assert await page.eval("document.getElementById('insecure').hidden") is True
+    assert await page.eval("document.getElementById('plain-http').hidden") is True  # loopback
     assert await page.eval("document.getElementById('lang').textContent") == "العربية"
     await page.eval("document.getElementById('lang').click()")
     assert await page.eval("document.documentElement.dir + ' ' + document.title") == (
@@ -212,6 +213,24 @@ async def test_plain_http_to_another_machine_is_a_warning_on_the_page(
         await page.goto(rn.url + "/?lang=en")
         await page.wait_for(f"document.documentElement.lang === 'en' && !{banner}.hidden")
         assert "not encrypted" in await page.eval(f"{banner}.textContent")
+        assert_clean(page, rn.url)
+    finally:
+        await rn.session.close()
+        await runner.cleanup()
+
+
+async def test_plain_http_to_the_lan_is_a_warning_on_the_page(tmp_path: Path, page: Page) -> None:
+    # http.host 0.0.0.0 (every address) without TLS; the socket itself is on 127.0.0.1.
+    runner, rn = await start_node(tmp_path / "node", [], http_host="0.0.0.0")
+    try:
+        banner = "document.getElementById('plain-http')"
+        await page.goto(rn.url + "/")
+        await page.wait_for(f"!{banner}.hidden")
+        assert "دون تشفير" in await page.eval(f"{banner}.textContent")
+        assert await page.eval("document.getElementById('insecure').hidden") is True
+        await page.goto(rn.url + "/?lang=en")
+        await page.wait_for(f"document.documentElement.lang === 'en' && !{banner}.hidden")
+        assert "unencrypted" in await page.eval(f"{banner}.textContent")
         assert_clean(page, rn.url)
     finally:
         await rn.session.close()

@@ -46,7 +46,7 @@ async def test_a_healthy_node_passes(link: Link) -> None:
     checks = by_name(await doctor.run(s))
     assert {name: c.level for name, c in checks.items()} | {"ups": "-"} == {
         "data dir": "OK", "free space": checks["free space"].level, "fsync": checks["fsync"].level,
-        "database": "OK", "mirror": "OK", "outbox": "OK", "tokens": "OK", "secret": "OK", "ups": "-",
+        "database": "OK", "mirror": "OK", "outbox": "OK", "tokens": "OK", "http tls": "OK", "secret": "OK", "ups": "-",
         "tls": "OK", "centre": "OK", "clock": "OK", "node": "OK",
     }  # fmt: skip
     assert checks["ups"].level == "WARN" and "none" in checks["ups"].detail

@@ -75,6 +75,7 @@ STATUS_OF = {
     "bad_request": 400, "batch_too_large": 413, "body_too_large": 413,
     "unauthorized": 401, "stale_timestamp": 401,
     "node_mismatch": 403, "forbidden_governorate": 403, "chain_broken": 409, "chain_gap": 409,
+    "receipt_code_taken": 409,
     "unsupported_media_type": 415, "not_found": 404, "method_not_allowed": 405,
 }  # fmt: skip
 

@@ -117,6 +117,42 @@ async def test_a_fake_snapshot_bootstraps_nothing(tmp_path: Path, mode: str) -> 
         await fake.close()
 
 
+async def test_a_redirect_from_the_centre_url_is_never_followed(tmp_path: Path) -> None:
+    """A man in the middle answers 307 towards a server of its own that would pass the signed
+    request on to the real centre: the node sends nothing there and settles nothing."""
+    fake = FakeCentre(SECRET.encode(), ACCOUNTS[1])
+    trap = FakeCentre(SECRET.encode(), ACCOUNTS[1])
+    await fake.start()
+    await trap.start()
+    lk, close = await start_link(tmp_path, centre_url=f"http://127.0.0.1:{fake.port}")
+    fake.upstream = trap.upstream = f"http://127.0.0.1:{lk.proxy.port}"
+    fake.redirect_to = f"http://127.0.0.1:{trap.port}"
+    try:
+        await bootstrapped(lk)
+        fake.mode = "redirect"
+        body = await pay(lk, BILL, 7_000, "redirected")
+        link = lk.node.node.link
+
+        async def refused() -> bool:
+            # Both loops met the redirect (a replay and a pull) and took it as a refusal.
+            return fake.forged >= 2 and link.state == "degraded"
+
+        await eventually(refused, what="the node to refuse the redirects")
+        assert "307" in (link.last_error or "")
+        assert trap.seen == 0
+        found = lk.node.node.db.read(lambda c: outbox.get(c, body["payment_id"]))
+        assert found is not None and found.verdict is None
+        fake.mode = "pass"
+        await all_delivered(lk)
+        rows = await lk.centre.ledger()
+        assert [(r[0], r[5]) for r in rows] == [(body["payment_id"], "applied")]
+        assert trap.seen == 0
+    finally:
+        await close()
+        await fake.close()
+        await trap.close()
+
+
 # --- the real centre ------------------------------------------------------------------------
 
 KEY = SECRET.encode()

@@ -32,7 +32,7 @@ NAMED = {
     "edge_power_state", "edge_link_up", "edge_replay_batches", "edge_replay_entries",
     "edge_outbox_pending", "edge_outbox_oldest_pending_age_seconds", "edge_outbox_rejected",
     "edge_mirror_age_seconds", "edge_mirror_bills", "edge_payments", "edge_http_requests",
-    "edge_http_request_duration_seconds",
+    "edge_http_request_duration_seconds", "edge_http_rate_limited",
 }  # fmt: skip
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -115,7 +115,10 @@ class SimNetwork:
     def __init__(self, rng: random.Random, centre: SimCentre, faults: Faults) -> None:
         self.rng, self.centre, self.faults, self.healed = rng, centre, faults, False
 
-    def post(self, url: str, data: io.BytesIO, headers: dict[str, str]) -> _Response:
+    def post(
+        self, url: str, data: io.BytesIO, headers: dict[str, str], *, allow_redirects: bool
+    ) -> _Response:
+        assert allow_redirects is False  # a signed request goes to the centre only
         body = data.getvalue()
         f, r = self.faults, self.rng
         if not self.healed and r.random() < f.drop_request:

@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -21,6 +22,10 @@ from edge import tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE, GOV = "dam-1", "DAM"
+# Rate limits off (DESIGN 5.7): these nodes take crowds of cashiers from one address and token.
+NO_LIMITS = (
+    "[limits]\ninquiries_per_s = 0\npayments_per_s = 0\nper_address_per_s = 0\nauth_failures = 0\n"
+)
 
 
 def edge(*args: str) -> list[str]:
@@ -69,11 +74,13 @@ class Proc:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
-def wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
+def wait_http(
+    url: str, proc: Proc, timeout: float = 30, context: ssl.SSLContext | None = None
+) -> None:
     def answers() -> bool:
         if not proc.alive():
             raise AssertionError(f"process died before {url} answered:\n{proc.tail()}")
-        with urllib.request.urlopen(url, timeout=2):
+        with urllib.request.urlopen(url, timeout=2, context=context):
             return True
 
     wait_until(answers, timeout, lambda: f"{url} to answer:\n{proc.tail()}", every=0.1,
@@ -109,6 +116,7 @@ class Site:
             f'[centre]\nurl = "http://127.0.0.1:{self.centre_port}"\nsecret_file = "{secret}"\n'
             "retry_base_s = 0.1\nretry_cap_s = 1.0\npull_interval_s = 0.5\nconfig_fault_retry_s = 1.0\n"
             '[storage]\nmin_free_mb = 0\n[ups]\nsource = "none"\n[power]\nfinal_replay_s = 3.0\n'
+            + NO_LIMITS
         )
         self.centre = Proc(
             edge("centre", "serve", "--config", str(self.centre_config)), self.base / "centre.log"

@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import pytest
 from helpers import bills_csv, eventually, free_port
+from procs import NO_LIMITS
 
 import outbox
 from edge import tokens
@@ -119,7 +120,7 @@ def write_site(root: Path, disk: Path, min_free_mb: int) -> Site:
         f'[centre]\nurl = "http://127.0.0.1:{centre_port}"\nsecret_file = "{secret}"\n'
         "timeout_s = 5.0\nretry_base_s = 0.5\nretry_cap_s = 2.0\npull_interval_s = 2.0\n"
         f'[storage]\nmin_free_mb = {min_free_mb}\n[ups]\nsource = "none"\n'
-        "[power]\nfinal_replay_s = 2.0\n"
+        "[power]\nfinal_replay_s = 2.0\n" + NO_LIMITS
     )
     token = tokens.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
     return Site(root, disk, node_config, centre_config, f"http://127.0.0.1:{node_port}", token,

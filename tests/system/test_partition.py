@@ -40,6 +40,7 @@ from typing import Any
 
 import pytest
 from helpers import bills_csv, wait_until
+from procs import NO_LIMITS
 
 from edge import tokens
 
@@ -290,6 +291,7 @@ def write_site(root: Path, net: Net) -> Site:
         f"timeout_s = {TIMEOUT_S}\nretry_base_s = {RETRY_BASE_S}\nretry_cap_s = {RETRY_CAP_S}\n"
         f"pull_interval_s = {PULL_S}\n"
         '[storage]\nmin_free_mb = 0\n[ups]\nsource = "none"\n[power]\nfinal_replay_s = 2.0\n'
+        + NO_LIMITS
     )
     token = tokens.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
     return Site(root, net, centre_config, node_config, token)

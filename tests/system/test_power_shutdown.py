@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 from helpers import bills_csv, eventually, free_port
+from procs import NO_LIMITS
 from upsd import UPS, Upsd
 
 from edge import tokens
@@ -85,7 +86,7 @@ def write_site(root: Path, upsd: Upsd) -> Site:
         "timeout_s = 2.0\nretry_base_s = 0.2\nretry_cap_s = 1.0\n"
         "[storage]\nmin_free_mb = 0\n"
         f'[ups]\nport = {upsd.port}\nname = "{UPS}"\npoll_s = 0.3\npoll_battery_s = 0.2\n'
-        'timeout_s = 1.0\n[power]\non_low = "shutdown"\nfinal_replay_s = 1.5\n'
+        'timeout_s = 1.0\n[power]\non_low = "shutdown"\nfinal_replay_s = 1.5\n' + NO_LIMITS
     )
     token = tokens.add_token(root / "tokens.toml", "counter-1", ["inquire", "pay"])
     return Site(root, node_config, centre_config, f"http://127.0.0.1:{node_port}",

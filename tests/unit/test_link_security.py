@@ -81,10 +81,12 @@ def test_node_tls_keys_and_their_old_names(tmp_path: Path) -> None:
 
 def test_check_config_warns_about_plain_http_and_unused_tls_files() -> None:
     warned = doctor.config_warnings(
-        config.Settings(centre_url="http://10.0.0.5:9090", centre_ca_file="/ca.pem")
+        config.Settings(
+            centre_url="http://10.0.0.5:9090", centre_ca_file="/ca.pem", http_host="127.0.0.1"
+        )
     )
     assert len(warned) == 2 and "plain http://" in warned[0] and "centre.ca_file" in warned[1]
-    assert doctor.config_warnings(config.Settings()) == []
+    assert doctor.config_warnings(config.Settings(http_host="127.0.0.1")) == []
 
 
 def test_centre_tls_and_money_keys(tmp_path: Path) -> None:

@@ -51,7 +51,10 @@ class Session:
         self.statuses = statuses
         self.posts: list[tuple[io.BytesIO, dict[str, str]]] = []
 
-    def post(self, url: str, data: io.BytesIO, headers: dict[str, str]) -> Answer:
+    def post(
+        self, url: str, data: io.BytesIO, headers: dict[str, str], *, allow_redirects: bool
+    ) -> Answer:
+        assert allow_redirects is False  # a signed request goes to the centre only
         self.posts.append((data, headers))
         status = self.statuses.pop(0)
         if status == 0:

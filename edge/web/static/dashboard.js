@@ -149,6 +149,7 @@
     badge("link-badge", "link", l.state, t("link_" + l.state));
     // Plain http:// to another machine: said on every page view, not only in the journal.
     $("insecure").hidden = !l.insecure;
+    $("plain-http").hidden = !(s.http && s.http.insecure);
     text("link-security", t(l.insecure ? "not_secure" : "secure"));
     $("link-security").className = l.insecure ? "error" : "";
     text("link-since", ov && ov.link.state === l.state && ov.link.since ? since(ov.link.since, s.now) : "—");
