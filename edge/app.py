@@ -22,7 +22,9 @@ from edge.web import (
     admin,
     audit,
     cashier,
+    connections,
     dashboard,
+    headers,
     limits,
     metrics,
     power,
@@ -120,8 +122,10 @@ def create_app(
     node = Node.build(settings, clock=clock, on_replay_result=made.on_replay)
     made.collect(node)
     app = web.Application(
-        middlewares=[metrics.observe, problems.problems, limits.limit], client_max_size=MAX_BODY
+        middlewares=[connections.deadlines, metrics.observe, problems.problems, limits.limit],
+        client_max_size=MAX_BODY,
     )
+    headers.install(app)
     app[NODE] = node
     app[metrics.METRICS] = made
     app[limits.LIMITER] = limits.Limiter(settings, clock=monotonic, on_limited=made.on_limited)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from aiohttp import web
 
 from edge import __version__, config, serving
 from edge.errors import ConfigError, DatabaseError
@@ -29,6 +28,7 @@ def setup_logging(verbose: bool = False) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from edge import replication
     from edge.app import create_app
+    from edge.web import server
 
     settings = config.load(args.config)
     if settings.centre_url:
@@ -44,15 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         " (client certificates required)" if settings.http_client_ca_file else "",
         settings.node_data_dir,
     )  # fmt: skip
-    web.run_app(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        ssl_context=ssl_context,
-        shutdown_timeout=settings.http_shutdown_timeout_s,
-        print=None,
-        access_log=None,
-    )
+    server.serve(app, settings, ssl_context=ssl_context)
     log.info("node stopped cleanly")
     return 0
 
@@ -178,7 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PRIVATE_UMASK = 0o077  # databases, backups, tokens and secrets are nobody else's business
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # First, before anything can open a file; the modules set 0600 themselves as well.
+    os.umask(PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:

@@ -59,6 +59,10 @@ class Settings:
     http_host: str = "0.0.0.0"  # noqa: S104 - the node serves the governorate's LAN
     http_port: int = 8080
     http_shutdown_timeout_s: float = 20.0
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    http_keepalive_timeout_s: float = 15.0
+    http_max_connections_per_address: int = 64
     http_cert_file: str = ""  # set (with key_file): serve https; empty: plain http
     http_key_file: str = ""
     http_client_ca_file: str = ""  # set: refuse counters without a certificate it issued
@@ -238,7 +242,10 @@ def validate(s: Settings) -> None:
         raise ConfigError("centre.batch_size must be between 1 and 5000")
     if not 1 <= s.centre_pull_limit <= 10000:
         raise ConfigError("centre.pull_limit must be between 1 and 10000")
-    for name in ("http_shutdown_timeout_s", "centre_timeout_s", "centre_retry_base_s",
+    if s.http_max_connections_per_address < 1:
+        raise ConfigError("http.max_connections_per_address must be at least 1")
+    for name in ("http_shutdown_timeout_s", "http_header_timeout_s", "http_body_timeout_s",
+                 "http_keepalive_timeout_s", "centre_timeout_s", "centre_retry_base_s",
                  "centre_pull_interval_s", "centre_pull_interval_battery_s", "ups_poll_s",
                  "ups_poll_battery_s", "ups_timeout_s", "mirror_stale_after_s"):  # fmt: skip
         if getattr(s, name) <= 0:

@@ -57,12 +57,12 @@ class Database:
 
     async def open(self) -> None:
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseError(f"cannot create the data directory {self.data_dir}: {exc}") from exc
         try:
             await self.writer.start()
-        except (sqlite3.Error, outbox.OutboxError, DatabaseError) as exc:
+        except (OSError, sqlite3.Error, outbox.OutboxError, DatabaseError) as exc:
             raise DatabaseError(f"cannot open or migrate the database {self.path}: {exc}") from exc
         self._reader = _reader(str(self.path))
         # Last: aiosqlite's thread is not a daemon, so nothing may fail once it runs (a failed

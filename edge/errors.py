@@ -51,6 +51,15 @@ class MalformedJson(ApiError):
     title_ar = "جسم الطلب ليس JSON صالحاً"
 
 
+class BodyIncomplete(ApiError):
+    """The connection ended (the client left, or edge.web.connections cut a slow body) mid-body."""
+
+    status = 400
+    code = "body_incomplete"
+    title = "The body did not arrive in full"
+    title_ar = "لم يصل جسم الطلب كاملاً"
+
+
 class InvalidBody(ApiError):
     status = 400
     code = "invalid_body"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
+from outbox import private
 from sync.timefmt import iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ def add_token(path: Path, name: str, scopes: list[str], *, expires_at: float | N
         fh.write(block)
         fh.flush()
         os.fsync(fh.fileno())
+    private.tighten(path)  # the create mode only applies to a new file
     return token
 
 
@@ -236,6 +238,7 @@ class Tokens:
         self._checked = 0.0
 
     def load(self) -> None:
+        private.tighten(self.path)
         self._by_hash = load_tokens(self.path)
         self._stamp = self._stat()
         self._checked = time.monotonic()

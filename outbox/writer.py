@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from outbox.errors import StorageError, WriterClosed
+from outbox.private import database as private_database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,7 +79,11 @@ _STOP = object()
 
 
 def connect(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
-    """A connection set up the way every writer of ours needs it (WAL, FULL sync, autocommit)."""
+    """A connection set up the way every writer of ours needs it (WAL, FULL sync, autocommit).
+
+    The file is made 0600 first, so its -wal and -shm are too (SQLite copies the mode).
+    """
+    private_database(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     try:
         conn.execute("PRAGMA journal_mode=WAL")

@@ -27,7 +27,7 @@ import aiosqlite
 import outbox
 from edge import config, mirror
 from edge.errors import EdgeError
-from outbox import readers
+from outbox import private, readers
 from outbox.ids import node_of
 
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -134,6 +134,7 @@ def target_path(dest: Path, node: str, now: float) -> Path:
 
 def _snapshot(src: sqlite3.Connection, tmp: Path) -> Facts:
     """Copy `src` into `tmp`, check the copy, sync it: one job on the reader's thread."""
+    private.create(tmp)  # a backup holds every subscriber's name: 0600 whatever the umask
     copy = sqlite3.connect(tmp, isolation_level=None)
     try:
         # pages=-1: one step under one read transaction, i.e. one consistent snapshot;
@@ -239,6 +240,7 @@ async def _why_not(
 
 
 def _copy_into(src: sqlite3.Connection, tmp: Path) -> None:
+    private.create(tmp)
     copy = sqlite3.connect(tmp, isolation_level=None)
     try:
         src.backup(copy, pages=-1)

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import access, errors, mirror, payments
+from edge import access, errors, mirror, payments, text
 from edge.node import NODE, Node
 from edge.web import audit
 from edge.web.http import MAX_BODY, client_of, json_response
@@ -25,7 +25,6 @@ from sync.timefmt import iso
 PAYMENT_FIELDS = {"bill_id", "amount", "method", "cashier"}
 MAX_AMOUNT = 10**12  # 10 billion SYP: far above any bill, far below SQLite's integer limit
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}\Z")
-_CASHIER = re.compile(r"^[^\x00-\x1f\x7f]{1,64}\Z")
 
 routes = web.RouteTableDef()
 
@@ -104,20 +103,14 @@ async def read_json(request: web.Request) -> Any:
         raise errors.UnsupportedMediaType(f"got {request.content_type or 'no content type'}")
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise errors.BodyTooLarge(f"{request.content_length} bytes is over the 64 KiB limit")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except ConnectionResetError:
+        raise errors.BodyIncomplete("the connection closed before the body was complete") from None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
         raise errors.MalformedJson("the body could not be parsed as JSON") from None
-
-
-def is_utf8(text: str) -> bool:
-    """False for a string with a lone surrogate (JSON's "\\ud800"): not text, cannot be stored."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_payment(doc: Any) -> payments.PaymentRequest:
@@ -137,13 +130,7 @@ def parse_payment(doc: Any) -> payments.PaymentRequest:
         raise errors.InvalidField("bill_id must be a bill id like DAM-2026-05-0100234567")
     if method not in payments.METHODS:
         raise errors.InvalidField(f"method must be one of {', '.join(payments.METHODS)}")
-    if (
-        not isinstance(cashier, str)
-        or not _CASHIER.match(cashier)
-        or not cashier.strip()
-        or not is_utf8(cashier)
-    ):
-        raise errors.InvalidField("cashier must be a name of 1-64 characters")
+    cashier = text.field("cashier", cashier, max_chars=64)
     return payments.PaymentRequest(bill_id=bill_id, amount=amount, method=method, cashier=cashier)
 
 

@@ -20,6 +20,7 @@ from helpers import make_bill
 from edge import config, mirror, serving, tokens
 from edge.app import create_app
 from edge.node import NODE, Node
+from edge.web import server
 
 __all__ = ["NO_LIMITS", "RunningNode", "make_bill", "running", "start_node"]
 
@@ -82,10 +83,10 @@ async def start_node(
     ).replace(**(NO_LIMITS | overrides))  # fmt: skip
     server_ssl = serving.server_context(settings)
     app = create_app(settings, clock=clock, monotonic=monotonic)
-    runner = web.AppRunner(app)
+    # The same runner and guarded site as `edge serve`: the tests go through its limits.
+    runner = server.runner(app, settings)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
-    await site.start()
+    await server.site(runner, settings, ssl_context=server_ssl).start()
     port = runner.addresses[0][1]
     node = app[NODE]
     if bills:

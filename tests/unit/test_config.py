@@ -52,6 +52,10 @@ def test_toml_then_environment(tmp_path: Path) -> None:
         ('[centre]\nurl = "ftp://x"\n', {}, "centre.url"),
         ('[node]\ntimezone = "Mars/Olympus"\n', {}, "node.timezone"),
         ("this is not toml", {}, "cannot read"),
+        ("[http]\nheader_timeout_s = 0\n", {}, "http.header_timeout_s"),
+        ("[http]\nbody_timeout_s = -1\n", {}, "http.body_timeout_s"),
+        ("", {"EDGE_HTTP_KEEPALIVE_TIMEOUT_S": "0"}, "http.keepalive_timeout_s"),
+        ("[http]\nmax_connections_per_address = 0\n", {}, "http.max_connections_per_address"),
     ],
 )
 def test_invalid_settings_name_the_key(
