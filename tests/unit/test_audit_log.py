@@ -40,6 +40,17 @@ def test_anything_else_is_a_value_error(text: str) -> None:
         audit.parse_time(text, DAMASCUS, end=True)
 
 
+def test_insert_keeps_the_buffer_order_across_its_statements(
+    conn: sqlite3.Connection, tx: Callable[..., Any]
+) -> None:
+    n = 2 * audit.CHUNK + 7  # two whole statements and a tail
+    tx(conn, lambda c: audit.insert(c, rows(*((T0 + i, f"t{i}", str(i)) for i in range(n)))))
+    got = list(audit.select(conn, audit.Query()))
+    assert [(e.seq, e.token, e.account, e.at) for e in got] == [
+        (i + 1, f"t{i}", str(i), T0 + i) for i in range(n)
+    ]
+
+
 def test_pruning_takes_old_rows_in_bounded_chunks_and_keeps_new_ones(
     conn: sqlite3.Connection, tx: Callable[..., Any]
 ) -> None:
