@@ -1,7 +1,7 @@
 """The audit trail: who read which subscriber, and every admin action (DESIGN 5.8).
 
 A request appends one tuple to an in-memory buffer (no await, no I/O); one loop writes the
-buffer through the writer, one `executemany` per flush, and prunes rows past `keep_days`.
+buffer through the writer, one write job per flush, and prunes rows past `keep_days`.
 """
 
 from __future__ import annotations
