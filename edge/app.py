@@ -30,6 +30,7 @@ from edge.web import (
     power,
     problems,
     receipt,
+    search,
     status,
 )
 from edge.web.http import MAX_BODY
@@ -143,6 +144,6 @@ def create_app(
         ]
     )
     app.on_shutdown.append(stop_taking_money)
-    for module in (cashier, receipt, status, admin, audit, power, dashboard, metrics):
+    for module in (cashier, receipt, search, status, admin, audit, power, dashboard, metrics):
         app.add_routes(module.routes)
     return app

@@ -1,4 +1,4 @@
-"""The audit trail: who read which subscriber, and every admin action (DESIGN 5.8).
+"""The audit trail: who read which subscriber, and every admin action (DESIGN 5.10).
 
 A request appends one tuple to an in-memory buffer (no await, no I/O); one loop writes the
 buffer through the writer, one write job per flush, and prunes rows past `keep_days`.
@@ -24,13 +24,14 @@ from sync.timefmt import iso, parse_iso
 
 log = logging.getLogger(__name__)
 
-# Every action the trail records (DESIGN 5.8 lists what each one means).
+# Every action the trail records (DESIGN 5.10 lists what each one means).
 ACCOUNT_READ, BILL_READ, PAYMENT_READ = "account.read", "bill.read", "payment.read"
+PAYMENT_LIST = "payment.list"
 RECEIPT_READ = "receipt.read"  # the printable receipt names the subscriber
 ADMIN_REPLAY, ADMIN_REJECTED = "admin.replay", "admin.rejected.list"
 AUDIT_READ = "audit.read"
-ACTIONS = (ACCOUNT_READ, BILL_READ, PAYMENT_READ, RECEIPT_READ, ADMIN_REPLAY, ADMIN_REJECTED,
-           AUDIT_READ)  # fmt: skip
+ACTIONS = (ACCOUNT_READ, BILL_READ, PAYMENT_READ, PAYMENT_LIST, RECEIPT_READ, ADMIN_REPLAY,
+           ADMIN_REJECTED, AUDIT_READ)  # fmt: skip
 
 FLUSH_EVERY_S = 0.5
 FLUSH_ROWS = 1000  # a buffer this full wakes the loop before its timer

@@ -1,7 +1,8 @@
 """The node's settings: one frozen dataclass, loaded from TOML then `EDGE_*` variables.
 
 A field `{section}_{key}` is the TOML key `key` of table `[section]` and the variable
-`EDGE_{SECTION}_{KEY}`. Unknown keys are refused (a typo must not silently mean a default).
+`EDGE_{SECTION}_{KEY}`; a nested table `[a.b]` is the section "a.b", prefix `a_b_`. Unknown
+keys are refused (a typo must not silently mean a default).
 """
 
 from __future__ import annotations
@@ -36,17 +37,9 @@ GOVERNORATES = {
     "QUN": ("Quneitra", "القنيطرة"),
 }
 SECTIONS = (
-    "node",
-    "http",
-    "auth",
-    "centre",
-    "mirror",
-    "storage",
-    "ups",
-    "power",
-    "limits",
-    "audit",
-)
+    "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
+    "limits.offline", "audit",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -107,6 +100,12 @@ class Settings:
     limits_auth_failures: int = 10
     limits_auth_block_max_s: float = 300.0
     limits_hold_s: float = 1.0
+    # Offline limits (edge/offline.py; 0 = off), sized for a 72-hour outage: edge.toml.example.
+    limits_offline_max_payment: int = 1_000_000_000
+    limits_offline_max_total: int = 1_500_000_000_000
+    limits_offline_max_count: int = 150_000
+    limits_offline_max_age_h: float = 96.0
+    limits_offline_mirror_max_age_h: float = 96.0
     audit_enabled: bool = True
     audit_keep_days: int = 400  # a year of disputes plus a billing cycle; 0 keeps for ever
 
@@ -149,7 +148,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"config file {path} does not exist") from exc
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        raw.update(_flatten(doc, path))
+        raw.update(flatten(doc, path))
     for key, value in (os.environ if env is None else env).items():
         name = ALIASES.get(key[5:].lower(), key[5:].lower())
         if key.startswith("EDGE_") and name in _FIELDS:
@@ -163,18 +162,43 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
 _FIELDS = {f.name: f for f in fields(Settings)}
 
 
-def _flatten(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
+def key_of(name: str) -> str:
+    """The TOML key a field is written as: `limits_offline_max_count` -> limits.offline.max_count."""
+    for section in sorted(SECTIONS, key=len, reverse=True):
+        prefix = section.replace(".", "_") + "_"
+        if name.startswith(prefix):
+            return f"{section}.{name[len(prefix) :]}"
+    return name.replace("_", ".", 1)
+
+
+def flatten(doc: Mapping[str, Any], path: Path, section: str = "") -> dict[str, Any]:
+    """`{field: value}` of a TOML document; a ConfigError names an unknown section or key."""
     out: dict[str, Any] = {}
-    for section, table in doc.items():
-        if section not in SECTIONS or not isinstance(table, dict):
-            raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
-        for key, value in table.items():
-            name = ALIASES.get(f"{section}_{key}", f"{section}_{key}")
-            if name not in _FIELDS:
-                raise ConfigError(f"{path}: unknown key {section}.{key}")
-            if name in out:
-                raise ConfigError(f"{path}: {section}.{key} and its other name both given")
-            out[name] = value
+    for key, value in doc.items():
+        dotted = f"{section}.{key}" if section else key
+        if isinstance(value, dict):
+            # A table is a section, or holds one ([limits] holds [limits.offline]).
+            if not any(s == dotted or s.startswith(dotted + ".") for s in SECTIONS):
+                raise ConfigError(
+                    f"{path}: unknown section [{dotted}]; known: {', '.join(SECTIONS)}"
+                )
+            for name, item in flatten(value, path, dotted).items():
+                if name in out:
+                    raise ConfigError(f"{path}: {key_of(name)} and its other name both given")
+                out[name] = item
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{path}: unknown section [{section or key}]; known: {', '.join(SECTIONS)}"
+            )
+        prefix = section.replace(".", "_")
+        name = ALIASES.get(f"{prefix}_{key}", f"{prefix}_{key}")
+        # key_of: `[limits] offline_max_count` is not limits.offline.max_count's other name.
+        if name not in _FIELDS or (name == f"{prefix}_{key}" and key_of(name) != dotted):
+            raise ConfigError(f"{path}: unknown key {dotted}")
+        if name in out:
+            raise ConfigError(f"{path}: {dotted} and its other name both given")
+        out[name] = value
     return out
 
 
@@ -184,7 +208,7 @@ _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
-    key = name.replace("_", ".", 1)
+    key = key_of(name)
     try:
         if kind == "bool":
             if isinstance(value, bool):
@@ -267,6 +291,13 @@ def validate(s: Settings) -> None:
     if not 0 <= s.audit_keep_days <= 36500:
         raise ConfigError("audit.keep_days must be between 0 (keep for ever) and 36500")
     _validate_limits(s)
+    for name in ("limits_offline_max_payment", "limits_offline_max_total",
+                 "limits_offline_max_count", "limits_offline_max_age_h",
+                 "limits_offline_mirror_max_age_h"):  # fmt: skip
+        if not 0 <= getattr(s, name) < float("inf"):  # also refuses nan
+            raise ConfigError(f"{key_of(name)} must be 0 (off) or positive")
+    if s.limits_offline_max_total > 2**62:
+        raise ConfigError("limits.offline.max_total must be at most 2^62 piastres")
 
 
 def _validate_http_tls(s: Settings) -> None:

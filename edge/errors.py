@@ -6,6 +6,8 @@ English text; the code is stable and is what clients should branch on.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EdgeError(Exception):
     """Root of every error the edge package raises."""
@@ -26,10 +28,18 @@ class ApiError(EdgeError):
     title: str = "Bad request"
     title_ar: str = "طلب غير صالح"
 
-    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.headers = headers or {}
+        # Extension members of the problem body (RFC 9457 3.2), e.g. which limit and its Arabic.
+        self.extra = extra or {}
 
 
 class HttpError(ApiError):
@@ -114,6 +124,13 @@ class InvalidQuery(ApiError):
     code = "invalid_query"
     title = "A query parameter is invalid"
     title_ar = "أحد معاملات الاستعلام غير صالح"
+
+
+class InvalidReceipt(ApiError):
+    status = 400
+    code = "invalid_receipt"
+    title = "The receipt number is not well formed"
+    title_ar = "رقم الإيصال غير صحيح الصيغة"
 
 
 class NotFound(ApiError):
@@ -222,6 +239,13 @@ class NodeShuttingDown(ApiError):
     code = "node_shutting_down"
     title = "The node is stopping and takes no payments now"
     title_ar = "الخادم يتوقف الآن ولا يقبل الدفعات"
+
+
+class OfflineLimit(ApiError):
+    status = 503
+    code = "offline_limit"
+    title = "The node holds too much money the centre has not confirmed; no new payments now"
+    title_ar = "لدى الخادم مبالغ كثيرة لم يؤكدها المركز بعد؛ لا تُقبل دفعات جديدة الآن"
 
 
 class StorageFull(ApiError):

@@ -19,6 +19,7 @@ from edge.config import Settings
 from edge.db import Database
 from edge.lastused import LastUsed
 from edge.mirror import MirrorState
+from edge.offline import Limits
 from edge.payments import Acceptor
 from edge.power.history import History
 from edge.replication import Replication
@@ -67,7 +68,10 @@ class Node:
     def __post_init__(self) -> None:
         # One instance per node: the writer groups payments by this job's identity.
         self.acceptor = Acceptor(
-            self.settings.node_id, self.settings.node_governorate, self.settings.receipt_code
+            self.settings.node_id,
+            self.settings.node_governorate,
+            self.settings.receipt_code,
+            Limits.of(self.settings),
         )
         self.power.source = self.settings.ups_source
         self.last_used = LastUsed(self.db, self.clock)

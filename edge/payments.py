@@ -17,12 +17,15 @@ from typing import Any, NamedTuple
 import msgpack
 
 import outbox
-from edge import errors, mirror
+from edge import errors, mirror, offline
 from sync import receiptcode
 from sync.timefmt import iso, local_day
 
 METHODS = ("cash", "card", "transfer")
+OFF = offline.Limits()  # no offline limits (tests and tools that call `accept` directly)
 PAYMENT_STATES = {"applied": "synced", "duplicate": "synced", "credited": "credited"}
+STATES = ("pending_sync", "synced", "credited", "rejected")  # what payment_state can say
+CASHIER_MAX = 64  # characters of a cashier's name (edge.text's rule for free text)
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,17 @@ class PaymentCall:
     payment_id: str
     day: str
     accepted_at: str
+    online: bool = False  # the link to the centre was up (offline.check: max_payment)
 
 
 def prepare(
-    node: str, channel: str, key: str, request: PaymentRequest, now: float, tz: tzinfo
-) -> PaymentCall:
+    node: str, channel: str, key: str, request: PaymentRequest, now: float, tz: tzinfo,
+    *, online: bool = False,
+) -> PaymentCall:  # fmt: skip
     return PaymentCall(
         channel=channel, key=key, request=request, now=now, fingerprint=request.fingerprint(),
         payment_id=outbox.new_entry_id(node, now=now),
-        day=local_day(int(now), tz), accepted_at=iso(now),
+        day=local_day(int(now), tz), accepted_at=iso(now), online=online,
     )  # fmt: skip
 
 
@@ -78,11 +83,13 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
     one query each for the whole group, checks run in Python in arrival order (so two
     payments on one bill in one commit still cannot overpay it), and writes are one
     executemany per table. A refused payment writes nothing; it gets its ApiError back.
+    The offline limits are read once too and count each payment accepted before the next.
     """
 
     node: str
     governorate: str
     receipt_code: str = ""  # empty: the node id's default code (sync.receiptcode.default_code)
+    limits: offline.Limits = OFF
 
     @property
     def code(self) -> str:
@@ -102,8 +109,11 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
         taken: dict[str, int] = {}  # bill_id -> amount accepted earlier in this group
         results: list[Reply | errors.ApiError] = []
         accepted: list[tuple[PaymentCall, mirror.Due, str, bytes]] = []
+        usage = offline.read(conn) if self.limits.on else None
         for call in calls:
-            result = self._one(call, stored, bills, taken, counters, accepted)
+            result = self._one(call, stored, bills, taken, counters, accepted, usage)
+            if isinstance(result, Reply) and not result.replayed and usage is not None:
+                usage = usage.taken(call.request.amount, call.now)
             results.append(result)
         if accepted:
             self._write(conn, accepted, counters)
@@ -117,6 +127,7 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
         taken: dict[str, int],
         counters: dict[str, int],
         accepted: list[tuple[PaymentCall, mirror.Due, str, bytes]],
+        usage: offline.Usage | None,
     ) -> Reply | errors.ApiError:
         known = stored.get((call.channel, call.key))
         if known is not None:
@@ -136,6 +147,11 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
             return errors.AmountExceedsDue(
                 f"amount {req.amount} is more than the {due} piastres due on {bill.bill_id}"
             )
+        if usage is not None:
+            # New money only: a retry of a payment taken already got its stored reply above.
+            breach = offline.check(self.limits, usage, req.amount, call.now, call.online)
+            if breach is not None:
+                return breach.error()
         taken[bill.bill_id] = taken.get(bill.bill_id, 0) + req.amount
         counters[call.day] = counters.get(call.day, 0) + 1
         # The node's code keeps receipts unique in the governorate; the per-day counter is the
@@ -218,6 +234,20 @@ def accept(
     return result
 
 
+# SQL over the outbox's guaranteed columns (alias `o`) for each state payment_state gives;
+# literals, so the partial indexes of edge.0007 serve them. tests/unit/test_payment_query.py
+# holds the two in step.
+_CREDITED = "(o.verdict = 'credited' OR (o.verdict = 'duplicate' AND o.reason = 'credited'))"
+STATE_SQL = {
+    "pending_sync": "o.state = 'pending'",
+    "rejected": "o.state = 'rejected'",
+    "credited": f"o.state = 'delivered' AND {_CREDITED}",
+    # IS, not =: a NULL verdict or reason is still "not credited" (synced).
+    "synced": "o.state = 'delivered' AND NOT (o.verdict IS 'credited'"
+    " OR (o.verdict IS 'duplicate' AND o.reason IS 'credited'))",
+}
+
+
 def payment_state(state: str, verdict: str | None, reason: str | None) -> str:
     if state == "pending":
         return "pending_sync"
@@ -262,7 +292,11 @@ def find(conn: sqlite3.Connection, payment_id: str) -> dict[str, Any] | None:
     row = conn.execute(_TAKEN + " WHERE seq = ?", (entry.seq,)).fetchone()
     if row is None:
         return None  # an outbox entry of another kind
-    p = Taken._make(row)
+    return document(entry, Taken._make(row))
+
+
+def document(entry: outbox.Entry, p: Taken) -> dict[str, Any]:
+    """The one JSON shape of a payment (GET /v1/payments/{id}, the list, the CLI)."""
     return {
         "payment_id": entry.id,
         "receipt": p.receipt,

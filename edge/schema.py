@@ -1,4 +1,5 @@
-"""The node's own tables (mirror, payments, receipts, audit), applied after the outbox's migrations."""
+"""The node's own tables (mirror, payments, receipts, offline totals, audit), after the outbox's
+migrations."""
 
 from __future__ import annotations
 
@@ -137,9 +138,65 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "edge.0007_audit_log",
+        "edge.0007_payment_search",
         """
-        -- Who read which subscriber, and every admin action (DESIGN 5.8). seq orders the
+        -- GET /v1/payments and `edge payments list` (edge/paymentquery.py): every filter is
+        -- an index range walked newest first (an index ends with the rowid, here the seq).
+        -- bill_id uses payments_account: the account is the bill id's last part.
+        CREATE INDEX payments_cashier ON payments (cashier);
+        CREATE INDEX payments_channel ON payments (channel);
+        -- The local day a payment was taken is in its receipt, {GOV}[-{NODE}]-{YYYYMMDD}-{n:06}:
+        -- the 8 characters that start 15 from the end, in either form.
+        CREATE INDEX payments_day ON payments (substr(receipt, -15, 8));
+        -- The states GET /v1/payments/{id} shows (edge/payments.py state_sql): pending and
+        -- rejected have their partial indexes (outbox.0001); these give the other two.
+        CREATE INDEX outbox_entries_delivered ON outbox_entries (seq) WHERE state = 'delivered';
+        CREATE INDEX outbox_entries_credited ON outbox_entries (seq)
+            WHERE state = 'delivered'
+              AND (verdict = 'credited' OR (verdict = 'duplicate' AND reason = 'credited'));
+        """,
+    ),
+    Migration(
+        "edge.0008_offline_totals",
+        """
+        -- Undelivered payments and their sum for the offline limits (edge/offline.py), kept by
+        -- triggers in the very transaction that takes or settles a payment: one row to read
+        -- per group commit instead of a sum over a 72-hour queue.
+        CREATE TABLE offline_totals (
+            id    INTEGER PRIMARY KEY CHECK (id = 1),
+            count INTEGER NOT NULL,
+            total INTEGER NOT NULL
+        );
+        INSERT INTO offline_totals (id, count, total)
+            SELECT 1, COUNT(*), COALESCE(SUM(p.amount), 0)
+            FROM payments p JOIN outbox_entries o ON o.seq = p.seq WHERE o.state = 'pending';
+        CREATE TRIGGER offline_totals_taken AFTER INSERT ON payments
+            WHEN (SELECT state FROM outbox_entries WHERE seq = NEW.seq) = 'pending'
+        BEGIN
+            UPDATE offline_totals SET count = count + 1, total = total + NEW.amount WHERE id = 1;
+        END;
+        CREATE TRIGGER offline_totals_settled AFTER UPDATE OF state ON outbox_entries
+            WHEN OLD.state = 'pending' AND NEW.state != 'pending'
+        BEGIN
+            UPDATE offline_totals
+            SET count = count - 1,
+                total = total - (SELECT amount FROM payments WHERE seq = NEW.seq)
+            WHERE id = 1 AND EXISTS (SELECT 1 FROM payments WHERE seq = NEW.seq);
+        END;
+        CREATE TRIGGER offline_totals_reopened AFTER UPDATE OF state ON outbox_entries
+            WHEN OLD.state != 'pending' AND NEW.state = 'pending'
+        BEGIN
+            UPDATE offline_totals
+            SET count = count + 1,
+                total = total + (SELECT amount FROM payments WHERE seq = NEW.seq)
+            WHERE id = 1 AND EXISTS (SELECT 1 FROM payments WHERE seq = NEW.seq);
+        END;
+        """,
+    ),
+    Migration(
+        "edge.0009_audit_log",
+        """
+        -- Who read which subscriber, and every admin action (DESIGN 5.10). seq orders the
         -- trail (AUTOINCREMENT: never reused, even once pruning has emptied the table);
         -- at is wall time, recorded for people and for pruning, never for order.
         CREATE TABLE audit_log (

@@ -33,6 +33,16 @@ def problem(value: str) -> str | None:
     return None
 
 
+def acceptable(value: object, *, max_chars: int) -> bool:
+    """True for what `field` takes (a search filter asks, rather than answering 422)."""
+    return (
+        isinstance(value, str)
+        and 1 <= len(value) <= max_chars
+        and bool(value.strip())
+        and problem(value) is None
+    )
+
+
 def field(name: str, value: object, *, max_chars: int) -> str:
     """`value` itself if it is free text of 1-`max_chars` characters, not all spaces.
 

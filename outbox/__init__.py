@@ -4,7 +4,7 @@ Imports nothing else of this project. Every function works on a sqlite3 connecti
 transaction the caller owns; `Writer` is the one writer connection with group commit.
 Callers never query its tables by hand: they use these functions. For joins, the columns
 guaranteed of `outbox_entries` are `seq` (dense, from 1), `id`, `state` (pending,
-delivered, rejected), `verdict`, `version` and `settled_at`; see `counts_locally`.
+delivered, rejected), `verdict`, `reason`, `version` and `settled_at`; see `counts_locally`.
 """
 
 from outbox import idempotency
@@ -24,9 +24,11 @@ from outbox.entries import (
     delivered_since,
     first_id,
     get,
+    get_many,
     hash_at,
     iter_entries,
     next_attempt_at,
+    oldest_pending_at,
     record_failure,
     rejected,
     settle,
@@ -78,11 +80,13 @@ __all__ = [
     "fingerprint",
     "first_id",
     "get",
+    "get_many",
     "hash_at",
     "idempotency",
     "iter_entries",
     "new_entry_id",
     "next_attempt_at",
+    "oldest_pending_at",
     "record_failure",
     "rejected",
     "select_in",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from outbox.chain import GENESIS, entry_hash
 from outbox.ids import new_entry_id
+from outbox.lookup import select_in
 from outbox.retry import RetryPolicy
 
 PENDING, DELIVERED, REJECTED = "pending", "delivered", "rejected"
@@ -120,6 +121,20 @@ def get(conn: sqlite3.Connection, entry_id: str) -> Entry | None:
     return None if row is None else Entry.from_row(row)
 
 
+def get_many(conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, Entry]:
+    """The entries with these seqs, by seq (chunked IN lists: any number of them)."""
+    rows = select_in(conn, _SELECT + " WHERE seq IN ({marks})", seqs)
+    return {int(row[0]): Entry.from_row(row) for row in rows}
+
+
+def oldest_pending_at(conn: sqlite3.Connection) -> float | None:
+    """When the oldest pending entry was made (None: nothing pending); the head of an index."""
+    row = conn.execute(
+        "SELECT created_at FROM outbox_entries WHERE state = 'pending' ORDER BY seq LIMIT 1"
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
 def claim(conn: sqlite3.Connection, limit: int) -> list[Entry]:
     """The next pending entries in seq order (the centre needs them in order, no gaps)."""
     rows = conn.execute(
@@ -159,13 +174,14 @@ def settle(conn: sqlite3.Connection, results: Iterable[Result], *, now: float | 
                 result.id,
             )
         )
-    before = conn.total_changes
-    conn.executemany(
+    # rowcount, not total_changes: rows that triggers of the caller's schema change too
+    # (the node's offline totals) are not entries settled.
+    cur = conn.executemany(
         "UPDATE outbox_entries SET state = ?, verdict = ?, reason = ?, version = ?,"
         " settled_at = ?, last_error = NULL WHERE seq = ? AND id = ? AND state = 'pending'",
         rows,
     )
-    return conn.total_changes - before
+    return max(0, cur.rowcount)
 
 
 def record_failure(
@@ -202,13 +218,11 @@ def stats(conn: sqlite3.Connection, *, now: float | None = None) -> Stats:
     rejected = conn.execute(
         "SELECT COUNT(*) FROM outbox_entries WHERE state = 'rejected'"
     ).fetchone()
-    oldest = conn.execute(
-        "SELECT created_at FROM outbox_entries WHERE state = 'pending' ORDER BY seq LIMIT 1"
-    ).fetchone()
+    oldest = oldest_pending_at(conn)
     last_seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox_entries").fetchone()[0])
     return Stats(
         pending=int(pending[0]),
-        oldest_pending_age_s=None if oldest is None else max(0.0, at - float(oldest[0])),
+        oldest_pending_age_s=None if oldest is None else max(0.0, at - oldest),
         rejected=int(rejected[0]),
         delivered=last_seq - int(pending[0]) - int(rejected[0]),
         last_seq=last_seq,

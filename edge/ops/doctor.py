@@ -42,11 +42,7 @@ def effective(path: Path, env: Mapping[str, str] | None = None) -> list[tuple[st
     """(key, value, source) for every setting; raises ConfigError naming the bad key."""
     settings = config.load(path, env)
     with path.open("rb") as fh:
-        in_file = {
-            config.ALIASES.get(f"{section}_{key}", f"{section}_{key}")
-            for section, table in tomllib.load(fh).items()
-            for key in table
-        }
+        in_file = set(config.flatten(tomllib.load(fh), path))
     environ = os.environ if env is None else env
     rows = []
     for field in fields(settings):
@@ -60,7 +56,7 @@ def effective(path: Path, env: Mapping[str, str] | None = None) -> list[tuple[st
         )
         value = getattr(settings, field.name)
         shown = f'"{value}"' if isinstance(value, str | Path) else str(value)
-        rows.append((field.name.replace("_", ".", 1), shown, source))
+        rows.append((config.key_of(field.name), shown, source))
     return rows
 
 

@@ -1,7 +1,7 @@
 """The audit trail on the web side: `@audited` routes record who asked, and `GET /v1/audit`.
 
 Rows are recorded for authenticated clients only, for the statuses in KEPT, and only for a
-well-formed object (DESIGN 5.8): a guess shows as a 404, and junk cannot fill the buffer.
+well-formed object (DESIGN 5.10): a guess shows as a 404, and junk cannot fill the buffer.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from edge.node import NODE
 from edge.tokens import NAME
 from edge.web.http import CLIENT, client_of, json_response
 from outbox.ids import ENTRY_ID
+from sync import receiptcode
 
 # Read, refused for scope, not found (guessing), admin accepted or refused for state.
 KEPT = frozenset({200, 202, 403, 404, 409})
@@ -85,6 +86,8 @@ def account_of_bill(bill_id: str) -> str:
 ACCOUNT_READ = Audited(audit.ACCOUNT_READ, "account", mirror.ACCOUNT, str)
 BILL_READ = Audited(audit.BILL_READ, "bill_id", mirror.BILL_ID, account_of_bill)
 PAYMENT_READ = Audited(audit.PAYMENT_READ, "payment_id", ENTRY_ID, told=True)
+PAYMENT_LIST = Audited(audit.PAYMENT_LIST, told=True)  # account: the filter's, if any
+PAYMENT_BY_RECEIPT = Audited(audit.PAYMENT_READ, "receipt", receiptcode.RECEIPT, told=True)
 RECEIPT_READ = Audited(audit.RECEIPT_READ, "payment_id", ENTRY_ID, told=True)
 ADMIN_REPLAY = Audited(audit.ADMIN_REPLAY, urgent=True)
 ADMIN_REJECTED = Audited(audit.ADMIN_REJECTED, urgent=True)

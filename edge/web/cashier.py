@@ -130,7 +130,7 @@ def parse_payment(doc: Any) -> payments.PaymentRequest:
         raise errors.InvalidField("bill_id must be a bill id like DAM-2026-05-0100234567")
     if method not in payments.METHODS:
         raise errors.InvalidField(f"method must be one of {', '.join(payments.METHODS)}")
-    cashier = text.field("cashier", cashier, max_chars=64)
+    cashier = text.field("cashier", cashier, max_chars=payments.CASHIER_MAX)
     return payments.PaymentRequest(bill_id=bill_id, amount=amount, method=method, cashier=cashier)
 
 
@@ -164,7 +164,10 @@ async def create_payment(request: web.Request) -> web.Response:
             f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
         )
     settings = node.settings
-    call = payments.prepare(settings.node_id, client.name, key, req, node.clock(), settings.tz)
+    call = payments.prepare(
+        settings.node_id, client.name, key, req, node.clock(), settings.tz,
+        online=node.link.state == "up",
+    )  # fmt: skip
     try:
         reply: payments.Reply = await node.db.write_batched(node.acceptor, call)
     except outbox.StorageError as exc:

@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import outbox
-from edge import __version__, mirror
+from edge import __version__, mirror, offline
 from edge.node import NODE, Node
 from edge.power.policy import STATES as POWER_STATES
 from edge.web import limits
@@ -60,6 +60,7 @@ class Reads:
     outbox: outbox.Stats
     mirror: mirror.MirrorState
     now: float
+    offline_limits: dict[str, Any]  # offline.status: {limit: {value, used, tripped}}
 
 
 class NodeCollector(Collector):
@@ -92,6 +93,7 @@ class NodeCollector(Collector):
         yield from self._outbox(reads)
         yield from self._mirror(reads)
         yield from self._audit()
+        yield from self._offline(reads)
         tasks = GaugeMetricFamily(
             "edge_task_up", "1 while a background task runs, 0 once it died.", labels=["task"]
         )
@@ -176,6 +178,17 @@ class NodeCollector(Collector):
         yield rows
         yield _gauge("edge_audit_buffered", "Audit rows waiting for the next flush.",
                      len(trail.rows))  # fmt: skip
+
+    def _offline(self, reads: Reads) -> Iterable[Metric]:
+        names = ("value", "used", "tripped")
+        docs = ("The offline limit (0: off; DESIGN 5.8).",
+                "What the limit measures now (NaN: nothing to measure).",
+                "1 while the limit refuses new payments.")  # fmt: skip
+        for name, doc in zip(names, docs, strict=True):
+            family = GaugeMetricFamily(f"edge_offline_limit_{name}", doc, labels=["limit"])
+            for limit, shown in reads.offline_limits.items():
+                family.add_metric([limit], _nan(shown[name]))
+            yield family
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -325,9 +338,12 @@ async def metrics_view(request: web.Request) -> web.Response:
     node = request.app[NODE]
     now = node.clock()
 
-    def read(conn: sqlite3.Connection) -> tuple[outbox.Stats, mirror.MirrorState]:
-        return outbox.stats(conn, now=now), mirror.state(conn)
+    def read(
+        conn: sqlite3.Connection,
+    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage]:
+        return outbox.stats(conn, now=now), mirror.state(conn), offline.read(conn)
 
-    stats, state = await node.db.read_slow(read)
-    body = request.app[METRICS].render(Reads(stats, state, now))
+    stats, state, usage = await node.db.read_slow(read)
+    limits = offline.status(node.acceptor.limits, usage, now, online=node.link.state == "up")
+    body = request.app[METRICS].render(Reads(stats, state, now, limits))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,6 +1,7 @@
 """One middleware renders every error as application/problem+json (RFC 9457).
 
-Body: `{type, title, status, detail, code, title_ar}`. aiohttp's own HTTP errors (404,
+Body: `{type, title, status, detail, code, title_ar}` and any extension members the error
+carries (`offline_limit`: `limit`, `value`, `used`, `detail_ar`). aiohttp's own HTTP errors (404,
 405, 413) get stable codes too, and anything unexpected becomes a logged 500 without a
 stack trace in the body.
 """
@@ -35,6 +36,7 @@ def problem(error: errors.ApiError) -> web.Response:
         "code": error.code,
         "title_ar": error.title_ar,
     }
+    body |= {k: v for k, v in error.extra.items() if k not in body}
     return web.Response(
         status=error.status,
         # "replace": a detail quoting a client's lone surrogate (JSON "\ud800") must not turn a

@@ -99,6 +99,28 @@ async def test_each_personal_data_read_leaves_exactly_one_row(running: RunningNo
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
+async def test_finding_payments_is_recorded_with_whose_payments(running: RunningNode) -> None:
+    payment_id = await pay(running)
+    code, found = await get(running, f"/v1/payments/{payment_id}", who="cashier")
+    assert code == 200
+    receipt = found["receipt"]
+    calls = [
+        ("/v1/payments?account=0100234567", 200),
+        ("/v1/payments", 200),
+        (f"/v1/payments/by-receipt/{receipt}", 200),
+    ]
+    for path, code in calls:
+        assert (await get(running, path, who="cashier"))[0] == code, path
+    found_rows = await rows_reach(running, 4)
+    await running.node.audit.flush()
+    assert [brief(e) for e in entries(running)][1:] == [
+        ("counter-1", "127.0.0.1", "payment.list", None, "0100234567", 200),
+        ("counter-1", "127.0.0.1", "payment.list", None, None, 200),
+        ("counter-1", "127.0.0.1", "payment.read", receipt, "0100234567", 200),
+    ]
+    assert found_rows[0].action == "payment.read"
+
+
 async def test_a_read_refused_for_scope_is_kept_with_the_token_name(running: RunningNode) -> None:
     assert (await get(running, "/v1/accounts/0100234567/bills", who="auditor"))[0] == 403
     (row,) = await rows_reach(running, 1)

@@ -267,7 +267,7 @@ class Fuzzer:
 
     def digest(self) -> str:
         # When a token was last used is bookkeeping a refused request may update (it did
-        # authenticate), and the audit trail records refused reads by design (DESIGN 5.8),
+        # authenticate), and the audit trail records refused reads by design (DESIGN 5.10),
         # flushed whenever its loop's tick comes; everything else must stay as it was.
         return self.host.call(self.rn.node.db.read, lambda c: db_digest(c, self.tables(c)))
 

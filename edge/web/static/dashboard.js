@@ -169,8 +169,40 @@
     mb.textContent = t(mi.stale ? "stale" : "fresh");
     value("mirror-bills", mi.bills, count(mi.bills));
     text("mirror-as-of", since(mi.as_of, s.now));
+    renderLimits(s.offline_limits);
     text("version", s.version);
     text("updated", clock(s.now));
+  }
+
+  // Offline limits: used against each limit, red once it refuses new payments.
+  var LIMITS = ["max_count", "max_total", "max_age_h", "mirror_max_age_h", "max_payment"];
+  function renderLimits(all) {
+    var box = $("limits-list"), i;
+    box.innerHTML = "";
+    if (!all) { return; }
+    for (i = 0; i < LIMITS.length; i++) {
+      var name = LIMITS[i], l = all[name], isMoney = name === "max_total" || name === "max_payment";
+      var show = function (v) { return v === null || v === undefined ? "—" : isMoney ? money(v) : name === "max_count" ? count(v) : num(v); };
+      var block = make("div", { "class": "meter-block limit", "data-limit": name, "data-tripped": String(l.tripped),
+        "data-used": l.used === null ? "" : String(l.used), "data-value": String(l.value) });
+      var label = make("div", { "class": "meter-label" }, t("limit_" + name) + " ");
+      var shown = !l.value ? t("limit_off") : name === "max_payment" ? show(l.value) :
+        (name === "mirror_max_age_h" && l.used === null ? t("limit_never") : show(l.used)) + " / " + show(l.value);
+      label.appendChild(make("b", { "class": "num", dir: "ltr" }, shown));
+      block.appendChild(label);
+      if (l.value && name !== "max_payment") {
+        var meter = make("div", { "class": "meter" }), fill = make("div", { "class": l.tripped ? "fill below" : "fill" });
+        fill.style.width = Math.max(0, Math.min(1, l.used === null ? 1 : l.used / l.value)) * 100 + "%";
+        meter.appendChild(fill);
+        block.appendChild(meter);
+      }
+      if (l.value && name === "max_payment") {
+        block.appendChild(make("small", { "class": l.tripped ? "error" : "muted" }, t(l.tripped ? "limit_payment_now" : "limit_payment_idle")));
+      } else if (l.tripped) {
+        block.appendChild(make("small", { "class": "error" }, t("limit_tripped")));
+      }
+      box.appendChild(block);
+    }
   }
 
   function svg(tag, attrs, parent) {

@@ -36,7 +36,14 @@ window.EDGE_TEXT = {
     OFF: "مطفأ", OVER: "حمل زائد", TRIM: "خفض الجهد", BOOST: "رفع الجهد", FSD: "إيقاف قسري",
     DAM: "دمشق", RDA: "ريف دمشق", ALE: "حلب", HMS: "حمص", HAM: "حماة", LAT: "اللاذقية",
     TAR: "طرطوس", IDL: "إدلب", RAQ: "الرقة", DEZ: "دير الزور", HAS: "الحسكة", DAR: "درعا",
-    SWE: "السويداء", QUN: "القنيطرة"
+    SWE: "السويداء", QUN: "القنيطرة",
+    limits: "حدود العمل دون اتصال",
+    limits_hint: "ما يحتفظ به الخادم دون تأكيد المركز؛ عند بلوغ حدٍّ تُرفض الدفعات الجديدة وتستمر الاستعلامات.",
+    limit_max_count: "عدد الدفعات غير المُرسلة", limit_max_total: "مجموع المبالغ غير المُرسلة (ل.س)",
+    limit_max_age_h: "عمر أقدم دفعة غير مُرسلة (ساعة)", limit_mirror_max_age_h: "عمر نسخة الفواتير (ساعة)",
+    limit_max_payment: "أكبر دفعة دون اتصال (ل.س)", limit_off: "معطّل", limit_tripped: "بلغ الحد: الدفعات الجديدة مرفوضة",
+    limit_payment_now: "يُطبّق الآن: الاتصال بالمركز غير قائم", limit_payment_idle: "يُطبّق عند انقطاع الاتصال فقط",
+    limit_never: "لم تُحدَّث بعد"
   },
   en: {
     title: "Governorate node: operator dashboard", node: "Node", mode: "Mode", power: "Power and UPS",
@@ -74,6 +81,13 @@ window.EDGE_TEXT = {
     BOOST: "boosting voltage", FSD: "forced shutdown",
     DAM: "Damascus", RDA: "Rural Damascus", ALE: "Aleppo", HMS: "Homs", HAM: "Hama",
     LAT: "Latakia", TAR: "Tartus", IDL: "Idlib", RAQ: "Raqqa", DEZ: "Deir ez-Zor",
-    HAS: "Hasakah", DAR: "Daraa", SWE: "As-Suwayda", QUN: "Quneitra"
+    HAS: "Hasakah", DAR: "Daraa", SWE: "As-Suwayda", QUN: "Quneitra",
+    limits: "Offline limits",
+    limits_hint: "What the node holds that the centre has not confirmed; past a limit new payments are refused and inquiries go on.",
+    limit_max_count: "Undelivered payments", limit_max_total: "Undelivered money (SYP)",
+    limit_max_age_h: "Oldest undelivered payment (h)", limit_mirror_max_age_h: "Bills mirror age (h)",
+    limit_max_payment: "Largest payment while offline (SYP)", limit_off: "off", limit_tripped: "Limit reached: new payments refused",
+    limit_payment_now: "Applies now: the link to the centre is not up", limit_payment_idle: "Applies only while the link is down",
+    limit_never: "never updated"
   }
 };
