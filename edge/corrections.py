@@ -4,7 +4,7 @@ Each is one writer job (BEGIN IMMEDIATE with the others of its commit): the idem
 check, the checks on the payment, the action's outbox entry, its `payment_actions` row (a
 retarget's new payment row too) and the stored answer commit together. A refusal raises an
 ApiError inside the job, so its savepoint rolls back and nothing is written. Corrections
-are rare, so they are plain jobs rather than a Batcher (DESIGN 5.10).
+are rare, so they are plain jobs rather than a Batcher (DESIGN 5.11).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ _UPSERT = (
 # the cashier holds the money until an operator resolves the entry (refund or retarget: then
 # it stops). A void in force takes a payment out at once; if the mirror's `paid` holds the
 # payment already, the void gives the amount back (a negative term) until the mirror holds
-# the centre's reversed bill (the void's own version). DESIGN 5.3 and 5.10.
+# the centre's reversed bill (the void's own version). DESIGN 5.3 and 5.11.
 _PENDING_LOCAL = f"""
     COALESCE((SELECT SUM(CASE
                 WHEN a.seq IS NULL THEN

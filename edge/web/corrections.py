@@ -1,35 +1,42 @@
 """Correcting payments over HTTP: a supervisor's void and an admin's resolution of a rejection.
 
 Both take a reason and an Idempotency-Key and go through the writer as one job each
-(edge.corrections). Every correction made passes through `audited`, the one place the
-audit trail records them (DESIGN 5.10).
+(edge.corrections). Both routes are in the audit trail (`@audited`: every answer kept, the
+payment's account once known); `made` is the one place a correction that was made passes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from aiohttp import web
 
 import outbox
-from edge import access, corrections, errors, mirror, payments, text
-from edge.node import NODE, Node
+from edge import access, audit, corrections, errors, mirror, payments, text
+from edge.node import NODE
 from edge.tokens import Client
+from edge.web.audit import ACCOUNT, ACTION, ADMIN_RESOLVE, PAYMENT_VOID, audited
 from edge.web.cashier import read_json, reply_response
 from edge.web.http import client_of, idempotency_key
 from outbox.ids import ENTRY_ID
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-ACTIONS = ("refund", "retarget")
+ACTIONS = {"refund": audit.ADMIN_REFUND, "retarget": audit.ADMIN_RETARGET}
 
 
-def audited(node: Node, client: Client, done: corrections.Correction) -> None:
-    """Every void, refund and retarget made (not a replayed answer): the audit trail's hook."""
+def made(request: web.Request, done: corrections.Correction, reply: payments.Reply) -> None:
+    """A void, refund or retarget answered: the trail learns whose payment it was (the
+    decorator records the row), and a correction made now is logged."""
+    doc = json.loads(reply.body)
+    request[ACCOUNT] = str((doc if done.kind == "void" else doc["payment"])["account"])
+    if reply.replayed:
+        return
     log.info(
         "%s of payment %s by %s (entry %s, bill %s): %s",
-        done.kind, done.payment_id, client.name, done.entry_id, done.bill_id or "-", done.reason,
+        done.kind, done.payment_id, done.by, done.entry_id, done.bill_id or "-", done.reason,
     )  # fmt: skip
 
 
@@ -69,13 +76,14 @@ async def _run(
         reply: payments.Reply = await node.db.write(lambda c: corrections.run(c, rules, call))
     except outbox.StorageError as exc:
         raise (errors.StorageFull if exc.full else errors.StorageFailed)(str(exc)) from exc
+    made(request, call, reply)
     if not reply.replayed:
-        audited(node, client, call)
         node.outbox_changed.set()
     return reply_response(reply)
 
 
 @routes.post("/v1/payments/{payment_id}/void")
+@audited(PAYMENT_VOID)
 async def void_payment(request: web.Request) -> web.Response:
     client = client_of(request, *access.VOID)
     key = idempotency_key(request)
@@ -86,6 +94,7 @@ async def void_payment(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/admin/rejected/{payment_id}/resolve")
+@audited(ADMIN_RESOLVE)
 async def resolve_rejected(request: web.Request) -> web.Response:
     client = client_of(request, "admin")
     key = idempotency_key(request)
@@ -94,6 +103,7 @@ async def resolve_rejected(request: web.Request) -> web.Response:
     action = doc["action"]
     if action not in ACTIONS:
         raise errors.InvalidField(f"action must be one of {', '.join(ACTIONS)}")
+    request[ACTION] = ACTIONS[action]
     reason = text.field("reason", doc["reason"], max_chars=corrections.REASON_MAX)
     bill_id = doc.get("bill_id")
     if action == "refund" and bill_id is not None:
