@@ -204,3 +204,48 @@ async def test_refused_voids_write_nothing(tmp_path: Path) -> None:
     finally:
         await rn.session.close()
         await runner.cleanup()
+
+
+async def test_every_void_and_resolution_is_in_the_audit_trail(tmp_path: Path) -> None:
+    token = supervisor(tmp_path)
+    runner, rn = await start_node(tmp_path, [make_bill(amount=100_000)])
+    rn.tokens["supervisor"] = token
+    bill_id, account = make_bill()["bill_id"], make_bill()["account"]
+    try:
+        voided = await pay(rn, 10_000, "p1", bill_id)
+        assert (await void(rn, voided, "v1"))[0] == 200
+        assert (await void(rn, voided, "v2"))[0] == 409
+        rejected = await pay(rn, 10_000, "p2", bill_id)
+        entry = rn.node.db.read(lambda c: outbox.get(c, rejected))
+        assert entry is not None
+        result = outbox.Result(entry.seq, rejected, "rejected", "unknown_bill")
+        await rn.node.db.write(lambda c: outbox.settle(c, [result]))
+        path = f"/v1/admin/rejected/{rejected}/resolve"
+        status, _, _ = await call(
+            rn, "POST", path, "admin", {"action": "refund", "reason": "r"}, "r1"
+        )
+        assert status == 200
+        status, _, _ = await call(
+            rn, "POST", path, "admin", {"action": "refund", "reason": "r"}, "r2"
+        )
+        assert status == 409
+
+        async def trail() -> list[tuple[Any, ...]]:
+            status, doc, _ = await call(rn, "GET", "/v1/audit?since=2000-01-01", "auditor")
+            assert status == 200, doc
+            rows = [
+                (e["action"], e["token"], e["object"], e["account"], e["status"])
+                for e in doc["entries"]
+                if e["action"].startswith(("payment.void", "admin.rej"))
+            ]
+            return rows if len(rows) == 4 else []
+
+        assert await eventually(trail, what="the corrections in the audit trail") == [
+            ("payment.void", "super-1", voided, account, 200),
+            ("payment.void", "super-1", voided, None, 409),
+            ("admin.rejected.refund", "ops", rejected, account, 200),
+            ("admin.rejected.refund", "ops", rejected, None, 409),
+        ]
+    finally:
+        await rn.session.close()
+        await runner.cleanup()
