@@ -101,7 +101,7 @@ async def resolve_rejected(request: web.Request) -> web.Response:
     _payment_id(request)
     doc = _fields(await read_json(request), {"action", "reason", "bill_id"}, {"action", "reason"})
     action = doc["action"]
-    if action not in ACTIONS:
+    if not isinstance(action, str) or action not in ACTIONS:
         raise errors.InvalidField(f"action must be one of {', '.join(ACTIONS)}")
     request[ACTION] = ACTIONS[action]
     reason = text.field("reason", doc["reason"], max_chars=corrections.REASON_MAX)

@@ -117,7 +117,8 @@ async def test_resolve_refuses_bad_bodies_and_writes_nothing(tmp_path: Path) -> 
 
         await eventually(delivered, what="delivery")
         before = rn.db_counts()
-        for body in ({"action": "burn"}, {"action": "retarget"},
+        for body in ({"action": "burn"}, {"action": {}}, {"action": ["refund"]},
+                     {"action": "retarget"}, {"action": "refund", "reason": 5},
                      {"action": "retarget", "bill_id": "nope"},
                      {"action": "refund", "bill_id": RIGHT}, {"action": "refund", "reason": ""},
                      {"action": "refund", "extra": 1}):  # fmt: skip
