@@ -1,8 +1,8 @@
 """The dashboard's rejected-payments alert and resolve buttons in a real headless Chromium.
 
-A node with a live link (mode `normal`) holds a payment the real centre rejected: the header
-is not "Normal"/green but an alert, in Arabic and in English; an admin resolves it from the
-table (refund) and the alert clears.
+A node with a live link (mode `normal`) holds two payments the real centre rejected: the header
+is not "Normal"/green but an alert, in Arabic and in English; an admin resolves them from the
+table (one refunded, one retargeted to the right bill) and the alert clears.
 """
 
 from __future__ import annotations
@@ -58,30 +58,33 @@ async def test_unresolved_rejections_are_an_alert_until_an_admin_resolves_them(
     await rn.node.db.write(lambda c: mirror.apply_changes(c, [orphan], None, now=time.time()))
     await pay(rn, f"{GOV}-{CYCLE}-{ACCOUNTS[0]}", 10_000, "fine")
     await pay(rn, orphan["bill_id"], 40_000, "orphan")
+    await pay(rn, orphan["bill_id"], 25_000, "orphan-2")
 
     async def rejected() -> bool:
-        return rn.node.db.read(outbox.stats).rejected == 1 and rn.node.link.state == "up"
+        return rn.node.db.read(outbox.stats).rejected == 2 and rn.node.link.state == "up"
 
     await eventually(rejected, what="the centre's rejection, the link up")
     assert rn.node.mode() == "normal"
     await page.goto(rn.url + "/")
     header = await page.wait_for(f"(function () {{ var h = {HEADER}; return h.alert && h; }})()")
     assert header["mode"] == "attention" and header["text"] == "يحتاج انتباهاً"
-    assert header["alert"] == "دفعات مرفوضة بلا معالجة: 1"
+    assert header["alert"] == "دفعات مرفوضة بلا معالجة: 2"
     assert header["color"] != "rgb(35, 122, 59)"  # not the green of "Normal"
     await page.eval("document.getElementById('lang').click()")
     header = await page.eval(HEADER)
     assert (header["text"], header["alert"]) == (
-        "Needs attention", "Rejected payments unresolved: 1",
+        "Needs attention", "Rejected payments unresolved: 2",
     )  # fmt: skip
 
-    # The operator's table gets the buttons; refund it from there.
+    # The operator's table gets the buttons: refund the older one, move the newer one to the
+    # right bill (rows are newest first).
     await page.eval(f"document.getElementById('admin-token').value = {rn.tokens['admin']!r};"
                     "document.querySelector('#admin-form button[type=submit]').click()")  # fmt: skip
     await page.wait_for(
-        "document.querySelector('#rejected-table button[data-action=refund]') !== null"
+        "document.querySelectorAll('#rejected-table button[data-action=refund]').length === 2"
     )
-    await page.eval("document.querySelector('#rejected-table button[data-action=refund]').click()")
+    await page.eval("document.querySelectorAll('#rejected-table button[data-action=refund]')[1]"
+                    ".click()")  # fmt: skip
     assert await page.eval("document.getElementById('resolve-form').hidden") is False
     assert await page.eval("document.getElementById('resolve-bill').hidden") is True
     await page.eval("document.getElementById('resolve-reason').value = 'cash given back';"
@@ -95,6 +98,17 @@ async def test_unresolved_rejections_are_an_alert_until_an_admin_resolves_them(
         )
         == "refunded (ops)"
     )
+    await page.eval(
+        "document.querySelector('#rejected-table button[data-action=retarget]').click()"
+    )
+    assert await page.eval("document.getElementById('resolve-bill').hidden") is False
+    right = f"{GOV}-{CYCLE}-{ACCOUNTS[1]}"
+    await page.eval(f"document.getElementById('resolve-bill').value = {right!r};"
+                    "document.getElementById('resolve-reason').value = 'wrong account typed';"
+                    "document.querySelector('#resolve-form button[type=submit]').click()")  # fmt: skip
+    await page.wait_for(
+        "document.querySelector('#rejected-table td[data-resolved=retarget]') !== null"
+    )
     header = await page.wait_for(
         f"(function () {{ var h = {HEADER}; return h.mode === 'normal' && h; }})()"
     )
@@ -104,9 +118,12 @@ async def test_unresolved_rejections_are_an_alert_until_an_admin_resolves_them(
         "rgb(35, 122, 59)",
     )
     _, doc = await get(link, "/v1/admin/rejected")
-    assert doc["unresolved"] == 0 and doc["entries"][0]["resolution"]["by"] == "ops"
+    assert doc["unresolved"] == 0
+    assert [e["resolution"]["action"] for e in doc["entries"]] == ["retarget", "refund"]
     async with rn.session.get(f"{rn.url}/v1/bills/{orphan['bill_id']}", headers=rn.headers()) as r:
-        assert (await r.json())["due"] == 90_000  # the refund freed the bill's overlay
+        assert (await r.json())["due"] == 90_000  # both resolved: the wrong bill is freed
+    async with rn.session.get(f"{rn.url}/v1/bills/{right}", headers=rn.headers()) as r:
+        assert (await r.json())["due"] == 100_000 - 25_000  # the money moved here
     assert_clean(page, rn.url)
 
 
