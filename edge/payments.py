@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 import outbox
-from edge import errors, mirror, offline
+from edge import credits, errors, mirror, offline
 from sync import receiptcode
 from sync.timefmt import iso, local_day
 
@@ -271,16 +271,17 @@ class Taken(NamedTuple):
     cashier: str
     channel: str
     accepted_at: float
+    credit: int | None  # what the centre's verdict credited of it (edge/credits.py)
 
 
 _TAKEN = (
-    "SELECT seq, receipt, bill_id, account, amount, method, cashier, channel, accepted_at"
-    " FROM payments"
+    "SELECT p.seq, p.receipt, p.bill_id, p.account, p.amount, p.method, p.cashier, p.channel,"
+    " p.accepted_at, c.amount FROM payments p LEFT JOIN payment_credits c ON c.seq = p.seq"
 )
 
 
 def by_seq(conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, Taken]:
-    rows = outbox.select_in(conn, _TAKEN + " WHERE seq IN ({marks})", seqs)
+    rows = outbox.select_in(conn, _TAKEN + " WHERE p.seq IN ({marks})", seqs)
     return {row[0]: Taken._make(row) for row in rows}
 
 
@@ -289,7 +290,7 @@ def find(conn: sqlite3.Connection, payment_id: str) -> dict[str, Any] | None:
     entry = outbox.get(conn, payment_id)
     if entry is None:
         return None
-    row = conn.execute(_TAKEN + " WHERE seq = ?", (entry.seq,)).fetchone()
+    row = conn.execute(_TAKEN + " WHERE p.seq = ?", (entry.seq,)).fetchone()
     if row is None:
         return None  # an outbox entry of another kind
     return document(entry, Taken._make(row))
@@ -297,6 +298,7 @@ def find(conn: sqlite3.Connection, payment_id: str) -> dict[str, Any] | None:
 
 def document(entry: outbox.Entry, p: Taken) -> dict[str, Any]:
     """The one JSON shape of a payment (GET /v1/payments/{id}, the list, the CLI)."""
+    state = payment_state(entry.state, entry.verdict, entry.reason)
     return {
         "payment_id": entry.id,
         "receipt": p.receipt,
@@ -309,7 +311,10 @@ def document(entry: outbox.Entry, p: Taken) -> dict[str, Any]:
         "channel": p.channel,
         "accepted_at": iso(p.accepted_at),
         "seq": entry.seq,
-        "state": payment_state(entry.state, entry.verdict, entry.reason),
+        "state": state,
+        "credit": credits.link(
+            p.account, p.bill_id, credits.credited_amount(p.credit, state, p.amount)
+        ),
         "verdict": None
         if entry.verdict is None or entry.settled_at is None
         else {

@@ -1,4 +1,5 @@
-"""The node's own tables (mirror, payments, receipts, offline totals), after the outbox's migrations."""
+"""The node's own tables (mirror, payments, receipts, offline totals, credits), after the outbox's
+migrations."""
 
 from __future__ import annotations
 
@@ -190,6 +191,19 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
                 total = total + (SELECT amount FROM payments WHERE seq = NEW.seq)
             WHERE id = 1 AND EXISTS (SELECT 1 FROM payments WHERE seq = NEW.seq);
         END;
+        """,
+    ),
+    Migration(
+        "edge.0009_credit",
+        """
+        -- Protocol 3: each bill carries the credit the centre holds on it (money paid beyond
+        -- its amount), and a payment whose verdict made credit keeps how much (edge/credits.py).
+        -- A mirror filled before holds 0 until the centre's next version of the bill.
+        ALTER TABLE bills ADD COLUMN credit INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE payment_credits (
+            seq    INTEGER PRIMARY KEY REFERENCES outbox_entries (seq),
+            amount INTEGER NOT NULL CHECK (amount > 0)
+        );
         """,
     ),
 )

@@ -23,7 +23,7 @@ def bill(n: int = 1, gov: str = "DAM") -> dict[str, Any]:
         "bill_id": f"{gov}-2026-05-{n}", "account": str(n), "governorate": gov,
         "cycle": "2026-05", "name": "سمير الحلبي", "address": "دمشق", "meter": "EM-1",
         "kwh": 420, "amount": 1_500_000, "paid": 0, "due_date": "2026-07-15", "version": 3,
-        "updated_at": "2026-06-01T00:00:00.000Z",
+        "updated_at": "2026-06-01T00:00:00.000Z", "credit": 0,
     }  # fmt: skip
 
 
@@ -68,7 +68,7 @@ BAD: list[tuple[str, bytes, type[Exception]]] = [
     ("edited bill", stream([[bill()]]).replace(b"EM-1", b"EM-2"), BadAnswer),
     ("data after end", stream([]) + encode_item(bill()), ProtocolError),
     ("partial data after end", stream([]) + b"\x8d", ProtocolError),
-    ("end wrong version", stream([]).replace(b"\xa1v\x02", b"\xa1v\x09"), ProtocolError),
+    ("end wrong version", stream([]).replace(b"\xa1v\x03", b"\xa1v\x09"), ProtocolError),
     (
         "unsigned old stream",
         encode_item(bill()) + msgpack.packb({"v": 2, "end": True, "cursor": 5, "count": 1}),
