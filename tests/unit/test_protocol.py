@@ -161,6 +161,24 @@ MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
     ("bill bool version", protocol.decode_changes,
      pack({"v": 3, "changes": [make_bill(version=True)], "cursor": 1, "more": False})),
     ("deep nesting", protocol.decode_changes, b"\x91" * 5000 + b"\x00"),
+    # Protocol 3: a verdict names its credit; a bill carries its credit.
+    ("verdict without credit", protocol.decode_reply,
+     pack({"v": 3, "results": [{"seq": 1, "id": E.id, "verdict": "applied", "reason": None,
+                                "version": 2}], "acked_seq": 1})),
+    ("credit negative", protocol.decode_reply, reply_with(credit=-1)),
+    ("credit bool", protocol.decode_reply, reply_with(credit=True)),
+    ("credit float", protocol.decode_reply, reply_with(credit=1.0)),
+    ("credit nil", protocol.decode_reply, reply_with(credit=None)),
+    ("rejected with credit", protocol.decode_reply,
+     reply_with(verdict="rejected", reason="unknown_bill", version=None, credit=5)),
+    ("credited without credit", protocol.decode_reply, reply_with(verdict="credited", credit=0)),
+    ("bill without credit (v2 shape)", protocol.decode_changes,
+     pack({"v": 3, "changes": [{k: v for k, v in make_bill().items() if k != "credit"}],
+           "cursor": 1, "more": False})),
+    ("bill negative credit", protocol.decode_changes,
+     pack({"v": 3, "changes": [make_bill(credit=-1)], "cursor": 1, "more": False})),
+    ("bill bool credit", protocol.decode_changes,
+     pack({"v": 3, "changes": [make_bill(credit=False)], "cursor": 1, "more": False})),
 ]  # fmt: skip
 
 
@@ -180,6 +198,33 @@ def test_too_many_entries_has_its_own_code() -> None:
     with pytest.raises(ProtocolError) as info:
         protocol.decode_batch(body)
     assert info.value.code == "batch_too_large"
+
+
+def test_credit_round_trips_in_verdicts_and_bills() -> None:
+    verdicts = [
+        Verdict(1, "dam-1_A", "applied", None, 5, 10_000),  # part applied, part credit
+        Verdict(2, "dam-1_B", "duplicate", "credited", 6, 9_960_000),
+        Verdict(3, "dam-1_C", "applied", None, 7),  # no credit: 0 on the wire
+    ]
+    reply = protocol.decode_reply(protocol.encode_reply(verdicts, 3))
+    assert [v.credit for v in reply.results] == [10_000, 9_960_000, 0]
+    bill = make_bill(paid=100_000, credit=2**63 - 1)
+    assert protocol.decode_changes(protocol.encode_changes([bill], 1, False)).changes == [bill]
+
+
+@pytest.mark.parametrize("frame", [
+    {"v": 2, "node": NODE, "entries": []},
+    {"v": 2, "results": [], "acked_seq": 0},
+    {"v": 2, "changes": [], "cursor": 0, "more": False},
+])  # fmt: skip
+def test_a_version_2_frame_is_refused_with_a_clear_code(frame: dict[str, Any]) -> None:
+    # How versions meet here: a version-2 peer's frame is refused, named, never half-read.
+    decoder = {"node": protocol.decode_batch, "results": protocol.decode_reply,
+               "changes": protocol.decode_changes}[next(k for k in frame if k != "v")]  # fmt: skip
+    with pytest.raises(ProtocolError, match="version 2 is not supported") as info:
+        decoder(pack(frame))
+    assert info.value.code == "unsupported_version"
+    assert protocol.PROTOCOL_VERSION == 3
 
 
 def test_unsupported_version_code() -> None:

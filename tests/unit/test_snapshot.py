@@ -35,6 +35,15 @@ def stream(pages: list[list[dict[str, Any]]], cursor: int = 77, sig: str = SIG) 
     return out + sealer.end(cursor)
 
 
+def sealed(raw: bytes, bills: int = 1) -> bytes:
+    """A correctly signed one-page stream over `raw`, whatever the bytes hold."""
+    sealer = Sealer(SECRET, SIG)
+    return raw + sealer.seal(raw, bills) + sealer.end(5)
+
+
+V2_BILL = {k: v for k, v in bill().items() if k != "credit"}
+
+
 def reader(**kw: Any) -> SnapshotReader:
     return SnapshotReader(SECRET, SIG, governorate="DAM", **kw)
 
@@ -75,6 +84,9 @@ BAD: list[tuple[str, bytes, type[Exception]]] = [
         ProtocolError,
     ),
     ("garbage", b"\xc1\xc1", ProtocolError),
+    # Signed correctly, so only the bill's own shape can refuse them.
+    ("version-2 bill without credit", sealed(msgpack.packb(V2_BILL)), ProtocolError),
+    ("bill with a bool credit", sealed(msgpack.packb({**bill(), "credit": True})), ProtocolError),
     ("array inside", msgpack.packb({**bill(), "name": ["x"]}), ProtocolError),
 ]
 
@@ -127,6 +139,13 @@ def test_mutated_streams_never_release_a_changed_bill(at: int, junk: bytes) -> N
     with contextlib.suppress(ProtocolError, BadAnswer):
         released += reader().feed(bad)
     assert all(b in (bill(1), bill(2), bill(3)) for b in released)
+
+
+def test_a_bills_credit_is_released_as_sent() -> None:
+    credited = {**bill(1), "paid": 1_500_000, "credit": 9_960_000}
+    r = reader()
+    assert r.feed(stream([[credited, bill(2)]])) == [credited, bill(2)]
+    assert r.done
 
 
 def test_changes_refuse_a_foreign_bill() -> None:
