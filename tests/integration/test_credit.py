@@ -18,14 +18,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually, start_link
 from nodefixtures import start_node
 
+import edge
 from edge import mirror
 from sync.centre import bills
 
 ROOT = Path(__file__).resolve().parents[2]
 AMOUNT = 100_000  # every bill of the fixture (helpers.make_bill)
+OPENAPI = json.loads((Path(edge.__file__).parent / "web" / "openapi.json").read_text("utf-8"))
+
+
+def conforms(body: Any, schema: str) -> None:
+    """`body` is valid against the OpenAPI document's component `schema`."""
+    root = {"$ref": f"#/components/schemas/{schema}", "components": OPENAPI["components"]}
+    jsonschema.Draft202012Validator(root).validate(body)
 
 
 def centre_config(tmp_path: Path, link: Link) -> Path:
@@ -100,6 +109,7 @@ async def test_paid_online_in_an_outage_and_in_cash_shows_the_credit(tmp_path: P
             "href": f"/v1/accounts/{account}/bills",
         }  # fmt: skip
         assert doc["verdict"]["verdict"] == "credited"
+        conforms(doc, "Payment")
 
         # After the next pull the inquiry shows the credit where the link points.
         async def shows_credit() -> bool:
@@ -113,7 +123,12 @@ async def test_paid_online_in_an_outage_and_in_cash_shows_the_credit(tmp_path: P
             AMOUNT, AMOUNT, 0, "paid",
         )  # fmt: skip
         assert line["pending_local"] == 0  # the payment is settled: credit, not owed
-        assert (await get(link, f"/v1/bills/{bill_id}"))["credit"] == AMOUNT
+        conforms(shown, "AccountBills")
+        one = await get(link, f"/v1/bills/{bill_id}")
+        assert one["credit"] == AMOUNT
+        conforms(one, "Bill")
+        listed_payments = await get(link, f"/v1/payments?bill_id={bill_id}")
+        assert [p["credit"] for p in listed_payments["items"]] == [doc["credit"]]
         other = await get(link, f"/v1/accounts/{ACCOUNTS[4]}/bills")
         assert other["credit"] == 0
 
