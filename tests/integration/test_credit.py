@@ -208,3 +208,50 @@ async def test_a_fresh_nodes_snapshot_and_the_feed_carry_credit(tmp_path: Path) 
         if fresh_close is not None:
             await fresh_close()
         await close()
+
+
+async def test_a_lost_reply_still_brings_the_payments_credit(tmp_path: Path) -> None:
+    # The centre records the credited payment but its reply is lost: the resend is answered
+    # `duplicate` of `credited`, and it must name the same credit for the node to keep.
+    link, close = await start_link(tmp_path)
+    try:
+        rn = link.node
+        account = ACCOUNTS[5]
+        bill_id = f"{GOV}-{CYCLE}-{account}"
+        await bootstrapped(link)
+        link.proxy.mode = "refuse"
+        await link.centre.write(lambda c: bills.pay_online(c, bill_id, 60_000, time.time()))
+        async with rn.session.post(
+            f"{rn.url}/v1/payments",
+            json={"bill_id": bill_id, "amount": AMOUNT, "method": "cash", "cashier": "huda"},
+            headers=rn.headers(**{"Idempotency-Key": "lost"}),
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            payment_id = (await resp.json())["payment_id"]
+        link.proxy.mode = "drop_reply"
+
+        async def recorded() -> bool:
+            return any(row[0] == payment_id for row in await link.centre.ledger())
+
+        await eventually(recorded, what="the centre recording the payment")
+        assert (await get(link, f"/v1/payments/{payment_id}"))["state"] == "pending_sync"
+        link.proxy.mode = "pass"
+
+        async def settled() -> Any:
+            doc = await get(link, f"/v1/payments/{payment_id}")
+            return doc if doc["state"] != "pending_sync" else None
+
+        doc = await eventually(settled, what="the resend's verdict")
+        # 40,000 was still due at the centre: 60,000 of the cash became credit.
+        assert (doc["state"], doc["verdict"]["verdict"], doc["verdict"]["reason"]) == (
+            "synced", "duplicate", "applied",
+        )  # fmt: skip
+        assert doc["credit"]["amount"] == 60_000
+
+        async def shows() -> bool:
+            body = await get(link, f"/v1/accounts/{account}/bills")
+            return bool(body["credit"] == 60_000 and body["bills"][0]["due"] == 0)
+
+        await eventually(shows, what="the credit in the inquiry")
+    finally:
+        await close()
