@@ -1,7 +1,7 @@
 """`create_app(settings)`: the node's aiohttp application, built without I/O.
 
 This is the composition root: the node's parts are made here, once. Resources open in
-`cleanup_ctx` in dependency order (database, tokens, replication, power monitor) and
+`cleanup_ctx` in dependency order (database, audit, tokens, replication, power monitor) and
 close in reverse, so the database is the last thing to close.
 """
 
@@ -20,6 +20,7 @@ from edge.power.monitor import POWER_MONITOR, PowerMonitor
 from edge.power.sources import make_source
 from edge.web import (
     admin,
+    audit,
     cashier,
     connections,
     dashboard,
@@ -45,6 +46,16 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await node.db.close()
         log.info("database closed")
+
+
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Right after the database: the trail's last flush runs before the database closes."""
+    audit = app[NODE].audit
+    await audit.start()
+    try:
+        yield
+    finally:
+        await audit.close()
 
 
 async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -122,9 +133,17 @@ def create_app(
     if settings.ups_source != "none":
         app[POWER_MONITOR] = PowerMonitor(node, make_source(settings))
     app.cleanup_ctx.extend(
-        [tasks_ctx, database_ctx, tokens_ctx, replication_ctx, power_ctx, limits.limits_ctx]
+        [
+            tasks_ctx,
+            database_ctx,
+            audit_ctx,
+            tokens_ctx,
+            replication_ctx,
+            power_ctx,
+            limits.limits_ctx,
+        ]
     )
     app.on_shutdown.append(stop_taking_money)
-    for module in (cashier, receipt, search, status, admin, power, dashboard, metrics):
+    for module in (cashier, receipt, search, status, admin, audit, power, dashboard, metrics):
         app.add_routes(module.routes)
     return app

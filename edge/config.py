@@ -38,7 +38,7 @@ GOVERNORATES = {
 }
 SECTIONS = (
     "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
-    "limits.offline",
+    "limits.offline", "audit",
 )  # fmt: skip
 
 
@@ -106,6 +106,8 @@ class Settings:
     limits_offline_max_count: int = 150_000
     limits_offline_max_age_h: float = 96.0
     limits_offline_mirror_max_age_h: float = 96.0
+    audit_enabled: bool = True
+    audit_keep_days: int = 400  # a year of disputes plus a billing cycle; 0 keeps for ever
 
     @property
     def tz(self) -> ZoneInfo:
@@ -200,10 +202,20 @@ def flatten(doc: Mapping[str, Any], path: Path, section: str = "") -> dict[str, 
     return out
 
 
+# TOML gives true/false; an EDGE_* variable gives text.
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
     key = key_of(name)
     try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in _BOOLS:
+                return _BOOLS[value.lower()]
+            raise ValueError
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
@@ -276,6 +288,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"power.on_low {s.power_on_low!r}: one of shutdown, read_only")
     if s.power_runtime_floor_s < 0:
         raise ConfigError("power.runtime_floor_s must not be negative")
+    if not 0 <= s.audit_keep_days <= 36500:
+        raise ConfigError("audit.keep_days must be between 0 (keep for ever) and 36500")
     _validate_limits(s)
     for name in ("limits_offline_max_payment", "limits_offline_max_total",
                  "limits_offline_max_count", "limits_offline_max_age_h",

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from edge import mirror
+from edge.audit import Trail
 from edge.config import Settings
 from edge.db import Database
 from edge.lastused import LastUsed
@@ -54,6 +55,7 @@ class Node:
     tasks: Supervisor
     replication: Replication
     history: History
+    audit: Trail
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
     shutting_down: bool = False
@@ -90,9 +92,12 @@ class Node:
             db, clock, runtime_floor_s=settings.power_runtime_floor_s, source=settings.ups_source
         )
         link.on_change(history.on_link_change)
+        audit = Trail(db, tasks, enabled=settings.audit_enabled,
+                      keep_days=settings.audit_keep_days, clock=clock)  # fmt: skip
         return cls(
             settings=settings, db=db, tokens=Tokens(settings.auth_tokens_file, clock=clock), link=link,
-            tasks=tasks, replication=replication, history=history, clock=clock,
+            tasks=tasks, replication=replication, history=history, audit=audit,
+            clock=clock,
         )  # fmt: skip
 
     @property

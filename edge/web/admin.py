@@ -10,6 +10,7 @@ from aiohttp import web
 import outbox
 from edge import errors, payments
 from edge.node import NODE
+from edge.web.audit import ADMIN_REJECTED, ADMIN_REPLAY, audited
 from edge.web.http import client_of, json_response
 from sync.timefmt import iso_or_none
 
@@ -18,6 +19,7 @@ REJECTED_LIMIT = 200
 
 
 @routes.post("/v1/admin/replay")
+@audited(ADMIN_REPLAY)
 async def replay_now(request: web.Request) -> web.Response:
     client_of(request, "admin")
     node = request.app[NODE]
@@ -47,6 +49,7 @@ def rejected(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
 
 
 @routes.get("/v1/admin/rejected")
+@audited(ADMIN_REJECTED)
 async def admin_rejected(request: web.Request) -> web.Response:
     client_of(request, "admin")
     node = request.app[NODE]

@@ -16,6 +16,7 @@ from aiohttp import web
 import outbox
 from edge import access, errors, mirror, payments, text
 from edge.node import NODE, Node
+from edge.web import audit
 from edge.web.http import MAX_BODY, client_of, json_response
 from outbox import crashpoints
 from outbox.ids import ENTRY_ID
@@ -53,6 +54,7 @@ def bill_json(view: mirror.BillView) -> dict[str, Any]:
 
 
 @routes.get("/v1/accounts/{account}/bills")
+@audit.audited(audit.ACCOUNT_READ)
 async def account_bills(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client_of(request, "inquire")
@@ -76,6 +78,7 @@ async def account_bills(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/bills/{bill_id}")
+@audit.audited(audit.BILL_READ)
 async def one_bill(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client_of(request, "inquire")
@@ -215,9 +218,11 @@ def readable_payment(request: web.Request) -> dict[str, Any]:
     # Another channel's payment answers exactly like an unknown one: no oracle for ids.
     if found is None or not access.may_read_payment(client, found["channel"]):
         raise errors.UnknownPayment(f"payment {payment_id} is not known to this node")
+    request[audit.ACCOUNT] = found["account"]
     return found
 
 
 @routes.get("/v1/payments/{payment_id}")
+@audit.audited(audit.PAYMENT_READ)
 async def get_payment(request: web.Request) -> web.Response:
     return json_response(readable_payment(request))

@@ -24,7 +24,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import outbox
@@ -92,6 +92,7 @@ class NodeCollector(Collector):
         yield from self._link()
         yield from self._outbox(reads)
         yield from self._mirror(reads)
+        yield from self._audit()
         yield from self._offline(reads)
         tasks = GaugeMetricFamily(
             "edge_task_up", "1 while a background task runs, 0 once it died.", labels=["task"]
@@ -165,6 +166,18 @@ class NodeCollector(Collector):
                      _nan(age))  # fmt: skip
         yield _gauge("edge_mirror_stale", "1 when the mirror is older than its limit.",
                      1 if stale else 0)  # fmt: skip
+
+    def _audit(self) -> Iterable[Metric]:
+        trail = self.node.audit
+        rows = CounterMetricFamily(
+            "edge_audit_rows", "Audit rows written, or dropped because the buffer was full.",
+            labels=["result"],
+        )  # fmt: skip
+        rows.add_metric(["written"], trail.written)
+        rows.add_metric(["dropped"], trail.dropped)
+        yield rows
+        yield _gauge("edge_audit_buffered", "Audit rows waiting for the next flush.",
+                     len(trail.rows))  # fmt: skip
 
     def _offline(self, reads: Reads) -> Iterable[Metric]:
         names = ("value", "used", "tripped")

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from edge import errors, mirror, receipts
 from edge.node import NODE
+from edge.web.audit import RECEIPT_READ, audited
 from edge.web.cashier import readable_payment
 
 routes = web.RouteTableDef()
@@ -104,6 +105,7 @@ def page(r: receipts.Receipt, paper: str = "80mm") -> str:
 
 
 @routes.get("/v1/payments/{payment_id}/receipt")
+@audited(RECEIPT_READ)
 async def payment_receipt(request: web.Request) -> web.Response:
     found = readable_payment(request)  # the same scope and lookup as reading the payment
     node = request.app[NODE]

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from edge import access, errors, paymentquery
 from edge.node import NODE
+from edge.web import audit
 from edge.web.http import client_of, json_response
 from sync import receiptcode
 
@@ -18,16 +19,20 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/v1/payments")
+@audit.audited(audit.PAYMENT_LIST)
 async def list_payments(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client = client_of(request, *access.READ_PAYMENTS)
     filters = paymentquery.parse(request.query.items(), access.payment_channel(client))
+    if filters.account is not None:
+        request[audit.ACCOUNT] = filters.account  # whose payments were listed is recorded
     # Index ranges, but up to 500 documents: off the event loop.
     page = await node.db.read_slow(lambda c: paymentquery.search(c, filters))
     return json_response(page.as_dict())
 
 
 @routes.get("/v1/payments/by-receipt/{receipt}")
+@audit.audited(audit.PAYMENT_BY_RECEIPT)
 async def payment_by_receipt(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client = client_of(request, *access.READ_PAYMENTS)
@@ -41,4 +46,5 @@ async def payment_by_receipt(request: web.Request) -> web.Response:
     if found is None:
         # The same answer whether it does not exist or belongs to another channel.
         raise errors.UnknownPayment(f"no payment with receipt {receipt} that this token may see")
+    request[audit.ACCOUNT] = found["account"]
     return json_response(found)
