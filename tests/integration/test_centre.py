@@ -368,6 +368,13 @@ async def test_bad_frames_and_limits(centre: Centre) -> None:
         "POST", path, msgpack.packb({"v": 7, "node": NODE, "entries": []})
     )
     assert (status, protocol.decode_error(raw)[0]) == (400, "unsupported_version")
+    # A node still on protocol 2 (before credit) is told plainly, and nothing is recorded.
+    status, raw, _ = await centre.request(
+        "POST", path, msgpack.packb({"v": 2, "node": NODE, "entries": []})
+    )
+    code, detail = protocol.decode_error(raw)
+    assert (status, code) == (400, "unsupported_version")
+    assert "version 2 is not supported (this side speaks 3)" in detail
     status, raw, _ = await centre.request(
         "POST", path, b"{}", headers={"Content-Type": "application/json"}
     )
