@@ -1,4 +1,4 @@
-"""What was done to a payment after it was taken: voids, refunds, retargets (DESIGN 5.11).
+"""What was done to a payment after it was taken: voids, refunds, retargets (DESIGN 5.12).
 
 The SQL the overlay, the payment states and the documents share, and the reads of the
 `payment_actions` table. Each action is an outbox entry of its own kind; a row here ties

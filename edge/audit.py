@@ -30,7 +30,7 @@ PAYMENT_LIST = "payment.list"
 RECEIPT_READ = "receipt.read"  # the printable receipt names the subscriber
 ADMIN_REPLAY, ADMIN_REJECTED = "admin.replay", "admin.rejected.list"
 AUDIT_READ = "audit.read"
-# Corrections (DESIGN 5.11): a void, and an admin's resolution of a rejected payment (its
+# Corrections (DESIGN 5.12): a void, and an admin's resolution of a rejected payment (its
 # action once the body named it; `admin.rejected.resolve` for one refused before that).
 PAYMENT_VOID = "payment.void"
 ADMIN_RESOLVE, ADMIN_REFUND = "admin.rejected.resolve", "admin.rejected.refund"

@@ -4,7 +4,7 @@ Each is one writer job (BEGIN IMMEDIATE with the others of its commit): the idem
 check, the checks on the payment, the action's outbox entry, its `payment_actions` row (a
 retarget's new payment row too) and the stored answer commit together. A refusal raises an
 ApiError inside the job, so its savepoint rolls back and nothing is written. Corrections
-are rare, so they are plain jobs rather than a Batcher (DESIGN 5.11).
+are rare, so they are plain jobs rather than a Batcher (DESIGN 5.12).
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def _check_void(
         raise errors.PaymentRejected(
             f"{c.payment_id} was rejected by the centre: resolve it (refund or retarget) instead"
         )
-    if payments.payment_state(entry.state, entry.verdict, entry.reason) == "credited":
+    credited = payments.payment_state(entry.state, entry.verdict, entry.reason) == "credited"
+    if credited or taken.credit:  # all of it, or the part beyond what was due (protocol 3)
         raise errors.PaymentCredited(
             f"{c.payment_id} became the subscriber's credit at the centre: the centre corrects it"
         )

@@ -36,7 +36,7 @@ _UPSERT = (
 # the cashier holds the money until an operator resolves the entry (refund or retarget: then
 # it stops). A void in force takes a payment out at once; if the mirror's `paid` holds the
 # payment already, the void gives the amount back (a negative term) until the mirror holds
-# the centre's reversed bill (the void's own version). DESIGN 5.3 and 5.11.
+# the centre's reversed bill (the void's own version). DESIGN 5.3 and 5.12.
 _PENDING_LOCAL = f"""
     COALESCE((SELECT SUM(CASE
                 WHEN a.seq IS NULL THEN
@@ -51,7 +51,9 @@ _PENDING_LOCAL = f"""
 """
 _SELECT_VIEW = (
     "SELECT b.bill_id, b.account, b.governorate, b.cycle, b.name, b.address, b.meter, b.kwh,"
-    " b.amount, b.paid, b.due_date, b.version, b.updated_at," + _PENDING_LOCAL + " FROM bills b"
+    " b.amount, b.paid, b.due_date, b.version, b.updated_at, b.credit,"
+    + _PENDING_LOCAL
+    + " FROM bills b"
 )
 
 
@@ -71,6 +73,7 @@ class BillView(NamedTuple):
     due_date: str
     version: int
     updated_at: str
+    credit: int  # the subscriber's money the centre holds on this bill (protocol 3)
     pending_local: int
 
     @property
@@ -178,9 +181,9 @@ _ACCOUNT_JSON = (
     "'bill_id', bill_id, 'cycle', cycle, 'amount', amount, 'paid', paid, 'pending_local', pl,"
     " 'due', due, 'due_date', due_date, 'status', CASE WHEN due = 0 THEN 'paid'"
     " WHEN paid + pl = 0 THEN 'unpaid' ELSE 'partial' END, 'kwh', kwh, 'meter', meter,"
-    " 'version', version)) AS BLOB), SUM(due), COUNT(*), max(cycle),"
+    " 'version', version, 'credit', credit)) AS BLOB), SUM(due), COUNT(*), max(cycle),"
     " CAST(json_object('name', name, 'address', address) AS BLOB),"
-    " CAST(json_quote(governorate) AS BLOB)"
+    " CAST(json_quote(governorate) AS BLOB), SUM(credit)"
     " FROM w"
 )
 
@@ -193,15 +196,16 @@ class AccountJson:
     total_due: int
     subscriber: bytes  # {"name": ..., "address": ...} of the latest bill
     governorate: bytes  # a JSON string
+    credit: int  # the sum of the bills' credit: the account's balance (sync.centre.credits)
 
 
 def account_json(conn: sqlite3.Connection, account: str) -> AccountJson | None:
-    bills_json, total, count, _, subscriber, governorate = conn.execute(
+    bills_json, total, count, _, subscriber, governorate, credit = conn.execute(
         _ACCOUNT_JSON, (account,)
     ).fetchone()
     if not count:
         return None
-    return AccountJson(bills_json, int(total), subscriber, governorate)
+    return AccountJson(bills_json, int(total), subscriber, governorate, int(credit))
 
 
 def bills_for_account(conn: sqlite3.Connection, account: str) -> list[BillView]:

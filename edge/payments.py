@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 import outbox
-from edge import actions, errors, mirror, offline
+from edge import actions, credits, errors, mirror, offline
 from sync import receiptcode
 from sync.timefmt import iso, local_day
 
@@ -280,16 +280,17 @@ class Taken(NamedTuple):
     cashier: str
     channel: str
     accepted_at: float
+    credit: int | None  # what the centre's verdict credited of it (edge/credits.py)
 
 
 _TAKEN = (
-    "SELECT seq, receipt, bill_id, account, amount, method, cashier, channel, accepted_at"
-    " FROM payments"
+    "SELECT p.seq, p.receipt, p.bill_id, p.account, p.amount, p.method, p.cashier, p.channel,"
+    " p.accepted_at, c.amount FROM payments p LEFT JOIN payment_credits c ON c.seq = p.seq"
 )
 
 
 def by_seq(conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, Taken]:
-    rows = outbox.select_in(conn, _TAKEN + " WHERE seq IN ({marks})", seqs)
+    rows = outbox.select_in(conn, _TAKEN + " WHERE p.seq IN ({marks})", seqs)
     return {row[0]: Taken._make(row) for row in rows}
 
 
@@ -298,7 +299,7 @@ def find(conn: sqlite3.Connection, payment_id: str) -> dict[str, Any] | None:
     entry = outbox.get(conn, payment_id)
     if entry is None:
         return None
-    row = conn.execute(_TAKEN + " WHERE seq = ?", (entry.seq,)).fetchone()
+    row = conn.execute(_TAKEN + " WHERE p.seq = ?", (entry.seq,)).fetchone()
     if row is None:
         return None  # an outbox entry of another kind
     found = actions.on_payments(conn, [entry.seq]).get(entry.seq, [])
@@ -324,6 +325,8 @@ def document(
     acts = acts or []
     force = actions.in_force_of(acts)
     void, resolved = actions.of_kind(acts, "void"), actions.of_kind(acts, "refund", "retarget")
+    replay = payment_state(entry.state, entry.verdict, entry.reason)
+    state = replay if force is None else payment_state(entry.state, None, None, force.kind)
     return {
         "payment_id": entry.id,
         "receipt": p.receipt,
@@ -336,8 +339,9 @@ def document(
         "channel": p.channel,
         "accepted_at": iso(p.accepted_at),
         "seq": entry.seq,
-        "state": payment_state(
-            entry.state, entry.verdict, entry.reason, None if force is None else force.kind
+        "state": state,
+        "credit": credits.link(
+            p.account, p.bill_id, credits.credited_amount(p.credit, replay, p.amount)
         ),
         "verdict": None
         if entry.verdict is None or entry.settled_at is None

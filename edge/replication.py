@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 import outbox
-from edge import mirror
+from edge import credits, mirror
 from edge.config import Settings
 from edge.db import Database
 from edge.errors import ConfigError
@@ -94,6 +94,7 @@ class Replication:
             ReplayConfig(node=s.node_id, url=url, secret=secret, batch_size=s.centre_batch_size,
                          policy=policy, config_fault_retry_s=s.centre_config_fault_retry_s),
             db.writer, session, self.link, clock=clock, on_result=self.on_result, secret=keyring,
+            settled=credits.record,
         )  # fmt: skip
 
         async def apply(bills: list[dict[str, Any]], cursor: int | None) -> None:

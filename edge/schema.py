@@ -1,5 +1,5 @@
-"""The node's own tables (mirror, payments, receipts, offline totals, audit), after the outbox's
-migrations."""
+"""The node's own tables (mirror, payments, receipts, offline totals, audit, credits), after the
+outbox's migrations."""
 
 from __future__ import annotations
 
@@ -217,9 +217,22 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "edge.0010_payment_actions",
+        "edge.0010_credit",
         """
-        -- What was done to a payment after it was taken (edge/actions.py, DESIGN 5.11): a
+        -- Protocol 3: each bill carries the credit the centre holds on it (money paid beyond
+        -- its amount), and a payment whose verdict made credit keeps how much (edge/credits.py).
+        -- A mirror filled before holds 0 until the centre's next version of the bill.
+        ALTER TABLE bills ADD COLUMN credit INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE payment_credits (
+            seq    INTEGER PRIMARY KEY REFERENCES outbox_entries (seq),
+            amount INTEGER NOT NULL CHECK (amount > 0)
+        );
+        """,
+    ),
+    Migration(
+        "edge.0011_payment_actions",
+        """
+        -- What was done to a payment after it was taken (edge/actions.py, DESIGN 5.12): a
         -- void (a supervisor's), a refund or a retarget (an admin resolving a rejection).
         -- `seq` is the action's own outbox entry; `target` the payment acted on. At most one
         -- action of a kind per payment (a double void cannot be written even by a race): a

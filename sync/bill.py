@@ -14,9 +14,10 @@ from sync.errors import ProtocolError
 
 FIELDS = (
     "bill_id", "account", "governorate", "cycle", "name", "address", "meter", "kwh",
-    "amount", "paid", "due_date", "version", "updated_at",
+    "amount", "paid", "due_date", "version", "updated_at", "credit",
 )  # fmt: skip
-INT_FIELDS = frozenset({"kwh", "amount", "paid", "version"})
+# `credit` (protocol 3): piastres paid on this bill beyond its amount, the subscriber's money.
+INT_FIELDS = frozenset({"kwh", "amount", "paid", "version", "credit"})
 MAX_INT = 2**63 - 1  # SQLite's integer range: anything larger cannot be stored anyway
 MAX_TEXT = 1024
 # \Z, never $: `$` also matches before a trailing newline, so "123\n" would pass.

@@ -26,7 +26,7 @@ from sync.signing import TIMESTAMP_HEADER as TIMESTAMP_HEADER
 from sync.signing import read_secret as read_secret
 from sync.signing import sign as sign
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 CONTENT_TYPE = "application/msgpack"
 MAX_BATCH = 5_000
 MAX_CHANGES = 10_000
@@ -57,6 +57,8 @@ class VerdictLike(Protocol):
     def reason(self) -> str | None: ...
     @property
     def version(self) -> int | None: ...
+    @property
+    def credit(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Verdict:
     verdict: str
     reason: str | None
     version: int | None
+    credit: int = 0  # piastres of this entry that became the subscriber's credit (protocol 3)
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ def encode_reply(results: Iterable[VerdictLike], acked_seq: int) -> bytes:
             "v": PROTOCOL_VERSION,
             "results": [
                 {"seq": r.seq, "id": r.id, "verdict": r.verdict, "reason": r.reason,
-                 "version": r.version}
+                 "version": r.version, "credit": r.credit}
                 for r in results
             ],
             "acked_seq": acked_seq,
@@ -242,7 +245,7 @@ def decode_reply(body: bytes) -> Reply:
     results = []
     for i, item in enumerate(_list(frame["results"], "results", MAX_BATCH)):
         where = f"results[{i}]"
-        r = _map(item, where, ("seq", "id", "verdict", "reason", "version"))
+        r = _map(item, where, ("seq", "id", "verdict", "reason", "version", "credit"))
         verdict = r["verdict"]
         if verdict not in VERDICTS:
             raise ProtocolError(f"{where}.verdict must be one of {', '.join(VERDICTS)}")
@@ -252,6 +255,11 @@ def decode_reply(body: bytes) -> Reply:
             raise ProtocolError(f"{where}: a rejected verdict needs a reason")
         if verdict in ("applied", "credited") and version is None:
             raise ProtocolError(f"{where}: an {verdict} verdict needs a version")
+        credit = _int(r["credit"], f"{where}.credit")
+        if credit and verdict == "rejected":
+            raise ProtocolError(f"{where}: a rejected entry credits nothing")
+        if verdict == "credited" and not credit:
+            raise ProtocolError(f"{where}: a credited verdict needs its credit")
         results.append(
             Verdict(
                 seq=_int(r["seq"], f"{where}.seq", low=1),
@@ -259,6 +267,7 @@ def decode_reply(body: bytes) -> Reply:
                 verdict=verdict,
                 reason=reason,
                 version=version,
+                credit=credit,
             )
         )
     return Reply(results=results, acked_seq=_int(frame["acked_seq"], "acked_seq"))

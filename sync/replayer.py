@@ -26,7 +26,12 @@ from sync.link import Link
 from sync.loop import ATTEMPTS_PER_STEP, Loop, Sleep
 
 log = logging.getLogger(__name__)
-STALE_RETRY_S = 1.0  # a stale timestamp is corrected by that very answer's Date header
+STALE_RETRY_S = 1.0
+# Run in the very write job that settles a batch, with its verdicts: the node records what
+# it must keep beside the outbox (the credit a verdict names) atomically with the settle.
+Settled = Callable[
+    [sqlite3.Connection, list[protocol.Verdict]], None
+]  # a stale timestamp is corrected by that very answer's Date header
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class Replayer(Loop[StepResult]):
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         secret: Callable[[], bytes] | None = None,
+        settled: Settled | None = None,
     ) -> None:
         super().__init__("replay", policy=config.policy, sleep=sleep,
                          attempts=config.attempts_per_step, logger=log)  # fmt: skip
@@ -87,6 +93,7 @@ class Replayer(Loop[StepResult]):
         # The key to sign with now: a SecretFile follows a rotation without a restart.
         self.secret: Callable[[], bytes] = secret or (lambda: config.secret)
         self._woken_by_payment_at: float | None = None
+        self.settled = settled
         link.on_ok(self.resume)
 
     # --- control -----------------------------------------------------------------------
@@ -220,13 +227,16 @@ class Replayer(Loop[StepResult]):
         self, entries: list[outbox.Entry], reply: protocol.Reply, date: str | None
     ) -> StepResult:
         sent = {(e.seq, e.id) for e in entries}
-        results = [
-            outbox.Result(v.seq, v.id, v.verdict, v.reason, v.version)
-            for v in reply.results
-            if (v.seq, v.id) in sent
-        ]
+        verdicts = [v for v in reply.results if (v.seq, v.id) in sent]
+        results = [outbox.Result(v.seq, v.id, v.verdict, v.reason, v.version) for v in verdicts]
         now = self.clock()
-        await self.writer.submit(lambda c: outbox.settle(c, results, now=now))
+
+        def settle(conn: sqlite3.Connection) -> None:
+            outbox.settle(conn, results, now=now)
+            if self.settled is not None:
+                self.settled(conn, verdicts)
+
+        await self.writer.submit(settle)
         # Reset first: the link's listeners include this loop's own `resume`.
         self.reset_backoff()
         self.link.ok(date)

@@ -53,6 +53,7 @@ def make_bill(
         "due_date": "2026-07-15",
         "version": version,
         "updated_at": "2026-06-01T00:00:00Z",
+        "credit": 0,
     }
     bill.update(fields)
     return bill

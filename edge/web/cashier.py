@@ -47,6 +47,7 @@ def bill_json(view: mirror.BillView) -> dict[str, Any]:
         "kwh": view.kwh,
         "meter": view.meter,
         "version": view.version,
+        "credit": view.credit,
     }
 
 
@@ -66,7 +67,8 @@ async def account_bills(request: web.Request) -> web.Response:
     body = b"".join((
         b'{"account":"', account.encode(), b'","governorate":', found.governorate,
         b',"subscriber":', found.subscriber, b',"bills":', found.bills,
-        b',"total_due":', str(found.total_due).encode(), b',"currency":"SYP","as_of":',
+        b',"total_due":', str(found.total_due).encode(), b',"credit":', str(found.credit).encode(),
+        b',"currency":"SYP","as_of":',
         b"null" if as_of is None else b'"' + as_of.encode() + b'"',  # ISO: nothing to escape
         b',"stale":', b"true" if stale else b"false", b"}",
     ))  # fmt: skip

@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from sync.bill import ACCOUNT, CYCLE
+from sync.bill import FIELDS as BILL_FIELDS
 from sync.bill import bill_id as make_bill_id
 from sync.centre.store import BILL_COLUMNS, ChangeSeq
 from sync.errors import ImportFailed
@@ -143,7 +144,7 @@ def upsert_bills(
     credits: list[tuple[object, ...]] = []
     unchanged = 0
     lookup = (
-        "SELECT account, name, address, meter, kwh, amount, paid, due_date, version"
+        "SELECT account, name, address, meter, kwh, amount, paid, due_date, version, credit"
         " FROM bills WHERE bill_id = ?"
     )
     for bill in bills:
@@ -152,7 +153,7 @@ def upsert_bills(
         if row is None:
             inserts.append((bill_id, bill.account, governorate, bill.cycle, bill.name, bill.address,
                             bill.meter, bill.kwh, bill.amount, bill.paid, bill.due_date, 1, stamp,
-                            counter.next()))  # fmt: skip
+                            0, counter.next()))  # fmt: skip
             continue
         # The centre may have recorded payments the export does not know yet: keep the larger.
         paid = min(bill.amount, max(bill.paid, row[6]))
@@ -161,21 +162,23 @@ def upsert_bills(
         if new == tuple(row[:8]):
             unchanged += 1
             continue
-        updates.append((*new[1:], row[8] + 1, stamp, counter.next(), bill_id))
-        if row[6] > bill.amount:
+        excess = max(0, row[6] - bill.amount)
+        updates.append((*new[1:], row[8] + 1, row[9] + excess, stamp, counter.next(), bill_id))
+        if excess:
             # A bill corrected below what was already paid: the excess is the subscriber's.
             credits.append((f"import-{bill_id}-v{row[8] + 1}", governorate, bill.account, bill_id,
-                            row[6] - bill.amount, now))  # fmt: skip
+                            excess, now))  # fmt: skip
     if inserts:
         conn.executemany(
             f"INSERT INTO bills ({BILL_COLUMNS}, change_seq)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f" VALUES ({', '.join('?' for _ in range(len(BILL_FIELDS) + 1))})",
             inserts,
         )
     if updates:
         conn.executemany(
             "UPDATE bills SET name = ?, address = ?, meter = ?, kwh = ?, amount = ?, paid = ?,"
-            " due_date = ?, version = ?, updated_at = ?, change_seq = ? WHERE bill_id = ?",
+            " due_date = ?, version = ?, credit = ?, updated_at = ?, change_seq = ?"
+            " WHERE bill_id = ?",
             updates,
         )
     if credits:
@@ -211,15 +214,15 @@ def pay_online(conn: sqlite3.Connection, bill_id: str, amount: int, now: float) 
     governorate, account, billed, paid, version = row
     applied = min(amount, billed - paid)
     credit = amount - applied
-    if applied:
-        version += 1
-        counter = ChangeSeq(conn)
-        conn.execute(
-            "UPDATE bills SET paid = ?, version = ?, change_seq = ?, updated_at = ?"
-            " WHERE bill_id = ?",
-            (paid + applied, version, counter.next(), iso(now), bill_id),
-        )
-        counter.save()
+    # Always a change now: what is not applied becomes the bill's published credit.
+    version += 1
+    counter = ChangeSeq(conn)
+    conn.execute(
+        "UPDATE bills SET paid = ?, version = ?, credit = credit + ?, change_seq = ?,"
+        " updated_at = ? WHERE bill_id = ?",
+        (paid + applied, version, credit, counter.next(), iso(now), bill_id),
+    )
+    counter.save()
     cursor = conn.execute(
         "INSERT INTO online_payments (bill_id, amount, credit, version, paid_at)"
         " VALUES (?, ?, ?, ?, ?)",

@@ -1,5 +1,5 @@
-"""The `edge centre ...` commands (DESIGN 6.1): serve, import, ledger, seed, pay, cycle,
-verify-receipt.
+"""The `edge centre ...` commands (DESIGN 6.1): serve, import, ledger, seed, pay, credits,
+cycle, verify-receipt.
 
 `register(subparsers)` adds the group to the `edge` parser; each command is
 `args.func(args) -> int` (0 ok, 1 refused, 2 bad configuration).
@@ -23,7 +23,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from sync import bill
-from sync.centre import bills, ledger, receipts, seed
+from sync.centre import bills, credits, ledger, receipts, seed
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
 from sync.centre.store import CentreStore
@@ -148,6 +148,16 @@ def cmd_cycle(args: argparse.Namespace) -> int:
     return _run(args, action)
 
 
+def cmd_credits(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        found = asyncio.run(
+            _with_store(settings, lambda c: credits.accounts(c, args.governorate), read=True)
+        )
+        return credits.show(found, args.format)
+
+    return _run(args, action)
+
+
 VERIFY_EXIT = {receipts.GENUINE: 0, receipts.FORGED: 1, receipts.UNKNOWN: 3}
 VERIFY_DB_ERROR = 4  # not 1: an unreadable database must never read as "forged"
 
@@ -206,6 +216,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = command("pay", "record an online payment at the centre", cmd_pay)
     parser.add_argument("bill_id", metavar="BILL_ID")
     parser.add_argument("amount", type=_positive, metavar="AMOUNT", help="piastres")
+    credits.register(command, cmd_credits)
     parser = command("cycle", "issue a new cycle's bill for every account", cmd_cycle)
     parser.add_argument("--cycle", type=_cycle, required=True, help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed for consumption")

@@ -41,6 +41,7 @@ class Stored:
     verdict: str
     reason: str | None
     version: int | None
+    credit: int
 
 
 @dataclass(frozen=True)
@@ -52,17 +53,22 @@ class Payment:
 
 
 def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Stored]:
-    sql = "SELECT id, node, hash, verdict, reason, version FROM entries WHERE id IN ({marks})"
+    # An entry's credit is its row in `credits` (source = the entry id), so a resend is
+    # answered with the credit its first verdict gave.
+    sql = (
+        "SELECT e.id, e.node, e.hash, e.verdict, e.reason, e.version, COALESCE(c.amount, 0)"
+        " FROM entries e LEFT JOIN credits c ON c.source = e.id WHERE e.id IN ({marks})"
+    )
     return {row[0]: Stored(*row[1:]) for row in select_in(conn, sql, ids)}
 
 
 def _bills(conn: sqlite3.Connection, bill_ids: set[str]) -> dict[str, list[Any]]:
-    """bill_id -> [governorate, account, amount, paid, version, changed] for the batch."""
+    """bill_id -> [governorate, account, amount, paid, version, changed, credit] for the batch."""
     sql = (
-        "SELECT bill_id, governorate, account, amount, paid, version FROM bills"
+        "SELECT bill_id, governorate, account, amount, paid, version, credit FROM bills"
         " WHERE bill_id IN ({marks})"
     )
-    return {row[0]: [*row[1:], False] for row in select_in(conn, sql, sorted(bill_ids))}
+    return {row[0]: [*row[1:6], False, row[6]] for row in select_in(conn, sql, sorted(bill_ids))}
 
 
 def parse_payment(payload: bytes, entry_id: str) -> Payment | None:
@@ -175,7 +181,9 @@ def record_batch(
             first = (
                 decided[e.id]
                 if stored is None
-                else protocol.Verdict(e.seq, e.id, stored.verdict, stored.reason, stored.version)
+                else protocol.Verdict(
+                    e.seq, e.id, stored.verdict, stored.reason, stored.version, stored.credit
+                )
             )
             results.append(_repeat(e, first))
             continue
@@ -199,7 +207,7 @@ def record_batch(
                 node, payment.bill_id if payment else None, payment.amount if payment else None,
                 verdict, credit > 0, False,
             )  # fmt: skip
-        result = protocol.Verdict(e.seq, e.id, verdict, reason, version)
+        result = protocol.Verdict(e.seq, e.id, verdict, reason, version, credit)
         decided[e.id] = result
         results.append(result)
         shown = payment or ref
@@ -237,9 +245,12 @@ def record_batch(
         counter = ChangeSeq(conn)
         stamp = iso(now)
         conn.executemany(
-            "UPDATE bills SET paid = ?, version = ?, change_seq = ?, updated_at = ?"
+            "UPDATE bills SET paid = ?, version = ?, credit = ?, change_seq = ?, updated_at = ?"
             " WHERE bill_id = ?",
-            [(state[3], state[4], counter.next(), stamp, bill_id) for bill_id, state in changed],
+            [
+                (state[3], state[4], state[6], counter.next(), stamp, bill_id)
+                for bill_id, state in changed
+            ],
         )
         counter.save()
     log.debug("node %s: %d entries, %d new, head %d", node, len(entries), len(rows), head_seq)
@@ -251,7 +262,7 @@ def _repeat(e: protocol.WireEntry, first: protocol.Verdict) -> protocol.Verdict:
     # "delivered" at the node; otherwise `duplicate` names the first verdict in `reason`.
     if first.verdict == "rejected":
         return protocol.Verdict(e.seq, e.id, "rejected", first.reason, first.version)
-    return protocol.Verdict(e.seq, e.id, "duplicate", first.verdict, first.version)
+    return protocol.Verdict(e.seq, e.id, "duplicate", first.verdict, first.version, first.credit)
 
 
 # The refusals of a correction that leave the payment it names uncorrected; any other
@@ -302,7 +313,7 @@ def _apply(
     bill = bills.get(payment.bill_id)
     if bill is None:
         return "rejected", "unknown_bill", None, 0
-    bill_gov, account, amount, paid, version, _ = bill
+    bill_gov, account, amount, paid, version, _, held = bill
     if bill_gov != governorate:
         return "rejected", "governorate_mismatch", None, 0
     if account != payment.account:
@@ -316,10 +327,11 @@ def _apply(
     taken = min(remaining, payment.amount)
     if limits.max_credit is not None and payment.amount - taken > limits.max_credit:
         return "rejected", "credit_over_cap", None, 0
-    if taken == 0:
-        return "credited", None, version, payment.amount
-    bill[3], bill[4], bill[5] = paid + taken, version + 1, True
-    return "applied", None, version + 1, payment.amount - taken
+    credit = payment.amount - taken
+    # Credit is published on the bill (its `credit`, protocol 3): the bill changes, so its
+    # version rises and it enters the change feed, and nodes pull the subscriber's credit.
+    bill[3], bill[4], bill[5], bill[6] = paid + taken, version + 1, True, held + credit
+    return ("applied" if taken else "credited"), None, version + 1, credit
 
 
 def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[tuple[Any, ...]]:

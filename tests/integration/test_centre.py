@@ -215,16 +215,18 @@ async def test_payment_verdicts_and_versions(centre: Centre) -> None:
     chain.pay(PAID, 5_000)  # already paid: all credit
     chain.pay(UNPAID, 1_000)  # paid off earlier in this batch: credit
     reply = await centre.send(chain.entries)
-    assert [(r.seq, r.verdict, r.reason, r.version) for r in reply.results] == [
-        (1, "applied", None, 2),
-        (2, "applied", None, 3),
-        (3, "applied", None, 2),
-        (4, "credited", None, 1),
-        (5, "credited", None, 3),
+    # Credit is published on its bill (protocol 3): a credited payment changes the bill too.
+    assert [(r.seq, r.verdict, r.reason, r.version, r.credit) for r in reply.results] == [
+        (1, "applied", None, 2, 0),
+        (2, "applied", None, 3, 0),
+        (3, "applied", None, 2, 10_000),
+        (4, "credited", None, 2, 5_000),
+        (5, "credited", None, 4, 1_000),
     ]
-    assert (centre.bill(UNPAID)["paid"], centre.bill(UNPAID)["version"]) == (100_000, 3)
-    assert (centre.bill(PARTLY)["paid"], centre.bill(PARTLY)["version"]) == (80_000, 2)
-    assert centre.bill(PAID)["version"] == 1
+    unpaid, partly, paid = centre.bill(UNPAID), centre.bill(PARTLY), centre.bill(PAID)
+    assert (unpaid["paid"], unpaid["version"], unpaid["credit"]) == (100_000, 4, 1_000)
+    assert (partly["paid"], partly["version"], partly["credit"]) == (80_000, 2, 10_000)
+    assert (paid["version"], paid["credit"]) == (2, 5_000)
     with centre.db() as conn:
         credits = conn.execute("SELECT source, account, amount FROM credits ORDER BY id").fetchall()
     ids = [e.id for e in chain.entries]
@@ -355,13 +357,24 @@ async def test_node_mismatches_are_403(centre: Centre) -> None:
 
 async def test_bad_frames_and_limits(centre: Centre) -> None:
     path = f"/v1/nodes/{NODE}/outbox"
-    for body in (b"", b"\xc1", msgpack.packb({"v": 2, "node": NODE, "entries": [1]})):
+    for body in (
+        b"",
+        b"\xc1",
+        msgpack.packb({"v": protocol.PROTOCOL_VERSION, "node": NODE, "entries": [1]}),
+    ):
         status, raw, _ = await centre.request("POST", path, body)
         assert (status, protocol.decode_error(raw)[0]) == (400, "bad_frame")
     status, raw, _ = await centre.request(
         "POST", path, msgpack.packb({"v": 7, "node": NODE, "entries": []})
     )
     assert (status, protocol.decode_error(raw)[0]) == (400, "unsupported_version")
+    # A node still on protocol 2 (before credit) is told plainly, and nothing is recorded.
+    status, raw, _ = await centre.request(
+        "POST", path, msgpack.packb({"v": 2, "node": NODE, "entries": []})
+    )
+    code, detail = protocol.decode_error(raw)
+    assert (status, code) == (400, "unsupported_version")
+    assert "version 2 is not supported (this side speaks 3)" in detail
     status, raw, _ = await centre.request(
         "POST", path, b"{}", headers={"Content-Type": "application/json"}
     )

@@ -10,11 +10,12 @@ import pytest
 from nodefixtures import RunningNode
 from test_api import BILL, pay, payment
 
-# What GET /v1/payments/{id} shows: no name, no address, nothing of the subscriber's.
+# What GET /v1/payments/{id} shows: no name, no address, nothing of the subscriber's (its
+# `credit` names the account and bill only).
 PAYMENT_KEYS = {
     "payment_id", "receipt", "bill_id", "account", "amount", "currency", "method", "cashier",
-    "channel", "accepted_at", "seq", "state", "verdict", "attempts", "last_error", "void",
-    "resolution",
+    "channel", "accepted_at", "seq", "state", "credit", "verdict", "attempts", "last_error",
+    "void", "resolution",
 }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The overlay with corrections (DESIGN 5.11): what a void, a refused void, a refund and a
+"""The overlay with corrections (DESIGN 5.12): what a void, a refused void, a refund and a
 retarget do to `pending_local` at each bill version, through the real write jobs."""
 
 from __future__ import annotations

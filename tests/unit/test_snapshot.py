@@ -23,7 +23,7 @@ def bill(n: int = 1, gov: str = "DAM") -> dict[str, Any]:
         "bill_id": f"{gov}-2026-05-{n}", "account": str(n), "governorate": gov,
         "cycle": "2026-05", "name": "سمير الحلبي", "address": "دمشق", "meter": "EM-1",
         "kwh": 420, "amount": 1_500_000, "paid": 0, "due_date": "2026-07-15", "version": 3,
-        "updated_at": "2026-06-01T00:00:00.000Z",
+        "updated_at": "2026-06-01T00:00:00.000Z", "credit": 0,
     }  # fmt: skip
 
 
@@ -33,6 +33,15 @@ def stream(pages: list[list[dict[str, Any]]], cursor: int = 77, sig: str = SIG) 
         raw = b"".join(encode_item(b) for b in page)
         out += raw + sealer.seal(raw, len(page))
     return out + sealer.end(cursor)
+
+
+def sealed(raw: bytes, bills: int = 1) -> bytes:
+    """A correctly signed one-page stream over `raw`, whatever the bytes hold."""
+    sealer = Sealer(SECRET, SIG)
+    return raw + sealer.seal(raw, bills) + sealer.end(5)
+
+
+V2_BILL = {k: v for k, v in bill().items() if k != "credit"}
 
 
 def reader(**kw: Any) -> SnapshotReader:
@@ -68,13 +77,16 @@ BAD: list[tuple[str, bytes, type[Exception]]] = [
     ("edited bill", stream([[bill()]]).replace(b"EM-1", b"EM-2"), BadAnswer),
     ("data after end", stream([]) + encode_item(bill()), ProtocolError),
     ("partial data after end", stream([]) + b"\x8d", ProtocolError),
-    ("end wrong version", stream([]).replace(b"\xa1v\x02", b"\xa1v\x09"), ProtocolError),
+    ("end wrong version", stream([]).replace(b"\xa1v\x03", b"\xa1v\x09"), ProtocolError),
     (
         "unsigned old stream",
         encode_item(bill()) + msgpack.packb({"v": 2, "end": True, "cursor": 5, "count": 1}),
         ProtocolError,
     ),
     ("garbage", b"\xc1\xc1", ProtocolError),
+    # Signed correctly, so only the bill's own shape can refuse them.
+    ("version-2 bill without credit", sealed(msgpack.packb(V2_BILL)), ProtocolError),
+    ("bill with a bool credit", sealed(msgpack.packb({**bill(), "credit": True})), ProtocolError),
     ("array inside", msgpack.packb({**bill(), "name": ["x"]}), ProtocolError),
 ]
 
@@ -127,6 +139,13 @@ def test_mutated_streams_never_release_a_changed_bill(at: int, junk: bytes) -> N
     with contextlib.suppress(ProtocolError, BadAnswer):
         released += reader().feed(bad)
     assert all(b in (bill(1), bill(2), bill(3)) for b in released)
+
+
+def test_a_bills_credit_is_released_as_sent() -> None:
+    credited = {**bill(1), "paid": 1_500_000, "credit": 9_960_000}
+    r = reader()
+    assert r.feed(stream([[credited, bill(2)]])) == [credited, bill(2)]
+    assert r.done
 
 
 def test_changes_refuse_a_foreign_bill() -> None:
