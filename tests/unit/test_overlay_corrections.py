@@ -136,3 +136,17 @@ def test_refusals_raise_inside_the_job_and_write_nothing(billed, tx, pay) -> Non
         tx(billed, lambda c: corrections.run(c, RULES, refund))
     assert billed.execute("SELECT COUNT(*) FROM outbox_entries").fetchone()[0] == count
     assert billed.execute("SELECT COUNT(*) FROM payment_actions").fetchone()[0] == 0
+
+
+def test_a_payment_partly_credited_is_not_voided_at_the_node(billed, tx, pay) -> None:
+    from edge import credits
+    from sync import protocol
+
+    p = paid(billed, tx, pay, 30_000, "a")
+    # Applied, but 10,000 of it went beyond what was due at the centre: credit (protocol 3).
+    settle(billed, tx, p.id, "applied", None, 4)
+    tx(billed, lambda c: credits.record(c, [protocol.Verdict(p.seq, p.id, "applied", None, 4,
+                                                             10_000)]))  # fmt: skip
+    call = corrections.prepare("dam-1", "void", p.id, "r", "s", "k", NOW + 60)
+    with pytest.raises(errors.PaymentCredited):
+        tx(billed, lambda c: corrections.run(c, RULES, call))
