@@ -44,6 +44,7 @@ async def test_refund_and_retarget_agree_with_the_centre(tmp_path: Path) -> None
         assert (await shown(rn, WRONG))[:2] == (50_000, 50_000)  # money taken stays counted
         status, listed, _ = await call(rn, "GET", "/v1/admin/rejected", "admin")
         assert (listed["total"], listed["unresolved"]) == (2, 2)
+        assert await unresolved_gauge(rn) == 2.0
 
         # Scopes: a counter or a supervisor cannot resolve.
         for who in ("cashier", "supervisor", "auditor"):
@@ -67,6 +68,7 @@ async def test_refund_and_retarget_agree_with_the_centre(tmp_path: Path) -> None
         assert (await shown(rn, RIGHT))[:2] == (70_000, 30_000)
         status, listed, _ = await call(rn, "GET", "/v1/admin/rejected", "admin")
         assert (listed["total"], listed["unresolved"]) == (2, 0)
+        assert await unresolved_gauge(rn) == 0.0
         # A payment that was not rejected is not resolved.
         status, doc, _ = await resolve(rn, new["payment_id"], "r4", action="refund")
         assert (status, doc["code"]) == (409, "not_rejected")
@@ -93,6 +95,13 @@ async def test_refund_and_retarget_agree_with_the_centre(tmp_path: Path) -> None
         assert now_new["state"] == "synced"
     finally:
         await close()
+
+
+async def unresolved_gauge(rn: Any) -> float:
+    async with rn.session.get(rn.url + "/metrics") as resp:  # no token: an operational view
+        text = await resp.text()
+    (line,) = [x for x in text.splitlines() if x.startswith("edge_outbox_unresolved ")]
+    return float(line.split()[1])
 
 
 def doc_entry(rn: Any, pid: str) -> str:
