@@ -17,16 +17,17 @@ import msgpack
 from outbox.chain import Linked
 from outbox.ids import ENTRY_ID, NODE_ID
 from sync.bill import FIELDS as BILL_FIELDS
-from sync.bill import MAX_INT, MAX_TEXT
+from sync.bill import GOVERNORATE, MAX_INT, MAX_TEXT
 from sync.bill import validate as check_bill
 from sync.errors import ProtocolError
+from sync.fines import MAX_GRACE_DAYS, Rule, due_day
 from sync.signing import NODE_HEADER as NODE_HEADER
 from sync.signing import SIGNATURE_HEADER as SIGNATURE_HEADER
 from sync.signing import TIMESTAMP_HEADER as TIMESTAMP_HEADER
 from sync.signing import read_secret as read_secret
 from sync.signing import sign as sign
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4  # 4: late-fine rules (fine_rules frame)
 CONTENT_TYPE = "application/msgpack"
 MAX_BATCH = 5_000
 MAX_CHANGES = 10_000
@@ -300,6 +301,61 @@ def decode_changes(body: bytes, governorate: str | None = None) -> Changes:
     if not isinstance(frame["more"], bool):
         raise ProtocolError("more must be a boolean")
     return Changes(changes=changes, cursor=_int(frame["cursor"], "cursor"), more=frame["more"])
+
+
+# --- late-fine rules (protocol 4) -------------------------------------------------------
+
+MAX_RULES = 1_000
+_RULE_FIELDS = ("governorate", "version", "effective", "grace_days", "fixed", "percent_bp", "cap")
+
+
+def rule_map(rule: Rule) -> dict[str, Any]:
+    return {
+        "governorate": rule.governorate, "version": rule.version,
+        "effective": rule.effective.isoformat(), "grace_days": rule.grace_days,
+        "fixed": rule.fixed, "percent_bp": rule.percent_bp, "cap": rule.cap,
+    }  # fmt: skip
+
+
+def encode_fine_rules(rules: Iterable[Rule]) -> bytes:
+    return _pack({"v": PROTOCOL_VERSION, "rules": [rule_map(r) for r in rules]})
+
+
+def _rule(obj: object, where: str, governorate: str | None) -> Rule:
+    r = _map(obj, where, _RULE_FIELDS)
+    effective = due_day(_str(r["effective"], f"{where}.effective"))
+    if effective is None:
+        raise ProtocolError(f"{where}.effective must be a YYYY-MM-DD day")
+    gov = _str(r["governorate"], f"{where}.governorate", GOVERNORATE)
+    if governorate is not None and gov != governorate:
+        raise ProtocolError(
+            f"{where} is a rule of {gov}, not of this node's governorate {governorate}",
+            code="foreign_bill",
+        )
+    rule = Rule(
+        governorate=gov,
+        version=_int(r["version"], f"{where}.version", low=1),
+        effective=effective,
+        grace_days=_int(r["grace_days"], f"{where}.grace_days"),
+        fixed=_int(r["fixed"], f"{where}.fixed"),
+        percent_bp=_int(r["percent_bp"], f"{where}.percent_bp"),
+        cap=None if r["cap"] is None else _int(r["cap"], f"{where}.cap"),
+    )
+    if rule.grace_days > MAX_GRACE_DAYS:
+        raise ProtocolError(f"{where}.grace_days must be at most {MAX_GRACE_DAYS}")
+    try:
+        rule.check()
+    except ValueError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+    return rule
+
+
+def decode_fine_rules(body: bytes, governorate: str | None = None) -> list[Rule]:
+    """The rules of a fine_rules frame; with `governorate`, a rule of another governorate
+    refuses the frame (`foreign_bill`, as for bills)."""
+    frame = _frame(_unpack(body, MAX_RULES), ("rules",))
+    raw = _list(frame["rules"], "rules", MAX_RULES)
+    return [_rule(item, f"rules[{i}]", governorate) for i, item in enumerate(raw)]
 
 
 # --- error frames ----------------------------------------------------------------------
