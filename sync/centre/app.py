@@ -21,7 +21,7 @@ from aiohttp import web
 
 import outbox
 from sync import answers, bill, protocol, signing, snapshot
-from sync.centre import nonces, receipts
+from sync.centre import fines, nonces, receipts
 from sync.centre.config import CentreSettings
 from sync.centre.ledger import record_batch
 from sync.centre.nonces import NoncesFull
@@ -234,6 +234,12 @@ async def get_snapshot(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def get_fine_rules(request: web.Request) -> web.Response:
+    governorate, _ = await _reader_for(request)
+    rules = await request.app[STORE].read(lambda c: fines.rules_of(c, governorate))
+    return web.Response(body=protocol.encode_fine_rules(rules), content_type=protocol.CONTENT_TYPE)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -267,4 +273,5 @@ def create_app(
     # No HEAD: it would read a whole governorate to send nothing.
     app.router.add_get("/v1/governorates/{gov}/bills/changes", get_changes, allow_head=False)
     app.router.add_get("/v1/governorates/{gov}/bills/snapshot", get_snapshot, allow_head=False)
+    app.router.add_get("/v1/governorates/{gov}/fine-rules", get_fine_rules, allow_head=False)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import logging
 import random
 import sqlite3
@@ -22,12 +23,13 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from sync import bill
-from sync.centre import bills, credits, ledger, receipts, seed
+from sync import bill, protocol
+from sync.centre import bills, credits, fines, ledger, receipts, seed
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
 from sync.centre.store import CentreStore
 from sync.errors import CentreConfigError, SyncError
+from sync.fines import Rule
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -162,6 +164,23 @@ VERIFY_EXIT = {receipts.GENUINE: 0, receipts.FORGED: 1, receipts.UNKNOWN: 3}
 VERIFY_DB_ERROR = 4  # not 1: an unreadable database must never read as "forged"
 
 
+def cmd_fine_rule(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        def job(conn: sqlite3.Connection) -> Rule:
+            return fines.publish(conn, args.governorate, args.effective, args.grace_days,
+                                 args.fixed, args.percent_bp, args.cap, time.time())  # fmt: skip
+
+        try:
+            rule = asyncio.run(_with_store(settings, job))
+        except ValueError as exc:
+            print(f"edge centre fine-rule: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(protocol.rule_map(rule)))
+        return 0
+
+    return _run(args, action)
+
+
 def cmd_verify_receipt(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
         try:
@@ -217,6 +236,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("bill_id", metavar="BILL_ID")
     parser.add_argument("amount", type=_positive, metavar="AMOUNT", help="piastres")
     credits.register(command, cmd_credits)
+    fines.register(command, cmd_fine_rule)
     parser = command("cycle", "issue a new cycle's bill for every account", cmd_cycle)
     parser.add_argument("--cycle", type=_cycle, required=True, help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed for consumption")

@@ -19,9 +19,11 @@ from outbox.chain import GENESIS, entry_hash
 from outbox.lookup import select_in
 from sync import bill, protocol
 from sync.centre import corrections, receipts
+from sync.centre import fines as centre_fines
 from sync.centre.config import Limits
 from sync.centre.store import ChangeSeq
 from sync.errors import Refused
+from sync.fines import MISMATCH, Rule, allocate
 from sync.timefmt import iso
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class Payment:
     account: str
     amount: int
     receipt: str = ""
+    accepted_at: str = ""
+    fine: int | None = None  # the node's figure of the fine in it (protocol 4); None: not sent
 
 
 def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Stored]:
@@ -63,12 +67,13 @@ def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Stored]:
 
 
 def _bills(conn: sqlite3.Connection, bill_ids: set[str]) -> dict[str, list[Any]]:
-    """bill_id -> [governorate, account, amount, paid, version, changed, credit] for the batch."""
+    """bill_id -> [governorate, account, amount, paid, version, changed, credit, due_date,
+    fine_paid] for the batch."""
     sql = (
-        "SELECT bill_id, governorate, account, amount, paid, version, credit FROM bills"
-        " WHERE bill_id IN ({marks})"
+        "SELECT bill_id, governorate, account, amount, paid, version, credit, due_date,"
+        " fine_paid FROM bills WHERE bill_id IN ({marks})"
     )
-    return {row[0]: [*row[1:6], False, row[6]] for row in select_in(conn, sql, sorted(bill_ids))}
+    return {row[0]: [*row[1:6], False, *row[6:]] for row in select_in(conn, sql, sorted(bill_ids))}
 
 
 def parse_payment(payload: bytes, entry_id: str) -> Payment | None:
@@ -86,9 +91,13 @@ def parse_payment(payload: bytes, entry_id: str) -> Payment | None:
         return None
     if data["payment_id"] != entry_id:
         return None
+    fine = data.get("fine")
+    if fine is not None and (type(fine) is not int or not 0 <= fine <= amount):
+        return None
     return Payment(
-        bill_id=data["bill_id"], account=data["account"], amount=amount, receipt=data["receipt"]
-    )
+        bill_id=data["bill_id"], account=data["account"], amount=amount,
+        receipt=data["receipt"], accepted_at=data["accepted_at"], fine=fine,
+    )  # fmt: skip
 
 
 def _check_chain(
@@ -170,6 +179,7 @@ def record_batch(
         | {o.bill_id for o in outcomes.values() if o.bill_id is not None},
     )
 
+    rules = centre_fines.rules_of(conn, governorate)
     results: list[protocol.Verdict] = []
     decided: dict[str, protocol.Verdict] = {}
     rows: list[tuple[Any, ...]] = []
@@ -193,10 +203,12 @@ def record_batch(
         if e.kind not in ("payment", *corrections.KINDS):
             decision = ("rejected", "unknown_kind", None, 0)
         elif e.kind == "payment":
-            decision = _apply(payment, governorate, bills, limits)
+            decision = _apply(payment, governorate, bills, limits, rules, now)
         else:
             original = None if ref is None else outcomes.get(ref.payment_id)
-            decision = _correct(e, node, ref, original, payment, governorate, bills, limits)
+            decision = _correct(
+                e, node, ref, original, payment, governorate, bills, limits, rules, now
+            )
             if original is not None and ref is not None and decision[1] not in _STANDING:
                 original.corrected = True
                 corrected.append((ref.payment_id, e.id, e.kind, now))
@@ -245,10 +257,10 @@ def record_batch(
         counter = ChangeSeq(conn)
         stamp = iso(now)
         conn.executemany(
-            "UPDATE bills SET paid = ?, version = ?, credit = ?, change_seq = ?, updated_at = ?"
-            " WHERE bill_id = ?",
+            "UPDATE bills SET paid = ?, version = ?, credit = ?, fine_paid = ?, change_seq = ?,"
+            " updated_at = ? WHERE bill_id = ?",
             [
-                (state[3], state[4], state[6], counter.next(), stamp, bill_id)
+                (state[3], state[4], state[6], state[8], counter.next(), stamp, bill_id)
                 for bill_id, state in changed
             ],
         )
@@ -286,7 +298,7 @@ def _reference(e: protocol.WireEntry, payment: Payment | None) -> corrections.Re
 def _correct(
     e: protocol.WireEntry, node: str, ref: corrections.Reference | None,
     original: corrections.Original | None, payment: Payment | None, governorate: str,
-    bills: dict[str, list[Any]], limits: Limits,
+    bills: dict[str, list[Any]], limits: Limits, rules: list[Rule], now: float,
 ) -> tuple[str, str | None, int | None, int]:  # fmt: skip
     """(verdict, reason, version, credit) of a void, refund or retarget (PROTOCOL 5.2)."""
     refused = corrections.check(e.kind, node, ref, original)
@@ -298,7 +310,7 @@ def _correct(
         return verdict, None if why is None else "reversal_failed", version, 0
     if e.kind == "refund":
         return "applied", None, corrections.refund_version(ref, bills), 0
-    return _apply(payment, governorate, bills, limits)
+    return _apply(payment, governorate, bills, limits, rules, now)
 
 
 def _apply(
@@ -306,6 +318,8 @@ def _apply(
     governorate: str,
     bills: dict[str, list[Any]],
     limits: Limits,
+    rules: Sequence[Rule] = (),
+    now: float = 0.0,
 ) -> tuple[str, str | None, int | None, int]:
     """(verdict, reason, version, credit) for one new payment; updates the cached bill state."""
     if payment is None:
@@ -313,25 +327,33 @@ def _apply(
     bill = bills.get(payment.bill_id)
     if bill is None:
         return "rejected", "unknown_bill", None, 0
-    bill_gov, account, amount, paid, version, _, held = bill
+    bill_gov, account, amount, paid, version, _, held, due_date, fine_paid = bill
     if bill_gov != governorate:
         return "rejected", "governorate_mismatch", None, 0
     if account != payment.account:
         return "rejected", "account_mismatch", None, 0
     # A node lets a cashier take at most what it sees due, which is never above the bill's
     # amount: more is a bug or a forged entry, and must not become anyone's credit.
-    ceiling = limits.max_payment
-    if payment.amount > amount or (ceiling is not None and payment.amount > ceiling):
-        return "rejected", "amount_implausible", None, 0
+    # The fine comes first out of the money (sync.fines.allocate), by the centre's own figure;
+    # the node's figure only decides whether the verdict names a mismatch (PROTOCOL 5.3).
     remaining = max(0, amount - paid)
-    taken = min(remaining, payment.amount)
-    if limits.max_credit is not None and payment.amount - taken > limits.max_credit:
+    owed = centre_fines.judge(
+        list(rules), payment.accepted_at, now, amount, due_date, remaining, fine_paid
+    )
+    to_fine, principal = allocate(payment.amount, owed)
+    reason = None if payment.fine == to_fine or (payment.fine is None and not to_fine) else MISMATCH
+    ceiling = limits.max_payment
+    if principal > amount or (ceiling is not None and payment.amount > ceiling):
+        return "rejected", "amount_implausible", None, 0
+    taken = min(remaining, principal)
+    if limits.max_credit is not None and principal - taken > limits.max_credit:
         return "rejected", "credit_over_cap", None, 0
-    credit = payment.amount - taken
+    credit = principal - taken
     # Credit is published on the bill (its `credit`, protocol 3): the bill changes, so its
     # version rises and it enters the change feed, and nodes pull the subscriber's credit.
     bill[3], bill[4], bill[5], bill[6] = paid + taken, version + 1, True, held + credit
-    return ("applied" if taken else "credited"), None, version + 1, credit
+    bill[8] = fine_paid + to_fine
+    return ("applied" if taken or to_fine else "credited"), reason, version + 1, credit
 
 
 def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[tuple[Any, ...]]:

@@ -374,7 +374,7 @@ async def test_bad_frames_and_limits(centre: Centre) -> None:
     )
     code, detail = protocol.decode_error(raw)
     assert (status, code) == (400, "unsupported_version")
-    assert "version 2 is not supported (this side speaks 3)" in detail
+    assert "version 2 is not supported (this side speaks 4)" in detail
     status, raw, _ = await centre.request(
         "POST", path, b"{}", headers={"Content-Type": "application/json"}
     )
