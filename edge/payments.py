@@ -11,14 +11,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import date, tzinfo
 from typing import Any, NamedTuple
 
 import msgpack
 
 import outbox
 from edge import actions, credits, errors, mirror, offline
-from sync import receiptcode
+from sync import fines, receiptcode
 from sync.timefmt import iso, local_day
 
 METHODS = ("cash", "card", "transfer")
@@ -100,7 +100,14 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
         self, conn: sqlite3.Connection, calls: list[PaymentCall]
     ) -> list[Reply | errors.ApiError]:
         stored = outbox.idempotency.lookup_many(conn, [(c.channel, c.key) for c in calls])
-        bills = mirror.dues_by_id(conn, [c.request.bill_id for c in calls])
+        # Each payment's fine is of its own local day: one read per day in the group (one,
+        # but for a group that spans local midnight).
+        bills = {
+            day: mirror.dues_by_id(
+                conn, [c.request.bill_id for c in calls if c.day == day], fine_day(day)
+            )
+            for day in dict.fromkeys(c.day for c in calls)
+        }
         days = list(dict.fromkeys(c.day for c in calls))
         counters = dict(
             outbox.select_in(
@@ -109,7 +116,7 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
         )
         taken: dict[str, int] = {}  # bill_id -> amount accepted earlier in this group
         results: list[Reply | errors.ApiError] = []
-        accepted: list[tuple[PaymentCall, mirror.Due, str, bytes]] = []
+        accepted: list[tuple[PaymentCall, mirror.Due, str, bytes, int]] = []
         usage = offline.read(conn) if self.limits.on else None
         for call in calls:
             result = self._one(call, stored, bills, taken, counters, accepted, usage)
@@ -124,10 +131,10 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
         self,
         call: PaymentCall,
         stored: dict[tuple[str, str], tuple[str, outbox.StoredResponse]],
-        bills: dict[str, mirror.Due],
+        bills: dict[str, dict[str, mirror.Due]],
         taken: dict[str, int],
         counters: dict[str, int],
-        accepted: list[tuple[PaymentCall, mirror.Due, str, bytes]],
+        accepted: list[tuple[PaymentCall, mirror.Due, str, bytes, int]],
         usage: offline.Usage | None,
     ) -> Reply | errors.ApiError:
         known = stored.get((call.channel, call.key))
@@ -138,10 +145,11 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
                 )
             return Reply(known[1].status, known[1].body, replayed=True)
         req = call.request
-        bill = bills.get(req.bill_id)
+        bill = bills[call.day].get(req.bill_id)
         if bill is None:
             return errors.UnknownBill(f"bill {req.bill_id} is not in this node's mirror")
-        due = max(0, bill.due - taken.get(bill.bill_id, 0))
+        before = taken.get(bill.bill_id, 0)
+        due = max(0, bill.due - before)
         if due == 0:
             return errors.BillAlreadyPaid(f"bill {bill.bill_id} has nothing left to pay")
         if req.amount > due:
@@ -153,7 +161,9 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
             breach = offline.check(self.limits, usage, req.amount, call.now, call.online)
             if breach is not None:
                 return breach.error()
-        taken[bill.bill_id] = taken.get(bill.bill_id, 0) + req.amount
+        # The fine first (DESIGN 5.13): money taken earlier in this group paid it first too.
+        to_fine, _ = fines.allocate(req.amount, bill.fine - before)
+        taken[bill.bill_id] = before + req.amount
         counters[call.day] = counters.get(call.day, 0) + 1
         # The node's code keeps receipts unique in the governorate; the per-day counter is the
         # one older receipts used, so a renumbered series never meets an old number.
@@ -165,29 +175,30 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
         raw = (
             f'{{"payment_id":"{call.payment_id}","receipt":"{receipt}",'
             f'"bill_id":"{bill.bill_id}","account":"{bill.account}","amount":{req.amount},'
-            f'"due_after":{due - req.amount},"currency":"SYP","method":"{req.method}",'
+            f'"due_after":{due - req.amount},"fine":{to_fine},"currency":"SYP",'
+            f'"method":"{req.method}",'
             f'"state":"pending_sync","accepted_at":"{call.accepted_at}"}}'
         ).encode()
         reply = Reply(201, raw, replayed=False, payment_id=call.payment_id)
         # A later call in this group with the same key replays this one.
         stored[(call.channel, call.key)] = (call.fingerprint, outbox.StoredResponse(201, raw))
-        accepted.append((call, bill, receipt, raw))
+        accepted.append((call, bill, receipt, raw, to_fine))
         return reply
 
     def _write(
         self,
         conn: sqlite3.Connection,
-        accepted: list[tuple[PaymentCall, mirror.Due, str, bytes]],
+        accepted: list[tuple[PaymentCall, mirror.Due, str, bytes, int]],
         counters: dict[str, int],
     ) -> None:
         specs = []
-        for call, bill, receipt, _ in accepted:
+        for call, bill, receipt, _, to_fine in accepted:
             payload = {
                 "payment_id": call.payment_id, "bill_id": bill.bill_id, "account": bill.account,
                 "amount": call.request.amount, "channel": call.channel,
                 "idempotency_key": call.key, "method": call.request.method,
                 "cashier": call.request.cashier, "accepted_at": call.accepted_at,
-                "receipt": receipt,
+                "receipt": receipt, "fine": to_fine,
             }  # fmt: skip
             specs.append(
                 ("payment", msgpack.packb(payload, use_bin_type=True), call.payment_id, call.now)
@@ -195,11 +206,12 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
         entries = outbox.append_many(conn, specs)
         conn.executemany(
             "INSERT INTO payments (seq, bill_id, account, amount, method, cashier, channel,"
-            " receipt, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " receipt, accepted_at, fine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (entry.seq, bill.bill_id, bill.account, call.request.amount,
-                 call.request.method, call.request.cashier, call.channel, receipt, call.now)
-                for entry, (call, bill, receipt, _) in zip(entries, accepted, strict=True)
+                 call.request.method, call.request.cashier, call.channel, receipt, call.now,
+                 to_fine)
+                for entry, (call, bill, receipt, _, to_fine) in zip(entries, accepted, strict=True)
             ],
         )  # fmt: skip
         conn.executemany(
@@ -210,9 +222,14 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
         outbox.idempotency.remember_many(
             conn,
             [(call.channel, call.key, call.fingerprint, outbox.StoredResponse(201, raw))
-             for call, _, _, raw in accepted],
+             for call, _, _, raw, _ in accepted],
             now=accepted[0][0].now,
         )  # fmt: skip
+
+
+def fine_day(day: str) -> date:
+    """The local day of a receipt's `YYYYMMDD` (PaymentCall.day), the day its fine is of."""
+    return date(int(day[:4]), int(day[4:6]), int(day[6:]))
 
 
 def accept(

@@ -24,6 +24,7 @@ from edge.errors import ConfigError
 from edge.tasks import Supervisor
 from sync import signing, tls
 from sync.errors import SyncError
+from sync.fines import Rule
 from sync.link import Link
 from sync.puller import PullConfig, Puller
 from sync.replayer import ReplayConfig, Replayer, StepResult
@@ -108,12 +109,16 @@ class Replication:
         def cursor() -> int | None:
             return db.read(lambda c: mirror.state(c).cursor)
 
+        async def fine_rules(rules: list[Rule]) -> None:
+            if await db.write(lambda c: mirror.store_rules(c, rules)):
+                log.info("fine rules now at version %s", max((r.version for r in rules), default=0))
+
         puller = Puller(
             PullConfig(node=s.node_id, governorate=s.node_governorate, url=url, secret=secret,
                        limit=s.centre_pull_limit, interval_s=s.centre_pull_interval_s,
                        policy=policy),
             session, self.link, cursor=cursor, apply=apply, heard=heard, clock=clock,
-            secret=keyring,
+            secret=keyring, fine_rules=fine_rules,
         )  # fmt: skip
         return replayer, puller
 

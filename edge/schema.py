@@ -249,4 +249,24 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        "edge.0012_fines",
+        """
+        -- Late fines (sync/fines.py, DESIGN 5.13). The governorate's published rules, every
+        -- version (a day is judged by the rule of that day); what the centre counted towards
+        -- fines on each bill (protocol 4: 0 until the centre's next version of the bill);
+        -- and the part of each local payment that went to the fine (taken first).
+        CREATE TABLE fine_rules (
+            version     INTEGER PRIMARY KEY CHECK (version >= 1),
+            governorate TEXT NOT NULL,
+            effective   TEXT NOT NULL,
+            grace_days  INTEGER NOT NULL,
+            fixed       INTEGER NOT NULL,
+            percent_bp  INTEGER NOT NULL,
+            cap         INTEGER
+        );
+        ALTER TABLE bills ADD COLUMN fine_paid INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE payments ADD COLUMN fine INTEGER NOT NULL DEFAULT 0 CHECK (fine >= 0);
+        """,
+    ),
 )

@@ -14,10 +14,11 @@ from sync.errors import ProtocolError
 
 FIELDS = (
     "bill_id", "account", "governorate", "cycle", "name", "address", "meter", "kwh",
-    "amount", "paid", "due_date", "version", "updated_at", "credit",
+    "amount", "paid", "due_date", "version", "updated_at", "credit", "fine_paid",
 )  # fmt: skip
 # `credit` (protocol 3): piastres paid on this bill beyond its amount, the subscriber's money.
-INT_FIELDS = frozenset({"kwh", "amount", "paid", "version", "credit"})
+# `fine_paid` (protocol 4): piastres paid towards late fines on it, apart from `paid`.
+INT_FIELDS = frozenset({"kwh", "amount", "paid", "version", "credit", "fine_paid"})
 MAX_INT = 2**63 - 1  # SQLite's integer range: anything larger cannot be stored anyway
 MAX_TEXT = 1024
 # \Z, never $: `$` also matches before a trailing newline, so "123\n" would pass.

@@ -24,6 +24,7 @@ import aiohttp
 import outbox
 from sync import answers, protocol, signing, snapshot, tls
 from sync.errors import BadAnswer, CentreRefused, CentreUnavailable, ProtocolError, SyncError
+from sync.fines import Rule
 from sync.link import Link
 from sync.loop import ATTEMPTS_PER_STEP, Loop, Sleep
 
@@ -64,6 +65,7 @@ class Puller(Loop[int]):
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         secret: Callable[[], bytes] | None = None,
+        fine_rules: Callable[[list[Rule]], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__("mirror pull", policy=config.policy, sleep=sleep,
                          attempts=config.attempts_per_step, logger=log)  # fmt: skip
@@ -73,6 +75,7 @@ class Puller(Loop[int]):
         self.cursor = cursor
         self.apply = apply
         self.heard = heard
+        self.fine_rules = fine_rules
         self.clock = clock
         self.interval_s = config.interval_s
         self.base = f"/v1/governorates/{config.governorate}/bills"
@@ -101,8 +104,23 @@ class Puller(Loop[int]):
     async def step(self) -> int:
         """Pull what is new (bootstrapping from the snapshot if needed); return bills applied."""
         cursor = self.cursor()
-        if cursor is None:
-            return await self.bootstrap()
+        applied = await (self.bootstrap() if cursor is None else self._follow(cursor))
+        if self.fine_rules is not None:
+            await self._pull_fine_rules(self.fine_rules)
+        return applied
+
+    async def _pull_fine_rules(self, store: Callable[[list[Rule]], Awaitable[None]]) -> None:
+        """The governorate's fine rules, whole (protocol 4): a handful of rows, every step."""
+        path = f"/v1/governorates/{self.config.governorate}/fine-rules"
+        raw, _ = await self.retried(functools.partial(self._get, path), TRANSIENT)
+        try:
+            rules = protocol.decode_fine_rules(raw, self.config.governorate)
+        except ProtocolError as exc:
+            bad = ProtocolError(f"bad fine rules: {exc}", code=exc.code)
+            raise self._untrusted(bad) from exc
+        await store(rules)
+
+    async def _follow(self, cursor: int) -> int:
         applied = 0
         for _ in range(MAX_PAGES_PER_STEP):
             path = f"{self.base}/changes?since={cursor}&limit={self.config.limit}"

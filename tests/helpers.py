@@ -54,6 +54,7 @@ def make_bill(
         "version": version,
         "updated_at": "2026-06-01T00:00:00Z",
         "credit": 0,
+        "fine_paid": 0,
     }
     bill.update(fields)
     return bill

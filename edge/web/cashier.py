@@ -19,6 +19,7 @@ from edge.web import audit
 from edge.web.http import MAX_BODY, client_of, idempotency_key, json_response
 from outbox import crashpoints
 from outbox.ids import ENTRY_ID
+from sync import fines
 from sync.timefmt import iso
 
 PAYMENT_FIELDS = {"bill_id", "amount", "method", "cashier"}
@@ -41,6 +42,7 @@ def bill_json(view: mirror.BillView) -> dict[str, Any]:
         "amount": view.amount,
         "paid": view.paid,
         "pending_local": view.pending_local,
+        "fine": view.fine,
         "due": view.due,
         "due_date": view.due_date,
         "status": view.status,
@@ -59,7 +61,8 @@ async def account_bills(request: web.Request) -> web.Response:
     account = request.match_info["account"]
     if not mirror.ACCOUNT.match(account):
         raise errors.InvalidAccount(f"{account[:40]!r} is not an account number")
-    found = node.db.read(lambda c: mirror.account_json(c, account))
+    today = fines.local_day(node.clock(), node.settings.tz)
+    found = node.db.read(lambda c: mirror.account_json(c, account, today))
     if found is None:
         raise errors.UnknownAccount(f"no bills for account {account} in this node's mirror")
     as_of, stale = freshness(node, node.mirror_state())
@@ -83,7 +86,8 @@ async def one_bill(request: web.Request) -> web.Response:
     bill_id = request.match_info["bill_id"]
     if not mirror.BILL_ID.match(bill_id):
         raise errors.InvalidBillId(f"{bill_id[:60]!r} is not a bill id like DAM-2026-05-0100234567")
-    view = node.db.read(lambda c: mirror.bill(c, bill_id))
+    today = fines.local_day(node.clock(), node.settings.tz)
+    view = node.db.read(lambda c: mirror.bill(c, bill_id, today))
     if view is None:
         raise errors.UnknownBill(f"bill {bill_id} is not in this node's mirror")
     as_of, stale = freshness(node, node.mirror_state())

@@ -153,7 +153,7 @@ def upsert_bills(
         if row is None:
             inserts.append((bill_id, bill.account, governorate, bill.cycle, bill.name, bill.address,
                             bill.meter, bill.kwh, bill.amount, bill.paid, bill.due_date, 1, stamp,
-                            0, counter.next()))  # fmt: skip
+                            0, 0, counter.next()))  # fmt: skip
             continue
         # The centre may have recorded payments the export does not know yet: keep the larger.
         paid = min(bill.amount, max(bill.paid, row[6]))

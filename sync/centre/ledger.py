@@ -342,8 +342,11 @@ def _apply(
     )
     to_fine, principal = allocate(payment.amount, owed)
     reason = None if payment.fine == to_fine or (payment.fine is None and not to_fine) else MISMATCH
+    # The node's own split bounds what it took for the amount: a node whose clock or rule
+    # differs took its fine figure on top, which becomes credit, never a rejection.
     ceiling = limits.max_payment
-    if principal > amount or (ceiling is not None and payment.amount > ceiling):
+    beyond = payment.amount - (payment.fine or 0) > amount
+    if beyond or (ceiling is not None and payment.amount > ceiling):
         return "rejected", "amount_implausible", None, 0
     taken = min(remaining, principal)
     if limits.max_credit is not None and principal - taken > limits.max_credit:

@@ -73,6 +73,7 @@ def bills() -> list[dict[str, object]]:
             "version": 1,
             "updated_at": "2026-05-01T00:00:00Z",
             "credit": 0,
+            "fine_paid": 0,
         }
         for account in range(1_000_000, 1_000_000 + BILLS)
     ]

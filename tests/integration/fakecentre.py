@@ -24,7 +24,7 @@ def foreign_bill(version: int = 99) -> dict[str, object]:
         "bill_id": "ALE-2026-05-0100000001", "account": "0100000001", "governorate": "ALE",
         "cycle": "2026-05", "name": "x", "address": "y", "meter": "EM-1", "kwh": 1,
         "amount": 5, "paid": 0, "due_date": "2026-07-15", "version": version,
-        "updated_at": "2026-06-01T00:00:00.000Z", "credit": 0,
+        "updated_at": "2026-06-01T00:00:00.000Z", "credit": 0, "fine_paid": 0,
     }  # fmt: skip
 
 

@@ -272,7 +272,9 @@ def test_the_payment_writer_sees_the_same_due_as_the_bill_view(billed, pay_and_s
     dues = mirror.dues_by_id(billed, [BILL, "DAM-2026-05-404"])
     assert list(dues) == [BILL]  # an unknown bill is simply absent
     assert (
-        dues[BILL] == (BILL, view(billed).account, view(billed).due) == (BILL, "0100234567", 50_000)
+        dues[BILL]
+        == (BILL, view(billed).account, view(billed).due, view(billed).fine)
+        == (BILL, "0100234567", 50_000, 0)
     )
 
 

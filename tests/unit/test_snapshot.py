@@ -23,7 +23,7 @@ def bill(n: int = 1, gov: str = "DAM") -> dict[str, Any]:
         "bill_id": f"{gov}-2026-05-{n}", "account": str(n), "governorate": gov,
         "cycle": "2026-05", "name": "سمير الحلبي", "address": "دمشق", "meter": "EM-1",
         "kwh": 420, "amount": 1_500_000, "paid": 0, "due_date": "2026-07-15", "version": 3,
-        "updated_at": "2026-06-01T00:00:00.000Z", "credit": 0,
+        "updated_at": "2026-06-01T00:00:00.000Z", "credit": 0, "fine_paid": 0,
     }  # fmt: skip
 
 
