@@ -284,6 +284,6 @@ def test_the_formatted_receipt_body_is_the_json_of_its_fields(billed, tx, pay):
     doc = json.loads(reply.body)
     assert reply.body == json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
     assert list(doc) == ["payment_id", "receipt", "bill_id", "account", "amount", "due_after",
-                         "currency", "method", "state", "accepted_at"]  # fmt: skip
+                         "fine", "currency", "method", "state", "accepted_at"]  # fmt: skip
     assert (doc["amount"], doc["due_after"], doc["bill_id"], doc["state"]) == (
         12_345, 100_000 - 12_345, BILL, "pending_sync")  # fmt: skip
