@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 import msgpack
 
 import outbox
-from edge import actions, credits, errors, mirror, offline
-from sync import fines, receiptcode
+from edge import actions, credits, errors, fines, mirror, offline
+from sync import receiptcode
+from sync.fines import allocate
 from sync.timefmt import iso, local_day
 
 METHODS = ("cash", "card", "transfer")
@@ -162,7 +163,7 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
             if breach is not None:
                 return breach.error()
         # The fine first (DESIGN 5.13): money taken earlier in this group paid it first too.
-        to_fine, _ = fines.allocate(req.amount, bill.fine - before)
+        to_fine, _ = allocate(req.amount, bill.fine - before)
         taken[bill.bill_id] = before + req.amount
         counters[call.day] = counters.get(call.day, 0) + 1
         # The node's code keeps receipts unique in the governorate; the per-day counter is the
@@ -298,11 +299,14 @@ class Taken(NamedTuple):
     channel: str
     accepted_at: float
     credit: int | None  # what the centre's verdict credited of it (edge/credits.py)
+    fine: int  # what the node took of it for the bill's late fine (DESIGN 5.13)
+    fine_centre: int | None  # what the centre's verdict counted to the fine (edge/fines.py)
 
 
 _TAKEN = (
     "SELECT p.seq, p.receipt, p.bill_id, p.account, p.amount, p.method, p.cashier, p.channel,"
-    " p.accepted_at, c.amount FROM payments p LEFT JOIN payment_credits c ON c.seq = p.seq"
+    " p.accepted_at, c.amount, p.fine, f.amount FROM payments p"
+    " LEFT JOIN payment_credits c ON c.seq = p.seq LEFT JOIN payment_fines f ON f.seq = p.seq"
 )
 
 
@@ -360,6 +364,7 @@ def document(
         "credit": credits.link(
             p.account, p.bill_id, credits.credited_amount(p.credit, replay, p.amount)
         ),
+        "fine": fines.document(p.fine, p.fine_centre),
         "verdict": None
         if entry.verdict is None or entry.settled_at is None
         else {

@@ -255,7 +255,8 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         -- Late fines (sync/fines.py, DESIGN 5.13). The governorate's published rules, every
         -- version (a day is judged by the rule of that day); what the centre counted towards
         -- fines on each bill (protocol 4: 0 until the centre's next version of the bill);
-        -- and the part of each local payment that went to the fine (taken first).
+        -- the part of each local payment that went to the fine (taken first); and the
+        -- centre's figure of it from the verdict (edge/fines.py), which may differ.
         CREATE TABLE fine_rules (
             version     INTEGER PRIMARY KEY CHECK (version >= 1),
             governorate TEXT NOT NULL,
@@ -267,6 +268,10 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         );
         ALTER TABLE bills ADD COLUMN fine_paid INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE payments ADD COLUMN fine INTEGER NOT NULL DEFAULT 0 CHECK (fine >= 0);
+        CREATE TABLE payment_fines (
+            seq    INTEGER PRIMARY KEY REFERENCES outbox_entries (seq),
+            amount INTEGER NOT NULL CHECK (amount >= 0)
+        );
         """,
     ),
 )

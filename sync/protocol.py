@@ -60,6 +60,8 @@ class VerdictLike(Protocol):
     def version(self) -> int | None: ...
     @property
     def credit(self) -> int: ...
+    @property
+    def fine(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Verdict:
     reason: str | None
     version: int | None
     credit: int = 0  # piastres of this entry that became the subscriber's credit (protocol 3)
+    fine: int | None = None  # piastres the centre counted to the bill's late fine (protocol 4)
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ def encode_reply(results: Iterable[VerdictLike], acked_seq: int) -> bytes:
             "v": PROTOCOL_VERSION,
             "results": [
                 {"seq": r.seq, "id": r.id, "verdict": r.verdict, "reason": r.reason,
-                 "version": r.version, "credit": r.credit}
+                 "version": r.version, "credit": r.credit, "fine": r.fine}
                 for r in results
             ],
             "acked_seq": acked_seq,
@@ -246,7 +249,7 @@ def decode_reply(body: bytes) -> Reply:
     results = []
     for i, item in enumerate(_list(frame["results"], "results", MAX_BATCH)):
         where = f"results[{i}]"
-        r = _map(item, where, ("seq", "id", "verdict", "reason", "version", "credit"))
+        r = _map(item, where, ("seq", "id", "verdict", "reason", "version", "credit"), ("fine",))
         verdict = r["verdict"]
         if verdict not in VERDICTS:
             raise ProtocolError(f"{where}.verdict must be one of {', '.join(VERDICTS)}")
@@ -269,6 +272,7 @@ def decode_reply(body: bytes) -> Reply:
                 reason=reason,
                 version=version,
                 credit=credit,
+                fine=None if r.get("fine") is None else _int(r["fine"], f"{where}.fine"),
             )
         )
     return Reply(results=results, acked_seq=_int(frame["acked_seq"], "acked_seq"))

@@ -20,7 +20,9 @@ from sync.bill import GOVERNORATE
 TIMEZONE = ZoneInfo("Asia/Damascus")
 
 # `fine_paid` is what this centre counted of payments towards fines on the bill: the fine
-# still owed is the fine of the day less it (sync.fines.owed).
+# still owed is the fine of the day less it (sync.fines.owed). `entries.fine` is the part of
+# each payment counted to the fine (NULL: not a payment decided under protocol 4), which a
+# resent entry's verdict repeats.
 MIGRATION_SQL = """
 CREATE TABLE fine_rules (
     governorate TEXT NOT NULL,
@@ -34,6 +36,7 @@ CREATE TABLE fine_rules (
     PRIMARY KEY (governorate, version)
 );
 ALTER TABLE bills ADD COLUMN fine_paid INTEGER NOT NULL DEFAULT 0 CHECK (fine_paid >= 0);
+ALTER TABLE entries ADD COLUMN fine INTEGER CHECK (fine >= 0);
 """
 
 

@@ -29,6 +29,8 @@ from sync.timefmt import iso
 log = logging.getLogger(__name__)
 
 NO_LIMITS = Limits()
+# (verdict, reason, version, credit, fine): what the ledger decides of one new entry.
+Decision = tuple[str, str | None, int | None, int, int | None]
 LEDGER_HEADER = ("id", "node", "seq", "bill_id", "amount", "verdict")
 PAYMENT_FIELDS = (
     "payment_id", "bill_id", "account", "amount", "channel", "idempotency_key", "method",
@@ -44,6 +46,7 @@ class Stored:
     reason: str | None
     version: int | None
     credit: int
+    fine: int | None
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,8 @@ def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Stored]:
     # An entry's credit is its row in `credits` (source = the entry id), so a resend is
     # answered with the credit its first verdict gave.
     sql = (
-        "SELECT e.id, e.node, e.hash, e.verdict, e.reason, e.version, COALESCE(c.amount, 0)"
-        " FROM entries e LEFT JOIN credits c ON c.source = e.id WHERE e.id IN ({marks})"
+        "SELECT e.id, e.node, e.hash, e.verdict, e.reason, e.version, COALESCE(c.amount, 0),"
+        " e.fine FROM entries e LEFT JOIN credits c ON c.source = e.id WHERE e.id IN ({marks})"
     )
     return {row[0]: Stored(*row[1:]) for row in select_in(conn, sql, ids)}
 
@@ -192,16 +195,22 @@ def record_batch(
                 decided[e.id]
                 if stored is None
                 else protocol.Verdict(
-                    e.seq, e.id, stored.verdict, stored.reason, stored.version, stored.credit
+                    e.seq,
+                    e.id,
+                    stored.verdict,
+                    stored.reason,
+                    stored.version,
+                    stored.credit,
+                    stored.fine,
                 )
             )
             results.append(_repeat(e, first))
             continue
         payment = payments.get(e.id)
         ref = refs.get(e.id)
-        decision: tuple[str, str | None, int | None, int]
+        decision: Decision
         if e.kind not in ("payment", *corrections.KINDS):
-            decision = ("rejected", "unknown_kind", None, 0)
+            decision = ("rejected", "unknown_kind", None, 0, None)
         elif e.kind == "payment":
             decision = _apply(payment, governorate, bills, limits, rules, now)
         else:
@@ -212,20 +221,20 @@ def record_batch(
             if original is not None and ref is not None and decision[1] not in _STANDING:
                 original.corrected = True
                 corrected.append((ref.payment_id, e.id, e.kind, now))
-        verdict, reason, version, credit = decision
+        verdict, reason, version, credit, fine = decision
         if e.kind in ("payment", "retarget"):
             # A payment decided now can be corrected later in this very batch (chain order).
             outcomes[e.id] = corrections.Original(
                 node, payment.bill_id if payment else None, payment.amount if payment else None,
                 verdict, credit > 0, False,
             )  # fmt: skip
-        result = protocol.Verdict(e.seq, e.id, verdict, reason, version, credit)
+        result = protocol.Verdict(e.seq, e.id, verdict, reason, version, credit, fine)
         decided[e.id] = result
         results.append(result)
         shown = payment or ref
         bill_id, amount = (shown.bill_id, shown.amount) if shown else (None, None)
         rows.append((e.id, node, e.seq, e.kind, e.payload, e.prev_hash, e.hash, bill_id, amount,
-                     verdict, reason, version, now))  # fmt: skip
+                     verdict, reason, version, now, fine))  # fmt: skip
         if credit and payment is not None:
             gov, account = bills[payment.bill_id][0], bills[payment.bill_id][1]
             credits.append((e.id, gov, account, payment.bill_id, credit, now))
@@ -238,7 +247,8 @@ def record_batch(
     if rows:
         conn.executemany(
             "INSERT INTO entries (id, node, seq, kind, payload, prev_hash, hash, bill_id, amount,"
-            " verdict, reason, version, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " verdict, reason, version, received_at, fine)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         conn.execute(
@@ -274,7 +284,9 @@ def _repeat(e: protocol.WireEntry, first: protocol.Verdict) -> protocol.Verdict:
     # "delivered" at the node; otherwise `duplicate` names the first verdict in `reason`.
     if first.verdict == "rejected":
         return protocol.Verdict(e.seq, e.id, "rejected", first.reason, first.version)
-    return protocol.Verdict(e.seq, e.id, "duplicate", first.verdict, first.version, first.credit)
+    return protocol.Verdict(
+        e.seq, e.id, "duplicate", first.verdict, first.version, first.credit, first.fine
+    )
 
 
 # The refusals of a correction that leave the payment it names uncorrected; any other
@@ -299,17 +311,17 @@ def _correct(
     e: protocol.WireEntry, node: str, ref: corrections.Reference | None,
     original: corrections.Original | None, payment: Payment | None, governorate: str,
     bills: dict[str, list[Any]], limits: Limits, rules: list[Rule], now: float,
-) -> tuple[str, str | None, int | None, int]:  # fmt: skip
+) -> Decision:  # fmt: skip
     """(verdict, reason, version, credit) of a void, refund or retarget (PROTOCOL 5.2)."""
     refused = corrections.check(e.kind, node, ref, original)
     if refused is not None or ref is None:
         verdict, reason = refused or ("rejected", "bad_payload")
-        return verdict, reason, None, 0
+        return verdict, reason, None, 0, None
     if e.kind == "void":
         verdict, why, version = corrections.reverse(ref, bills)
-        return verdict, None if why is None else "reversal_failed", version, 0
+        return verdict, None if why is None else "reversal_failed", version, 0, None
     if e.kind == "refund":
-        return "applied", None, corrections.refund_version(ref, bills), 0
+        return "applied", None, corrections.refund_version(ref, bills), 0, None
     return _apply(payment, governorate, bills, limits, rules, now)
 
 
@@ -320,18 +332,19 @@ def _apply(
     limits: Limits,
     rules: Sequence[Rule] = (),
     now: float = 0.0,
-) -> tuple[str, str | None, int | None, int]:
-    """(verdict, reason, version, credit) for one new payment; updates the cached bill state."""
+) -> Decision:
+    """(verdict, reason, version, credit, fine) for one new payment; updates the cached bill
+    state."""
     if payment is None:
-        return "rejected", "bad_payload", None, 0
+        return "rejected", "bad_payload", None, 0, None
     bill = bills.get(payment.bill_id)
     if bill is None:
-        return "rejected", "unknown_bill", None, 0
+        return "rejected", "unknown_bill", None, 0, None
     bill_gov, account, amount, paid, version, _, held, due_date, fine_paid = bill
     if bill_gov != governorate:
-        return "rejected", "governorate_mismatch", None, 0
+        return "rejected", "governorate_mismatch", None, 0, None
     if account != payment.account:
-        return "rejected", "account_mismatch", None, 0
+        return "rejected", "account_mismatch", None, 0, None
     # A node lets a cashier take at most what it sees due, which is never above the bill's
     # amount: more is a bug or a forged entry, and must not become anyone's credit.
     # The fine comes first out of the money (sync.fines.allocate), by the centre's own figure;
@@ -347,16 +360,16 @@ def _apply(
     ceiling = limits.max_payment
     beyond = payment.amount - (payment.fine or 0) > amount
     if beyond or (ceiling is not None and payment.amount > ceiling):
-        return "rejected", "amount_implausible", None, 0
+        return "rejected", "amount_implausible", None, 0, None
     taken = min(remaining, principal)
     if limits.max_credit is not None and principal - taken > limits.max_credit:
-        return "rejected", "credit_over_cap", None, 0
+        return "rejected", "credit_over_cap", None, 0, None
     credit = principal - taken
     # Credit is published on the bill (its `credit`, protocol 3): the bill changes, so its
     # version rises and it enters the change feed, and nodes pull the subscriber's credit.
     bill[3], bill[4], bill[5], bill[6] = paid + taken, version + 1, True, held + credit
     bill[8] = fine_paid + to_fine
-    return ("applied" if taken or to_fine else "credited"), reason, version + 1, credit
+    return ("applied" if taken or to_fine else "credited"), reason, version + 1, credit, to_fine
 
 
 def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[tuple[Any, ...]]:

@@ -14,7 +14,7 @@ from test_api import BILL, pay, payment
 # `credit` names the account and bill only).
 PAYMENT_KEYS = {
     "payment_id", "receipt", "bill_id", "account", "amount", "currency", "method", "cashier",
-    "channel", "accepted_at", "seq", "state", "credit", "verdict", "attempts", "last_error",
+    "channel", "accepted_at", "seq", "state", "credit", "fine", "verdict", "attempts", "last_error",
     "void", "resolution",
 }  # fmt: skip
 

@@ -121,6 +121,7 @@ async def test_an_overdue_bill_shows_its_fine_and_a_payment_of_bill_and_fine_is_
 
         found = await verdict_of(link, taken["payment_id"])
         assert (found["verdict"]["verdict"], found["verdict"]["reason"]) == ("applied", None)
+        assert found["fine"] == {"taken": expected, "centre": expected}
         assert await centre_bill(link, bill_id) == (AMOUNT, expected, 0)
 
         async def mirrored() -> bool:
@@ -163,6 +164,7 @@ async def test_a_node_clock_a_day_ahead_gets_fine_mismatch_and_the_money_still_c
         assert found["verdict"]["verdict"] == "applied"
         assert found["verdict"]["reason"] == fines.MISMATCH
         assert found["state"] == "synced"
+        assert found["fine"] == {"taken": node_fine, "centre": 0}  # the centre's own figure
         # The centre's split: no fine yet, the bill paid, the node's fine figure credited.
         assert await centre_bill(link, bill_id) == (AMOUNT, 0, node_fine)
         (row,) = [r for r in await link.centre.ledger() if r[0] == taken["payment_id"]]

@@ -134,7 +134,16 @@ def test_the_centre_counts_the_same_fine_from_the_same_rule(fined, tx, tmp_path)
     central = centre(tmp_path)
     # Replayed three days later: the centre still dates it by its accepted_at.
     reply = send(central, outbox.claim(fined, 10), NOW + 3 * 86_400)
-    assert [(r.verdict, r.reason, r.credit) for r in reply.results] == [("applied", None, 0)]
+    assert [(r.verdict, r.reason, r.credit, r.fine) for r in reply.results] == [
+        ("applied", None, 0, FINE)
+    ]
+    # A resend repeats the figure (a lost reply), and the frame carries it to the node.
+    again = send(central, outbox.claim(fined, 10), NOW + 4 * 86_400)
+    assert [(r.verdict, r.reason, r.fine) for r in again.results] == [
+        ("duplicate", "applied", FINE)
+    ]
+    decoded = protocol.decode_reply(protocol.encode_reply(again.results, again.acked_seq))
+    assert decoded.results[0].fine == FINE
     row = central.execute("SELECT paid, fine_paid FROM bills WHERE bill_id = ?", (BILL,))
     assert row.fetchone() == (100_000, FINE)
 
@@ -150,8 +159,8 @@ def test_a_node_a_day_ahead_gets_fine_mismatch_and_the_money_counts(
     assert taken["fine"] == 2_000
     central = centre(tmp_path, due_date="2026-08-17")
     reply = send(central, outbox.claim(conn, 10), NOW)
-    assert [(r.verdict, r.reason, r.credit) for r in reply.results] == [
-        ("applied", fines.MISMATCH, 2_000)
+    assert [(r.verdict, r.reason, r.credit, r.fine) for r in reply.results] == [
+        ("applied", fines.MISMATCH, 2_000, 0)
     ]
     row = central.execute("SELECT paid, fine_paid, credit FROM bills WHERE bill_id = ?", (BILL,))
     assert row.fetchone() == (100_000, 0, 2_000)

@@ -239,3 +239,22 @@ def test_rules_frame_refuses_another_governorates_rule_and_bad_fields() -> None:
     bad = Rule("DAM", 1, date(2026, 1, 1), 0, 1, fines.BP + 1, None)
     with pytest.raises(ProtocolError):
         protocol.decode_fine_rules(protocol.encode_fine_rules([bad]), "DAM")
+
+
+def test_a_reply_carries_the_centres_fine_figure_or_none() -> None:
+    base = {"seq": 1, "id": "dam-1_01JXQ4ZK2M8D3V5T7R9W1Y3B5C", "verdict": "applied",
+            "reason": "fine_mismatch", "version": 2, "credit": 0}  # fmt: skip
+    pack = protocol._pack
+    for fine, expected in ((0, 0), (2_000, 2_000), (None, None)):
+        reply = protocol.decode_reply(
+            pack({"v": 4, "results": [{**base, "fine": fine}], "acked_seq": 1})
+        )
+        assert reply.results[0].fine == expected
+    # Without the key (a reply that predates it): no figure.
+    reply = protocol.decode_reply(pack({"v": 4, "results": [base], "acked_seq": 1}))
+    assert reply.results[0].fine is None
+    for bad in (-1, 1.5, True, "10"):
+        with pytest.raises(ProtocolError):
+            protocol.decode_reply(
+                pack({"v": 4, "results": [{**base, "fine": bad}], "acked_seq": 1})
+            )
