@@ -8,6 +8,10 @@ the same fine. A node whose clock runs a day ahead computes another fine: the ce
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -24,6 +28,7 @@ from sync.centre.app import STORE
 TZ = centre_fines.TIMEZONE
 AMOUNT = 100_000  # every bill of the fixture (helpers.make_bill)
 GRACE = 15
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def publish(link: Link, effective: date) -> fines.Rule:
@@ -171,3 +176,41 @@ async def test_a_node_clock_a_day_ahead_gets_fine_mismatch_and_the_money_still_c
         assert row[4] == AMOUNT + node_fine  # every piastre recorded
     finally:
         await close()
+
+
+async def test_edge_centre_fine_rule_set_publishes_a_version_the_node_pulls(
+    tmp_path: Path,
+) -> None:
+    link, close = await start_link(tmp_path)
+    try:
+        settings = link.centre.settings
+        config = tmp_path / "centre-cli.toml"
+        config.write_text(
+            f'[centre]\ndata_dir = "{settings.data_dir}"\ngovernorate = "{GOV}"\n'
+            f'[nodes.dam-1]\ngovernorate = "{GOV}"\nsecret_file = "{tmp_path / "dam-1.secret"}"\n',
+            encoding="utf-8",
+        )
+        args = ["--config", str(config), "--governorate", GOV, "--grace-days", "10",
+                "--fixed", "700", "--effective", "2026-02-01"]  # fmt: skip
+        done = await asyncio.to_thread(edge_cli, "centre", "fine-rule", "set", *args)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {
+            "governorate": GOV, "version": 1, "effective": "2026-02-01", "grace_days": 10,
+            "fixed": 700, "percent_bp": 0, "cap": None,
+        }  # fmt: skip
+        await has_rule(link, 1)
+        (rule,) = link.node.node.db.read(mirror.rules)
+        assert (rule.grace_days, rule.fixed, rule.cap) == (10, 700, None)
+        bad = await asyncio.to_thread(
+            edge_cli, "centre", "fine-rule", "set", *args, "--percent-bp", "10001"
+        )
+        assert bad.returncode == 2 and "percent_bp" in bad.stderr
+    finally:
+        await close()
+
+
+def edge_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
