@@ -9,6 +9,7 @@ counts (negatively, for a payment the mirror holds) until the same holds of the 
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -166,10 +167,16 @@ def state(conn: sqlite3.Connection) -> MirrorState:
     return MirrorState(cursor=row[0], as_of=row[1], bills=int(row[2]))
 
 
-def bill(conn: sqlite3.Connection, bill_id: str, day: date | None = None) -> BillView | None:
-    """One bill with its overlay; its fine as of local `day` (None: no fine shown)."""
+def bill(
+    conn: sqlite3.Connection,
+    bill_id: str,
+    day: date | None = None,
+    published: list[fines.Rule] | None = None,
+) -> BillView | None:
+    """One bill with its overlay; its fine as of local `day` (None: no fine shown), under
+    the `published` rules (None: as stored)."""
     sql = _SELECT_VIEW.format(where="b.bill_id = ?1")
-    row = _run(conn, sql, (bill_id, *_rule_params(conn, day))).fetchone()
+    row = _run(conn, sql, (bill_id, *_rule_params(conn, day, published))).fetchone()
     return None if row is None else BillView._make(row)
 
 
@@ -184,11 +191,12 @@ class Due(NamedTuple):
 
 
 _SELECT_DUE = (
-    "SELECT bill_id, account, pdue + fine, fine FROM (SELECT *, "
+    "WITH f AS MATERIALIZED (SELECT *, "
     + _FINE.format(pdue="pdue", pf="pf")
     + " AS fine FROM (SELECT b.bill_id, b.account, b.amount, b.due_date, b.fine_paid,"
     " max(0, b.amount - b.paid - " + _PENDING_LOCAL + ") AS pdue, " + _PENDING_FINE + " AS pf"
     " FROM bills b WHERE b.bill_id IN ({marks})))"
+    " SELECT bill_id, account, pdue + fine, fine FROM f"
 )
 
 
@@ -224,9 +232,9 @@ _ACCOUNT_JSON = (
     "  CASE WHEN (SELECT 1 FROM payments WHERE account = ?1 LIMIT 1) IS NULL"
     "  THEN 0 ELSE " + _PENDING_FINE + " END AS pf"
     "  FROM bills b WHERE b.account = ?1 ORDER BY b.cycle)),"
-    " w AS (SELECT *, pdue + fine AS due FROM (SELECT *, "
-    + _FINE.format(pdue="pdue", pf="pf")
-    + " AS fine FROM v))"
+    # MATERIALIZED: flattened, the fine's function would run once per reference to it.
+    " f AS MATERIALIZED (SELECT *, " + _FINE.format(pdue="pdue", pf="pf") + " AS fine FROM v),"
+    " w AS (SELECT *, pdue + fine AS due FROM f)"
     " SELECT CAST(json_group_array(json_object("
     "'bill_id', bill_id, 'cycle', cycle, 'amount', amount, 'paid', paid, 'pending_local', pl,"
     " 'fine', fine, 'due', due, 'due_date', due_date, 'status', CASE WHEN due = 0 THEN 'paid'"
@@ -251,11 +259,15 @@ class AccountJson:
 
 
 def account_json(
-    conn: sqlite3.Connection, account: str, day: date | None = None
+    conn: sqlite3.Connection,
+    account: str,
+    day: date | None = None,
+    published: list[fines.Rule] | None = None,
 ) -> AccountJson | None:
-    """The account's bills; each bill's fine as of local `day` (None: no fine shown)."""
+    """The account's bills; each bill's fine as of local `day` (None: no fine shown), under
+    the `published` rules (None: as stored)."""
     bills_json, total, count, _, subscriber, governorate, credit = _run(
-        conn, _ACCOUNT_JSON, (account, *_rule_params(conn, day))
+        conn, _ACCOUNT_JSON, (account, *_rule_params(conn, day, published))
     ).fetchone()
     if not count:
         return None
@@ -300,9 +312,14 @@ def store_rules(conn: sqlite3.Connection, published: list[fines.Rule]) -> bool:
     return True
 
 
-def _rule_params(conn: sqlite3.Connection, day: date | None) -> tuple[Any, ...]:
-    """?2-?7 of the queries above: the day and the rule in force on it (NULLs: no fine)."""
-    rule = None if day is None else fines.rule_on(rules(conn), day)
+def _rule_params(
+    conn: sqlite3.Connection, day: date | None, published: list[fines.Rule] | None = None
+) -> tuple[Any, ...]:
+    """?2-?7 of the queries above: the day and the rule in force on it (NULLs: no fine);
+    the rules as `published` (a caller's cached copy), else read here."""
+    if day is None:
+        return (None,) * 6
+    rule = fines.rule_on(rules(conn) if published is None else published, day)
     if day is None or rule is None:
         return (None,) * 6
     return (day.isoformat(), rule.effective.isoformat(), rule.grace_days, rule.fixed,
@@ -313,8 +330,19 @@ def _edge_fine(
     day: str, effective: str, grace: int, fixed: int, bp: int, cap: int | None, amount: int,
     due_date: str, principal_due: int, fine_paid: int,
 ) -> int:  # fmt: skip
-    rule = fines.Rule("", 1, date.fromisoformat(effective), grace, fixed, bp, cap)
-    return fines.owed(rule, date.fromisoformat(day), amount, due_date, principal_due, fine_paid)
+    rule = _rule_of(effective, grace, fixed, bp, cap)
+    return fines.owed(rule, _day_of(day), amount, due_date, principal_due, fine_paid)
+
+
+# Every bill of a query passes the same rule and day: parse them once.
+@functools.lru_cache(maxsize=16)
+def _rule_of(effective: str, grace: int, fixed: int, bp: int, cap: int | None) -> fines.Rule:
+    return fines.Rule("", 1, date.fromisoformat(effective), grace, fixed, bp, cap)
+
+
+@functools.lru_cache(maxsize=16)
+def _day_of(day: str) -> date:
+    return date.fromisoformat(day)
 
 
 def _run(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:

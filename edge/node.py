@@ -25,6 +25,7 @@ from edge.power.history import History
 from edge.replication import Replication
 from edge.tasks import Supervisor
 from edge.tokens import Tokens
+from sync.fines import Rule
 from sync.link import Link
 
 
@@ -64,6 +65,7 @@ class Node:
     acceptor: Acceptor = field(init=False)
     last_used: LastUsed = field(init=False)
     _mirror_cache: tuple[float, MirrorState] | None = field(default=None, init=False)
+    _rules_cache: tuple[float, list[Rule]] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # One instance per node: the writer groups payments by this job's identity.
@@ -110,6 +112,14 @@ class Node:
         if self._mirror_cache is None or now - self._mirror_cache[0] > 1.0:
             self._mirror_cache = (now, self.db.read(mirror.state))
         return self._mirror_cache[1]
+
+    def fine_rules(self) -> list[Rule]:
+        """The pulled fine rules (DESIGN 5.13), re-read at most once a second like the mirror
+        state: every inquiry needs the rule of its day."""
+        now = time.monotonic()
+        if self._rules_cache is None or now - self._rules_cache[0] > 1.0:
+            self._rules_cache = (now, self.db.read(mirror.rules))
+        return self._rules_cache[1]
 
     def refuse_payments(self, reason: str) -> None:
         self.shutting_down = True

@@ -62,7 +62,8 @@ async def account_bills(request: web.Request) -> web.Response:
     if not mirror.ACCOUNT.match(account):
         raise errors.InvalidAccount(f"{account[:40]!r} is not an account number")
     today = fines.local_day(node.clock(), node.settings.tz)
-    found = node.db.read(lambda c: mirror.account_json(c, account, today))
+    published = node.fine_rules()
+    found = node.db.read(lambda c: mirror.account_json(c, account, today, published))
     if found is None:
         raise errors.UnknownAccount(f"no bills for account {account} in this node's mirror")
     as_of, stale = freshness(node, node.mirror_state())
@@ -87,7 +88,8 @@ async def one_bill(request: web.Request) -> web.Response:
     if not mirror.BILL_ID.match(bill_id):
         raise errors.InvalidBillId(f"{bill_id[:60]!r} is not a bill id like DAM-2026-05-0100234567")
     today = fines.local_day(node.clock(), node.settings.tz)
-    view = node.db.read(lambda c: mirror.bill(c, bill_id, today))
+    published = node.fine_rules()
+    view = node.db.read(lambda c: mirror.bill(c, bill_id, today, published))
     if view is None:
         raise errors.UnknownBill(f"bill {bill_id} is not in this node's mirror")
     as_of, stale = freshness(node, node.mirror_state())

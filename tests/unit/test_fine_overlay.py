@@ -195,3 +195,20 @@ def test_stored_rules_are_replaced_only_when_the_centre_changed_them(conn, tx) -
     second = fines.Rule(GOV, 2, date(2026, 10, 1), 0, 100, 0, 1_000)
     assert tx(conn, lambda c: mirror.store_rules(c, [second, RULE]))
     assert sorted(mirror.rules(conn), key=lambda r: r.version) == [RULE, second]
+
+
+def test_each_query_computes_each_bills_fine_once(fined, seed, bill_factory) -> None:
+    # Flattened subqueries would call the function once per reference to `fine`.
+    seed(fined, [bill_factory(cycle="2026-03", due_date="2026-05-15")], cursor=2)
+    calls: list[int] = []
+
+    def counted(*args: Any) -> int:
+        calls.append(1)
+        return mirror._edge_fine(*args)
+
+    fined.create_function("edge_fine", 10, counted, deterministic=True)
+    mirror.account_json(fined, ACCOUNT, DAY)
+    assert len(calls) == 2
+    calls.clear()
+    mirror.dues_by_id(fined, [BILL], DAY)
+    assert len(calls) == 1
