@@ -2,6 +2,7 @@
 
 No scope implies another. `inquire` reads bills, `pay` takes payments, `admin` runs the node
 (replay, the rejected list), `audit` reads every channel's payments (and the audit log).
+Clearing's reports (the day's close, reconciliation's result) are for `audit` or `admin`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from edge.tokens import Client
 
 # Any of these reads payments; only `audit` reads other channels' (see payment_channel).
 READ_PAYMENTS = ("inquire", "pay", "audit")
+# The day's close and reconciliation: totals of every channel, no subscriber's data.
+REPORTS = ("audit", "admin")
 
 
 def has_any(client: Client, scopes: tuple[str, ...]) -> bool:

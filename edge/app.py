@@ -30,6 +30,7 @@ from edge.web import (
     power,
     problems,
     receipt,
+    reports,
     search,
     status,
 )
@@ -144,6 +145,17 @@ def create_app(
         ]
     )
     app.on_shutdown.append(stop_taking_money)
-    for module in (cashier, receipt, search, status, admin, audit, power, dashboard, metrics):
+    for module in (
+        cashier,
+        receipt,
+        search,
+        reports,
+        status,
+        admin,
+        audit,
+        power,
+        dashboard,
+        metrics,
+    ):
         app.add_routes(module.routes)
     return app

@@ -30,8 +30,9 @@ PAYMENT_LIST = "payment.list"
 RECEIPT_READ = "receipt.read"  # the printable receipt names the subscriber
 ADMIN_REPLAY, ADMIN_REJECTED = "admin.replay", "admin.rejected.list"
 AUDIT_READ = "audit.read"
+REPORT_READ, ADMIN_RECONCILE = "report.read", "admin.reconcile"
 ACTIONS = (ACCOUNT_READ, BILL_READ, PAYMENT_READ, PAYMENT_LIST, RECEIPT_READ, ADMIN_REPLAY,
-           ADMIN_REJECTED, AUDIT_READ)  # fmt: skip
+           ADMIN_REJECTED, AUDIT_READ, REPORT_READ, ADMIN_RECONCILE)  # fmt: skip
 
 FLUSH_EVERY_S = 0.5
 FLUSH_ROWS = 1000  # a buffer this full wakes the loop before its timer

@@ -91,6 +91,8 @@ PAYMENT_BY_RECEIPT = Audited(audit.PAYMENT_READ, "receipt", receiptcode.RECEIPT,
 RECEIPT_READ = Audited(audit.RECEIPT_READ, "payment_id", ENTRY_ID, told=True)
 ADMIN_REPLAY = Audited(audit.ADMIN_REPLAY, urgent=True)
 ADMIN_REJECTED = Audited(audit.ADMIN_REJECTED, urgent=True)
+REPORT_READ = Audited(audit.REPORT_READ)
+ADMIN_RECONCILE = Audited(audit.ADMIN_RECONCILE, urgent=True)
 
 
 def _query(request: web.Request) -> audit.Query:

@@ -1,0 +1,125 @@
+"""The day's close (issue 16): what a node's payments of one local day came to, by SQL.
+
+One definition, used by `edge report day` and GET /v1/reports/day alike. The local day is the
+one in the receipt number (node.timezone when it was taken), so the payments_day index
+(edge.0007) serves it. States are payments.STATE_SQL's; voids and refunds are the actions
+in force (edge.actions) on the day's payments, counted on the payment's own day.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import outbox
+from edge import payments
+from sync.timefmt import iso
+
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+KEYS = ("channel", "cashier", "method", "kind")
+# Each figure: its name and the SQL condition (over p, o and the actions) that counts a
+# payment in it. taken = pending + delivered + credited + rejected; voided, refunded,
+# retargeted (the money moved to another bill) and moved_in are parts of taken.
+FIGURES: tuple[tuple[str, str], ...] = (
+    ("taken", "1"),
+    ("pending", payments.STATE_SQL["pending_sync"]),
+    ("delivered", payments.STATE_SQL["synced"]),
+    ("credited", payments.STATE_SQL["credited"]),
+    ("rejected", payments.STATE_SQL["rejected"]),
+    ("voided", "a.kind = 'void'"),
+    ("refunded", "a.kind = 'refund'"),
+    ("retargeted", "a.kind = 'retarget'"),
+    # A retarget's new payment (its own entry kind): money taken on an earlier payment.
+    ("moved_in", "o.kind = 'retarget'"),
+)
+NAMES = tuple(name for name, _ in FIGURES)
+
+
+class BadDay(ValueError):
+    """Not a local day YYYY-MM-DD."""
+
+
+def parse_day(value: str) -> date:
+    if not _DAY.match(value):
+        raise BadDay(value)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadDay(value) from None
+
+
+def _actions_join(conn: sqlite3.Connection) -> str:
+    """The join that names the action in force on each payment (none before edge.actions)."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payment_actions'"
+    ).fetchone()
+    if found is None:
+        return " LEFT JOIN (SELECT NULL AS kind) a ON 0"
+    return " LEFT JOIN (SELECT NULL AS kind) a ON 0"  # MERGE-VOID: edge.actions.in_force_seq
+
+
+def _select(conn: sqlite3.Connection, grouped: bool) -> str:
+    sums = ", ".join(
+        f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END), SUM(CASE WHEN {cond} THEN p.amount ELSE 0 END)"
+        for _, cond in FIGURES
+    )
+    keys = "p.channel, p.cashier, p.method, o.kind, " if grouped else ""
+    sql = (
+        f"SELECT {keys}{sums}, MIN(p.receipt), MAX(p.receipt)"
+        f" FROM payments p JOIN {outbox.TABLE} o ON o.seq = p.seq{_actions_join(conn)}"
+        " WHERE substr(p.receipt, -15, 8) = ?"  # the expression payments_day indexes
+    )
+    if grouped:
+        sql += " GROUP BY p.channel, p.cashier, p.method, o.kind ORDER BY 1, 2, 3, 4"
+    return sql
+
+
+def _figures(values: tuple[Any, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n, name in enumerate(NAMES):
+        out[name] = {"count": int(values[2 * n] or 0), "amount": int(values[2 * n + 1] or 0)}
+    first, last = values[2 * len(NAMES)], values[2 * len(NAMES) + 1]
+    out["first_receipt"], out["last_receipt"] = first, last
+    return out
+
+
+@dataclass(frozen=True)
+class DayReport:
+    node: str
+    governorate: str
+    timezone: str
+    day: date
+    generated_at: float
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node, "governorate": self.governorate, "day": self.day.isoformat(),
+            "timezone": self.timezone, "currency": "SYP", "generated_at": iso(self.generated_at),
+            "rows": self.rows, "totals": self.totals, "net": net(self.totals),
+        }  # fmt: skip
+
+
+def build(
+    conn: sqlite3.Connection, *, node: str, governorate: str, timezone: str, day: date,
+    now: float,
+) -> DayReport:  # fmt: skip
+    """The report of local day `day`: one row per channel, cashier, method and entry kind
+    (a retarget's new payment is of kind `retarget`), and the day's totals."""
+    key = day.strftime("%Y%m%d")
+    rows = []
+    for values in conn.execute(_select(conn, grouped=True), (key,)):
+        rows.append({**dict(zip(KEYS, values[:4], strict=True)), **_figures(values[4:])})
+    totals = _figures(conn.execute(_select(conn, grouped=False), (key,)).fetchone())
+    return DayReport(node, governorate, timezone, day, now, rows, totals)
+
+
+def net(figures: dict[str, Any]) -> int:
+    """The cash the day's payments leave in the drawers: taken, less voided and refunded,
+    less moved_in (a retarget's payment moves money taken before; it is not new money)."""
+    out = int(figures["taken"]["amount"]) - int(figures["moved_in"]["amount"])
+    return out - int(figures["voided"]["amount"]) - int(figures["refunded"]["amount"])
