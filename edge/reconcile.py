@@ -1,0 +1,152 @@
+"""Reconciliation (issue 16): the node's entries of one local day against what the centre
+recorded of them (sync.ledgerlink), and the daily run after local midnight.
+
+A difference is `pending` (not delivered yet: expected), `missing` (delivered here, unknown
+there: lost at the centre), `extra` (at the centre, unknown here: must never happen),
+`amount` or `verdict` (recorded differently). Anything but `pending` fails the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+
+import outbox
+from sync import protocol
+from sync.errors import SyncError
+from sync.loop import Loop
+from sync.timefmt import iso
+
+log = logging.getLogger(__name__)
+KINDS = ("pending", "missing", "extra", "amount", "verdict")
+
+
+@dataclass(frozen=True)
+class Ours:
+    seq: int
+    id: str
+    kind: str
+    amount: int | None
+    state: str  # the outbox's: pending, delivered, rejected
+    verdict: str | None  # the centre's first verdict as the node heard it
+
+
+def ours(conn: sqlite3.Connection, day: date) -> list[Ours]:
+    """The node's entries of `day`: the payments whose receipt is of that day (as the day
+    report counts them), with their outbox state and verdict."""
+    rows = conn.execute(
+        f"SELECT o.seq, o.id, o.kind, p.amount, o.state,"
+        f" CASE WHEN o.verdict = 'duplicate' THEN o.reason ELSE o.verdict END"
+        f" FROM payments p JOIN {outbox.TABLE} o ON o.seq = p.seq"
+        f" WHERE substr(p.receipt, -15, 8) = ? ORDER BY o.seq",
+        (day.strftime("%Y%m%d"),),
+    )
+    return [Ours(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Result:
+    day: str
+    at: float
+    node_entries: int
+    centre_entries: int
+    differences: list[dict[str, Any]]
+    error: str | None = None  # the run could not ask the centre
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(d["what"] == "pending" for d in self.differences)
+
+    def counts(self) -> dict[str, int]:
+        return {k: sum(1 for d in self.differences if d["what"] == k) for k in KINDS}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day, "at": iso(self.at), "ok": self.ok, "error": self.error,
+            "node_entries": self.node_entries, "centre_entries": self.centre_entries,
+            "counts": self.counts(), "differences": self.differences,
+        }  # fmt: skip
+
+
+def _diff(what: str, e: Ours | protocol.LedgerEntry, **more: Any) -> dict[str, Any]:
+    return {"what": what, "id": e.id, "seq": e.seq, "kind": e.kind, **more}
+
+
+def compare(day: str, mine: list[Ours], theirs: list[protocol.LedgerEntry], at: float) -> Result:
+    centre = {e.id: e for e in theirs}
+    found: list[dict[str, Any]] = []
+    for e in mine:
+        there = centre.pop(e.id, None)
+        if e.state == "pending" and (there is None or there.amount == e.amount):
+            found.append(_diff("pending", e, amount=e.amount))
+            continue
+        if there is None:
+            found.append(_diff("missing", e, amount=e.amount, state=e.state, verdict=e.verdict))
+        elif there.amount != e.amount:
+            found.append(_diff("amount", e, node=e.amount, centre=there.amount))
+        elif e.state != "pending" and (e.verdict or "rejected") != there.verdict:
+            found.append(_diff("verdict", e, node=e.verdict or e.state, centre=there.verdict))
+    for extra in centre.values():
+        log.error("reconcile %s: entry %s is at the centre and not here", day, extra.id)
+        found.append(_diff("extra", extra, amount=extra.amount, verdict=extra.verdict))
+    return Result(day, at, len(mine), len(theirs), found)
+
+
+Fetch = Callable[[str], Awaitable[list[protocol.LedgerEntry]]]
+Read = Callable[[Callable[[sqlite3.Connection], list[Ours]]], Awaitable[list[Ours]]]
+
+
+async def run(day: date, fetch: Fetch, read: Read, now: float) -> Result:
+    theirs = await fetch(day.isoformat())
+    mine = await read(lambda c: ours(c, day))
+    return compare(day.isoformat(), mine, theirs, now)
+
+
+@dataclass
+class Daily(Loop[Result | None]):
+    """Once a day, after local midnight and while the link is up, reconcile yesterday; the
+    last result is what the dashboard and /v1/status show. `wake()` runs it now (admin)."""
+
+    fetch: Fetch
+    read: Read
+    tz: tzinfo
+    link_up: Callable[[], bool]
+    clock: Callable[[], float] = time.time
+    check_every_s: float = 60.0
+    last: Result | None = None
+    done_day: str | None = None
+    wanted: date | None = field(default=None)  # a day asked for on demand
+
+    def __post_init__(self) -> None:
+        super().__init__("reconcile", logger=log)
+
+    def ask(self, day: date) -> None:
+        self.wanted = day
+        self.wake()
+
+    async def step(self) -> Result | None:
+        now = self.clock()
+        yesterday = datetime.fromtimestamp(now, self.tz).date() - timedelta(days=1)
+        day = self.wanted or yesterday
+        if self.wanted is None and (self.done_day == day.isoformat() or not self.link_up()):
+            return None
+        self.wanted = None
+        try:
+            result = await run(day, self.fetch, self.read, now)
+        except SyncError as exc:
+            result = Result(day.isoformat(), now, 0, 0, [], error=str(exc))
+            self.last = result
+            raise
+        self.last = result
+        self.done_day = day.isoformat()
+        level = logging.INFO if result.ok else logging.ERROR
+        log.log(level, "reconciled %s: %s", result.day, result.counts())
+        return result
+
+    def pace(self, result: Result | None) -> float:
+        return self.check_every_s
