@@ -2,8 +2,8 @@
 
 One definition, used by `edge report day` and GET /v1/reports/day alike. The local day is the
 one in the receipt number (node.timezone when it was taken), so the payments_day index
-(edge.0007) serves it. States are payments.STATE_SQL's; voids and refunds are the actions
-in force (edge.actions) on the day's payments, counted on the payment's own day.
+(edge.0007) serves it. States are payments.STATE_SQL's (a void or refund is the action in force
+on a payment: edge.actions), so a correction counts on the payment's own day.
 """
 
 from __future__ import annotations
@@ -20,20 +20,18 @@ from sync.timefmt import iso
 
 _DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 KEYS = ("channel", "cashier", "method", "kind")
-# Each figure: its name and the SQL condition (over p, o and the actions) that counts a
-# payment in it. taken = pending + delivered + credited + rejected; voided, refunded,
-# retargeted (the money moved to another bill) and moved_in are parts of taken.
+# Each state a payment shows (payments.STATE_SQL, one rule each) is one figure: a payment is
+# in exactly one, so taken = pending + delivered + credited + rejected + voided + refunded +
+# retargeted. moved_in (a retarget's new payment, an entry kind of its own) is part of taken.
+STATES = (
+    ("pending", "pending_sync"), ("delivered", "synced"), ("credited", "credited"),
+    ("rejected", "rejected"), ("voided", "voided"), ("refunded", "refunded"),
+    ("retargeted", "retargeted"),
+)  # fmt: skip
 FIGURES: tuple[tuple[str, str], ...] = (
     ("taken", "1"),
-    ("pending", payments.STATE_SQL["pending_sync"]),
-    ("delivered", payments.STATE_SQL["synced"]),
-    ("credited", payments.STATE_SQL["credited"]),
-    ("rejected", payments.STATE_SQL["rejected"]),
-    ("voided", "a.kind = 'void'"),
-    ("refunded", "a.kind = 'refund'"),
-    ("retargeted", "a.kind = 'retarget'"),
-    # A retarget's new payment (its own entry kind): money taken on an earlier payment.
-    ("moved_in", "o.kind = 'retarget'"),
+    *((name, f"st = '{state}'") for name, state in STATES),
+    ("moved_in", "kind = 'retarget'"),
 )
 NAMES = tuple(name for name, _ in FIGURES)
 
@@ -51,29 +49,23 @@ def parse_day(value: str) -> date:
         raise BadDay(value) from None
 
 
-def _actions_join(conn: sqlite3.Connection) -> str:
-    """The join that names the action in force on each payment (none before edge.actions)."""
-    found = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payment_actions'"
-    ).fetchone()
-    if found is None:
-        return " LEFT JOIN (SELECT NULL AS kind) a ON 0"
-    return " LEFT JOIN (SELECT NULL AS kind) a ON 0"  # MERGE-VOID: edge.actions.in_force_seq
-
-
-def _select(conn: sqlite3.Connection, grouped: bool) -> str:
-    sums = ", ".join(
-        f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END), SUM(CASE WHEN {cond} THEN p.amount ELSE 0 END)"
-        for _, cond in FIGURES
-    )
-    keys = "p.channel, p.cashier, p.method, o.kind, " if grouped else ""
-    sql = (
-        f"SELECT {keys}{sums}, MIN(p.receipt), MAX(p.receipt)"
-        f" FROM payments p JOIN {outbox.TABLE} o ON o.seq = p.seq{_actions_join(conn)}"
+def _select(grouped: bool) -> str:
+    # Each row's state is decided once (the CASE stops at the first rule that holds), then
+    # counted: the state rules' subqueries run once a payment, not once a figure.
+    state = " ".join(f"WHEN {payments.STATE_SQL[st]} THEN '{st}'" for _, st in STATES)
+    inner = (
+        f"SELECT p.channel, p.cashier, p.method, o.kind, p.amount, p.receipt,"
+        f" CASE {state} END AS st FROM payments p JOIN {outbox.TABLE} o ON o.seq = p.seq"
         " WHERE substr(p.receipt, -15, 8) = ?"  # the expression payments_day indexes
     )
+    sums = ", ".join(
+        f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END), SUM(CASE WHEN {cond} THEN amount ELSE 0 END)"
+        for _, cond in FIGURES
+    )
+    keys = "channel, cashier, method, kind, " if grouped else ""
+    sql = f"SELECT {keys}{sums}, MIN(receipt), MAX(receipt) FROM ({inner})"
     if grouped:
-        sql += " GROUP BY p.channel, p.cashier, p.method, o.kind ORDER BY 1, 2, 3, 4"
+        sql += " GROUP BY channel, cashier, method, kind ORDER BY 1, 2, 3, 4"
     return sql
 
 
@@ -112,9 +104,9 @@ def build(
     (a retarget's new payment is of kind `retarget`), and the day's totals."""
     key = day.strftime("%Y%m%d")
     rows = []
-    for values in conn.execute(_select(conn, grouped=True), (key,)):
+    for values in conn.execute(_select(grouped=True), (key,)):
         rows.append({**dict(zip(KEYS, values[:4], strict=True)), **_figures(values[4:])})
-    totals = _figures(conn.execute(_select(conn, grouped=False), (key,)).fetchone())
+    totals = _figures(conn.execute(_select(grouped=False), (key,)).fetchone())
     return DayReport(node, governorate, timezone, day, now, rows, totals)
 
 

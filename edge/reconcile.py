@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 import outbox
+from edge import actions
 from sync import protocol
 from sync.errors import SyncError
 from sync.loop import Loop
@@ -37,14 +38,20 @@ class Ours:
 
 
 def ours(conn: sqlite3.Connection, day: date) -> list[Ours]:
-    """The node's entries of `day`: the payments whose receipt is of that day (as the day
-    report counts them), with their outbox state and verdict."""
+    """The node's entries of `day`: the payments whose receipt is of that day and the voids
+    and refunds of them (as the day report and the centre's ledger count them), each with
+    its outbox state and the verdict the node heard (a duplicate's first one)."""
+    verdict = "CASE WHEN o.verdict = 'duplicate' THEN o.reason ELSE o.verdict END"
+    stamp = day.strftime("%Y%m%d")
     rows = conn.execute(
-        f"SELECT o.seq, o.id, o.kind, p.amount, o.state,"
-        f" CASE WHEN o.verdict = 'duplicate' THEN o.reason ELSE o.verdict END"
+        f"SELECT o.seq, o.id, o.kind, p.amount, o.state, {verdict}"
         f" FROM payments p JOIN {outbox.TABLE} o ON o.seq = p.seq"
-        f" WHERE substr(p.receipt, -15, 8) = ? ORDER BY o.seq",
-        (day.strftime("%Y%m%d"),),
+        " WHERE substr(p.receipt, -15, 8) = ?"
+        f" UNION ALL SELECT o.seq, o.id, o.kind, p.amount, o.state, {verdict}"
+        f" FROM {actions.TABLE} a JOIN payments p ON p.seq = a.target"
+        f" JOIN {outbox.TABLE} o ON o.seq = a.seq"
+        " WHERE substr(p.receipt, -15, 8) = ? AND a.kind != 'retarget' ORDER BY 1",
+        (stamp, stamp),
     )
     return [Ours(*row) for row in rows]
 

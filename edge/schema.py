@@ -229,4 +229,24 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        "edge.0011_payment_actions",
+        """
+        -- What was done to a payment after it was taken (edge/actions.py, DESIGN 5.12): a
+        -- void (a supervisor's), a refund or a retarget (an admin resolving a rejection).
+        -- `seq` is the action's own outbox entry; `target` the payment acted on. At most one
+        -- action of a kind per payment (a double void cannot be written even by a race): a
+        -- void the centre refused can still be followed by the rejection's resolution.
+        -- A retarget's entry is also a payment (its row in `payments` has the same seq).
+        CREATE TABLE payment_actions (
+            seq     INTEGER PRIMARY KEY REFERENCES outbox_entries (seq),
+            kind    TEXT NOT NULL CHECK (kind IN ('void', 'refund', 'retarget')),
+            target  INTEGER NOT NULL REFERENCES payments (seq),
+            reason  TEXT NOT NULL,
+            by      TEXT NOT NULL,
+            at      REAL NOT NULL,
+            UNIQUE (target, kind)
+        );
+        """,
+    ),
 )

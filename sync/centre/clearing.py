@@ -19,6 +19,7 @@ import msgpack
 
 from outbox.lookup import select_in
 from sync import protocol
+from sync.centre.ledger import SHOWN_VERDICT
 from sync.receiptcode import RECEIPT
 from sync.timefmt import iso
 
@@ -33,7 +34,10 @@ FIGURES = ("applied", "credited", "rejected", "reversed", "refunded")
 CLEARING_HEADER = ("recorded_day", "governorate", "channel_kind", "method", "kind",
                    "accepted_day", *(f"{f}_{p}" for f in FIGURES for p in ("count", "amount")))  # fmt: skip
 _FIELDS = ("receipt", "method", "channel", "cashier", "accepted_at")
-_ENTRY = "SELECT id, node, seq, bill_id, amount, verdict, received_at, kind, payload FROM entries"
+_ENTRY = (
+    f"SELECT id, node, seq, bill_id, amount, {SHOWN_VERDICT}, received_at, kind, payload,"
+    " verdict, reason FROM entries"
+)
 
 
 def channel_kind(channel: str) -> str:
@@ -68,7 +72,7 @@ def _with_fields(
         if row[7] not in ("payment", "retarget"):
             target = data.get("payment_id")
             fields = originals.get(target, fields) if isinstance(target, str) else fields
-        yield (*row[:8], fields)
+        yield (*row[:8], fields, *row[9:])
 
 
 def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[tuple[Any, ...]]:
@@ -97,14 +101,6 @@ def _accepted_day(receipt: str) -> str:
     return f"{d[:4]}-{d[4:6]}-{d[6:]}"
 
 
-def _figure(kind: str, verdict: str) -> str:
-    if kind == "void" and verdict != "rejected":
-        return "reversed"
-    if kind == "refund" and verdict != "rejected":
-        return "refunded"
-    return verdict
-
-
 def clearing(
     conn: sqlite3.Connection, day: date, tz: tzinfo, governorate: str | None = None
 ) -> list[dict[str, Any]]:
@@ -122,7 +118,7 @@ def clearing(
             govs.setdefault(row[1], gov)
             key = (day.isoformat(), gov, channel_kind(f["channel"]), f["method"], row[7],
                    _accepted_day(f["receipt"]))  # fmt: skip
-            _count(groups, key, _figure(row[7], row[5]), row[4] or 0)
+            _count(groups, key, row[5], row[4] or 0)
     online = conn.execute(
         "SELECT bill_id, amount, credit, paid_at FROM online_payments"
         " WHERE paid_at >= ? AND paid_at < ?",
@@ -159,14 +155,8 @@ def node_day(conn: sqlite3.Connection, node: str, day: date) -> list[protocol.Le
         for row in _with_fields(conn, batch):
             match = RECEIPT.match(row[8]["receipt"])
             if match is not None and match.group(3) == stamp:
-                reason = None if row[5] != "rejected" else _reason(conn, row[0])
-                out.append(protocol.LedgerEntry(row[2], row[0], row[7], row[4], row[5], reason))
+                out.append(protocol.LedgerEntry(row[2], row[0], row[7], row[4], row[9], row[10]))
     return out
-
-
-def _reason(conn: sqlite3.Connection, entry_id: str) -> str | None:
-    found = conn.execute("SELECT reason FROM entries WHERE id = ?", (entry_id,)).fetchone()
-    return None if found is None else found[0]
 
 
 def show(rows: Iterable[dict[str, Any]], fmt: str, out: Any) -> None:

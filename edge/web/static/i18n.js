@@ -43,7 +43,12 @@ window.EDGE_TEXT = {
     limit_max_age_h: "عمر أقدم دفعة غير مُرسلة (ساعة)", limit_mirror_max_age_h: "عمر نسخة الفواتير (ساعة)",
     limit_max_payment: "أكبر دفعة دون اتصال (ل.س)", limit_off: "معطّل", limit_tripped: "بلغ الحد: الدفعات الجديدة مرفوضة",
     limit_payment_now: "يُطبّق الآن: الاتصال بالمركز غير قائم", limit_payment_idle: "يُطبّق عند انقطاع الاتصال فقط",
-    limit_never: "لم تُحدَّث بعد"
+    limit_never: "لم تُحدَّث بعد",
+    mode_attention: "يحتاج انتباهاً", rejected_alert: "دفعات مرفوضة بلا معالجة: {n}",
+    col_action: "المعالجة", refund: "استرداد", retarget: "تحويل إلى فاتورة أخرى",
+    resolved_refund: "استُرد ({by})", resolved_retarget: "حُوِّل ({by})",
+    resolve_reason: "السبب", resolve_bill: "الفاتورة الصحيحة", resolve_submit: "تأكيد",
+    resolve_cancel: "تراجع", resolve_failed: "لم تُعالج الدفعة"
   },
   en: {
     title: "Governorate node: operator dashboard", node: "Node", mode: "Mode", power: "Power and UPS",
@@ -88,6 +93,11 @@ window.EDGE_TEXT = {
     limit_max_age_h: "Oldest undelivered payment (h)", limit_mirror_max_age_h: "Bills mirror age (h)",
     limit_max_payment: "Largest payment while offline (SYP)", limit_off: "off", limit_tripped: "Limit reached: new payments refused",
     limit_payment_now: "Applies now: the link to the centre is not up", limit_payment_idle: "Applies only while the link is down",
-    limit_never: "never updated"
+    limit_never: "never updated",
+    mode_attention: "Needs attention", rejected_alert: "Rejected payments unresolved: {n}",
+    col_action: "Resolve", refund: "Refund", retarget: "Move to another bill",
+    resolved_refund: "refunded ({by})", resolved_retarget: "retargeted ({by})",
+    resolve_reason: "Reason", resolve_bill: "Correct bill", resolve_submit: "Confirm",
+    resolve_cancel: "Cancel", resolve_failed: "The payment was not resolved"
   }
 };
