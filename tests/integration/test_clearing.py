@@ -21,23 +21,25 @@ from zoneinfo import ZoneInfo
 
 from centrefixtures import ACCOUNTS, CYCLE, GOV, NODE, SECRET, Link, eventually, start_link
 
-from edge import mirror
+from edge import mirror, tokens
 from sync.centre import bills
 from sync.centre.config import NodeSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Damascus")
 CEILING = 90_000  # the centre's max_payment for this node: a payment above is rejected
-# (channel token, cashier, method, account index, amount)
+# (channel token, cashier, method, account index, amount, the state it ends in)
 PAID = [
-    ("cashier", "huda", "cash", 0, 40_000),
-    ("cashier", "huda", "card", 1, 25_000),
-    ("cashier", "sami", "cash", 2, 60_000),
-    ("cashier2", "rana", "transfer", 3, 70_000),
-    ("cashier2", "rana", "cash", 4, 15_000),
-    ("cashier2", "sami", "cash", 5, 30_000),
-    ("cashier", "huda", "cash", 6, 95_000),  # over the centre's ceiling: rejected
-    ("cashier2", "rana", "card", 7, 50_000),  # the bill was paid online first: credited
+    ("cashier", "huda", "cash", 0, 40_000, "delivered"),
+    ("cashier", "huda", "card", 1, 25_000, "delivered"),
+    ("cashier", "sami", "cash", 2, 60_000, "delivered"),
+    ("cashier2", "rana", "transfer", 3, 70_000, "delivered"),
+    ("cashier2", "rana", "cash", 4, 15_000, "delivered"),
+    ("cashier2", "sami", "cash", 5, 30_000, "delivered"),
+    ("cashier", "huda", "cash", 6, 95_000, "rejected"),  # over the centre's ceiling
+    ("cashier2", "rana", "card", 7, 50_000, "credited"),  # the bill was paid online first
+    ("cashier", "huda", "cash", 8, 20_000, "voided"),  # a supervisor voids it once delivered
+    ("cashier2", "sami", "cash", 9, 92_000, "refunded"),  # rejected, the cash given back
 ]
 CHANNELS = {"cashier": "counter-1", "cashier2": "counter-2"}
 
@@ -88,7 +90,7 @@ def centre_config(tmp_path: Path, link: Link) -> Path:
     return path
 
 
-async def pay(link: Link, who: str, cashier: str, method: str, i: int, amount: int) -> str:
+async def pay(link: Link, who: str, cashier: str, method: str, i: int, amount: int, _: str) -> str:
     rn = link.node
     async with rn.session.post(
         f"{rn.url}/v1/payments",
@@ -97,6 +99,14 @@ async def pay(link: Link, who: str, cashier: str, method: str, i: int, amount: i
     ) as resp:
         assert resp.status == 201, await resp.text()
         return str((await resp.json())["payment_id"])
+
+
+async def post(link: Link, path: str, body: Any, token: str) -> int:
+    rn = link.node
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": path}
+    async with rn.session.post(rn.url + path, json=body, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return resp.status
 
 
 async def settled(link: Link) -> None:
@@ -108,13 +118,12 @@ async def settled(link: Link) -> None:
 
 
 def expected(
-    paid: list[tuple[str, str, str, int, int]],
+    paid: list[tuple[str, str, str, int, int, str]],
 ) -> dict[tuple[str, str, str], Counter[str]]:
     """The test's own sums per (channel, cashier, method): count and amount by state."""
     out: dict[tuple[str, str, str], Counter[str]] = {}
-    for who, cashier, method, i, amount in paid:
+    for who, cashier, method, _, amount, state in paid:
         c = out.setdefault((CHANNELS[who], cashier, method), Counter())
-        state = "rejected" if amount > CEILING else "credited" if i == 7 else "delivered"
         for name in ("taken", state):
             c[f"{name}_count"] += 1
             c[f"{name}_amount"] += amount
@@ -124,6 +133,8 @@ def expected(
 async def test_a_day_closes_at_the_node_clears_at_the_centre_and_reconciles(
     tmp_path: Path,
 ) -> None:
+    (tmp_path / "node").mkdir()
+    supervisor = tokens.add_token(tmp_path / "node" / "tokens.toml", "super-1", ["supervise"])
     own = NodeSettings(governorate=GOV, secret=SECRET.encode(), max_payment=CEILING)
     link, close = await start_link(tmp_path, centre_overrides={"nodes": {NODE: own}})
     try:
@@ -140,6 +151,11 @@ async def test_a_day_closes_at_the_node_clears_at_the_centre_and_reconciles(
         ids = [await pay(link, *p) for p in PAID]
         link.proxy.mode = "pass"
         await settled(link)
+        voided, refunded = ids[8], ids[9]
+        await post(link, f"/v1/payments/{voided}/void", {"reason": "خطأ"}, supervisor)
+        body = {"action": "refund", "reason": "أعيد المبلغ"}
+        await post(link, f"/v1/admin/rejected/{refunded}/resolve", body, rn.tokens["admin"])
+        await settled(link)
 
         day = datetime.now(TZ).date().isoformat()
         async with rn.session.get(
@@ -151,15 +167,18 @@ async def test_a_day_closes_at_the_node_clears_at_the_centre_and_reconciles(
         got = {(r["channel"], r["cashier"], r["method"]): r for r in report["rows"]}
         assert set(got) == set(want)
         for key, sums in want.items():
-            for name in ("taken", "pending", "delivered", "credited", "rejected"):
+            for name in ("taken", "pending", "delivered", "credited", "rejected", "voided",
+                         "refunded"):  # fmt: skip
                 figure = got[key][name]
                 assert (figure["count"], figure["amount"]) == (
                     sums[f"{name}_count"],
                     sums[f"{name}_amount"],
                 ), (key, name)
-        assert report["totals"]["taken"]["amount"] == sum(p[4] for p in PAID)
-        assert report["totals"]["rejected"]["amount"] == 95_000
-        assert report["totals"]["credited"]["amount"] == 50_000
+        t = report["totals"]
+        assert t["taken"]["amount"] == sum(p[4] for p in PAID)
+        assert (t["rejected"]["amount"], t["credited"]["amount"]) == (95_000, 50_000)
+        assert (t["voided"]["amount"], t["refunded"]["amount"]) == (20_000, 92_000)
+        assert report["net"] == sum(p[4] for p in PAID) - 20_000 - 92_000
         stamp = day.replace("-", "")
         assert report["totals"]["first_receipt"] == f"{GOV}-DAM1-{stamp}-000001"
         assert report["totals"]["last_receipt"] == f"{GOV}-DAM1-{stamp}-{len(PAID):06d}"
@@ -185,9 +204,19 @@ async def test_a_day_closes_at_the_node_clears_at_the_centre_and_reconciles(
                         "--governorate", GOV, "--format", "json")  # fmt: skip
         assert done.returncode == 0, done.stderr
         clearing = [r for r in json.loads(done.stdout) if r["channel_kind"] == "counter"]
-        assert sum(r["applied_amount"] for r in clearing) == report["totals"]["delivered"]["amount"]
-        assert sum(r["credited_amount"] for r in clearing) == report["totals"]["credited"]["amount"]
-        assert sum(r["rejected_amount"] for r in clearing) == report["totals"]["rejected"]["amount"]
+
+        def centre(figure: str) -> int:
+            return sum(r[f"{figure}_amount"] for r in clearing)
+
+        def node(figure: str) -> int:
+            return int(t[figure]["amount"])
+
+        # A voided payment was applied at the centre, then reversed; a refunded one rejected.
+        assert centre("applied") == node("delivered") + node("voided")
+        assert centre("reversed") == node("voided")
+        assert centre("credited") == node("credited")
+        assert centre("rejected") == node("rejected") + node("refunded")
+        assert centre("refunded") == node("refunded")
         assert {r["accepted_day"] for r in clearing} == {day}
         online = [r for r in json.loads(done.stdout) if r["channel_kind"] == "online"]
         assert sum(r["applied_amount"] for r in online) == 100_000
@@ -208,7 +237,13 @@ async def test_a_day_closes_at_the_node_clears_at_the_centre_and_reconciles(
             "reconcile", "--config", str(config), "--date", day, "--format", "json"
         )
         assert code == 0, out + err
-        assert json.loads(out)["differences"] == []
+        clean = json.loads(out)
+        # Ten payments, the void and the refund: each as the centre recorded it.
+        assert (clean["node_entries"], clean["centre_entries"], clean["differences"]) == (
+            12,
+            12,
+            [],
+        )
         lost = ids[2]
         await link.centre.write(lambda c: c.execute("DELETE FROM entries WHERE id = ?", (lost,)))
         code, out, err = await edge_async(
