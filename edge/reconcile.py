@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -125,24 +125,27 @@ class Daily(Loop[Result | None]):
     link_up: Callable[[], bool]
     clock: Callable[[], float] = time.time
     check_every_s: float = 60.0
+    first_after_s: float = 60.0  # a node just started has its link to find first
     last: Result | None = None
     done_day: str | None = None
-    wanted: date | None = field(default=None)  # a day asked for on demand
 
     def __post_init__(self) -> None:
         super().__init__("reconcile", logger=log)
 
-    def ask(self, day: date) -> None:
-        self.wanted = day
-        self.wake()
+    async def run(self) -> None:
+        await self.pause(self.first_after_s)
+        await super().run()
+
+    def remember(self, result: Result) -> None:
+        """An on-demand run's result (POST /v1/admin/reconcile) is the last one shown."""
+        self.last = result
 
     async def step(self) -> Result | None:
         now = self.clock()
         yesterday = datetime.fromtimestamp(now, self.tz).date() - timedelta(days=1)
-        day = self.wanted or yesterday
-        if self.wanted is None and (self.done_day == day.isoformat() or not self.link_up()):
+        day = yesterday
+        if self.done_day == day.isoformat() or not self.link_up():
             return None
-        self.wanted = None
         try:
             result = await run(day, self.fetch, self.read, now)
         except SyncError as exc:
