@@ -49,9 +49,11 @@ def parse_day(value: str) -> date:
         raise BadDay(value) from None
 
 
-def _select(grouped: bool) -> str:
-    # Each row's state is decided once (the CASE stops at the first rule that holds), then
-    # counted: the state rules' subqueries run once a payment, not once a figure.
+def _select() -> str:
+    """One statement: a row per group, then the day's totals row (keys NULL) summed from them."""
+    # Each payment's state is decided once (the CASE stops at the first rule that holds) and
+    # the rows are MATERIALIZED, else flattening repeats the CASE, subqueries and all, in
+    # every figure; the totals are summed from the groups, not from a second pass.
     state = " ".join(f"WHEN {payments.STATE_SQL[st]} THEN '{st}'" for _, st in STATES)
     inner = (
         f"SELECT p.channel, p.cashier, p.method, o.kind, p.amount, p.receipt,"
@@ -59,14 +61,19 @@ def _select(grouped: bool) -> str:
         " WHERE substr(p.receipt, -15, 8) = ?"  # the expression payments_day indexes
     )
     sums = ", ".join(
-        f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END), SUM(CASE WHEN {cond} THEN amount ELSE 0 END)"
-        for _, cond in FIGURES
+        f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS c{n},"
+        f" SUM(CASE WHEN {cond} THEN amount ELSE 0 END) AS a{n}"
+        for n, (_, cond) in enumerate(FIGURES)
     )
-    keys = "channel, cashier, method, kind, " if grouped else ""
-    sql = f"SELECT {keys}{sums}, MIN(receipt), MAX(receipt) FROM ({inner})"
-    if grouped:
-        sql += " GROUP BY channel, cashier, method, kind ORDER BY 1, 2, 3, 4"
-    return sql
+    again = ", ".join(f"SUM(c{n}), SUM(a{n})" for n in range(len(FIGURES)))
+    keys = "channel, cashier, method, kind"
+    return (
+        f"WITH d AS MATERIALIZED ({inner}),"
+        f" g AS MATERIALIZED (SELECT {keys}, {sums}, MIN(receipt) AS lo, MAX(receipt) AS hi"
+        f" FROM d GROUP BY {keys})"
+        f" SELECT 0, * FROM g UNION ALL SELECT 1, NULL, NULL, NULL, NULL, {again}, MIN(lo),"
+        " MAX(hi) FROM g ORDER BY 1, 2, 3, 4, 5"
+    )
 
 
 def _figures(values: tuple[Any, ...]) -> dict[str, Any]:
@@ -103,11 +110,9 @@ def build(
     """The report of local day `day`: one row per channel, cashier, method and entry kind
     (a retarget's new payment is of kind `retarget`), and the day's totals."""
     key = day.strftime("%Y%m%d")
-    rows = []
-    for values in conn.execute(_select(grouped=True), (key,)):
-        rows.append({**dict(zip(KEYS, values[:4], strict=True)), **_figures(values[4:])})
-    totals = _figures(conn.execute(_select(grouped=False), (key,)).fetchone())
-    return DayReport(node, governorate, timezone, day, now, rows, totals)
+    *groups, last = conn.execute(_select(), (key,)).fetchall()
+    rows = [{**dict(zip(KEYS, v[1:5], strict=True)), **_figures(v[5:])} for v in groups]
+    return DayReport(node, governorate, timezone, day, now, rows, _figures(last[5:]))
 
 
 def net(figures: dict[str, Any]) -> int:
