@@ -1,20 +1,18 @@
-"""Admin routes (scope `admin`): replay now, the rejected payments an operator must resolve
-(resolving one is edge.web.corrections'), and reconciling a day with the centre now."""
+"""Admin routes (scope `admin`): replay now, and the rejected payments an operator must resolve
+(resolving one is edge.web.corrections')."""
 
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 import outbox
-from edge import access, actions, dayreport, errors, payments, reconcile
+from edge import actions, errors, payments
 from edge.node import NODE
-from edge.web.audit import ADMIN_RECONCILE, ADMIN_REJECTED, ADMIN_REPLAY, audited
+from edge.web.audit import ADMIN_REJECTED, ADMIN_REPLAY, audited
 from edge.web.http import client_of, json_response
-from sync.errors import SyncError
 from sync.timefmt import iso_or_none
 
 routes = web.RouteTableDef()
@@ -30,36 +28,6 @@ async def replay_now(request: web.Request) -> web.Response:
         raise errors.NoCentre("centre.url is empty in this node's configuration")
     pending = await node.db.read_slow(lambda c: outbox.stats(c).pending)
     return json_response({"triggered": True, "pending": pending}, status=202)
-
-
-@routes.post("/v1/admin/reconcile")
-@audited(ADMIN_RECONCILE)
-async def reconcile_now(request: web.Request) -> web.Response:
-    """Reconcile a day (`?date=`, default yesterday) with the centre now; the result is the
-    dashboard's last reconciliation. 200 with the differences (`ok` false when any but
-    pending), 503 when the centre cannot answer."""
-    client_of(request, *access.REPORTS)
-    node = request.app[NODE]
-    daily = node.replication.reconciler
-    if daily is None:
-        raise errors.NoCentre("centre.url is empty in this node's configuration")
-    if set(request.query) - {"date"}:
-        raise errors.InvalidQuery("the only parameter is date=YYYY-MM-DD")
-    now = node.clock()
-    try:
-        day = (
-            dayreport.parse_day(request.query["date"])
-            if "date" in request.query
-            else datetime.fromtimestamp(now, node.settings.tz).date() - timedelta(days=1)
-        )
-    except dayreport.BadDay:
-        raise errors.InvalidQuery("date: a local day YYYY-MM-DD (node.timezone)") from None
-    try:
-        result = await reconcile.run(day, daily.fetch, daily.read, now)
-    except SyncError as exc:
-        raise errors.CentreUnreachable(f"the centre did not answer: {exc}"[:300]) from exc
-    daily.remember(result)
-    return json_response(result.as_dict())
 
 
 def rejected(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
