@@ -2,6 +2,12 @@
    ups.status flags and the governorate codes (DESIGN 7) are keys too. */
 window.EDGE_TEXT = {
   ar: {
+    reprint: "إعادة طباعة إيصال", reprint_number: "رقم الإيصال", reprint_token: "رمز الصندوق أو المشرف",
+    reprint_paper: "عرض الورق", reprint_find: "بحث", reprint_print: "طباعة",
+    reprint_need: "أدخل رقم الإيصال والرمز.", reprint_looking: "جارٍ البحث…",
+    reprint_token_bad: "الرمز غير مقبول أو لا يملك صلاحية قراءة هذه الدفعة.",
+    reprint_unknown: "لا توجد دفعة بهذا الرقم يراها هذا الرمز.", reprint_bad_number: "رقم الإيصال غير صالح.",
+    reprint_failed: "تعذّر جلب الإيصال.",
     title: "لوحة تشغيل عقدة المحافظة", node: "العقدة", mode: "الوضع", power: "الكهرباء وجهاز UPS",
     charge: "شحن البطارية", low_mark: "حد الانخفاض", runtime: "الوقت المتبقي على البطارية",
     load: "الحمل", voltage: "جهد الدخل", last_reading: "آخر قراءة", source: "المصدر",
@@ -56,6 +62,12 @@ window.EDGE_TEXT = {
     reconcile_now: "مطابقة الأمس الآن", reconcile_failed: "تعذّرت المطابقة"
   },
   en: {
+    reprint: "Reprint a receipt", reprint_number: "Receipt number", reprint_token: "Counter or supervisor token",
+    reprint_paper: "Paper width", reprint_find: "Find", reprint_print: "Print",
+    reprint_need: "Give the receipt number and a token.", reprint_looking: "Looking…",
+    reprint_token_bad: "The token was refused or may not read this payment.",
+    reprint_unknown: "No payment with this number that this token may see.", reprint_bad_number: "Not a receipt number.",
+    reprint_failed: "Could not fetch the receipt.",
     title: "Governorate node: operator dashboard", node: "Node", mode: "Mode", power: "Power and UPS",
     charge: "Battery charge", low_mark: "low mark", runtime: "Runtime left on battery",
     load: "Load", voltage: "Input voltage", last_reading: "Last reading", source: "Source",
