@@ -27,7 +27,6 @@ from sync.timefmt import iso
 log = logging.getLogger(__name__)
 
 NO_LIMITS = Limits()
-LEDGER_HEADER = ("id", "node", "seq", "bill_id", "amount", "verdict")
 PAYMENT_FIELDS = (
     "payment_id", "bill_id", "account", "amount", "channel", "idempotency_key", "method",
     "cashier", "accepted_at", "receipt",
