@@ -53,7 +53,8 @@ _STYLE = """
 body { font-family: "Noto Naskh Arabic", "DejaVu Sans", sans-serif; font-size: 10pt; }
 table { border-collapse: collapse; width: 100%; }
 th, td { border: 1px solid #444; padding: 2px 4px; }
-td.n { text-align: left; direction: ltr; unicode-bidi: embed; white-space: nowrap; }
+td.n, td.id { direction: ltr; unicode-bidi: embed; white-space: nowrap; }
+td.n { text-align: left; }
 tr.total td { font-weight: bold; }
 .sign { margin-top: 25mm; display: flex; justify-content: space-between; }
 .sign div { border-top: 1px solid #000; width: 70mm; padding-top: 2mm; text-align: center; }
@@ -83,8 +84,8 @@ def html_page(report: DayReport, governorate_ar: str) -> str:
     for row in report.rows:
         method = METHODS_AR.get(row["method"], row["method"])
         body.append(
-            f"<tr><td>{_e(row['channel'])}</td><td>{_e(row['cashier'])}</td><td>{_e(method)}</td>"
-            f"<td>{_e(row['kind'])}</td>{_money_cells(row)}</tr>"
+            f'<tr><td class="id">{_e(row["channel"])}</td><td>{_e(row["cashier"])}</td>'
+            f'<td>{_e(method)}</td><td class="id">{_e(row["kind"])}</td>{_money_cells(row)}</tr>'
         )
     t = report.totals
     body.append(f'<tr class="total"><td colspan="4">المجموع</td>{_money_cells(t)}</tr>')
