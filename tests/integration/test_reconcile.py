@@ -110,12 +110,19 @@ async def test_reports_and_reconciliation_are_for_audit_or_admin_and_audited(
             assert (await post(link, "/v1/admin/reconcile", who))[0] == 403
         for who in ("auditor", "admin"):
             assert (await get(link, f"/v1/reports/day?date={today}", who))[0] == 200
+        rn = link.node
+        for fmt, kind, start in (
+            ("csv", "text/csv", "\ufeffday,"),
+            ("html", "text/html", "<!DOCTYPE"),
+        ):
+            async with rn.session.get(f"{rn.url}/v1/reports/day?date={today}&format={fmt}",
+                                      headers=rn.headers("auditor")) as resp:  # fmt: skip
+                assert (resp.status, resp.content_type) == (200, kind)
+                assert (await resp.text()).startswith(start)
         status, problem = await get(link, "/v1/reports/day?date=2026-02-30", "auditor")
         assert (status, problem["code"]) == (400, "invalid_query")
         status, problem = await get(link, "/v1/reports/day?day=2026-02-01", "auditor")
         assert (status, problem["code"]) == (400, "invalid_query")
-
-        rn = link.node
 
         def trail() -> list[tuple[str, str, int]]:
             found = rn.node.db.read(lambda c: list(audit.select(c, Query())))
@@ -125,7 +132,8 @@ async def test_reports_and_reconciliation_are_for_audit_or_admin_and_audited(
         # Every read that reached the route is kept (a 400 is not: DESIGN 5.10's KEPT).
         want = [("counter-1", "report.read", 403), ("counter-1", "admin.reconcile", 403),
                 ("kiosk-1", "report.read", 403), ("kiosk-1", "admin.reconcile", 403),
-                ("audit-1", "report.read", 200), ("ops", "report.read", 200)]  # fmt: skip
+                ("audit-1", "report.read", 200), ("ops", "report.read", 200),
+                ("audit-1", "report.read", 200), ("audit-1", "report.read", 200)]  # fmt: skip
         await eventually(lambda: len(trail()) >= len(want), what="the audit rows")
         assert trail() == want
     finally:

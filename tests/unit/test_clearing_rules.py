@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
 
 from edge import dayprint, dayreport
-from edge.reconcile import Ours, compare
+from edge.reconcile import Daily, Ours, compare
 from sync import protocol
 from sync.centre.clearing import channel_kind
-from sync.errors import ProtocolError
+from sync.errors import ProtocolError, SyncError
 
 ID = "dam-1_01J0000000000000000000000{}"
+TZ = ZoneInfo("Asia/Damascus")
 
 
 def ours(
@@ -106,3 +108,41 @@ def test_the_csv_opens_with_a_bom_and_ends_with_the_totals() -> None:
     assert table[-1]["channel"] == "TOTAL"
     page = dayprint.html_page(report, "دمشق")
     assert "9,900.00" in page and 'dir="rtl"' in page
+
+
+class Centre:
+    """A fake centre for the daily loop: counts the days asked, or fails."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.fail = False
+
+    async def fetch(self, day: str) -> list[protocol.LedgerEntry]:
+        self.asked.append(day)
+        if self.fail:
+            raise SyncError("transport: refused")
+        return [theirs(1)]
+
+
+async def test_the_daily_run_reconciles_yesterday_once_and_only_with_the_link_up() -> None:
+    centre, up = Centre(), [False]
+    now = [datetime(2026, 6, 2, 0, 5, tzinfo=TZ).timestamp()]  # five past local midnight
+
+    async def read(fn: object) -> list[Ours]:
+        return [ours(1)]
+
+    daily = Daily(fetch=centre.fetch, read=read, tz=TZ, link_up=lambda: up[0],
+                  clock=lambda: now[0])  # fmt: skip
+    assert await daily.step() is None and centre.asked == []  # the link is down: wait
+    up[0] = True
+    result = await daily.step()
+    assert result is not None and (result.day, result.ok) == ("2026-06-01", True)
+    assert await daily.step() is None and centre.asked == ["2026-06-01"]  # once a day
+    now[0] += 86_400
+    centre.fail = True
+    with pytest.raises(SyncError):
+        await daily.step()
+    assert daily.last is not None and daily.last.error is not None and not daily.last.ok
+    centre.fail = False
+    assert (await daily.step()) is not None  # retried (the loop's backoff), then done
+    assert centre.asked == ["2026-06-01", "2026-06-02", "2026-06-02"]
