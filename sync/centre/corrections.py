@@ -57,6 +57,7 @@ class Original:
     verdict: str
     credited: bool  # all or part of it became credit
     corrected: bool
+    fine: int = 0  # the part the centre counted to the bill's late fine (protocol 4)
 
 
 def reference(payload: bytes, kind: str) -> Reference | None:
@@ -87,11 +88,11 @@ def originals(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, Origina
     sql = (
         "SELECT e.id, e.node, e.bill_id, e.amount, e.verdict,"
         " EXISTS (SELECT 1 FROM credits c WHERE c.source = e.id),"
-        " EXISTS (SELECT 1 FROM corrections k WHERE k.target = e.id)"
+        " EXISTS (SELECT 1 FROM corrections k WHERE k.target = e.id), COALESCE(e.fine, 0)"
         " FROM entries e WHERE e.kind IN ('payment', 'retarget') AND e.id IN ({marks})"
     )
     return {
-        row[0]: Original(row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]))
+        row[0]: Original(row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]), row[7])
         for row in select_in(conn, sql, wanted)
     }
 
@@ -121,12 +122,16 @@ def check(
     return None
 
 
-def reverse(ref: Reference, bills: dict[str, list[Any]]) -> tuple[str, str | None, int | None]:
-    """Take a voided payment back off its bill (the cached state the ledger writes)."""
+def reverse(
+    ref: Reference, bills: dict[str, list[Any]], fine: int = 0
+) -> tuple[str, str | None, int | None]:
+    """Take a voided payment back off its bill (the cached state the ledger writes): its
+    `fine` part off the bill's `fine_paid`, the rest off `paid` (5.3: the fine came first)."""
     state = bills.get(ref.bill_id)
-    if state is None or state[3] < ref.amount:
+    if state is None or state[3] < ref.amount - fine or state[8] < fine:
         return "rejected", "unknown_bill", None
-    state[3], state[4], state[5] = state[3] - ref.amount, state[4] + 1, True
+    state[3], state[4], state[5] = state[3] - (ref.amount - fine), state[4] + 1, True
+    state[8] -= fine
     return "applied", None, state[4]
 
 

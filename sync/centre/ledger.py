@@ -225,7 +225,7 @@ def record_batch(
             # A payment decided now can be corrected later in this very batch (chain order).
             outcomes[e.id] = corrections.Original(
                 node, payment.bill_id if payment else None, payment.amount if payment else None,
-                verdict, credit > 0, False,
+                verdict, credit > 0, False, fine or 0,
             )  # fmt: skip
         result = protocol.Verdict(e.seq, e.id, verdict, reason, version, credit, fine)
         decided[e.id] = result
@@ -317,7 +317,8 @@ def _correct(
         verdict, reason = refused or ("rejected", "bad_payload")
         return verdict, reason, None, 0, None
     if e.kind == "void":
-        verdict, why, version = corrections.reverse(ref, bills)
+        fine = 0 if original is None else original.fine  # check() refused a void of none
+        verdict, why, version = corrections.reverse(ref, bills, fine)
         return verdict, None if why is None else "reversal_failed", version, 0, None
     if e.kind == "refund":
         return "applied", None, corrections.refund_version(ref, bills), 0, None

@@ -212,3 +212,19 @@ def test_each_query_computes_each_bills_fine_once(fined, seed, bill_factory) -> 
     calls.clear()
     mirror.dues_by_id(fined, [BILL], DAY)
     assert len(calls) == 1
+
+
+def test_a_void_at_the_centre_takes_the_fine_back_off_fine_paid(fined, tx, tmp_path) -> None:
+    pay(fined, tx, 100_000 + FINE, "voided")
+    (entry,) = outbox.claim(fined, 10)
+    central = centre(tmp_path)
+    send(central, [entry], NOW)
+    void = msgpack.packb({"payment_id": entry.id, "bill_id": BILL, "account": ACCOUNT,
+                          "amount": 100_000 + FINE, "reason": "typed wrong", "by": "sup",
+                          "at": "2026-09-01T12:05:00.000Z"})  # fmt: skip
+    void_id = "dam-1_01JXQ4ZK2M8D3V5T7R9W1Y3B5D"
+    digest = chain.entry_hash(entry.hash, 2, void_id, "void", void)
+    reply = send(central, [protocol.WireEntry(2, void_id, "void", void, entry.hash, digest)], NOW)
+    assert [(r.verdict, r.reason) for r in reply.results] == [("applied", None)]
+    row = central.execute("SELECT paid, fine_paid FROM bills WHERE bill_id = ?", (BILL,))
+    assert row.fetchone() == (0, 0)
