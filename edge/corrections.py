@@ -19,7 +19,7 @@ import msgpack
 
 import outbox
 from edge import actions, errors, mirror, payments
-from sync import receiptcode
+from sync import fines, receiptcode
 from sync.timefmt import iso, local_day
 
 REASON_MAX = 200  # characters of a void's or a resolution's reason (edge.text's rule)
@@ -182,7 +182,9 @@ def _retarget(
     assert c.bill_id is not None
     if c.bill_id == taken.bill_id:
         raise errors.InvalidField("bill_id must be another bill than the rejected payment's")
-    bill = mirror.dues_by_id(conn, [c.bill_id]).get(c.bill_id)
+    # The retarget is a payment on the corrected bill today: its late fine first (5.14).
+    today = fines.local_day(c.now, rules.tz)
+    bill = mirror.dues_by_id(conn, [c.bill_id], today).get(c.bill_id)
     if bill is None:
         raise errors.UnknownBill(f"bill {c.bill_id} is not in this node's mirror")
     if bill.due == 0:
@@ -191,6 +193,7 @@ def _retarget(
         raise errors.AmountExceedsDue(
             f"the {taken.amount} piastres are more than the {bill.due} due on {bill.bill_id}"
         )
+    to_fine, _ = fines.allocate(taken.amount, bill.fine)
     day = local_day(int(c.now), rules.tz)
     row = conn.execute("SELECT last FROM receipt_counters WHERE day = ?", (day,)).fetchone()
     n = (0 if row is None else int(row[0])) + 1
@@ -203,13 +206,14 @@ def _retarget(
         "amount": taken.amount, "channel": taken.channel, "idempotency_key": c.key,
         "method": taken.method, "cashier": taken.cashier, "accepted_at": iso(c.now),
         "receipt": receipt, "original": c.payment_id, "reason": c.reason, "by": c.by,
+        "fine": to_fine,
     }  # fmt: skip
     seq = _append(conn, c, entry.seq, payload)
     conn.execute(
         "INSERT INTO payments (seq, bill_id, account, amount, method, cashier, channel,"
-        " receipt, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " receipt, accepted_at, fine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (seq, bill.bill_id, bill.account, taken.amount, taken.method, taken.cashier,
-         taken.channel, receipt, c.now),
+         taken.channel, receipt, c.now, to_fine),
     )  # fmt: skip
     conn.execute(
         "INSERT INTO receipt_counters (day, last) VALUES (?, ?)"

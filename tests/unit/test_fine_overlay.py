@@ -10,13 +10,14 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
 from helpers import GOV, bill_input
 
 import outbox
-from edge import mirror, payments
+from edge import corrections, mirror, payments
 from outbox import chain
 from sync import fines, protocol
 from sync.centre import bills, ledger
@@ -228,3 +229,23 @@ def test_a_void_at_the_centre_takes_the_fine_back_off_fine_paid(fined, tx, tmp_p
     assert [(r.verdict, r.reason) for r in reply.results] == [("applied", None)]
     row = central.execute("SELECT paid, fine_paid FROM bills WHERE bill_id = ?", (BILL,))
     assert row.fetchone() == (0, 0)
+
+
+def test_a_retarget_onto_an_overdue_bill_pays_its_fine_first(fined, tx, seed, bill_factory) -> None:
+    other = "DAM-2026-05-0100000002"
+    seed(fined, [bill_factory("0100000002", version=1)], cursor=2)
+    taken = json.loads(pay(fined, tx, 30_000, "wrong-bill").body)
+    entry = outbox.get(fined, taken["payment_id"])
+    assert entry is not None
+    result = outbox.Result(entry.seq, entry.id, "rejected", "unknown_bill", None)
+    tx(fined, lambda c: outbox.settle(c, [result]))
+    rules = corrections.Rules("dam-1", GOV, "", ZoneInfo("Asia/Damascus"), 24 * 3600)
+    call = corrections.prepare("dam-1", "retarget", entry.id, "typed wrong", "admin-1", "rt",
+                               NOW + 60, other)  # fmt: skip
+    doc = json.loads(tx(fined, lambda c: corrections.run(c, rules, call)).body)
+    moved = doc["new_payment"]
+    assert moved["bill_id"] == other and moved["fine"]["taken"] == FINE
+    view = mirror.bill(fined, other, DAY)
+    assert view is not None and (view.fine, view.due) == (0, 100_000 - (30_000 - FINE))
+    (claimed,) = [e for e in outbox.claim(fined, 10) if e.id == moved["payment_id"]]
+    assert msgpack.unpackb(claimed.payload)["fine"] == FINE
