@@ -19,8 +19,10 @@ from pathlib import Path
 from sync.bill import ACCOUNT, CYCLE
 from sync.bill import FIELDS as BILL_FIELDS
 from sync.bill import bill_id as make_bill_id
+from sync.centre import fines
 from sync.centre.store import BILL_COLUMNS, ChangeSeq
 from sync.errors import ImportFailed
+from sync.fines import allocate
 from sync.timefmt import iso
 
 CSV_HEADER = ("account", "cycle", "name", "address", "meter", "kwh", "amount", "paid", "due_date")
@@ -199,6 +201,7 @@ class OnlinePayment:
     credit: int
     paid: int
     version: int
+    fine: int = 0  # of `amount`, what went to the bill's late fine (taken first)
 
 
 def pay_online(conn: sqlite3.Connection, bill_id: str, amount: int, now: float) -> OnlinePayment:
@@ -206,21 +209,28 @@ def pay_online(conn: sqlite3.Connection, bill_id: str, amount: int, now: float) 
     if type(amount) is not int or amount <= 0:
         raise ImportFailed("the amount must be a positive whole number of piastres")
     row = conn.execute(
-        "SELECT governorate, account, amount, paid, version FROM bills WHERE bill_id = ?",
+        "SELECT governorate, account, amount, paid, version, due_date, fine_paid FROM bills"
+        " WHERE bill_id = ?",
         (bill_id,),
     ).fetchone()
     if row is None:
         raise ImportFailed(f"no bill {bill_id} at the centre")
-    governorate, account, billed, paid, version = row
-    applied = min(amount, billed - paid)
-    credit = amount - applied
+    governorate, account, billed, paid, version, due_date, fine_paid = row
+    # The late fine first, as at a counter (sync/PROTOCOL.md 5.3), for the centre's today.
+    owed = fines.judge(
+        fines.rules_of(conn, governorate), iso(now), now, billed, due_date,
+        max(0, billed - paid), fine_paid,
+    )  # fmt: skip
+    to_fine, rest = allocate(amount, owed)
+    applied = min(rest, billed - paid)
+    credit = rest - applied
     # Always a change now: what is not applied becomes the bill's published credit.
     version += 1
     counter = ChangeSeq(conn)
     conn.execute(
-        "UPDATE bills SET paid = ?, version = ?, credit = credit + ?, change_seq = ?,"
-        " updated_at = ? WHERE bill_id = ?",
-        (paid + applied, version, credit, counter.next(), iso(now), bill_id),
+        "UPDATE bills SET paid = ?, version = ?, credit = credit + ?, fine_paid = fine_paid + ?,"
+        " change_seq = ?, updated_at = ? WHERE bill_id = ?",
+        (paid + applied, version, credit, to_fine, counter.next(), iso(now), bill_id),
     )
     counter.save()
     cursor = conn.execute(
@@ -234,4 +244,4 @@ def pay_online(conn: sqlite3.Connection, bill_id: str, amount: int, now: float) 
             " VALUES (?, ?, ?, ?, ?, ?)",
             (f"online-{cursor.lastrowid}", governorate, account, bill_id, credit, now),
         )
-    return OnlinePayment(bill_id, amount, applied, credit, paid + applied, version)
+    return OnlinePayment(bill_id, amount, applied, credit, paid + applied, version, to_fine)

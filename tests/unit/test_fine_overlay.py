@@ -249,3 +249,13 @@ def test_a_retarget_onto_an_overdue_bill_pays_its_fine_first(fined, tx, seed, bi
     assert view is not None and (view.fine, view.due) == (0, 100_000 - (30_000 - FINE))
     (claimed,) = [e for e in outbox.claim(fined, 10) if e.id == moved["payment_id"]]
     assert msgpack.unpackb(claimed.payload)["fine"] == FINE
+
+
+def test_an_online_payment_at_the_centre_pays_the_fine_first(tmp_path) -> None:
+    central = centre(tmp_path)
+    central.execute("BEGIN")
+    online = bills.pay_online(central, BILL, 100_000 + FINE + 5, NOW)
+    central.execute("COMMIT")
+    assert (online.fine, online.applied, online.credit) == (FINE, 100_000, 5)
+    row = central.execute("SELECT paid, fine_paid, credit FROM bills WHERE bill_id = ?", (BILL,))
+    assert row.fetchone() == (100_000, FINE, 5)
