@@ -359,7 +359,10 @@ def decode_fine_rules(body: bytes, governorate: str | None = None) -> list[Rule]
     refuses the frame (`foreign_bill`, as for bills)."""
     frame = _frame(_unpack(body, MAX_RULES), ("rules",))
     raw = _list(frame["rules"], "rules", MAX_RULES)
-    return [_rule(item, f"rules[{i}]", governorate) for i, item in enumerate(raw)]
+    rules = [_rule(item, f"rules[{i}]", governorate) for i, item in enumerate(raw)]
+    if len({(r.governorate, r.version) for r in rules}) != len(rules):
+        raise ProtocolError("rules has a version twice")
+    return rules
 
 
 # --- a node's ledger at the centre (reconciliation) ----------------------------------

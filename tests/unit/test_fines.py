@@ -226,7 +226,7 @@ def test_the_grace_ends_at_local_midnight_not_utc_midnight() -> None:
 # --- the rules frame ---------------------------------------------------------------------
 
 
-@given(st.lists(rules, max_size=5))
+@given(st.lists(rules, max_size=5, unique_by=lambda r: r.version))
 def test_rules_frame_round_trips(published: list[Rule]) -> None:
     assert protocol.decode_fine_rules(protocol.encode_fine_rules(published), "DAM") == published
 
@@ -239,6 +239,13 @@ def test_rules_frame_refuses_another_governorates_rule_and_bad_fields() -> None:
     bad = Rule("DAM", 1, date(2026, 1, 1), 0, 1, fines.BP + 1, None)
     with pytest.raises(ProtocolError):
         protocol.decode_fine_rules(protocol.encode_fine_rules([bad]), "DAM")
+    twice = [RULE, Rule("DAM", 1, date(2026, 2, 1), 0, 1, 0, None)]
+    with pytest.raises(ProtocolError, match="version twice"):
+        protocol.decode_fine_rules(protocol.encode_fine_rules(twice), "DAM")
+    with pytest.raises(ProtocolError):  # a day that is not one
+        protocol.decode_fine_rules(
+            protocol._pack({"v": 4, "rules": [{**protocol.rule_map(RULE), "effective": "x"}]})
+        )
 
 
 def test_a_reply_carries_the_centres_fine_figure_or_none() -> None:
