@@ -22,6 +22,13 @@ class Islanded(Site):
         text = self.node_config.read_text()
         start = text.index("url = ")
         self.node_config.write_text(text[:start] + 'url = ""' + text[text.index("\n", start) :])
+        self.secret = self.base / "dam-1.secret"
+        # A second node of the same governorate, with its own key: files for it are not ours.
+        other = self.base / "dam-2.secret"
+        other.write_text("system-test-other-secret-0123456789-0123\n")
+        other.chmod(0o600)
+        with self.centre_config.open("a") as out:
+            out.write(f'[nodes.dam-2]\ngovernorate = "{GOV}"\nsecret_file = "{other}"\n')
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(edge(*args), env=env(), capture_output=True, text=True, check=check,
@@ -33,10 +40,17 @@ class Islanded(Site):
     def centre_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cli("centre", *args, "--config", str(self.centre_config), check=check)
 
-    def export_bills(self, to: Path, *extra: str) -> Path:
-        self.centre_cli("export", "bills", "--node", NODE, "--governorate", GOV, "--to", str(to),
-                        *extra)  # fmt: skip
+    def export_bills(self, to: Path, *extra: str, node: str = NODE) -> Path:
+        self.centre_cli("export", "bills", "--node", node, "--to", str(to), *extra)
         return to
+
+    def export_outbox(self, to: Path) -> Path:
+        self.node_cli("export", "outbox", "--to", str(to))
+        return to
+
+    def import_outbox(self, path: Path, verdicts: Path) -> Path:
+        self.centre_cli("import", "outbox", str(path), "--verdicts-out", str(verdicts))
+        return verdicts
 
     def centre_db(self) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{self.base / 'centre' / 'centre.db'}?mode=ro", uri=True)
