@@ -169,9 +169,24 @@
     mb.textContent = t(mi.stale ? "stale" : "fresh");
     value("mirror-bills", mi.bills, count(mi.bills));
     text("mirror-as-of", since(mi.as_of, s.now));
+    renderTransfers(s.transfers, s.now);
     renderLimits(s.offline_limits);
     text("version", s.version);
     text("updated", clock(s.now));
+  }
+
+  // Transfer files (PROTOCOL.md 8): what went by hand, and what the centre has not answered.
+  function renderTransfers(x, now) {
+    if (!x) { return; }
+    var show = function (one) {
+      if (!one) { return "—"; }
+      var what = t("kind_" + one.kind) + ": " + count(one.entries) + " " + t("entries");
+      if (one.kind !== "outbox") { what += ", " + count(one.changed) + " " + t("changed"); }
+      return what + " — " + since(one.at, now);
+    };
+    text("transfer-export", show(x.last_export));
+    text("transfer-import", show(x.last_import));
+    value("transfer-unacked", x.unacknowledged, count(x.unacknowledged));
   }
 
   // Offline limits: used against each limit, red once it refuses new payments.
