@@ -1,4 +1,4 @@
-"""Signed transfer files (PROTOCOL.md 8): the wire's frames in one file for a node without a
+"""Signed transfer files (PROTOCOL.md 11): the wire's frames in one file for a node without a
 link, carried by hand: a plain header, the frames gzip-compressed and AES-256-CTR encrypted
 under a key derived from the node's shared secret, and an HMAC-SHA256 over all of it.
 

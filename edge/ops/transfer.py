@@ -210,7 +210,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`edge export outbox` and `edge import verdicts|bills` (PROTOCOL.md 8)."""
+    """`edge export outbox` and `edge import verdicts|bills` (PROTOCOL.md 11)."""
     export = sub.add_parser("export", help="write a signed transfer file for the centre")
     export.add_argument("what", choices=["outbox"], help="outbox: every unacknowledged entry")
     export.add_argument("--config", type=Path, required=True)

@@ -84,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    if args.file is not None:  # `import outbox FILE`: a node's transfer file (PROTOCOL.md 8)
+    if args.file is not None:  # `import outbox FILE`: a node's transfer file (PROTOCOL.md 11)
         if str(args.csv) != "outbox":
             print("edge centre: import takes BILLS.csv, or outbox FILE", file=sys.stderr)
             return 2

@@ -1,4 +1,4 @@
-"""The centre's side of transfer files (PROTOCOL.md 8): `edge centre import outbox` records a
+"""The centre's side of transfer files (PROTOCOL.md 11): `edge centre import outbox` records a
 node's outbox file exactly as POST /v1/nodes/{node}/outbox would and answers with a signed
 verdicts file; `edge centre export bills` writes a snapshot or the changes since a cursor.
 """

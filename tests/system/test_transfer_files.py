@@ -1,4 +1,4 @@
-"""Transfer files from the CLI alone (issue 18, PROTOCOL.md 8): an islanded node's round trip,
+"""Transfer files from the CLI alone (issue 18, PROTOCOL.md 11): an islanded node's round trip,
 a node moving between files and the live link, and every damaged or misdirected file refused
 with nothing changed on either side."""
 

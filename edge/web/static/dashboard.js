@@ -175,7 +175,7 @@
     text("updated", clock(s.now));
   }
 
-  // Transfer files (PROTOCOL.md 8): what went by hand, and what the centre has not answered.
+  // Transfer files (PROTOCOL.md 11): what went by hand, and what the centre has not answered.
   function renderTransfers(x, now) {
     if (!x) { return; }
     var show = function (one) {
