@@ -101,6 +101,8 @@ async def import_verdicts(settings: config.Settings, path: Path) -> int:
                 f"{path}: a bad frame: {exc.detail}; nothing was changed"
             ) from exc
         header = f.header
+    if len(verdicts) != header.count:
+        raise TransferRefused(f"{path}: its frames do not match its header; nothing was changed")
     db = _open(settings)
     await db.open()
     try:
@@ -157,25 +159,23 @@ async def import_bills(settings: config.Settings, path: Path) -> int:
 
 
 async def _apply(db: Database, f: TransferFile, h: Header, progress: Progress) -> int:
-    """Frames to the writer, one written while the next is decoded (as the puller does)."""
+    """Frames to the writer, each decoded and applied in its write job while the next is read
+    and decrypted here: one Python thread decodes, so the two never contend for the GIL."""
     stored, seen = 0, 0
-    in_flight: asyncio.Task[int] | None = None
+    in_flight: asyncio.Task[tuple[int, int]] | None = None
     try:
         for frame in f.frames():
-            try:
-                page = protocol.decode_changes(frame, h.governorate)
-            except ProtocolError as exc:
-                raise TransferRefused(f"{f.path}: a bad frame: {exc.detail}") from exc
-            # A snapshot's cursor is stored with its last page only, a feed's with each.
-            cursor = page.cursor if h.since is not None or not page.more else None
             if in_flight is not None:
-                stored += await in_flight
-            in_flight = asyncio.create_task(db.write(_apply_job(page.changes, cursor)))
-            seen += len(page.changes)
-            progress.advance(len(page.changes))
+                done = await in_flight
+                stored, seen = stored + done[0], seen + done[1]
+                progress.advance(done[1])
+            in_flight = asyncio.create_task(db.write(_frame_job(frame, h)))
         if in_flight is not None:
-            stored += await in_flight
-            in_flight = None
+            done = await in_flight
+            stored, seen, in_flight = stored + done[0], seen + done[1], None
+            progress.advance(done[1])
+    except ProtocolError as exc:
+        raise TransferRefused(f"{f.path}: a bad frame: {exc.detail}") from exc
     finally:
         if in_flight is not None:
             in_flight.cancel()
@@ -184,11 +184,16 @@ async def _apply(db: Database, f: TransferFile, h: Header, progress: Progress) -
     return stored
 
 
-def _apply_job(
-    bills: list[dict[str, Any]], cursor: int | None
-) -> Callable[[sqlite3.Connection], int]:
+def _frame_job(frame: bytes, h: Header) -> Callable[[sqlite3.Connection], tuple[int, int]]:
     now = time.time()
-    return lambda conn: transfers.apply_bills(conn, bills, cursor, now)
+
+    def job(conn: sqlite3.Connection) -> tuple[int, int]:
+        page = protocol.decode_changes(frame, h.governorate)
+        # A snapshot's cursor is stored with its last page only, a feed's with each.
+        cursor = page.cursor if h.since is not None or not page.more else None
+        return transfers.apply_bills(conn, page.changes, cursor, now), len(page.changes)
+
+    return job
 
 
 def _command(args: argparse.Namespace) -> int:
