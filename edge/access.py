@@ -1,15 +1,18 @@
 """Who may do what: the one definition of what each token scope allows (DESIGN 6.3).
 
 No scope implies another. `inquire` reads bills, `pay` takes payments, `admin` runs the node
-(replay, the rejected list), `audit` reads every channel's payments (and the audit log).
+(replay, the rejected list and resolving it), `audit` reads every channel's payments (and the
+audit log), `supervise` voids payments: a supervisor supervises every counter of the node.
 """
 
 from __future__ import annotations
 
 from edge.tokens import Client
 
-# Any of these reads payments; only `audit` reads other channels' (see payment_channel).
-READ_PAYMENTS = ("inquire", "pay", "audit")
+# Any of these reads payments; only `audit` and `supervise` read other channels'.
+READ_PAYMENTS = ("inquire", "pay", "audit", "supervise")
+EVERY_CHANNEL = frozenset({"audit", "supervise"})
+VOID = ("supervise",)  # the scopes that may void a payment, of any channel of this node
 
 
 def has_any(client: Client, scopes: tuple[str, ...]) -> bool:
@@ -17,12 +20,12 @@ def has_any(client: Client, scopes: tuple[str, ...]) -> bool:
 
 
 def payment_channel(client: Client) -> str | None:
-    """The one channel whose payments `client` may read; None means every channel (audit).
+    """The one channel whose payments `client` may read; None means every channel.
 
     Routes that list payments filter on this; a single payment of another channel answers
     exactly like an unknown one, so ids cannot be probed across counters.
     """
-    return None if "audit" in client.scopes else client.name
+    return None if not client.scopes.isdisjoint(EVERY_CHANNEL) else client.name
 
 
 def may_read_payment(client: Client, channel: str) -> bool:

@@ -23,6 +23,7 @@ from edge.web import (
     audit,
     cashier,
     connections,
+    corrections,
     dashboard,
     headers,
     limits,
@@ -144,6 +145,17 @@ def create_app(
         ]
     )
     app.on_shutdown.append(stop_taking_money)
-    for module in (cashier, receipt, search, status, admin, audit, power, dashboard, metrics):
+    for module in (
+        cashier,
+        receipt,
+        search,
+        corrections,
+        status,
+        admin,
+        audit,
+        power,
+        dashboard,
+        metrics,
+    ):
         app.add_routes(module.routes)
     return app

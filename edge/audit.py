@@ -30,8 +30,14 @@ PAYMENT_LIST = "payment.list"
 RECEIPT_READ = "receipt.read"  # the printable receipt names the subscriber
 ADMIN_REPLAY, ADMIN_REJECTED = "admin.replay", "admin.rejected.list"
 AUDIT_READ = "audit.read"
+# Corrections (DESIGN 5.12): a void, and an admin's resolution of a rejected payment (its
+# action once the body named it; `admin.rejected.resolve` for one refused before that).
+PAYMENT_VOID = "payment.void"
+ADMIN_RESOLVE, ADMIN_REFUND = "admin.rejected.resolve", "admin.rejected.refund"
+ADMIN_RETARGET = "admin.rejected.retarget"
 ACTIONS = (ACCOUNT_READ, BILL_READ, PAYMENT_READ, PAYMENT_LIST, RECEIPT_READ, ADMIN_REPLAY,
-           ADMIN_REJECTED, AUDIT_READ)  # fmt: skip
+           ADMIN_REJECTED, AUDIT_READ, PAYMENT_VOID, ADMIN_RESOLVE, ADMIN_REFUND,
+           ADMIN_RETARGET)  # fmt: skip
 
 FLUSH_EVERY_S = 0.5
 FLUSH_ROWS = 1000  # a buffer this full wakes the loop before its timer

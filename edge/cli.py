@@ -13,6 +13,7 @@ from edge import __version__, config, serving
 from edge.errors import ConfigError, DatabaseError
 from edge.ops import audit, backup, demo, doctor, notify, tokencli, transfer
 from edge.ops import payments as payments_cli
+from edge.ops import rejected as rejected_cli
 from sync.centre import cli as centre_cli
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.register(sub)
     audit.register(sub)
     payments_cli.register(sub)
+    rejected_cli.register(sub)
     transfer.register(sub)
     return parser
 

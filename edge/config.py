@@ -38,7 +38,7 @@ GOVERNORATES = {
 }
 SECTIONS = (
     "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
-    "limits.offline", "audit",
+    "limits.offline", "audit", "payments",
 )  # fmt: skip
 
 
@@ -108,6 +108,7 @@ class Settings:
     limits_offline_mirror_max_age_h: float = 96.0
     audit_enabled: bool = True
     audit_keep_days: int = 400  # a year of disputes plus a billing cycle; 0 keeps for ever
+    payments_void_window_h: float = 24.0  # a supervisor may void a payment this long after
 
     @property
     def tz(self) -> ZoneInfo:
@@ -291,6 +292,8 @@ def validate(s: Settings) -> None:
     if not 0 <= s.audit_keep_days <= 36500:
         raise ConfigError("audit.keep_days must be between 0 (keep for ever) and 36500")
     _validate_limits(s)
+    if not 0 < s.payments_void_window_h <= 24 * 365:  # also refuses nan
+        raise ConfigError("payments.void_window_h must be positive (hours), at most a year")
     for name in ("limits_offline_max_payment", "limits_offline_max_total",
                  "limits_offline_max_count", "limits_offline_max_age_h",
                  "limits_offline_mirror_max_age_h"):  # fmt: skip

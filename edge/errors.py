@@ -233,6 +233,49 @@ class IdempotencyKeyReused(ApiError):
     title_ar = "مفتاح عدم التكرار استُخدم لطلب مختلف"
 
 
+# Corrections (void, refund, retarget: edge/corrections.py)
+class AlreadyVoided(ApiError):
+    status = 409
+    code = "already_voided"
+    title = "The payment is voided already (or is a void itself)"
+    title_ar = "الدفعة ملغاة مسبقاً (أو هي إلغاء بذاتها)"
+
+
+class PaymentRejected(ApiError):
+    status = 409
+    code = "payment_rejected"
+    title = "The centre rejected this payment: resolve it (refund or retarget), do not void it"
+    title_ar = "رفض المركز هذه الدفعة: تُعالج باسترداد أو تحويل، لا بالإلغاء"
+
+
+class PaymentCredited(ApiError):
+    status = 409
+    code = "payment_credited"
+    title = "The payment became the subscriber's credit at the centre; the centre corrects it"
+    title_ar = "أصبحت الدفعة رصيداً للمشترك في المركز؛ يصحّحها المركز"
+
+
+class VoidWindowPassed(ApiError):
+    status = 409
+    code = "void_window_passed"
+    title = "The payment is older than the void window"
+    title_ar = "انقضت مهلة إلغاء هذه الدفعة"
+
+
+class NotRejected(ApiError):
+    status = 409
+    code = "not_rejected"
+    title = "Only a payment the centre rejected can be resolved"
+    title_ar = "لا تُعالج إلا دفعة رفضها المركز"
+
+
+class AlreadyResolved(ApiError):
+    status = 409
+    code = "already_resolved"
+    title = "The rejected payment is resolved already"
+    title_ar = "عولجت الدفعة المرفوضة مسبقاً"
+
+
 # Node state
 class NodeShuttingDown(ApiError):
     status = 503

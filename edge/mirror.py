@@ -3,7 +3,8 @@
 `apply_changes` replaces a row only when the incoming version is higher and stores the
 cursor in the same transaction, so the cursor is never ahead of the data. The due amount
 shown is `amount - paid - pending_local` (DESIGN 5.3): a local payment counts until the
-mirror holds the bill at a version >= the one in the centre's verdict for it.
+mirror holds the bill at a version >= the one in the centre's verdict for it, and a void
+counts (negatively, for a payment the mirror holds) until the same holds of the void.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import outbox
+from edge import actions
 from outbox import crashpoints
 from sync.bill import ACCOUNT as ACCOUNT
 from sync.bill import BILL_ID as BILL_ID
@@ -31,11 +33,21 @@ _UPSERT = (
 
 # A local payment still counts against the bill while the centre has not confirmed it, or
 # confirmed it at a version the mirror does not hold yet. Rejected payments keep counting:
-# the cashier holds the money until an operator resolves the entry.
+# the cashier holds the money until an operator resolves the entry (refund or retarget: then
+# it stops). A void in force takes a payment out at once; if the mirror's `paid` holds the
+# payment already, the void gives the amount back (a negative term) until the mirror holds
+# the centre's reversed bill (the void's own version). DESIGN 5.3 and 5.12.
 _PENDING_LOCAL = f"""
-    COALESCE((SELECT SUM(p.amount) FROM payments p JOIN {outbox.TABLE} o ON o.seq = p.seq
-              WHERE p.account = b.account AND p.bill_id = b.bill_id
-                AND {outbox.counts_locally("o", "b.version")}), 0)
+    COALESCE((SELECT SUM(CASE
+                WHEN a.seq IS NULL THEN
+                    CASE WHEN {outbox.counts_locally("o", "b.version")} THEN p.amount ELSE 0 END
+                WHEN a.kind = 'void' AND NOT {outbox.counts_locally("o", "b.version")}
+                     AND {outbox.counts_locally("ae", "b.version")} THEN -p.amount
+                ELSE 0 END)
+              FROM payments p JOIN {outbox.TABLE} o ON o.seq = p.seq
+              LEFT JOIN {outbox.TABLE} ae ON ae.seq = {actions.in_force_seq("p.seq")}
+              LEFT JOIN {actions.TABLE} a ON a.seq = ae.seq
+              WHERE p.account = b.account AND p.bill_id = b.bill_id), 0)
 """
 _SELECT_VIEW = (
     "SELECT b.bill_id, b.account, b.governorate, b.cycle, b.name, b.address, b.meter, b.kwh,"

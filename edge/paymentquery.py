@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 import outbox
-from edge import errors, mirror, payments, text
+from edge import actions, errors, mirror, payments, text
 from sync.receiptcode import RECEIPT
 
 _DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
@@ -172,7 +172,8 @@ def search(conn: sqlite3.Connection, f: Filters) -> Page:
     seqs = seqs[: f.limit]
     entries = outbox.get_many(conn, seqs)
     taken = payments.by_seq(conn, seqs)
-    items = [payments.document(entries[s], taken[s]) for s in seqs]
+    acted = actions.on_payments(conn, seqs)
+    items = [payments.document(entries[s], taken[s], acted.get(s)) for s in seqs]
     return Page(items, str(seqs[-1]) if more and seqs else None)
 
 

@@ -17,14 +17,15 @@ from typing import Any, NamedTuple
 import msgpack
 
 import outbox
-from edge import credits, errors, mirror, offline
+from edge import actions, credits, errors, mirror, offline
 from sync import receiptcode
 from sync.timefmt import iso, local_day
 
 METHODS = ("cash", "card", "transfer")
 OFF = offline.Limits()  # no offline limits (tests and tools that call `accept` directly)
 PAYMENT_STATES = {"applied": "synced", "duplicate": "synced", "credited": "credited"}
-STATES = ("pending_sync", "synced", "credited", "rejected")  # what payment_state can say
+# What payment_state can say: the replay states, then what an action in force makes it.
+STATES = ("pending_sync", "synced", "credited", "rejected", "voided", "refunded", "retargeted")
 CASHIER_MAX = 64  # characters of a cashier's name (edge.text's rule for free text)
 
 
@@ -236,19 +237,27 @@ def accept(
 
 # SQL over the outbox's guaranteed columns (alias `o`) for each state payment_state gives;
 # literals, so the partial indexes of edge.0007 serve them. tests/unit/test_payment_query.py
-# holds the two in step.
+# holds the two in step. An action in force (edge/actions.py) decides before the replay state.
 _CREDITED = "(o.verdict = 'credited' OR (o.verdict = 'duplicate' AND o.reason = 'credited'))"
+_ACTED = actions.acted_on("o.seq")
+_NOT_ACTED = f"{_ACTED} IS NULL"
 STATE_SQL = {
-    "pending_sync": "o.state = 'pending'",
-    "rejected": "o.state = 'rejected'",
-    "credited": f"o.state = 'delivered' AND {_CREDITED}",
+    "pending_sync": f"o.state = 'pending' AND {_NOT_ACTED}",
+    "rejected": f"o.state = 'rejected' AND {_NOT_ACTED}",
+    "credited": f"o.state = 'delivered' AND {_CREDITED} AND {_NOT_ACTED}",
     # IS, not =: a NULL verdict or reason is still "not credited" (synced).
     "synced": "o.state = 'delivered' AND NOT (o.verdict IS 'credited'"
-    " OR (o.verdict IS 'duplicate' AND o.reason IS 'credited'))",
+    f" OR (o.verdict IS 'duplicate' AND o.reason IS 'credited')) AND {_NOT_ACTED}",
+    **{state: f"{_ACTED} = '{kind}'" for kind, state in actions.STATE_OF.items()},
 }
 
 
-def payment_state(state: str, verdict: str | None, reason: str | None) -> str:
+def payment_state(
+    state: str, verdict: str | None, reason: str | None, acted: str | None = None
+) -> str:
+    """The state shown; `acted` is the kind of the action in force on the payment, if any."""
+    if acted is not None:
+        return actions.STATE_OF[acted]
     if state == "pending":
         return "pending_sync"
     if state == "rejected":
@@ -293,12 +302,31 @@ def find(conn: sqlite3.Connection, payment_id: str) -> dict[str, Any] | None:
     row = conn.execute(_TAKEN + " WHERE p.seq = ?", (entry.seq,)).fetchone()
     if row is None:
         return None  # an outbox entry of another kind
-    return document(entry, Taken._make(row))
+    found = actions.on_payments(conn, [entry.seq]).get(entry.seq, [])
+    return document(entry, Taken._make(row), found)
 
 
-def document(entry: outbox.Entry, p: Taken) -> dict[str, Any]:
-    """The one JSON shape of a payment (GET /v1/payments/{id}, the list, the CLI)."""
-    state = payment_state(entry.state, entry.verdict, entry.reason)
+def _action_json(a: actions.Action) -> dict[str, Any]:
+    return {
+        "by": a.by, "at": iso(a.at), "reason": a.reason, "entry_id": a.entry_id,
+        "state": payment_state(a.state, None, None),
+        "refused": a.verdict_reason if a.state == "rejected" else None,
+    }  # fmt: skip
+
+
+def document(
+    entry: outbox.Entry, p: Taken, acts: list[actions.Action] | None = None
+) -> dict[str, Any]:
+    """The one JSON shape of a payment (GET /v1/payments/{id}, the list, the CLI).
+
+    `void` is who voided it, when and why (and whether the centre has it yet); `resolution`
+    is how an admin resolved its rejection (refund or retarget).
+    """
+    acts = acts or []
+    force = actions.in_force_of(acts)
+    void, resolved = actions.of_kind(acts, "void"), actions.of_kind(acts, "refund", "retarget")
+    replay = payment_state(entry.state, entry.verdict, entry.reason)
+    state = replay if force is None else payment_state(entry.state, None, None, force.kind)
     return {
         "payment_id": entry.id,
         "receipt": p.receipt,
@@ -313,7 +341,7 @@ def document(entry: outbox.Entry, p: Taken) -> dict[str, Any]:
         "seq": entry.seq,
         "state": state,
         "credit": credits.link(
-            p.account, p.bill_id, credits.credited_amount(p.credit, state, p.amount)
+            p.account, p.bill_id, credits.credited_amount(p.credit, replay, p.amount)
         ),
         "verdict": None
         if entry.verdict is None or entry.settled_at is None
@@ -325,4 +353,8 @@ def document(entry: outbox.Entry, p: Taken) -> dict[str, Any]:
         },
         "attempts": entry.attempts,
         "last_error": entry.last_error,
+        "void": None if void is None else _action_json(void),
+        "resolution": None
+        if resolved is None
+        else {"action": resolved.kind, **_action_json(resolved)},
     }

@@ -137,7 +137,7 @@ def text(r: Receipt, paper: str = "80mm") -> str:
         lines.append("Verify at the centre:")
         lines.extend(_wrap(r.qr, width))
     else:
-        lines.append("No verification code (no centre).")
+        lines.extend(_wrap("No verification code (no centre).", width))
     lines.append("Keep this receipt.")
     return "".join(line.rstrip() + "\n" for line in lines)
 

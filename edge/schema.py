@@ -230,9 +230,29 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "edge.0011_transfers",
+        "edge.0011_payment_actions",
         """
-        -- Transfer files (DESIGN 5.12, PROTOCOL.md 11): each export and each import that
+        -- What was done to a payment after it was taken (edge/actions.py, DESIGN 5.12): a
+        -- void (a supervisor's), a refund or a retarget (an admin resolving a rejection).
+        -- `seq` is the action's own outbox entry; `target` the payment acted on. At most one
+        -- action of a kind per payment (a double void cannot be written even by a race): a
+        -- void the centre refused can still be followed by the rejection's resolution.
+        -- A retarget's entry is also a payment (its row in `payments` has the same seq).
+        CREATE TABLE payment_actions (
+            seq     INTEGER PRIMARY KEY REFERENCES outbox_entries (seq),
+            kind    TEXT NOT NULL CHECK (kind IN ('void', 'refund', 'retarget')),
+            target  INTEGER NOT NULL REFERENCES payments (seq),
+            reason  TEXT NOT NULL,
+            by      TEXT NOT NULL,
+            at      REAL NOT NULL,
+            UNIQUE (target, kind)
+        );
+        """,
+    ),
+    Migration(
+        "edge.0012_transfers",
+        """
+        -- Transfer files (DESIGN 5.13, PROTOCOL.md 11): each export and each import that
         -- changed something, for the dashboard and `edge status`. Never pruned: a few rows a day.
         CREATE TABLE transfers (
             seq       INTEGER PRIMARY KEY AUTOINCREMENT,

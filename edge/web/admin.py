@@ -1,4 +1,5 @@
-"""Admin routes (scope `admin`): replay now, and the rejected payments an operator must resolve."""
+"""Admin routes (scope `admin`): replay now, and the rejected payments an operator must resolve
+(resolving one is edge.web.corrections')."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import errors, payments
+from edge import actions, errors, payments
 from edge.node import NODE
 from edge.web.audit import ADMIN_REJECTED, ADMIN_REPLAY, audited
 from edge.web.http import client_of, json_response
@@ -33,9 +34,11 @@ def rejected(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
     """The newest rejected entries with their payment (no subscriber name: the bill id is enough)."""
     entries = outbox.rejected(conn, limit)
     taken = payments.by_seq(conn, [e.seq for e in entries])
+    acted = actions.on_payments(conn, [e.seq for e in entries])
     out = []
     for e in entries:
         p = taken.get(e.seq)
+        resolved = actions.of_kind(acted.get(e.seq, []), "refund", "retarget")
         out.append({
             "seq": e.seq, "payment_id": e.id, "verdict": e.verdict, "reason": e.reason,
             "rejected_at": iso_or_none(e.settled_at), "attempts": e.attempts,
@@ -44,6 +47,11 @@ def rejected(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
             "method": p.method if p else None, "cashier": p.cashier if p else None,
             "channel": p.channel if p else None,
             "accepted_at": iso_or_none(p.accepted_at) if p else None, "currency": "SYP",
+            "kind": e.kind,
+            "resolution": None if resolved is None else {
+                "action": resolved.kind, "by": resolved.by, "at": iso_or_none(resolved.at),
+                "reason": resolved.reason, "entry_id": resolved.entry_id,
+            },
         })  # fmt: skip
     return out
 
@@ -54,8 +62,8 @@ async def admin_rejected(request: web.Request) -> web.Response:
     client_of(request, "admin")
     node = request.app[NODE]
 
-    def read(conn: sqlite3.Connection) -> tuple[int, list[dict[str, Any]]]:
-        return outbox.stats(conn).rejected, rejected(conn, REJECTED_LIMIT)
+    def read(conn: sqlite3.Connection) -> tuple[int, int, list[dict[str, Any]]]:
+        return outbox.stats(conn).rejected, actions.unresolved(conn), rejected(conn, REJECTED_LIMIT)
 
-    total, entries = await node.db.read_slow(read)
-    return json_response({"total": total, "entries": entries})
+    total, unresolved, entries = await node.db.read_slow(read)
+    return json_response({"total": total, "unresolved": unresolved, "entries": entries})

@@ -25,6 +25,8 @@ from sync import receiptcode
 KEPT = frozenset({200, 202, 403, 404, 409})
 # Set by a handler that learns which subscriber an object belongs to (a payment's account).
 ACCOUNT = web.RequestKey("audit_account", str)
+# Set by a handler whose action the body decides (a resolution: refund or retarget).
+ACTION = web.RequestKey("audit_action", str)
 LIMIT, MAX_LIMIT = 100, 1000
 
 routes = web.RouteTableDef()
@@ -54,8 +56,11 @@ class Audited:
                 account = self.account_of(obj)
         if self.told and ACCOUNT in request:
             account = request[ACCOUNT]
+        action = self.action
+        if ACTION in request:  # not .get(): see above
+            action = request[ACTION]
         request.app[NODE].audit.record(
-            request[CLIENT].name, request.remote or "", self.action, obj, account, status,
+            request[CLIENT].name, request.remote or "", action, obj, account, status,
             urgent=self.urgent,
         )  # fmt: skip
 
@@ -91,6 +96,8 @@ PAYMENT_BY_RECEIPT = Audited(audit.PAYMENT_READ, "receipt", receiptcode.RECEIPT,
 RECEIPT_READ = Audited(audit.RECEIPT_READ, "payment_id", ENTRY_ID, told=True)
 ADMIN_REPLAY = Audited(audit.ADMIN_REPLAY, urgent=True)
 ADMIN_REJECTED = Audited(audit.ADMIN_REJECTED, urgent=True)
+PAYMENT_VOID = Audited(audit.PAYMENT_VOID, "payment_id", ENTRY_ID, told=True, urgent=True)
+ADMIN_RESOLVE = Audited(audit.ADMIN_RESOLVE, "payment_id", ENTRY_ID, told=True, urgent=True)
 
 
 def _query(request: web.Request) -> audit.Query:

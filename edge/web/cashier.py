@@ -7,7 +7,6 @@ through the group-commit writer and are answered only after their commit.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from typing import Any
 
@@ -17,14 +16,13 @@ import outbox
 from edge import access, errors, mirror, payments, text
 from edge.node import NODE, Node
 from edge.web import audit
-from edge.web.http import MAX_BODY, client_of, json_response
+from edge.web.http import MAX_BODY, client_of, idempotency_key, json_response
 from outbox import crashpoints
 from outbox.ids import ENTRY_ID
 from sync.timefmt import iso
 
 PAYMENT_FIELDS = {"bill_id", "amount", "method", "cashier"}
 MAX_AMOUNT = 10**12  # 10 billion SYP: far above any bill, far below SQLite's integer limit
-_KEY = re.compile(r"^[\x20-\x7e]{1,255}\Z")
 
 routes = web.RouteTableDef()
 
@@ -146,11 +144,7 @@ def disk_low(node: Node) -> bool:
 async def create_payment(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client = client_of(request, "pay")
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        raise errors.IdempotencyKeyRequired("send an Idempotency-Key header, reused on retries")
-    if not _KEY.match(key):
-        raise errors.InvalidIdempotencyKey()
+    key = idempotency_key(request)
     req = parse_payment(await read_json(request))
     if node.shutting_down or disk_low(node):
         # A retry of a payment already taken still gets its receipt; new money is refused.

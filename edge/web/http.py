@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from edge.tokens import Client
 from edge.web.limits import LIMITER, address_of
 
 MAX_BODY = 64 * 1024
+_KEY = re.compile(r"^[\x20-\x7e]{1,255}\Z")
 # The authenticated client, kept on the request for the metrics middleware (no second hash).
 CLIENT = web.RequestKey("client", Client)
 
@@ -58,3 +60,13 @@ def json_response(
         charset="utf-8",
         headers=headers,
     )
+
+
+def idempotency_key(request: web.Request) -> str:
+    """The request's Idempotency-Key (required on every route that writes money or its fate)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        raise errors.IdempotencyKeyRequired("send an Idempotency-Key header, reused on retries")
+    if not _KEY.match(key):
+        raise errors.InvalidIdempotencyKey()
+    return key

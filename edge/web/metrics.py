@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import outbox
-from edge import __version__, mirror, offline
+from edge import __version__, actions, mirror, offline
 from edge.node import NODE, Node
 from edge.power.policy import STATES as POWER_STATES
 from edge.web import limits
@@ -61,6 +61,7 @@ class Reads:
     mirror: mirror.MirrorState
     now: float
     offline_limits: dict[str, Any]  # offline.status: {limit: {value, used, tripped}}
+    unresolved: int = 0  # rejected payments not refunded or retargeted (edge.actions)
 
 
 class NodeCollector(Collector):
@@ -154,6 +155,9 @@ class NodeCollector(Collector):
                      o.oldest_pending_age_s or 0.0)  # fmt: skip
         yield _gauge("edge_outbox_rejected", "Entries the centre rejected: an operator must act.",
                      o.rejected)  # fmt: skip
+        yield _gauge("edge_outbox_unresolved",
+                     "Rejected payments not yet refunded or retargeted: alert on > 0.",
+                     reads.unresolved)  # fmt: skip
         yield _gauge("edge_outbox_delivered", "Entries the centre has recorded.", o.delivered)
         yield _gauge("edge_outbox_last_seq", "The outbox's last sequence number.", o.last_seq)
 
@@ -340,10 +344,11 @@ async def metrics_view(request: web.Request) -> web.Response:
 
     def read(
         conn: sqlite3.Connection,
-    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage]:
-        return outbox.stats(conn, now=now), mirror.state(conn), offline.read(conn)
+    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage, int]:
+        stats = outbox.stats(conn, now=now)
+        return stats, mirror.state(conn), offline.read(conn), actions.unresolved(conn)
 
-    stats, state, usage = await node.db.read_slow(read)
+    stats, state, usage, unresolved = await node.db.read_slow(read)
     limits = offline.status(node.acceptor.limits, usage, now, online=node.link.state == "up")
-    body = request.app[METRICS].render(Reads(stats, state, now, limits))
+    body = request.app[METRICS].render(Reads(stats, state, now, limits, unresolved))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import __version__, errors, mirror, offline, serving, transfers
+from edge import __version__, actions, errors, mirror, offline, serving, transfers
 from edge.node import NODE, Node
 from edge.web.http import json_response
 from sync import tls
@@ -24,11 +24,12 @@ async def snapshot(node: Node) -> dict[str, Any]:
 
     def read(
         conn: sqlite3.Connection,
-    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage, dict[str, Any]]:
-        return (outbox.stats(conn, now=now), mirror.state(conn), offline.read(conn),
+    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage, int, dict[str, Any]]:
+        stats = outbox.stats(conn, now=now)
+        return (stats, mirror.state(conn), offline.read(conn), actions.unresolved(conn),
                 transfers.status(conn))  # fmt: skip
 
-    stats, state, usage, moved = await node.db.read_slow(read)
+    stats, state, usage, unresolved, moved = await node.db.read_slow(read)
     age = None if state.as_of is None else max(0.0, now - state.as_of)
     link = node.link.as_dict()
     power = node.power.as_dict()
@@ -58,6 +59,7 @@ async def snapshot(node: Node) -> dict[str, Any]:
             if stats.oldest_pending_age_s is None
             else round(stats.oldest_pending_age_s, 1),
             "rejected": stats.rejected,
+            "unresolved": unresolved,
             "delivered": stats.delivered,
             "last_seq": stats.last_seq,
         },

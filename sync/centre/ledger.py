@@ -18,7 +18,7 @@ import msgpack
 from outbox.chain import GENESIS, entry_hash
 from outbox.lookup import select_in
 from sync import bill, protocol
-from sync.centre import receipts
+from sync.centre import corrections, receipts
 from sync.centre.config import Limits
 from sync.centre.store import ChangeSeq
 from sync.errors import Refused
@@ -148,9 +148,12 @@ def record_batch(
     known, (head_seq, head_hash) = _check_chain(conn, node, entries)
     fresh = [e for e in entries if e.id not in known]
     payments: dict[str, Payment | None] = {}
+    refs: dict[str, corrections.Reference | None] = {}
     for e in fresh:
-        if e.kind == "payment" and e.id not in payments:
+        if e.kind in ("payment", "retarget") and e.id not in payments:
             payments[e.id] = parse_payment(e.payload, e.id)
+        if e.kind in corrections.KINDS and e.id not in refs:
+            refs[e.id] = _reference(e, payments.get(e.id))
     # Before anything is written: a code another node holds refuses the whole batch.
     receipts.claim_codes(
         conn,
@@ -160,12 +163,18 @@ def record_batch(
         now,
         duplicate_codes,
     )
-    bills = _bills(conn, {p.bill_id for p in payments.values() if p is not None})
+    outcomes = corrections.originals(conn, [r.payment_id for r in refs.values() if r])
+    bills = _bills(
+        conn,
+        {p.bill_id for p in payments.values() if p is not None}
+        | {o.bill_id for o in outcomes.values() if o.bill_id is not None},
+    )
 
     results: list[protocol.Verdict] = []
     decided: dict[str, protocol.Verdict] = {}
     rows: list[tuple[Any, ...]] = []
     credits: list[tuple[Any, ...]] = []
+    corrected: list[tuple[Any, ...]] = []
     for e in entries:
         stored = known.get(e.id)
         if stored is not None or e.id in decided:
@@ -179,17 +188,41 @@ def record_batch(
             results.append(_repeat(e, first))
             continue
         payment = payments.get(e.id)
-        verdict, reason, version, credit = _apply(e, payment, governorate, bills, limits)
+        ref = refs.get(e.id)
+        decision: tuple[str, str | None, int | None, int]
+        if e.kind not in ("payment", *corrections.KINDS):
+            decision = ("rejected", "unknown_kind", None, 0)
+        elif e.kind == "payment":
+            decision = _apply(payment, governorate, bills, limits)
+        else:
+            original = None if ref is None else outcomes.get(ref.payment_id)
+            decision = _correct(e, node, ref, original, payment, governorate, bills, limits)
+            if original is not None and ref is not None and decision[1] not in _STANDING:
+                original.corrected = True
+                corrected.append((ref.payment_id, e.id, e.kind, now))
+        verdict, reason, version, credit = decision
+        if e.kind in ("payment", "retarget"):
+            # A payment decided now can be corrected later in this very batch (chain order).
+            outcomes[e.id] = corrections.Original(
+                node, payment.bill_id if payment else None, payment.amount if payment else None,
+                verdict, credit > 0, False,
+            )  # fmt: skip
         result = protocol.Verdict(e.seq, e.id, verdict, reason, version, credit)
         decided[e.id] = result
         results.append(result)
-        bill_id, amount = (payment.bill_id, payment.amount) if payment else (None, None)
+        shown = payment or ref
+        bill_id, amount = (shown.bill_id, shown.amount) if shown else (None, None)
         rows.append((e.id, node, e.seq, e.kind, e.payload, e.prev_hash, e.hash, bill_id, amount,
                      verdict, reason, version, now))  # fmt: skip
         if credit and payment is not None:
             gov, account = bills[payment.bill_id][0], bills[payment.bill_id][1]
             credits.append((e.id, gov, account, payment.bill_id, credit, now))
 
+    if corrected:
+        conn.executemany(
+            "INSERT INTO corrections (target, entry, kind, created_at) VALUES (?, ?, ?, ?)",
+            corrected,
+        )
     if rows:
         conn.executemany(
             "INSERT INTO entries (id, node, seq, kind, payload, prev_hash, hash, bill_id, amount,"
@@ -232,16 +265,49 @@ def _repeat(e: protocol.WireEntry, first: protocol.Verdict) -> protocol.Verdict:
     return protocol.Verdict(e.seq, e.id, "duplicate", first.verdict, first.version, first.credit)
 
 
+# The refusals of a correction that leave the payment it names uncorrected; any other
+# verdict (a retarget the payment checks reject included) settles that payment's fate.
+_STANDING = frozenset({
+    "bad_payload", "unknown_payment", "already_voided", "already_resolved", "payment_rejected",
+    "payment_credited", "not_rejected", "reversal_failed",
+})  # fmt: skip
+
+
+def _reference(e: protocol.WireEntry, payment: Payment | None) -> corrections.Reference | None:
+    ref = corrections.reference(e.payload, e.kind)
+    if e.kind != "retarget" or ref is None:
+        return ref
+    # A retarget is a payment of the original's money to another bill.
+    if payment is None:
+        return None
+    return corrections.Reference(ref.payment_id, payment.bill_id, payment.account, payment.amount)
+
+
+def _correct(
+    e: protocol.WireEntry, node: str, ref: corrections.Reference | None,
+    original: corrections.Original | None, payment: Payment | None, governorate: str,
+    bills: dict[str, list[Any]], limits: Limits,
+) -> tuple[str, str | None, int | None, int]:  # fmt: skip
+    """(verdict, reason, version, credit) of a void, refund or retarget (PROTOCOL 5.2)."""
+    refused = corrections.check(e.kind, node, ref, original)
+    if refused is not None or ref is None:
+        verdict, reason = refused or ("rejected", "bad_payload")
+        return verdict, reason, None, 0
+    if e.kind == "void":
+        verdict, why, version = corrections.reverse(ref, bills)
+        return verdict, None if why is None else "reversal_failed", version, 0
+    if e.kind == "refund":
+        return "applied", None, corrections.refund_version(ref, bills), 0
+    return _apply(payment, governorate, bills, limits)
+
+
 def _apply(
-    e: protocol.WireEntry,
     payment: Payment | None,
     governorate: str,
     bills: dict[str, list[Any]],
     limits: Limits,
 ) -> tuple[str, str | None, int | None, int]:
-    """(verdict, reason, version, credit) for one new entry; updates the cached bill state."""
-    if e.kind != "payment":
-        return "rejected", "unknown_kind", None, 0
+    """(verdict, reason, version, credit) for one new payment; updates the cached bill state."""
     if payment is None:
         return "rejected", "bad_payload", None, 0
     bill = bills.get(payment.bill_id)
@@ -269,8 +335,13 @@ def _apply(
 
 
 def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[tuple[Any, ...]]:
-    """(id, node, seq, bill_id, amount, verdict) in (node, seq) order."""
-    sql = "SELECT id, node, seq, bill_id, amount, verdict FROM entries"
+    """(id, node, seq, bill_id, amount, verdict) in (node, seq) order; a void the centre
+    applied shows `reversed`, a refund `refunded` (its amount is the money given back)."""
+    shown = " ".join(
+        f"WHEN verdict = 'applied' AND kind = '{kind}' THEN '{word}'"
+        for kind, word in corrections.SHOWN.items()
+    )
+    sql = f"SELECT id, node, seq, bill_id, amount, CASE {shown} ELSE verdict END FROM entries"
     if node is None:
         yield from conn.execute(sql + " ORDER BY node, seq")
     else:

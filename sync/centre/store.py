@@ -21,7 +21,7 @@ import msgpack
 import outbox
 from outbox import readers
 from sync import bill, protocol
-from sync.centre import credits, nonces, receipts
+from sync.centre import corrections, credits, nonces, receipts
 from sync.errors import SyncError
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ CENTRE_MIGRATIONS: tuple[outbox.Migration, ...] = (
     outbox.Migration("centre.nonces", nonces.MIGRATION_SQL),
     outbox.Migration("centre.receipts", receipts.MIGRATION_SQL),
     outbox.Migration("centre.bill_credit", credits.MIGRATION_SQL),
+    outbox.Migration("centre.corrections", corrections.MIGRATION_SQL),
 )
 
 

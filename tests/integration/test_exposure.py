@@ -15,6 +15,7 @@ from test_api import BILL, pay, payment
 PAYMENT_KEYS = {
     "payment_id", "receipt", "bill_id", "account", "amount", "currency", "method", "cashier",
     "channel", "accepted_at", "seq", "state", "credit", "verdict", "attempts", "last_error",
+    "void", "resolution",
 }  # fmt: skip
 
 

@@ -228,3 +228,5 @@ def test_without_a_key_there_is_no_qr() -> None:
     assert r.qr == ""
     assert "<svg" not in receipt_page.page(r)
     assert "No verification code" in receipts.text(r)
+    for paper, width in receipts.PAPERS.items():  # the note fits the roll like every line
+        assert max(len(line) for line in receipts.text(r, paper).splitlines()) <= width

@@ -8,7 +8,8 @@
   var ALERT_FLAGS = { OB: 1, LB: 1, RB: 1, OVER: 1, FSD: 1, OFF: 1, BYPASS: 1, CAL: 1 };
   var T = window.EDGE_TEXT;
   var lang = "ar";
-  var last = { status: null, overview: null, history: null, rejected: null, adminError: null };
+  var last = { status: null, overview: null, history: null, rejected: null, adminError: null,
+    resolving: null };
 
   function $(id) { return document.getElementById(id); }
   function t(key) { var v = T[lang][key]; return v === undefined ? key : v; }
@@ -37,6 +38,21 @@
       if (xhr.status === 200 && body) { done(null, body); } else { done({ status: xhr.status, body: body }, null); }
     };
     xhr.send();
+  }
+  function post(url, token, key, payload, done) {
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", url, true);
+    xhr.timeout = TIMEOUT_MS;
+    xhr.setRequestHeader("Content-Type", "application/json");
+    xhr.setRequestHeader("Authorization", "Bearer " + token);
+    xhr.setRequestHeader("Idempotency-Key", key);
+    xhr.onreadystatechange = function () {
+      if (xhr.readyState !== 4) { return; }
+      var body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+      if (xhr.status === 200 && body) { done(null, body); } else { done({ status: xhr.status, body: body }, null); }
+    };
+    xhr.send(JSON.stringify(payload));
   }
 
   // --- formatting --------------------------------------------------------------------
@@ -141,9 +157,15 @@
     text("node-id", s.node);
     text("governorate", t(s.governorate) + " (" + s.governorate + ")");
     var mode = $("mode");
-    mode.className = "badge mode-" + s.mode;
-    mode.setAttribute("data-state", s.mode);
-    mode.textContent = t("mode_" + s.mode);
+    // Unresolved rejected payments: never "Normal" and green while the cashier holds money
+    // the centre refused; the alert beside the mode says how many, in every mode.
+    var unresolved = s.outbox.unresolved || 0, state = s.mode === "normal" && unresolved ? "attention" : s.mode;
+    mode.className = "badge mode-" + state;
+    mode.setAttribute("data-state", state);
+    mode.textContent = t("mode_" + state);
+    $("rejected-alert").hidden = !unresolved;
+    $("rejected-alert").setAttribute("data-value", unresolved);
+    text("rejected-alert", fill(t("rejected_alert"), { n: count(unresolved) }));
     renderPower(s);
     var l = s.link, ov = last.overview;
     badge("link-badge", "link", l.state, t("link_" + l.state));
@@ -299,7 +321,7 @@
     if (!token || !data) { msg.textContent = t("admin_hint"); return; }
     if (!data.entries.length) { msg.textContent = t("none_rejected"); return; }
     msg.textContent = fill(t("shown_of"), { n: data.entries.length, total: data.total });
-    var cols = ["receipt", "bill", "account", "amount", "method", "cashier", "channel", "accepted", "rejected", "reason"];
+    var cols = ["receipt", "bill", "account", "amount", "method", "cashier", "channel", "accepted", "rejected", "reason", "action"];
     var table = make("table", { id: "rejected-table" }), head = make("tr", {});
     for (k = 0; k < cols.length; k++) { head.appendChild(make("th", {}, t("col_" + cols[k]))); }
     table.appendChild(head);
@@ -310,9 +332,63 @@
       for (k = 0; k < cells.length; k++) {
         row.appendChild(make("td", k === 9 ? { "class": "reason", dir: "ltr" } : {}, cells[k] === null ? "—" : String(cells[k])));
       }
+      row.appendChild(actionCell(e));
       table.appendChild(row);
     }
     list.appendChild(table);
+  }
+
+  // A rejected payment's resolution (admin token): its state once resolved, else buttons
+  // that open the one resolve form below the table.
+  function actionCell(e) {
+    var cell = make("td", { "class": "action" });
+    if (e.resolution) {
+      cell.textContent = fill(t("resolved_" + e.resolution.action), { by: e.resolution.by });
+      cell.setAttribute("data-resolved", e.resolution.action);
+      return cell;
+    }
+    if (e.amount === null) { return cell; } // not a payment (a refused void or refund)
+    var actions = ["refund", "retarget"], k;
+    for (k = 0; k < actions.length; k++) {
+      var button = make("button", { type: "button", "data-action": actions[k] }, t(actions[k]));
+      button.onclick = openResolve(e, actions[k]);
+      cell.appendChild(button);
+    }
+    return cell;
+  }
+  function openResolve(e, action) {
+    return function () {
+      last.resolving = { payment_id: e.payment_id, action: action, receipt: e.receipt };
+      renderResolve();
+      $("resolve-reason").focus();
+    };
+  }
+  function renderResolve() {
+    var r = last.resolving, form = $("resolve-form");
+    form.hidden = !r;
+    if (!r) { return; }
+    text("resolve-title", t(r.action) + ": " + (r.receipt || r.payment_id));
+    $("resolve-bill").hidden = $("resolve-bill-label").hidden = r.action !== "retarget";
+  }
+  function submitResolve() {
+    var r = last.resolving, token = stored("sessionStorage", TOKEN_KEY);
+    if (!r || !token) { return; }
+    var payload = { action: r.action, reason: $("resolve-reason").value };
+    if (r.action === "retarget") { payload.bill_id = $("resolve-bill").value.replace(/^\s+|\s+$/g, ""); }
+    // One key per payment and action: a double click or a retry is answered, not redone.
+    post("/v1/admin/rejected/" + encodeURIComponent(r.payment_id) + "/resolve", token,
+      "dashboard-" + r.action + "-" + r.payment_id, payload, function (err) {
+        if (err) {
+          var p = err.body || {};
+          text("resolve-message", t("resolve_failed") + ": " + ((lang === "ar" ? p.title_ar : p.title) || err.status) + (p.detail ? " — " + p.detail : ""));
+          return;
+        }
+        last.resolving = null;
+        text("resolve-message", "");
+        $("resolve-reason").value = $("resolve-bill").value = "";
+        renderResolve();
+        loadRejected();
+      });
   }
 
   function applyLanguage(next) {
@@ -329,6 +405,7 @@
     if (last.status) { renderStatus(last.status); }
     drawChart();
     renderRejected();
+    renderResolve();
   }
 
   // --- polling -----------------------------------------------------------------------
@@ -342,7 +419,7 @@
           loadHistory();
           loadOverview();
         }
-        if (prev && prev.outbox.rejected !== s.outbox.rejected) { loadRejected(); }
+        if (prev && (prev.outbox.rejected !== s.outbox.rejected || prev.outbox.unresolved !== s.outbox.unresolved)) { loadRejected(); }
         renderStatus(s);
       }
       window.setTimeout(pollStatus, POLL_MS);
@@ -401,6 +478,12 @@
       last.adminError = null;
       renderRejected();
     };
+    $("resolve-form").onsubmit = function (ev) {
+      if (ev && ev.preventDefault) { ev.preventDefault(); }
+      submitResolve();
+      return false;
+    };
+    $("resolve-cancel").onclick = function () { last.resolving = null; text("resolve-message", ""); renderResolve(); };
     window.onresize = drawChart;
     applyLanguage(query ? query[1] : stored("localStorage", LANG_KEY) || "ar");
     pollStatus();

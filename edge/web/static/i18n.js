@@ -2,6 +2,12 @@
    ups.status flags and the governorate codes (DESIGN 7) are keys too. */
 window.EDGE_TEXT = {
   ar: {
+    reprint: "إعادة طباعة إيصال", reprint_number: "رقم الإيصال", reprint_token: "رمز الصندوق أو المشرف",
+    reprint_paper: "عرض الورق", reprint_find: "بحث", reprint_print: "طباعة",
+    reprint_need: "أدخل رقم الإيصال والرمز.", reprint_looking: "جارٍ البحث…",
+    reprint_token_bad: "الرمز غير مقبول أو لا يملك صلاحية قراءة هذه الدفعة.",
+    reprint_unknown: "لا توجد دفعة بهذا الرقم يراها هذا الرمز.", reprint_bad_number: "رقم الإيصال غير صالح.",
+    reprint_failed: "تعذّر جلب الإيصال.",
     title: "لوحة تشغيل عقدة المحافظة", node: "العقدة", mode: "الوضع", power: "الكهرباء وجهاز UPS",
     charge: "شحن البطارية", low_mark: "حد الانخفاض", runtime: "الوقت المتبقي على البطارية",
     load: "الحمل", voltage: "جهد الدخل", last_reading: "آخر قراءة", source: "المصدر",
@@ -46,9 +52,20 @@ window.EDGE_TEXT = {
     limit_max_age_h: "عمر أقدم دفعة غير مُرسلة (ساعة)", limit_mirror_max_age_h: "عمر نسخة الفواتير (ساعة)",
     limit_max_payment: "أكبر دفعة دون اتصال (ل.س)", limit_off: "معطّل", limit_tripped: "بلغ الحد: الدفعات الجديدة مرفوضة",
     limit_payment_now: "يُطبّق الآن: الاتصال بالمركز غير قائم", limit_payment_idle: "يُطبّق عند انقطاع الاتصال فقط",
-    limit_never: "لم تُحدَّث بعد"
+    limit_never: "لم تُحدَّث بعد",
+    mode_attention: "يحتاج انتباهاً", rejected_alert: "دفعات مرفوضة بلا معالجة: {n}",
+    col_action: "المعالجة", refund: "استرداد", retarget: "تحويل إلى فاتورة أخرى",
+    resolved_refund: "استُرد ({by})", resolved_retarget: "حُوِّل ({by})",
+    resolve_reason: "السبب", resolve_bill: "الفاتورة الصحيحة", resolve_submit: "تأكيد",
+    resolve_cancel: "تراجع", resolve_failed: "لم تُعالج الدفعة"
   },
   en: {
+    reprint: "Reprint a receipt", reprint_number: "Receipt number", reprint_token: "Counter or supervisor token",
+    reprint_paper: "Paper width", reprint_find: "Find", reprint_print: "Print",
+    reprint_need: "Give the receipt number and a token.", reprint_looking: "Looking…",
+    reprint_token_bad: "The token was refused or may not read this payment.",
+    reprint_unknown: "No payment with this number that this token may see.", reprint_bad_number: "Not a receipt number.",
+    reprint_failed: "Could not fetch the receipt.",
     title: "Governorate node: operator dashboard", node: "Node", mode: "Mode", power: "Power and UPS",
     charge: "Battery charge", low_mark: "low mark", runtime: "Runtime left on battery",
     load: "Load", voltage: "Input voltage", last_reading: "Last reading", source: "Source",
@@ -94,6 +111,11 @@ window.EDGE_TEXT = {
     limit_max_age_h: "Oldest undelivered payment (h)", limit_mirror_max_age_h: "Bills mirror age (h)",
     limit_max_payment: "Largest payment while offline (SYP)", limit_off: "off", limit_tripped: "Limit reached: new payments refused",
     limit_payment_now: "Applies now: the link to the centre is not up", limit_payment_idle: "Applies only while the link is down",
-    limit_never: "never updated"
+    limit_never: "never updated",
+    mode_attention: "Needs attention", rejected_alert: "Rejected payments unresolved: {n}",
+    col_action: "Resolve", refund: "Refund", retarget: "Move to another bill",
+    resolved_refund: "refunded ({by})", resolved_retarget: "retargeted ({by})",
+    resolve_reason: "Reason", resolve_bill: "Correct bill", resolve_submit: "Confirm",
+    resolve_cancel: "Cancel", resolve_failed: "The payment was not resolved"
   }
 };
