@@ -233,3 +233,26 @@ def test_a_verdicts_file_settles_once(files: Files) -> None:
     again = files.site.node_cli("import", "verdicts", str(files.base / "verdicts.xfer")).stdout
     assert "already settled: nothing changed" in again
     assert files.digests() == before
+
+
+def test_a_changes_file_continues_from_the_cursor_and_a_gap_is_refused(files: Files) -> None:
+    """`--since` the mirror's cursor brings what changed (payments recorded from the outbox
+    file, an online payment); a file that starts after the cursor is refused as a gap."""
+    site = files.site
+    with closing(site.node_db()) as conn:
+        (cursor,) = conn.execute("SELECT cursor FROM mirror_state").fetchone()
+    bill = site.bills(1)[0]
+    site.centre_cli("pay", bill, "100")
+    changes = site.export_bills(files.base / "changes.xfer", "--since", str(cursor))
+    gap = site.export_bills(files.base / "gap.xfer", "--since", str(cursor + 10_000))
+    _refused(files, ["import", "bills", str(gap)], False,
+             f"holds the changes since cursor {cursor + 10_000}, and the mirror is at {cursor}")  # fmt: skip
+    assert "stored" in site.node_cli("import", "bills", str(changes)).stdout
+    with closing(site.centre_db()) as conn:
+        (last,) = conn.execute("SELECT last FROM change_counter").fetchone()
+        want = conn.execute("SELECT version, paid FROM bills WHERE bill_id = ?", (bill,)).fetchone()
+    with closing(site.node_db()) as conn:
+        assert conn.execute("SELECT cursor FROM mirror_state").fetchone() == (last,)
+        got = conn.execute("SELECT version, paid FROM bills WHERE bill_id = ?", (bill,)).fetchone()
+    assert got == want and last > cursor
+    _refused(files, ["import", "bills", str(changes)], False, "an old file")
