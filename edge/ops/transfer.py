@@ -1,5 +1,5 @@
 """`edge export outbox` and `edge import verdicts|bills`: a node's transfer files (PROTOCOL.md
-8), for a governorate without a link. Each may run while the node serves (its writes go
+11), for a governorate without a link. Each may run while the node serves (its writes go
 through edge.db's writer, the reads in one read transaction); each prints what it did.
 """
 
@@ -144,7 +144,7 @@ async def import_bills(settings: config.Settings, path: Path) -> int:
             if h.since is not None and h.since > (held or 0):
                 raise TransferRefused(
                     f"{path} holds the changes since cursor {h.since}, and the mirror is at"
-                    f" {held}: ask the centre for `--since {held or 0}` (an empty mirror needs"
+                    f" {'empty' if held is None else held}: ask the centre for `--since {held or 0}` (an empty mirror needs"
                     " a snapshot); nothing was changed"
                 )
             stored = await _apply(db, f, h, Progress(f"import {path.name}", h.count))
