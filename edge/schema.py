@@ -252,7 +252,7 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "edge.0012_transfers",
         """
-        -- Transfer files (DESIGN 5.13, PROTOCOL.md 11): each export and each import that
+        -- Transfer files (DESIGN 5.14, PROTOCOL.md 11): each export and each import that
         -- changed something, for the dashboard and `edge status`. Never pruned: a few rows a day.
         CREATE TABLE transfers (
             seq       INTEGER PRIMARY KEY AUTOINCREMENT,

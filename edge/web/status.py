@@ -74,7 +74,18 @@ async def snapshot(node: Node) -> dict[str, Any]:
         "offline_limits": offline.status(
             node.acceptor.limits, usage, now, online=node.link.state == "up"
         ),
+        "reconcile": _reconciled(node),
     }
+
+
+def _reconciled(node: Node) -> dict[str, Any] | None:
+    """The last reconciliation with the centre (edge.reconcile), its counts only."""
+    daily = node.replication.reconciler
+    if daily is None or daily.last is None:
+        return None
+    shown = daily.last.as_dict()
+    del shown["differences"]
+    return shown
 
 
 @routes.get("/v1/status")

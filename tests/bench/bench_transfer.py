@@ -50,7 +50,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bills", type=int, default=1_000_000)
     parser.add_argument("--live", action="store_true", help="also time the live bootstrap")
+    parser.add_argument("--quick", action="store_true", help="100,000 bills (for CI)")
     args = parser.parse_args()
+    if args.quick:
+        args.bills = 100_000
     with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp:
         base = Path(tmp)
         secret = base / "dam-1.secret"

@@ -193,8 +193,33 @@
     text("mirror-as-of", since(mi.as_of, s.now));
     renderTransfers(s.transfers, s.now);
     renderLimits(s.offline_limits);
+    renderReconcile(s.reconcile, s.now);
     text("version", s.version);
     text("updated", clock(s.now));
+  }
+
+  // The last reconciliation with the centre (daily after midnight, or the admin's button).
+  function renderReconcile(r, nowIso) {
+    var b = $("reconcile-badge"), state = !r ? "none" : r.error ? "error" : r.ok ? "ok" : "bad";
+    b.className = "badge big " + (state === "ok" ? "mirror-fresh" : state === "none" ? "" : "mirror-stale");
+    b.setAttribute("data-state", state);
+    b.textContent = t("reconcile_" + state);
+    text("reconcile-day", r ? r.day : "—");
+    text("reconcile-at", r ? since(r.at, nowIso) : "—");
+    text("reconcile-counts", !r ? "—" : r.error ? r.error : fill(t("reconcile_counts"), r.counts));
+  }
+
+  function reconcileNow() {
+    var token = stored("sessionStorage", TOKEN_KEY);
+    if (!token) { return; }
+    text("reconcile-message", "");
+    post("/v1/admin/reconcile", token, "dashboard-reconcile-" + Date.now(), null, function (err) {
+      if (err) {
+        var p = err.body || {};
+        text("reconcile-message", t("reconcile_failed") + ": " + ((lang === "ar" ? p.title_ar : p.title) || err.status));
+      }
+      get("/v1/status", null, function (e, s) { if (!e) { last.status = s; renderStatus(s); } });
+    });
   }
 
   // Transfer files (PROTOCOL.md 11): what went by hand, and what the centre has not answered.
@@ -316,6 +341,7 @@
     var list = $("admin-list"), msg = $("admin-message"), data = last.rejected, i, k;
     var token = stored("sessionStorage", TOKEN_KEY);
     $("admin-forget").hidden = !token;
+    $("reconcile-now").hidden = !token;
     list.innerHTML = "";
     if (last.adminError) { msg.textContent = t(last.adminError); return; }
     if (!token || !data) { msg.textContent = t("admin_hint"); return; }
@@ -483,6 +509,7 @@
       submitResolve();
       return false;
     };
+    $("reconcile-now").onclick = reconcileNow;
     $("resolve-cancel").onclick = function () { last.resolving = null; text("resolve-message", ""); renderResolve(); };
     window.onresize = drawChart;
     applyLanguage(query ? query[1] : stored("localStorage", LANG_KEY) || "ar");
