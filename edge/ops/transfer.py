@@ -209,7 +209,7 @@ def _command(args: argparse.Namespace) -> int:
     except TransferRefused as exc:
         print(f"edge: refused: {exc.detail}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, SyncError, outbox.OutboxError) as exc:  # e.g. the disk is full
         print(f"edge: {exc}", file=sys.stderr)
         return 1
 

@@ -19,7 +19,7 @@ from sync.centre import store
 from sync.centre.config import CentreSettings, NodeSettings, load_settings
 from sync.centre.ledger import record_batch
 from sync.centre.store import CentreStore
-from sync.errors import CentreConfigError, ProtocolError, TransferRefused
+from sync.errors import CentreConfigError, ProtocolError, Refused, SyncError, TransferRefused
 from sync.transfer import Header, Progress, TransferFile, write_file
 
 Command = Callable[[str, str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
@@ -87,6 +87,10 @@ async def import_outbox(settings: CentreSettings, path: Path, verdicts_out: Path
     await db.open()
     try:
         results, acked = await db.write(job)
+    except Refused as exc:  # what the online endpoint answers 409 (chain) or 403 (codes)
+        raise TransferRefused(
+            f"{path}: the centre refuses it ({exc.code}): {exc.detail}; nothing was changed"
+        ) from exc
     finally:
         await db.close()
     answer = Header("verdicts", h.node, own.governorate, "", time.time(), h.first_seq,
@@ -176,6 +180,9 @@ def _run(args: argparse.Namespace, action: Callable[[CentreSettings], str]) -> i
         print(action(settings))
     except TransferRefused as exc:
         print(f"edge centre: refused: {exc.detail}", file=sys.stderr)
+        return 1
+    except SyncError as exc:  # the database cannot be opened, and the like
+        print(f"edge centre: {exc.detail}", file=sys.stderr)
         return 1
     except (OSError, sqlite3.Error) as exc:
         print(f"edge centre: {exc}", file=sys.stderr)

@@ -4,8 +4,8 @@ with nothing changed on either side."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
@@ -17,6 +17,7 @@ from loophost import db_digest
 from procs import NODE
 from transfersite import Islanded
 
+import outbox
 from sync import protocol, signing
 from sync.transfer import Header, TransferFile, write_file
 
@@ -24,8 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 def _status(site: Islanded) -> dict:
-    with urllib.request.urlopen(f"{site.url}/v1/status", timeout=10) as resp:
-        return json.load(resp)
+    """What `edge status` prints (the running node's /v1/status)."""
+    return json.loads(site.node_cli("status").stdout)
 
 
 def test_islanded_node_round_trip_of_5000_payments(tmp_path: Path) -> None:
@@ -256,3 +257,21 @@ def test_a_changes_file_continues_from_the_cursor_and_a_gap_is_refused(files: Fi
         got = conn.execute("SELECT version, paid FROM bills WHERE bill_id = ?", (bill,)).fetchone()
     assert got == want and last > cursor
     _refused(files, ["import", "bills", str(changes)], False, "an old file")
+
+
+def test_a_signed_outbox_file_with_a_forged_entry_fails_the_chain_check(files: Files) -> None:
+    """Signed with the node's real key, but its new entry's hash is not of its content: the
+    centre's chain check (the online endpoint's) refuses the whole file, nothing recorded."""
+    secret = signing.read_secret(files.site.secret)
+    with TransferFile(files.base / "outbox.xfer") as f:
+        f.verify(secret)
+        header, batches = f.header, [protocol.decode_batch(frame) for frame in f.frames()]
+    last = batches[-1].entries[-1]
+    forged = dataclasses.replace(last, seq=last.seq + 1, id=outbox.new_entry_id(NODE),
+                                 prev_hash=last.hash, hash="0" * 64)  # fmt: skip
+    header = dataclasses.replace(header, count=1, first_seq=forged.seq, last_seq=forged.seq,
+                                 chain_head=forged.hash)  # fmt: skip
+    path = files.base / "forged-entry.xfer"
+    write_file(path, secret, header, [protocol.encode_batch(NODE, [forged])])
+    _refused(files, ["import", "outbox", str(path), "--verdicts-out", str(files.base / "v5.xfer")],
+             True, "hash does not match the entry's content")  # fmt: skip
