@@ -17,7 +17,7 @@ import struct
 import sys
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -262,18 +262,24 @@ def _split(buf: bytearray) -> Iterator[bytes]:
 class Progress:
     """Progress lines on stderr, at most one a second (long exports and imports)."""
 
-    def __init__(self, label: str, total: int | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label, self.total, self.done = label, total, 0
-        self.out = out or sys.stderr
-        self._start = self._last = time.monotonic()
+        self.out, self.clock = out or sys.stderr, clock
+        self._start = self._last = clock()
 
     def advance(self, n: int) -> None:
         self.done += n
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last >= 1.0:
             self._last = now
             of = f"/{self.total}" if self.total else ""
             print(f"{self.label}: {self.done}{of} ({now - self._start:.0f} s)", file=self.out)
 
     def finish(self) -> float:
-        return time.monotonic() - self._start
+        return self.clock() - self._start

@@ -92,10 +92,14 @@ def test_a_file_of_another_kind_of_content_is_refused(tmp_path: Path) -> None:
 
 
 def test_progress_prints_at_most_once_a_second(tmp_path: Path) -> None:
+    now = [100.0]
     with (tmp_path / "progress.txt").open("w+") as out:
-        progress = Progress("export", 1000, out)
+        progress = Progress("export f.xfer", 1000, out, clock=lambda: now[0])
         for _ in range(1000):
+            now[0] += 0.01  # 1,000 items over 10 s
             progress.advance(1)
         out.seek(0)
-        assert out.read() == ""  # all within the first second
-    assert progress.done == 1000 and progress.finish() >= 0
+        lines = out.read().splitlines()
+    assert 9 <= len(lines) <= 10
+    assert lines[0] == "export f.xfer: 100/1000 (1 s)"
+    assert progress.done == 1000 and progress.finish() == pytest.approx(10.0)
