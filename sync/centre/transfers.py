@@ -97,7 +97,8 @@ async def import_outbox(settings: CentreSettings, path: Path, verdicts_out: Path
                     h.last_seq, h.chain_head, len(results), cursor=acked, source=digest)  # fmt: skip
     frames = (protocol.encode_reply(results[i : i + protocol.MAX_BATCH], acked)
               for i in range(0, len(results), protocol.MAX_BATCH))  # fmt: skip
-    write_file(verdicts_out, own.secret, answer, frames)
+    # Signed with the key the node signed with: during a rotation, the one it holds now.
+    write_file(verdicts_out, own.keys[h.key], answer, frames)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
