@@ -250,9 +250,28 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "edge.0012_fines",
+        "edge.0012_transfers",
         """
-        -- Late fines (sync/fines.py, DESIGN 5.13). The governorate's published rules, every
+        -- Transfer files (DESIGN 5.14, PROTOCOL.md 11): each export and each import that
+        -- changed something, for the dashboard and `edge status`. Never pruned: a few rows a day.
+        CREATE TABLE transfers (
+            seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+            at        REAL NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('export', 'import')),
+            kind      TEXT NOT NULL,
+            entries   INTEGER NOT NULL,
+            changed   INTEGER NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq  INTEGER NOT NULL,
+            cursor    INTEGER,
+            digest    TEXT NOT NULL
+        );
+        """,
+    ),
+    Migration(
+        "edge.0013_fines",
+        """
+        -- Late fines (sync/fines.py, DESIGN 5.15). The governorate's published rules, every
         -- version (a day is judged by the rule of that day); what the centre counted towards
         -- fines on each bill (protocol 4: 0 until the centre's next version of the bill);
         -- the part of each local payment that went to the fine (taken first); and the

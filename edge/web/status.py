@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import __version__, actions, errors, mirror, offline, serving
+from edge import __version__, actions, errors, mirror, offline, serving, transfers
 from edge.node import NODE, Node
 from edge.web.http import json_response
 from sync import tls
@@ -24,11 +24,12 @@ async def snapshot(node: Node) -> dict[str, Any]:
 
     def read(
         conn: sqlite3.Connection,
-    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage, int]:
+    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage, int, dict[str, Any]]:
         stats = outbox.stats(conn, now=now)
-        return stats, mirror.state(conn), offline.read(conn), actions.unresolved(conn)
+        return (stats, mirror.state(conn), offline.read(conn), actions.unresolved(conn),
+                transfers.status(conn))  # fmt: skip
 
-    stats, state, usage, unresolved = await node.db.read_slow(read)
+    stats, state, usage, unresolved, moved = await node.db.read_slow(read)
     age = None if state.as_of is None else max(0.0, now - state.as_of)
     link = node.link.as_dict()
     power = node.power.as_dict()
@@ -69,6 +70,7 @@ async def snapshot(node: Node) -> dict[str, Any]:
             "age_s": None if age is None else round(age, 1),
             "stale": age is None or age > node.settings.mirror_stale_after_s,
         },
+        "transfers": moved,
         "offline_limits": offline.status(
             node.acceptor.limits, usage, now, online=node.link.state == "up"
         ),
