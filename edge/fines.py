@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from edge import credits
 from sync import protocol
 
 # A payment row only: a verdict on another kind of entry counts no fine.
@@ -25,6 +26,13 @@ def record(conn: sqlite3.Connection, verdicts: Iterable[protocol.Verdict]) -> No
     rows = [(v.seq, v.fine) for v in verdicts if v.fine is not None and v.verdict != "rejected"]
     if rows:
         conn.executemany(_RECORD, rows)
+
+
+def keep(conn: sqlite3.Connection, verdicts: list[protocol.Verdict]) -> None:
+    """What a settle keeps beside the outbox, in its write job: the credit and the fine each
+    verdict names. The one hook of the replayer and of a verdicts file (edge.transfers)."""
+    credits.record(conn, verdicts)
+    record(conn, verdicts)
 
 
 def document(taken: int, centre: int | None) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any
 import aiohttp
 
 import outbox
-from edge import credits, fines, mirror, reconcile
+from edge import fines, mirror, reconcile
 from edge.config import Settings
 from edge.db import Database
 from edge.errors import ConfigError
@@ -94,15 +93,11 @@ class Replication:
         policy = outbox.RetryPolicy(base_s=s.centre_retry_base_s, cap_s=s.centre_retry_cap_s)
         url = s.centre_url.rstrip("/")
 
-        def settle(conn: sqlite3.Connection, verdicts: list[protocol.Verdict]) -> None:
-            credits.record(conn, verdicts)
-            fines.record(conn, verdicts)
-
         replayer = Replayer(
             ReplayConfig(node=s.node_id, url=url, secret=secret, batch_size=s.centre_batch_size,
                          policy=policy, config_fault_retry_s=s.centre_config_fault_retry_s),
             db.writer, session, self.link, clock=clock, on_result=self.on_result, secret=keyring,
-            settled=settle,
+            settled=fines.keep,
         )  # fmt: skip
 
         async def apply(bills: list[dict[str, Any]], cursor: int | None) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import outbox
-from edge import credits, mirror
+from edge import fines, mirror
 from sync import protocol
 from sync.replayer import settle_job
 from sync.timefmt import iso_or_none
@@ -77,7 +77,7 @@ def settle_verdicts(
     outbox by seq and id, as the replayer settles only what it sent. (matched, changed)."""
     local = outbox.get_many(conn, (v.seq for v in verdicts))
     mine = [v for v in verdicts if v.seq in local and local[v.seq].id == v.id]
-    return len(mine), settle_job(mine, now, credits.record)(conn)
+    return len(mine), settle_job(mine, now, fines.keep)(conn)
 
 
 def apply_bills(
