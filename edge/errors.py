@@ -269,6 +269,20 @@ class NotRejected(ApiError):
     title_ar = "لا تُعالج إلا دفعة رفضها المركز"
 
 
+class MeterNotOnAccount(ApiError):
+    status = 422
+    code = "meter_not_on_account"
+    title = "The meter does not belong to this account"
+    title_ar = "العداد لا يخص هذا الحساب"
+
+
+class ReadingBelowLast(ApiError):
+    status = 409
+    code = "reading_below_last"
+    title = "The reading is below the meter's last known reading"
+    title_ar = "القراءة أقل من آخر قراءة معروفة للعداد"
+
+
 class AlreadyResolved(ApiError):
     status = 409
     code = "already_resolved"

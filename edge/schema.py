@@ -3,6 +3,7 @@ outbox's migrations."""
 
 from __future__ import annotations
 
+from edge import readings
 from outbox import Migration
 
 EDGE_MIGRATIONS: tuple[Migration, ...] = (
@@ -249,4 +250,5 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration("edge.0012_meter_readings", readings.TABLE_SQL),
 )

@@ -26,7 +26,7 @@ from sync.signing import TIMESTAMP_HEADER as TIMESTAMP_HEADER
 from sync.signing import read_secret as read_secret
 from sync.signing import sign as sign
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 CONTENT_TYPE = "application/msgpack"
 MAX_BATCH = 5_000
 MAX_CHANGES = 10_000

@@ -18,7 +18,7 @@ import msgpack
 from outbox.chain import GENESIS, entry_hash
 from outbox.lookup import select_in
 from sync import bill, protocol
-from sync.centre import corrections, receipts
+from sync.centre import corrections, readings, receipts
 from sync.centre.config import Limits
 from sync.centre.store import ChangeSeq
 from sync.errors import Refused
@@ -190,7 +190,11 @@ def record_batch(
         payment = payments.get(e.id)
         ref = refs.get(e.id)
         decision: tuple[str, str | None, int | None, int]
-        if e.kind not in ("payment", *corrections.KINDS):
+        if e.kind == readings.KIND:
+            verdict, reason = readings.decide(conn, node, governorate, e.id, e.payload, now)
+            # No bill changes: an applied reading names version 0 (PROTOCOL 5.3).
+            decision = (verdict, reason, 0 if verdict == "applied" else None, 0)
+        elif e.kind not in ("payment", *corrections.KINDS):
             decision = ("rejected", "unknown_kind", None, 0)
         elif e.kind == "payment":
             decision = _apply(payment, governorate, bills, limits)

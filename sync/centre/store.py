@@ -21,7 +21,7 @@ import msgpack
 import outbox
 from outbox import readers
 from sync import bill, protocol
-from sync.centre import corrections, credits, nonces, receipts
+from sync.centre import corrections, credits, nonces, readings, receipts
 from sync.errors import SyncError
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ CENTRE_MIGRATIONS: tuple[outbox.Migration, ...] = (
     outbox.Migration("centre.receipts", receipts.MIGRATION_SQL),
     outbox.Migration("centre.bill_credit", credits.MIGRATION_SQL),
     outbox.Migration("centre.corrections", corrections.MIGRATION_SQL),
+    outbox.Migration("centre.meter_readings", readings.MIGRATION_SQL),
 )
 
 

@@ -77,7 +77,7 @@ BAD: list[tuple[str, bytes, type[Exception]]] = [
     ("edited bill", stream([[bill()]]).replace(b"EM-1", b"EM-2"), BadAnswer),
     ("data after end", stream([]) + encode_item(bill()), ProtocolError),
     ("partial data after end", stream([]) + b"\x8d", ProtocolError),
-    ("end wrong version", stream([]).replace(b"\xa1v\x03", b"\xa1v\x09"), ProtocolError),
+    ("end wrong version", stream([]).replace(b"\xa1v\x04", b"\xa1v\x09"), ProtocolError),
     (
         "unsigned old stream",
         encode_item(bill()) + msgpack.packb({"v": 2, "end": True, "cursor": 5, "count": 1}),
