@@ -32,6 +32,7 @@ from edge.web import (
     problems,
     readings,
     receipt,
+    requests,
     search,
     status,
 )
@@ -152,6 +153,7 @@ def create_app(
         search,
         corrections,
         readings,
+        requests,
         status,
         admin,
         audit,

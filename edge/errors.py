@@ -283,6 +283,20 @@ class ReadingBelowLast(ApiError):
     title_ar = "القراءة أقل من آخر قراءة معروفة للعداد"
 
 
+class UnknownRequest(ApiError):
+    status = 404
+    code = "unknown_request"
+    title = "No such request"
+    title_ar = "الطلب غير موجود"
+
+
+class InvalidRequestId(ApiError):
+    status = 400
+    code = "invalid_request_id"
+    title = "The request id is not valid"
+    title_ar = "معرّف الطلب غير صالح"
+
+
 class AlreadyResolved(ApiError):
     status = 409
     code = "already_resolved"

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 import outbox
-from edge import credits, mirror
+from edge import credits, mirror, requests
 from edge.config import Settings
 from edge.db import Database
 from edge.errors import ConfigError
@@ -108,12 +108,15 @@ class Replication:
         def cursor() -> int | None:
             return db.read(lambda c: mirror.state(c).cursor)
 
+        async def statuses(records: list[dict[str, Any]]) -> None:
+            await db.write(lambda c: requests.apply_statuses(c, records))
+
         puller = Puller(
             PullConfig(node=s.node_id, governorate=s.node_governorate, url=url, secret=secret,
                        limit=s.centre_pull_limit, interval_s=s.centre_pull_interval_s,
                        policy=policy),
             session, self.link, cursor=cursor, apply=apply, heard=heard, clock=clock,
-            secret=keyring,
+            secret=keyring, statuses=statuses,
         )  # fmt: skip
         return replayer, puller
 

@@ -3,7 +3,7 @@ outbox's migrations."""
 
 from __future__ import annotations
 
-from edge import readings
+from edge import readings, requests
 from outbox import Migration
 
 EDGE_MIGRATIONS: tuple[Migration, ...] = (
@@ -251,4 +251,5 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration("edge.0012_meter_readings", readings.TABLE_SQL),
+    Migration("edge.0013_requests", requests.TABLE_SQL),
 )

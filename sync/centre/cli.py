@@ -23,10 +23,10 @@ from typing import TypeVar
 from aiohttp import web
 
 from sync import bill
-from sync.centre import bills, credits, ledger, receipts, seed
+from sync.centre import bills, credits, ledger, receipts, requests, seed
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
-from sync.centre.store import CentreStore
+from sync.centre.store import CentreStore, ChangeSeq
 from sync.errors import CentreConfigError, SyncError
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("bill_id", metavar="BILL_ID")
     parser.add_argument("amount", type=_positive, metavar="AMOUNT", help="piastres")
     credits.register(command, cmd_credits)
+    requests.register(sub, _run, _with_store, ChangeSeq)
     parser = command("cycle", "issue a new cycle's bill for every account", cmd_cycle)
     parser.add_argument("--cycle", type=_cycle, required=True, help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed for consumption")

@@ -18,7 +18,7 @@ import msgpack
 from outbox.chain import GENESIS, entry_hash
 from outbox.lookup import select_in
 from sync import bill, protocol
-from sync.centre import corrections, readings, receipts
+from sync.centre import corrections, readings, receipts, requests
 from sync.centre.config import Limits
 from sync.centre.store import ChangeSeq
 from sync.errors import Refused
@@ -193,6 +193,13 @@ def record_batch(
         if e.kind == readings.KIND:
             verdict, reason = readings.decide(conn, node, governorate, e.id, e.payload, now)
             # No bill changes: an applied reading names version 0 (PROTOCOL 5.3).
+            decision = (verdict, reason, 0 if verdict == "applied" else None, 0)
+        elif e.kind == requests.KIND:
+            counter = ChangeSeq(conn)  # saved at once: the bills' counter below reads it again
+            verdict, reason = requests.decide(
+                conn, counter.next, node, governorate, e.id, e.payload, now
+            )
+            counter.save()
             decision = (verdict, reason, 0 if verdict == "applied" else None, 0)
         elif e.kind not in ("payment", *corrections.KINDS):
             decision = ("rejected", "unknown_kind", None, 0)
