@@ -192,6 +192,11 @@
     value("mirror-bills", mi.bills, count(mi.bills));
     text("mirror-as-of", since(mi.as_of, s.now));
     renderLimits(s.offline_limits);
+    var sv = s.services || {};
+    value("readings-today", sv.readings_today, count(sv.readings_today));
+    value("readings-pending", sv.readings_pending, count(sv.readings_pending));
+    value("requests-today", sv.requests_today, count(sv.requests_today));
+    value("requests-open", sv.requests_open, count(sv.requests_open));
     text("version", s.version);
     text("updated", clock(s.now));
   }
