@@ -21,6 +21,7 @@ from nodefixtures import RunningNode
 
 import edge
 from edge import mirror, tokens
+from edge.audit import Entry, Query, select
 from sync.centre.app import STORE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,3 +231,50 @@ async def test_bad_requests_get_a_clear_4xx_and_write_nothing(lk: Link) -> None:
     missing = await call(rn, "GET", "/v1/requests/dam-1_01JXQ4ZK2M8D3V5T7R9W1Y3B5C")
     assert (missing[0], missing[1]["code"]) == (404, "unknown_request")
     assert node_rows(rn) == before
+
+
+async def test_reading_requests_is_audited_with_the_account(lk: Link) -> None:
+    rn = lk.node
+    body = {"kind": "complaint", "account": ACCOUNT, "text": "شكوى"}
+    doc = (await call(rn, "POST", "/v1/requests", body, "a-1"))[1]
+    assert (await call(rn, "GET", f"/v1/requests/{doc['number']}"))[0] == 200
+    assert (await call(rn, "GET", f"/v1/requests?account={ACCOUNT}"))[0] == 200
+    assert (await call(rn, "GET", "/v1/requests/dam-1_01JXQ4ZK2M8D3V5T7R9W1Y3B5C"))[0] == 404
+
+    def rows() -> list[Entry]:
+        return rn.node.db.read(lambda c: list(select(c, Query(token="desk-1"))))
+
+    await eventually(lambda: len(rows()) >= 3, what="three audit rows")
+    shown = [(e.action, e.object, e.account, e.status) for e in rows()]
+    assert shown == [
+        ("request.read", doc["number"], ACCOUNT, 200),
+        ("request.list", None, ACCOUNT, 200),
+        ("request.read", "dam-1_01JXQ4ZK2M8D3V5T7R9W1Y3B5C", None, 404),
+    ]
+
+
+async def test_requests_and_readings_draw_on_the_writes_bucket(tmp_path: Path) -> None:
+    """A token that inquires a lot can still file; one that files a lot is held to the
+    writes' rate (DESIGN 5.7, 5.13)."""
+    (tmp_path / "node").mkdir()
+    both = tokens.add_token(tmp_path / "node" / "tokens.toml", "desk-2", ["request", "inquire"])
+    link, close = await start_link(
+        tmp_path, limits_payments_per_s=0.01, limits_payment_burst=2,
+        limits_inquiries_per_s=0.01, limits_inquiry_burst=3,
+    )  # fmt: skip
+    try:
+        rn = link.node
+        rn.tokens["both"] = both
+        for _ in range(3):  # the inquiries' bucket, emptied
+            assert (await call(rn, "GET", f"/v1/accounts/{ACCOUNT}/bills", who="both"))[0] in (
+                200, 404,
+            )  # fmt: skip
+        assert (await call(rn, "GET", f"/v1/accounts/{ACCOUNT}/bills", who="both"))[0] == 429
+        body = {"kind": "complaint", "account": ACCOUNT, "text": "شكوى"}
+        statuses = [
+            (await call(rn, "POST", "/v1/requests", body, f"w-{i}", who="both"))[1].get("code")
+            for i in range(3)
+        ]
+        assert statuses[2] == "rate_limited" and "rate_limited" not in statuses[:2]
+    finally:
+        await close()
