@@ -3,6 +3,7 @@
 No scope implies another. `inquire` reads bills, `pay` takes payments, `admin` runs the node
 (replay, the rejected list and resolving it), `audit` reads every channel's payments (and the
 audit log), `supervise` voids payments: a supervisor supervises every counter of the node.
+Clearing's reports (the day's close, reconciliation's result) are for `audit` or `admin`.
 `read_meter` takes meter readings and `request` takes and follows subscribers' requests.
 """
 
@@ -14,6 +15,8 @@ from edge.tokens import Client
 READ_PAYMENTS = ("inquire", "pay", "audit", "supervise")
 EVERY_CHANNEL = frozenset({"audit", "supervise"})
 VOID = ("supervise",)  # the scopes that may void a payment, of any channel of this node
+# The day's close and reconciliation: totals of every channel, no subscriber's data.
+REPORTS = ("audit", "admin")
 READ_METER = ("read_meter",)
 REQUEST = ("request",)
 # Routes that take a new subscriber's write draw on the payments' bucket (DESIGN 5.7): a

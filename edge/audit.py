@@ -35,11 +35,13 @@ AUDIT_READ = "audit.read"
 PAYMENT_VOID = "payment.void"
 ADMIN_RESOLVE, ADMIN_REFUND = "admin.rejected.resolve", "admin.rejected.refund"
 ADMIN_RETARGET = "admin.rejected.retarget"
-# Subscribers' requests (DESIGN 5.14): one read, and the list of an account's.
+REPORT_READ, ADMIN_RECONCILE = "report.read", "admin.reconcile"
+# Subscribers' requests (DESIGN 5.15): one read, and the list of an account's.
 REQUEST_READ, REQUEST_LIST = "request.read", "request.list"
 ACTIONS = (ACCOUNT_READ, BILL_READ, PAYMENT_READ, PAYMENT_LIST, RECEIPT_READ, ADMIN_REPLAY,
            ADMIN_REJECTED, AUDIT_READ, PAYMENT_VOID, ADMIN_RESOLVE, ADMIN_REFUND,
-           ADMIN_RETARGET, REQUEST_READ, REQUEST_LIST)  # fmt: skip
+           ADMIN_RETARGET, REPORT_READ, ADMIN_RECONCILE, REQUEST_READ,
+           REQUEST_LIST)  # fmt: skip
 
 FLUSH_EVERY_S = 0.5
 FLUSH_ROWS = 1000  # a buffer this full wakes the loop before its timer

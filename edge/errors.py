@@ -352,3 +352,10 @@ class InternalError(ApiError):
     code = "internal_error"
     title = "Internal error"
     title_ar = "خطأ داخلي"
+
+
+class CentreUnreachable(ApiError):
+    status = 503
+    code = "centre_unreachable"
+    title = "The centre did not answer"
+    title_ar = "لم يستجب المركز"

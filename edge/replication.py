@@ -17,12 +17,12 @@ from typing import Any
 import aiohttp
 
 import outbox
-from edge import credits, mirror, requests
+from edge import credits, mirror, reconcile, requests
 from edge.config import Settings
 from edge.db import Database
 from edge.errors import ConfigError
 from edge.tasks import Supervisor
-from sync import signing, tls
+from sync import ledgerlink, protocol, signing, tls
 from sync.errors import SyncError
 from sync.link import Link
 from sync.puller import PullConfig, Puller
@@ -75,6 +75,7 @@ class Replication:
         self.outbox_changed = asyncio.Event()
         self.replayer: Replayer | None = None
         self.puller: Puller | None = None
+        self.reconciler: reconcile.Daily | None = None  # yesterday's reconciliation, daily
         self._session: aiohttp.ClientSession | None = None
         # The node's key, once started with a centre: receipts are signed under a key of it.
         self.keyring: signing.SecretFile | None = None
@@ -131,9 +132,25 @@ class Replication:
         self.tasks.start("replayer", self.replayer.run)
         self.tasks.start("puller", self.puller.run)
         self.tasks.start("replay-wakeup", self._wake_on_payment)
+        self.reconciler = self.daily(self._session, secret)
+        self.tasks.start("reconcile", self.reconciler.run)
         if self.insecure:
             self.warn_insecure()
             self.tasks.start("insecure-link-warning", self._warn_insecure_hourly)
+
+    def daily(self, session: aiohttp.ClientSession, keyring: signing.SecretFile) -> reconcile.Daily:
+        s, link = self.settings, self.link
+        url = s.centre_url.rstrip("/")
+
+        async def fetch(day: str) -> list[protocol.LedgerEntry]:
+            return await ledgerlink.fetch(
+                session, url, s.node_id, keyring(), day, link.corrected_time()
+            )
+
+        return reconcile.Daily(
+            fetch=fetch, read=self.db.read_slow, tz=s.tz, link_up=lambda: link.state == "up",
+            clock=self.clock,
+        )  # fmt: skip
 
     @property
     def insecure(self) -> bool:
@@ -154,6 +171,9 @@ class Replication:
             return
         replayer.stop()
         puller.stop()
+        if self.reconciler is not None:
+            self.reconciler.stop()
+            await self.tasks.stop("reconcile")
         await self.tasks.stop("replay-wakeup")
         await self.tasks.stop("insecure-link-warning")
         await self.tasks.stop("replayer", cancel=False)

@@ -331,6 +331,64 @@ def decode_changes(body: bytes, governorate: str | None = None) -> Changes:
     )  # fmt: skip
 
 
+# --- a node's ledger at the centre (reconciliation) ----------------------------------
+
+MAX_LEDGER = 250_000  # entries of one node's day: 2.5 times the busiest day benched
+CENTRE_VERDICTS = ("applied", "credited", "rejected")
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One entry the centre recorded from the node, as reconciliation compares it."""
+
+    seq: int
+    id: str
+    kind: str
+    amount: int | None  # a payment's (or a correction's) amount; None when it had none
+    verdict: str
+    reason: str | None
+
+
+def encode_ledger(node: str, day: str, entries: Sequence[LedgerEntry]) -> bytes:
+    return _pack(
+        {
+            "v": PROTOCOL_VERSION, "node": node, "day": day,
+            "entries": [[e.seq, e.id, e.kind, e.amount, e.verdict, e.reason] for e in entries],
+        }
+    )  # fmt: skip
+
+
+def decode_ledger(body: bytes, node: str, day: str) -> list[LedgerEntry]:
+    """The ledger frame for `node`'s `day`; anything else (another node, day) is refused."""
+    frame = _frame(_unpack(body, MAX_LEDGER), ("node", "day", "entries"))
+    if frame["node"] != node or frame["day"] != day:
+        raise ProtocolError("the ledger is not of the node and day asked for")
+    out = []
+    for i, item in enumerate(_list(frame["entries"], "entries", MAX_LEDGER)):
+        where = f"entries[{i}]"
+        if not isinstance(item, list) or len(item) != 6:
+            raise ProtocolError(f"{where} must be an array of 6")
+        seq, entry_id, kind, amount, verdict, reason = item
+        if verdict not in CENTRE_VERDICTS:
+            raise ProtocolError(f"{where}: verdict must be one of {', '.join(CENTRE_VERDICTS)}")
+        out.append(
+            LedgerEntry(
+                seq=_int(seq, f"{where}.seq", low=1),
+                id=_str(entry_id, f"{where}.id", ENTRY_ID),
+                kind=_str(kind, f"{where}.kind", _KIND),
+                amount=None if amount is None else _int(amount, f"{where}.amount"),
+                verdict=verdict,
+                reason=None if reason is None else _str(reason, f"{where}.reason", _CODE),
+            )
+        )
+    return out
+
+
+def valid_day(value: str) -> bool:
+    return bool(_DAY.match(value))
+
+
 # --- error frames ----------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from edge import config, errors, paymentquery
+from edge import config, errors, paymentquery, receipts
 from edge.errors import DatabaseError
 
 CSV_COLUMNS = ("payment_id", "receipt", "bill_id", "account", "amount", "currency", "method",
@@ -58,10 +58,6 @@ def row(item: dict[str, Any]) -> dict[str, Any]:
             "reason": verdict.get("reason"), "settled_at": verdict.get("at")}  # fmt: skip
 
 
-def amount(piastres: int) -> str:
-    return f"{piastres // 100:,}.{piastres % 100:02d}"
-
-
 def write(out: TextIO, fmt: str, items: list[dict[str, Any]], nxt: str | None) -> None:
     if fmt == "json":
         json.dump({"items": items, "next": nxt}, out, ensure_ascii=False, indent=2)
@@ -71,7 +67,7 @@ def write(out: TextIO, fmt: str, items: list[dict[str, Any]], nxt: str | None) -
         writer.writeheader()
         writer.writerows(row(item) for item in items)
     else:
-        cells = [[amount(i["amount"]) if c == "amount" else str(i[c]) for c in TABLE_COLUMNS]
+        cells = [[receipts.syp(i["amount"]) if c == "amount" else str(i[c]) for c in TABLE_COLUMNS]
                  for i in items]  # fmt: skip
         header = [c if c != "amount" else "amount (SYP)" for c in TABLE_COLUMNS]
         widths = [max([len(h), *(len(r[n]) for r in cells)]) for n, h in enumerate(header)]

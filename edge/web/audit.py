@@ -98,6 +98,8 @@ ADMIN_REPLAY = Audited(audit.ADMIN_REPLAY, urgent=True)
 ADMIN_REJECTED = Audited(audit.ADMIN_REJECTED, urgent=True)
 PAYMENT_VOID = Audited(audit.PAYMENT_VOID, "payment_id", ENTRY_ID, told=True, urgent=True)
 ADMIN_RESOLVE = Audited(audit.ADMIN_RESOLVE, "payment_id", ENTRY_ID, told=True, urgent=True)
+REPORT_READ = Audited(audit.REPORT_READ)
+ADMIN_RECONCILE = Audited(audit.ADMIN_RECONCILE, urgent=True)
 
 
 def _query(request: web.Request) -> audit.Query:

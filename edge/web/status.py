@@ -78,12 +78,23 @@ async def snapshot(node: Node) -> dict[str, Any]:
         "offline_limits": offline.status(
             node.acceptor.limits, usage, now, online=node.link.state == "up"
         ),
+        "reconcile": _reconciled(node),
         "services": counted,
     }
 
 
+def _reconciled(node: Node) -> dict[str, Any] | None:
+    """The last reconciliation with the centre (edge.reconcile), its counts only."""
+    daily = node.replication.reconciler
+    if daily is None or daily.last is None:
+        return None
+    shown = daily.last.as_dict()
+    del shown["differences"]
+    return shown
+
+
 def services(conn: sqlite3.Connection, now: float, tz: Any) -> dict[str, int]:
-    """Today's meter readings and requests (local day), and the pending ones (DESIGN 5.13, 5.14)."""
+    """Today's meter readings and requests (local day), and the pending ones (DESIGN 5.14, 5.15)."""
     readings_today, readings_pending = readings.counts(conn, start_of_day(now, tz))
     requests_today, requests_open = requests.counts(conn, local_day(int(now), tz))
     return {

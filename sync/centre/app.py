@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
 from email.utils import formatdate
 from typing import Any
 
@@ -21,7 +22,7 @@ from aiohttp import web
 
 import outbox
 from sync import answers, bill, protocol, signing, snapshot
-from sync.centre import nonces, receipts
+from sync.centre import clearing, nonces, receipts
 from sync.centre.config import CentreSettings
 from sync.centre.ledger import record_batch
 from sync.centre.nonces import NoncesFull
@@ -234,6 +235,29 @@ async def get_snapshot(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def get_ledger(request: web.Request) -> web.Response:
+    """What the centre recorded from the signing node for its local day (reconciliation)."""
+    signed = await _authenticate(request)
+    request[SIGNED] = signed
+    if request.content_length:
+        raise Refused(400, "bad_request", "a GET carries no body")
+    await _remember(request, signed)
+    if signed.node != request.match_info["node"]:
+        raise Refused(403, "node_mismatch", f"node {signed.node} may not read another's ledger")
+    raw = request.query.get("day", "")
+    try:
+        if not protocol.valid_day(raw) or set(request.query) != {"day"}:
+            raise ValueError
+        day = date.fromisoformat(raw)
+    except ValueError:
+        raise Refused(400, "bad_query", "give exactly day=YYYY-MM-DD") from None
+    node = signed.node
+    found = await request.app[STORE].read(lambda c: clearing.node_day(c, node, day))
+    return web.Response(
+        body=protocol.encode_ledger(node, raw, found), content_type=protocol.CONTENT_TYPE
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -264,6 +288,7 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/v1/nodes/{node}/outbox", post_outbox)
+    app.router.add_get("/v1/nodes/{node}/ledger", get_ledger, allow_head=False)
     # No HEAD: it would read a whole governorate to send nothing.
     app.router.add_get("/v1/governorates/{gov}/bills/changes", get_changes, allow_head=False)
     app.router.add_get("/v1/governorates/{gov}/bills/snapshot", get_snapshot, allow_head=False)

@@ -19,11 +19,12 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
 from sync import bill
-from sync.centre import bills, credits, ledger, receipts, requests, seed
+from sync.centre import bills, clearing, credits, receipts, requests, seed
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
 from sync.centre.store import CentreStore, ChangeSeq
@@ -101,11 +102,31 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_ledger(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
         rows = asyncio.run(
-            _with_store(settings, lambda conn: list(ledger.ledger_rows(conn, args.node)), read=True)
+            _with_store(
+                settings, lambda conn: list(clearing.ledger_rows(conn, args.node)), read=True
+            )
         )
         out = csv.writer(sys.stdout, lineterminator="\n")
-        out.writerow(ledger.LEDGER_HEADER)
+        out.writerow(clearing.LEDGER_HEADER)
         out.writerows(rows)
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_report_clearing(args: argparse.Namespace) -> int:
+    def action(settings: CentreSettings) -> int:
+        try:
+            day, tz = date.fromisoformat(args.date), ZoneInfo(args.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            print("edge centre: --date is YYYY-MM-DD, --timezone an IANA zone", file=sys.stderr)
+            return 2
+        rows = asyncio.run(
+            _with_store(
+                settings, lambda c: clearing.clearing(c, day, tz, args.governorate), read=True
+            )
+        )
+        clearing.show(rows, args.format, sys.stdout)
         return 0
 
     return _run(args, action)
@@ -209,6 +230,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("csv", type=Path, metavar="BILLS.csv")
     parser = command("ledger", "the entries recorded from nodes, as CSV", cmd_ledger)
     parser.add_argument("--node", help="only this node's entries")
+    report = sub.add_parser("report", help="reports for clearing").add_subparsers(
+        dest="report_command", required=True, metavar="REPORT"
+    )
+    parser = report.add_parser("clearing", help="the day's clearing report (read-only)")
+    parser.add_argument("--config", required=True, type=Path, help="the centre's TOML file")
+    parser.add_argument("--date", required=True, help="the recording day YYYY-MM-DD")
+    parser.add_argument("--governorate", help="only this governorate (e.g. DAM)")
+    parser.add_argument("--timezone", default="Asia/Damascus", help="whose day (IANA zone)")
+    parser.add_argument("--format", choices=("csv", "json"), default="csv")
+    parser.set_defaults(func=cmd_report_clearing)
     parser = command("seed", "add realistic demo bills", cmd_seed)
     parser.add_argument("--bills", type=_positive, required=True, help="how many bills")
     parser.add_argument("--cycle", type=_cycle, default=current_cycle(), help="YYYY-MM")

@@ -27,7 +27,6 @@ from sync.timefmt import iso
 log = logging.getLogger(__name__)
 
 NO_LIMITS = Limits()
-LEDGER_HEADER = ("id", "node", "seq", "bill_id", "amount", "verdict")
 PAYMENT_FIELDS = (
     "payment_id", "bill_id", "account", "amount", "channel", "idempotency_key", "method",
     "cashier", "accepted_at", "receipt",
@@ -345,14 +344,19 @@ def _apply(
     return ("applied" if taken else "credited"), None, version + 1, credit
 
 
-def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[tuple[Any, ...]]:
-    """(id, node, seq, bill_id, amount, verdict) in (node, seq) order; a void the centre
-    applied shows `reversed`, a refund `refunded` (its amount is the money given back)."""
-    shown = " ".join(
+# The verdict column as the ledger and the clearing report show it (sync.centre.clearing).
+SHOWN_VERDICT = "CASE {} ELSE verdict END".format(
+    " ".join(
         f"WHEN verdict = 'applied' AND kind = '{kind}' THEN '{word}'"
         for kind, word in corrections.SHOWN.items()
     )
-    sql = f"SELECT id, node, seq, bill_id, amount, CASE {shown} ELSE verdict END FROM entries"
+)
+
+
+def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[tuple[Any, ...]]:
+    """(id, node, seq, bill_id, amount, verdict) in (node, seq) order; a void the centre
+    applied shows `reversed`, a refund `refunded` (its amount is the money given back)."""
+    sql = f"SELECT id, node, seq, bill_id, amount, {SHOWN_VERDICT} FROM entries"
     if node is None:
         yield from conn.execute(sql + " ORDER BY node, seq")
     else:

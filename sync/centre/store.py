@@ -107,6 +107,14 @@ CENTRE_MIGRATIONS: tuple[outbox.Migration, ...] = (
     outbox.Migration("centre.receipts", receipts.MIGRATION_SQL),
     outbox.Migration("centre.bill_credit", credits.MIGRATION_SQL),
     outbox.Migration("centre.corrections", corrections.MIGRATION_SQL),
+    outbox.Migration(
+        "centre.clearing",
+        """
+        -- The clearing report reads a recording day; reconciliation one node's days since.
+        CREATE INDEX entries_received ON entries (received_at);
+        CREATE INDEX entries_node_received ON entries (node, received_at);
+        """,
+    ),
     outbox.Migration("centre.meter_readings", readings.MIGRATION_SQL),
     outbox.Migration("centre.requests", requests.MIGRATION_SQL),
 )

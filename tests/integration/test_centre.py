@@ -604,7 +604,11 @@ def test_cli_seed_pay_cycle_and_ledger(tmp_path: Path, capsys: pytest.CaptureFix
         )
     capsys.readouterr()
     assert run_cli("centre", "ledger", "--config", str(config)) == 0
-    assert capsys.readouterr().out == "id,node,seq,bill_id,amount,verdict\n"
+    # The old six columns first (scripts keep working), then clearing's (issue 16).
+    assert capsys.readouterr().out == (
+        "id,node,seq,bill_id,amount,verdict,accepted_at,recorded_at,receipt,method,channel,"
+        "cashier,kind\n"
+    )
 
 
 def test_cli_bad_config_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -557,3 +557,32 @@ def test_garbage_query_strings_on_the_change_feed(centre: CentreFuzzer) -> None:
 
     check()
     print(f"\nchange feed queries: {dict(centre.seen)}")
+
+
+def test_garbage_on_the_ledger_endpoint(centre: CentreFuzzer) -> None:
+    """GET /v1/nodes/{node}/ledger (reconciliation): any query and node in the path, signed
+    by either node. A 200 is only ever the signer's own ledger of a well-formed day."""
+    sent = centre.request("POST", OUTBOX, pack(frame_of(centre.next_entries(3))))
+    assert sent.status == 200  # three payments of 2026-06-01 to list
+
+    @FUZZ
+    @given(
+        query=QUERY_PARTS | QUERY_TEXT | st.sampled_from(["day=2026-06-01", "day=2026-02-30"]),
+        path_node=st.sampled_from([NODE, NODE, OTHER, "xx", "%00", "dam-1%2F"]),
+        signer=st.sampled_from([NODE, NODE, OTHER]),
+    )
+    def check(query: str, path_node: str, signer: str) -> None:
+        before = centre.digest()
+        resp = centre.request("GET", f"/v1/nodes/{path_node}/ledger?{query}", node=signer)
+        code = centre.check(resp, before)
+        if path_node != signer:
+            assert code == "node_mismatch", code
+        elif code is None:
+            day = query.removeprefix("day=")
+            found = protocol.decode_ledger(resp.body, signer, day)
+            assert len(found) == (3 if (signer, day) == (NODE, "2026-06-01") else 0)
+        else:
+            assert code == "bad_query", code
+
+    check()
+    print(f"\nledger queries: {dict(centre.seen)}")

@@ -1,25 +1,28 @@
 """Meter readings (POST /v1/meter-readings) on a real node with a real centre behind the fault
 proxy: taken while the centre is down, replayed once when it returns, answered `applied` or
-`rejected` with a reason; retries are idempotent and bad input writes nothing (DESIGN 5.13).
+`rejected` with a reason; retries are idempotent and bad input writes nothing (DESIGN 5.14).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from centrefixtures import ACCOUNTS, Link, eventually, start_link
 from nodefixtures import RunningNode
 
 from edge import mirror, tokens
+from sync.centre import clearing
 from sync.centre.app import STORE
 
 ACCOUNT = ACCOUNTS[0]
 METER = f"EM-{ACCOUNT[-6:]}"  # make_bill's meter; 420 kWh last cycle
 TODAY = date.today()
+DAMASCUS = ZoneInfo("Asia/Damascus")
 
 
 @pytest.fixture
@@ -104,6 +107,11 @@ async def test_a_reading_taken_while_the_centre_is_down_is_replayed_once(lk: Lin
     assert await centre_readings(lk) == [(rid, 15_230, "applied", None)]
     ledger = await lk.centre.ledger()
     assert [row[0] for row in ledger] == [rid] and ledger[0][5] == "applied"
+    # No money: the centre's clearing report of the day leaves it out.
+    assert lk.centre.app is not None
+    day = datetime.now(DAMASCUS).date()
+    cleared = await lk.centre.app[STORE].read(lambda c: clearing.clearing(c, day, DAMASCUS))
+    assert cleared == []
     # A retry after delivery still gets the first answer; nothing new reaches the centre.
     assert (await post(rn, body(15_230, 3), "r-1"))[1] == doc
     assert node_rows(rn)[:2] == (1, 1)

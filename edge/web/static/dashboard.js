@@ -192,6 +192,7 @@
     value("mirror-bills", mi.bills, count(mi.bills));
     text("mirror-as-of", since(mi.as_of, s.now));
     renderLimits(s.offline_limits);
+    renderReconcile(s.reconcile, s.now);
     var sv = s.services || {};
     value("readings-today", sv.readings_today, count(sv.readings_today));
     value("readings-pending", sv.readings_pending, count(sv.readings_pending));
@@ -199,6 +200,30 @@
     value("requests-open", sv.requests_open, count(sv.requests_open));
     text("version", s.version);
     text("updated", clock(s.now));
+  }
+
+  // The last reconciliation with the centre (daily after midnight, or the admin's button).
+  function renderReconcile(r, nowIso) {
+    var b = $("reconcile-badge"), state = !r ? "none" : r.error ? "error" : r.ok ? "ok" : "bad";
+    b.className = "badge big " + (state === "ok" ? "mirror-fresh" : state === "none" ? "" : "mirror-stale");
+    b.setAttribute("data-state", state);
+    b.textContent = t("reconcile_" + state);
+    text("reconcile-day", r ? r.day : "—");
+    text("reconcile-at", r ? since(r.at, nowIso) : "—");
+    text("reconcile-counts", !r ? "—" : r.error ? r.error : fill(t("reconcile_counts"), r.counts));
+  }
+
+  function reconcileNow() {
+    var token = stored("sessionStorage", TOKEN_KEY);
+    if (!token) { return; }
+    text("reconcile-message", "");
+    post("/v1/admin/reconcile", token, "dashboard-reconcile-" + Date.now(), null, function (err) {
+      if (err) {
+        var p = err.body || {};
+        text("reconcile-message", t("reconcile_failed") + ": " + ((lang === "ar" ? p.title_ar : p.title) || err.status));
+      }
+      get("/v1/status", null, function (e, s) { if (!e) { last.status = s; renderStatus(s); } });
+    });
   }
 
   // Offline limits: used against each limit, red once it refuses new payments.
@@ -306,6 +331,7 @@
     var list = $("admin-list"), msg = $("admin-message"), data = last.rejected, i, k;
     var token = stored("sessionStorage", TOKEN_KEY);
     $("admin-forget").hidden = !token;
+    $("reconcile-now").hidden = !token;
     list.innerHTML = "";
     if (last.adminError) { msg.textContent = t(last.adminError); return; }
     if (!token || !data) { msg.textContent = t("admin_hint"); return; }
@@ -473,6 +499,7 @@
       submitResolve();
       return false;
     };
+    $("reconcile-now").onclick = reconcileNow;
     $("resolve-cancel").onclick = function () { last.resolving = null; text("resolve-message", ""); renderResolve(); };
     window.onresize = drawChart;
     applyLanguage(query ? query[1] : stored("localStorage", LANG_KEY) || "ar");

@@ -56,7 +56,12 @@ window.EDGE_TEXT = {
     col_action: "المعالجة", refund: "استرداد", retarget: "تحويل إلى فاتورة أخرى",
     resolved_refund: "استُرد ({by})", resolved_retarget: "حُوِّل ({by})",
     resolve_reason: "السبب", resolve_bill: "الفاتورة الصحيحة", resolve_submit: "تأكيد",
-    resolve_cancel: "تراجع", resolve_failed: "لم تُعالج الدفعة"
+    resolve_cancel: "تراجع", resolve_failed: "لم تُعالج الدفعة",
+    reconcile: "المطابقة مع المركز", reconcile_day: "اليوم", reconcile_at: "أُجريت",
+    reconcile_result: "النتيجة", reconcile_ok: "مطابقة", reconcile_bad: "فروق",
+    reconcile_error: "تعذّر السؤال", reconcile_none: "لم تُجرَ بعد",
+    reconcile_counts: "مفقود {missing} · زائد {extra} · مبلغ {amount} · حكم {verdict} · منتظر {pending}",
+    reconcile_now: "مطابقة الأمس الآن", reconcile_failed: "تعذّرت المطابقة"
   },
   en: {
     reprint: "Reprint a receipt", reprint_number: "Receipt number", reprint_token: "Counter or supervisor token",
@@ -114,6 +119,11 @@ window.EDGE_TEXT = {
     col_action: "Resolve", refund: "Refund", retarget: "Move to another bill",
     resolved_refund: "refunded ({by})", resolved_retarget: "retargeted ({by})",
     resolve_reason: "Reason", resolve_bill: "Correct bill", resolve_submit: "Confirm",
-    resolve_cancel: "Cancel", resolve_failed: "The payment was not resolved"
+    resolve_cancel: "Cancel", resolve_failed: "The payment was not resolved",
+    reconcile: "Reconciliation with the centre", reconcile_day: "Day", reconcile_at: "Run",
+    reconcile_result: "Result", reconcile_ok: "matches", reconcile_bad: "differences",
+    reconcile_error: "could not ask", reconcile_none: "not run yet",
+    reconcile_counts: "missing {missing} · extra {extra} · amount {amount} · verdict {verdict} · pending {pending}",
+    reconcile_now: "Reconcile yesterday now", reconcile_failed: "Reconciliation failed"
   }
 };
