@@ -68,7 +68,7 @@ def test_the_ledger_frame_round_trips_and_refuses_anything_else() -> None:
         protocol.decode_ledger(body, "dam-2", "2026-06-01")  # another node's
     with pytest.raises(ProtocolError):
         protocol.decode_ledger(body, "dam-1", "2026-06-02")  # another day's
-    bad = msgpack.packb({"v": 3, "node": "dam-1", "day": "2026-06-01",
+    bad = msgpack.packb({"v": protocol.PROTOCOL_VERSION, "node": "dam-1", "day": "2026-06-01",
                          "entries": [[1, ID.format(1), "payment", 5, "duplicate", None]]})  # fmt: skip
     with pytest.raises(ProtocolError):
         protocol.decode_ledger(bad, "dam-1", "2026-06-01")  # a node's verdict, not the centre's
