@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually, start_link
-from nodefixtures import RunningNode
+from nodefixtures import RunningNode, make_bill
 
 import edge
 from edge import mirror, tokens
@@ -278,3 +278,25 @@ async def test_requests_and_readings_draw_on_the_writes_bucket(tmp_path: Path) -
         assert statuses[2] == "rate_limited" and "rate_limited" not in statuses[:2]
     finally:
         await close()
+
+
+async def test_the_centre_rejects_a_request_for_an_account_it_does_not_hold(lk: Link) -> None:
+    """The node's mirror holds a bill the centre does not (here: written in by hand): the
+    centre answers `rejected` with `unknown_account`, and the node shows it so."""
+    rn = lk.node
+    orphan = make_bill("0999999999")
+    await rn.node.db.write(lambda c: mirror.apply_changes(c, [orphan], None, now=0.0))
+    body = {"kind": "complaint", "account": "0999999999", "text": "شكوى"}
+    rid = (await call(rn, "POST", "/v1/requests", body, "o-1"))[1]["request_id"]
+
+    async def answered() -> Any:
+        doc = (await call(rn, "GET", f"/v1/requests/{rid}"))[1]
+        return doc if doc["sync"] != "pending_sync" else None
+
+    doc = await eventually(answered, what="the centre's verdict")
+    assert (doc["sync"], doc["status"], doc["reason"]) == (
+        "rejected",
+        "rejected",
+        "unknown_account",
+    )
+    assert await at_centre(lk) == []
