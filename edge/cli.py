@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edge import __version__, config, serving
 from edge.errors import ConfigError, DatabaseError
-from edge.ops import audit, backup, clearing, demo, doctor, notify, tokencli
+from edge.ops import audit, backup, clearing, demo, doctor, notify, tokencli, transfer
 from edge.ops import payments as payments_cli
 from edge.ops import rejected as rejected_cli
 from sync.centre import cli as centre_cli
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     payments_cli.register(sub)
     rejected_cli.register(sub)
     clearing.register(sub)
+    transfer.register(sub)
     return parser
 
 

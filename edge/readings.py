@@ -1,4 +1,4 @@
-"""Meter readings taken at the node (DESIGN 5.14): the checks against the mirror and the
+"""Meter readings taken at the node (DESIGN 5.15): the checks against the mirror and the
 node's own readings, and the write job that records one as an outbox entry.
 
 Readings can come in crowds (an inspector's round typed in at once), so they go through a
@@ -30,7 +30,7 @@ MIN_DAILY_KWH = 1.0  # a meter that used nothing last cycle still gets a day's a
 METER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}\Z")
 JUMP = "implausible_jump"
 TABLE_SQL = """
--- The meter readings this node took (edge/readings.py, DESIGN 5.14): `seq` is the reading's
+-- The meter readings this node took (edge/readings.py, DESIGN 5.15): `seq` is the reading's
 -- own outbox entry. The last one of a meter that the centre did not reject is the meter's
 -- "last known reading" at this node; `flag` marks one taken but to be reviewed.
 CREATE TABLE meter_readings (

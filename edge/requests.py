@@ -1,4 +1,4 @@
-"""Subscribers' requests taken at the node (DESIGN 5.15): a complaint, an installment or a
+"""Subscribers' requests taken at the node (DESIGN 5.16): a complaint, an installment or a
 correction request, as an outbox entry, and the statuses the centre gives it.
 
 Requests are few, so each is a plain writer job (the idempotency check, the entry, its row
@@ -29,7 +29,7 @@ KINDS = ("complaint", "installment", "correction")
 TEXT_MAX = 2000  # characters of a request's text (edge.text's rule, line breaks allowed)
 PHONE = re.compile(r"^\+?[0-9]{6,15}\Z")
 TABLE_SQL = """
--- The requests this node took (edge/requests.py, DESIGN 5.15): `seq` is the request's own
+-- The requests this node took (edge/requests.py, DESIGN 5.16): `seq` is the request's own
 -- outbox entry, `id` its entry id, `number` what the subscriber is given.
 CREATE TABLE requests (
     seq           INTEGER PRIMARY KEY REFERENCES outbox_entries (seq),

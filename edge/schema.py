@@ -250,6 +250,25 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
-    Migration("edge.0012_meter_readings", readings.TABLE_SQL),
-    Migration("edge.0013_requests", requests.TABLE_SQL),
+    Migration(
+        "edge.0012_transfers",
+        """
+        -- Transfer files (DESIGN 5.14, PROTOCOL.md 11): each export and each import that
+        -- changed something, for the dashboard and `edge status`. Never pruned: a few rows a day.
+        CREATE TABLE transfers (
+            seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+            at        REAL NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('export', 'import')),
+            kind      TEXT NOT NULL,
+            entries   INTEGER NOT NULL,
+            changed   INTEGER NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq  INTEGER NOT NULL,
+            cursor    INTEGER,
+            digest    TEXT NOT NULL
+        );
+        """,
+    ),
+    Migration("edge.0013_meter_readings", readings.TABLE_SQL),
+    Migration("edge.0014_requests", requests.TABLE_SQL),
 )

@@ -135,13 +135,33 @@ def oldest_pending_at(conn: sqlite3.Connection) -> float | None:
     return None if row is None else float(row[0])
 
 
-def claim(conn: sqlite3.Connection, limit: int) -> list[Entry]:
-    """The next pending entries in seq order (the centre needs them in order, no gaps)."""
+def claim(conn: sqlite3.Connection, limit: int, *, after_seq: int = 0) -> list[Entry]:
+    """The next pending entries in seq order (the centre needs them in order, no gaps);
+    `after_seq` pages through them (a transfer file takes all of them)."""
     rows = conn.execute(
-        _SELECT + " WHERE state = 'pending' ORDER BY seq LIMIT ?",
-        (limit,),
+        _SELECT + " WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+        (after_seq, limit),
     ).fetchall()
     return [Entry.from_row(row) for row in rows]
+
+
+def pending_range(conn: sqlite3.Connection) -> tuple[int, int, int, str]:
+    """(how many, first seq, last seq, hash of the last) of the pending entries; zeros and ""
+    when none are."""
+    count, first, last = conn.execute(
+        "SELECT COUNT(*), MIN(seq), MAX(seq) FROM outbox_entries WHERE state = 'pending'"
+    ).fetchone()
+    if not count:
+        return 0, 0, 0, ""
+    return int(count), int(first), int(last), hash_at(conn, int(last)) or ""
+
+
+def pending_through(conn: sqlite3.Connection, seq: int) -> int:
+    """How many entries up to `seq` are still pending (of a range handed over, what remains)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM outbox_entries WHERE state = 'pending' AND seq <= ?", (seq,)
+    ).fetchone()
+    return int(row[0])
 
 
 def next_attempt_at(conn: sqlite3.Connection) -> float | None:

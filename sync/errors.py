@@ -105,3 +105,10 @@ class TlsConfigError(SyncError):
     """A CA, certificate or key file cannot be loaded; the message names the file."""
 
     code = "bad_tls_config"
+
+
+class TransferRefused(SyncError):
+    """A transfer file (sync.transfer) is refused: damaged, truncated, wrongly signed, for
+    another node or governorate, or older than what it would change. Nothing was changed."""
+
+    code = "transfer_refused"

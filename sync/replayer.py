@@ -34,6 +34,26 @@ Settled = Callable[
 ]  # a stale timestamp is corrected by that very answer's Date header
 
 
+def results_of(verdicts: list[protocol.Verdict]) -> list[outbox.Result]:
+    return [outbox.Result(v.seq, v.id, v.verdict, v.reason, v.version) for v in verdicts]
+
+
+def settle_job(
+    verdicts: list[protocol.Verdict], now: float, settled: Settled | None
+) -> Callable[[sqlite3.Connection], int]:
+    """The write job that settles verdicts (the replayer's, and a verdicts file's: they settle
+    alike); it returns how many entries changed state."""
+    results = results_of(verdicts)
+
+    def settle(conn: sqlite3.Connection) -> int:
+        changed = outbox.settle(conn, results, now=now)
+        if settled is not None:
+            settled(conn, verdicts)
+        return changed
+
+    return settle
+
+
 @dataclass(frozen=True)
 class ReplayConfig:
     node: str
@@ -228,15 +248,8 @@ class Replayer(Loop[StepResult]):
     ) -> StepResult:
         sent = {(e.seq, e.id) for e in entries}
         verdicts = [v for v in reply.results if (v.seq, v.id) in sent]
-        results = [outbox.Result(v.seq, v.id, v.verdict, v.reason, v.version) for v in verdicts]
-        now = self.clock()
-
-        def settle(conn: sqlite3.Connection) -> None:
-            outbox.settle(conn, results, now=now)
-            if self.settled is not None:
-                self.settled(conn, verdicts)
-
-        await self.writer.submit(settle)
+        results = results_of(verdicts)
+        await self.writer.submit(settle_job(verdicts, self.clock(), self.settled))
         # Reset first: the link's listeners include this loop's own `resume`.
         self.reset_backoff()
         self.link.ok(date)

@@ -1,4 +1,4 @@
-"""Meter readings over HTTP: `POST /v1/meter-readings` (scope `read_meter`, DESIGN 5.14).
+"""Meter readings over HTTP: `POST /v1/meter-readings` (scope `read_meter`, DESIGN 5.15).
 
 The body's shape is checked here, on the event loop; the checks against the mirror and the
 meter's last known reading run in the write job (edge.readings), answered after the commit.

@@ -1,4 +1,4 @@
-"""Subscribers' requests over HTTP (DESIGN 5.15): `POST /v1/requests` (scope `request`),
+"""Subscribers' requests over HTTP (DESIGN 5.16): `POST /v1/requests` (scope `request`),
 `GET /v1/requests?account=` and `GET /v1/requests/{request_id}` (`request` or `audit`).
 
 The reads show a subscriber's text and phone, so they are in the audit trail (`@audited`).

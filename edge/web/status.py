@@ -9,7 +9,17 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import __version__, actions, errors, mirror, offline, readings, requests, serving
+from edge import (
+    __version__,
+    actions,
+    errors,
+    mirror,
+    offline,
+    readings,
+    requests,
+    serving,
+    transfers,
+)
 from edge.node import NODE, Node
 from edge.web.http import json_response
 from sync import tls
@@ -27,14 +37,14 @@ async def snapshot(node: Node) -> dict[str, Any]:
 
     def read(
         conn: sqlite3.Connection,
-    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage, int, dict[str, int]]:
+    ) -> tuple[
+        outbox.Stats, mirror.MirrorState, offline.Usage, int, dict[str, Any], dict[str, int]
+    ]:
         stats = outbox.stats(conn, now=now)
-        return (
-            stats, mirror.state(conn), offline.read(conn), actions.unresolved(conn),
-            services(conn, now, tz),
-        )  # fmt: skip
+        return (stats, mirror.state(conn), offline.read(conn), actions.unresolved(conn),
+                transfers.status(conn), services(conn, now, tz))  # fmt: skip
 
-    stats, state, usage, unresolved, counted = await node.db.read_slow(read)
+    stats, state, usage, unresolved, moved, counted = await node.db.read_slow(read)
     age = None if state.as_of is None else max(0.0, now - state.as_of)
     link = node.link.as_dict()
     power = node.power.as_dict()
@@ -75,6 +85,7 @@ async def snapshot(node: Node) -> dict[str, Any]:
             "age_s": None if age is None else round(age, 1),
             "stale": age is None or age > node.settings.mirror_stale_after_s,
         },
+        "transfers": moved,
         "offline_limits": offline.status(
             node.acceptor.limits, usage, now, online=node.link.state == "up"
         ),
@@ -94,7 +105,7 @@ def _reconciled(node: Node) -> dict[str, Any] | None:
 
 
 def services(conn: sqlite3.Connection, now: float, tz: Any) -> dict[str, int]:
-    """Today's meter readings and requests (local day), and the pending ones (DESIGN 5.14, 5.15)."""
+    """Today's meter readings and requests (local day), and the pending ones (DESIGN 5.15, 5.16)."""
     readings_today, readings_pending = readings.counts(conn, start_of_day(now, tz))
     requests_today, requests_open = requests.counts(conn, local_day(int(now), tz))
     return {

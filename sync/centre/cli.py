@@ -1,5 +1,5 @@
-"""The `edge centre ...` commands (DESIGN 6.1): serve, import, ledger, seed, pay, credits,
-cycle, verify-receipt.
+"""The `edge centre ...` commands (DESIGN 6.1): serve, import, export, ledger, seed, pay,
+credits, cycle, verify-receipt.
 
 `register(subparsers)` adds the group to the `edge` parser; each command is
 `args.func(args) -> int` (0 ok, 1 refused, 2 bad configuration).
@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from sync import bill
-from sync.centre import bills, clearing, credits, receipts, requests, seed
+from sync.centre import bills, clearing, credits, receipts, requests, seed, transfers
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
 from sync.centre.store import CentreStore, ChangeSeq
@@ -85,6 +85,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if args.file is not None:  # `import outbox FILE`: a node's transfer file (PROTOCOL.md 11)
+        if str(args.csv) != "outbox":
+            print("edge centre: import takes BILLS.csv, or outbox FILE", file=sys.stderr)
+            return 2
+        return transfers.cmd_import_outbox(args)
+
     def action(settings: CentreSettings) -> int:
         governorate = settings.require_governorate()
         rows = bills.read_csv(args.csv)
@@ -226,8 +232,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         return parser
 
     command("serve", "run the reference centre", cmd_serve)
-    parser = command("import", "load or update bills from a billing export (CSV)", cmd_import)
-    parser.add_argument("csv", type=Path, metavar="BILLS.csv")
+    parser = command(
+        "import",
+        "load or update bills from a billing export (CSV); `import outbox FILE --verdicts-out"
+        " V`: record a node's transfer file and write the signed verdicts",
+        cmd_import,
+    )
+    parser.add_argument("csv", type=Path, metavar="BILLS.csv|outbox")
+    parser.add_argument("file", type=Path, nargs="?", metavar="FILE")
+    parser.add_argument("--verdicts-out", type=Path, metavar="FILE")
+    transfers.register(command)
     parser = command("ledger", "the entries recorded from nodes, as CSV", cmd_ledger)
     parser.add_argument("--node", help="only this node's entries")
     report = sub.add_parser("report", help="reports for clearing").add_subparsers(

@@ -1,6 +1,6 @@
 """The dashboard's services card in headless Chromium: today's meter readings and requests,
 and the pending ones, equal to /v1/status's `services`, while the centre is down and after
-it returns (DESIGN 5.14, 5.15)."""
+it returns (DESIGN 5.15, 5.16)."""
 
 from __future__ import annotations
 

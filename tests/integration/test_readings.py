@@ -1,6 +1,6 @@
 """Meter readings (POST /v1/meter-readings) on a real node with a real centre behind the fault
 proxy: taken while the centre is down, replayed once when it returns, answered `applied` or
-`rejected` with a reason; retries are idempotent and bad input writes nothing (DESIGN 5.14).
+`rejected` with a reason; retries are idempotent and bad input writes nothing (DESIGN 5.15).
 """
 
 from __future__ import annotations

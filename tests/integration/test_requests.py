@@ -2,7 +2,7 @@
 fault proxy, and `edge centre request set-status` as a subprocess on the centre's database:
 each kind taken while the centre is down is replayed once and recorded `received`; a status
 set at the centre reaches the node in one pull, with its history; an accepted correction or
-installment changes the bill, which reaches the mirror; bad input writes nothing (DESIGN 5.15).
+installment changes the bill, which reaches the mirror; bad input writes nothing (DESIGN 5.16).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ async def test_reading_requests_is_audited_with_the_account(lk: Link) -> None:
 
 async def test_requests_and_readings_draw_on_the_writes_bucket(tmp_path: Path) -> None:
     """A token that inquires a lot can still file; one that files a lot is held to the
-    writes' rate (DESIGN 5.7, 5.14)."""
+    writes' rate (DESIGN 5.7, 5.15)."""
     (tmp_path / "node").mkdir()
     both = tokens.add_token(tmp_path / "node" / "tokens.toml", "desk-2", ["request", "inquire"])
     link, close = await start_link(

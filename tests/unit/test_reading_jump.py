@@ -1,4 +1,4 @@
-"""The implausible-jump rule of meter readings (edge.readings.jumped, DESIGN 5.14) at its edges."""
+"""The implausible-jump rule of meter readings (edge.readings.jumped, DESIGN 5.15) at its edges."""
 
 from __future__ import annotations
 

@@ -191,6 +191,7 @@
     mb.textContent = t(mi.stale ? "stale" : "fresh");
     value("mirror-bills", mi.bills, count(mi.bills));
     text("mirror-as-of", since(mi.as_of, s.now));
+    renderTransfers(s.transfers, s.now);
     renderLimits(s.offline_limits);
     renderReconcile(s.reconcile, s.now);
     var sv = s.services || {};
@@ -224,6 +225,20 @@
       }
       get("/v1/status", null, function (e, s) { if (!e) { last.status = s; renderStatus(s); } });
     });
+  }
+
+  // Transfer files (PROTOCOL.md 11): what went by hand, and what the centre has not answered.
+  function renderTransfers(x, now) {
+    if (!x) { return; }
+    var show = function (one) {
+      if (!one) { return "—"; }
+      var what = t("kind_" + one.kind) + ": " + count(one.entries) + " " + t("entries");
+      if (one.kind !== "outbox") { what += ", " + count(one.changed) + " " + t("changed"); }
+      return what + " — " + since(one.at, now);
+    };
+    text("transfer-export", show(x.last_export));
+    text("transfer-import", show(x.last_import));
+    value("transfer-unacked", x.unacknowledged, count(x.unacknowledged));
   }
 
   // Offline limits: used against each limit, red once it refuses new payments.
