@@ -4,6 +4,7 @@ No scope implies another. `inquire` reads bills, `pay` takes payments, `admin` r
 (replay, the rejected list and resolving it), `audit` reads every channel's payments (and the
 audit log), `supervise` voids payments: a supervisor supervises every counter of the node.
 Clearing's reports (the day's close, reconciliation's result) are for `audit` or `admin`.
+`read_meter` takes meter readings and `request` takes and follows subscribers' requests.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ EVERY_CHANNEL = frozenset({"audit", "supervise"})
 VOID = ("supervise",)  # the scopes that may void a payment, of any channel of this node
 # The day's close and reconciliation: totals of every channel, no subscriber's data.
 REPORTS = ("audit", "admin")
+READ_METER = ("read_meter",)
+REQUEST = ("request",)
+# Routes that take a new subscriber's write draw on the payments' bucket (DESIGN 5.7): a
+# flood of inquiries cannot starve them, and a flood of them is held to the writes' rate.
+WRITES = frozenset({"pay", *READ_METER, *REQUEST})
 
 
 def has_any(client: Client, scopes: tuple[str, ...]) -> bool:

@@ -31,7 +31,9 @@ from edge.web import (
     metrics,
     power,
     problems,
+    readings,
     receipt,
+    requests,
     search,
     status,
 )
@@ -152,6 +154,8 @@ def create_app(
         search,
         corrections,
         clearing,
+        readings,
+        requests,
         status,
         admin,
         audit,

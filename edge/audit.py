@@ -36,9 +36,12 @@ PAYMENT_VOID = "payment.void"
 ADMIN_RESOLVE, ADMIN_REFUND = "admin.rejected.resolve", "admin.rejected.refund"
 ADMIN_RETARGET = "admin.rejected.retarget"
 REPORT_READ, ADMIN_RECONCILE = "report.read", "admin.reconcile"
+# Subscribers' requests (DESIGN 5.16): one read, and the list of an account's.
+REQUEST_READ, REQUEST_LIST = "request.read", "request.list"
 ACTIONS = (ACCOUNT_READ, BILL_READ, PAYMENT_READ, PAYMENT_LIST, RECEIPT_READ, ADMIN_REPLAY,
            ADMIN_REJECTED, AUDIT_READ, PAYMENT_VOID, ADMIN_RESOLVE, ADMIN_REFUND,
-           ADMIN_RETARGET, REPORT_READ, ADMIN_RECONCILE)  # fmt: skip
+           ADMIN_RETARGET, REPORT_READ, ADMIN_RECONCILE, REQUEST_READ,
+           REQUEST_LIST)  # fmt: skip
 
 FLUSH_EVERY_S = 0.5
 FLUSH_ROWS = 1000  # a buffer this full wakes the loop before its timer

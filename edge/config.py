@@ -38,7 +38,7 @@ GOVERNORATES = {
 }
 SECTIONS = (
     "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
-    "limits.offline", "audit", "payments",
+    "limits.offline", "audit", "payments", "readings",
 )  # fmt: skip
 
 
@@ -109,6 +109,7 @@ class Settings:
     audit_enabled: bool = True
     audit_keep_days: int = 400  # a year of disputes plus a billing cycle; 0 keeps for ever
     payments_void_window_h: float = 24.0  # a supervisor may void a payment this long after
+    readings_jump_factor: float = 10.0  # flag a reading above this many times the usual daily use
 
     @property
     def tz(self) -> ZoneInfo:
@@ -294,6 +295,8 @@ def validate(s: Settings) -> None:
     _validate_limits(s)
     if not 0 < s.payments_void_window_h <= 24 * 365:  # also refuses nan
         raise ConfigError("payments.void_window_h must be positive (hours), at most a year")
+    if not 1 <= s.readings_jump_factor <= 1000:  # also refuses nan
+        raise ConfigError("readings.jump_factor must be between 1 and 1000")
     for name in ("limits_offline_max_payment", "limits_offline_max_total",
                  "limits_offline_max_count", "limits_offline_max_age_h",
                  "limits_offline_mirror_max_age_h"):  # fmt: skip

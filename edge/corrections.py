@@ -182,7 +182,7 @@ def _retarget(
     assert c.bill_id is not None
     if c.bill_id == taken.bill_id:
         raise errors.InvalidField("bill_id must be another bill than the rejected payment's")
-    # The retarget is a payment on the corrected bill today: its late fine first (5.15).
+    # The retarget is a payment on the corrected bill today: its late fine first (5.17).
     today = fines.local_day(c.now, rules.tz)
     bill = mirror.dues_by_id(conn, [c.bill_id], today).get(c.bill_id)
     if bill is None:

@@ -269,6 +269,34 @@ class NotRejected(ApiError):
     title_ar = "لا تُعالج إلا دفعة رفضها المركز"
 
 
+class MeterNotOnAccount(ApiError):
+    status = 422
+    code = "meter_not_on_account"
+    title = "The meter does not belong to this account"
+    title_ar = "العداد لا يخص هذا الحساب"
+
+
+class ReadingBelowLast(ApiError):
+    status = 409
+    code = "reading_below_last"
+    title = "The reading is below the meter's last known reading"
+    title_ar = "القراءة أقل من آخر قراءة معروفة للعداد"
+
+
+class UnknownRequest(ApiError):
+    status = 404
+    code = "unknown_request"
+    title = "No such request"
+    title_ar = "الطلب غير موجود"
+
+
+class InvalidRequestId(ApiError):
+    status = 400
+    code = "invalid_request_id"
+    title = "The request id is not valid"
+    title_ar = "معرّف الطلب غير صالح"
+
+
 class AlreadyResolved(ApiError):
     status = 409
     code = "already_resolved"

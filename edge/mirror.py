@@ -45,7 +45,7 @@ _UPSERT = (
 def _overlay(money: str) -> str:
     """The sum of `money` (an expression over payment `p`) of the local payments that still
     count against bill `b`; `amount - fine` is what counts against its amount, `fine` what
-    counts against its fine (DESIGN 5.15): both parts follow the one rule."""
+    counts against its fine (DESIGN 5.17): both parts follow the one rule."""
     return f"""
     COALESCE((SELECT SUM(CASE
                 WHEN a.seq IS NULL THEN
@@ -282,7 +282,7 @@ def bills_for_account(
     return [BillView._make(row) for row in rows]
 
 
-# --- late fines (DESIGN 5.15) ------------------------------------------------------------
+# --- late fines (DESIGN 5.17) ------------------------------------------------------------
 
 _CHUNK = 500  # bill ids per dues query, far below SQLite's 32,766 variables
 _RULES = (

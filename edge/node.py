@@ -114,7 +114,7 @@ class Node:
         return self._mirror_cache[1]
 
     def fine_rules(self) -> list[Rule]:
-        """The pulled fine rules (DESIGN 5.15), re-read at most once a second like the mirror
+        """The pulled fine rules (DESIGN 5.17), re-read at most once a second like the mirror
         state: every inquiry needs the rule of its day."""
         now = time.monotonic()
         if self._rules_cache is None or now - self._rules_cache[0] > 1.0:

@@ -162,7 +162,7 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
             breach = offline.check(self.limits, usage, req.amount, call.now, call.online)
             if breach is not None:
                 return breach.error()
-        # The fine first (DESIGN 5.15): money taken earlier in this group paid it first too.
+        # The fine first (DESIGN 5.17): money taken earlier in this group paid it first too.
         to_fine, _ = allocate(req.amount, bill.fine - before)
         taken[bill.bill_id] = before + req.amount
         counters[call.day] = counters.get(call.day, 0) + 1
@@ -299,7 +299,7 @@ class Taken(NamedTuple):
     channel: str
     accepted_at: float
     credit: int | None  # what the centre's verdict credited of it (edge/credits.py)
-    fine: int  # what the node took of it for the bill's late fine (DESIGN 5.15)
+    fine: int  # what the node took of it for the bill's late fine (DESIGN 5.17)
     fine_centre: int | None  # what the centre's verdict counted to the fine (edge/fines.py)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 import outbox
-from edge import fines, mirror, reconcile
+from edge import fines, mirror, reconcile, requests
 from edge.config import Settings
 from edge.db import Database
 from edge.errors import ConfigError
@@ -115,12 +115,15 @@ class Replication:
             if await db.write(lambda c: mirror.store_rules(c, rules)):
                 log.info("fine rules now at version %s", max((r.version for r in rules), default=0))
 
+        async def statuses(records: list[dict[str, Any]]) -> None:
+            await db.write(lambda c: requests.apply_statuses(c, records))
+
         puller = Puller(
             PullConfig(node=s.node_id, governorate=s.node_governorate, url=url, secret=secret,
                        limit=s.centre_pull_limit, interval_s=s.centre_pull_interval_s,
                        policy=policy),
             session, self.link, cursor=cursor, apply=apply, heard=heard, clock=clock,
-            secret=keyring, fine_rules=fine_rules,
+            secret=keyring, fine_rules=fine_rules, statuses=statuses,
         )  # fmt: skip
         return replayer, puller
 

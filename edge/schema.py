@@ -3,6 +3,7 @@ outbox's migrations."""
 
 from __future__ import annotations
 
+from edge import readings, requests
 from outbox import Migration
 
 EDGE_MIGRATIONS: tuple[Migration, ...] = (
@@ -268,10 +269,12 @@ EDGE_MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration("edge.0013_meter_readings", readings.TABLE_SQL),
+    Migration("edge.0014_requests", requests.TABLE_SQL),
     Migration(
-        "edge.0013_fines",
+        "edge.0015_fines",
         """
-        -- Late fines (sync/fines.py, DESIGN 5.15). The governorate's published rules, every
+        -- Late fines (sync/fines.py, DESIGN 5.17). The governorate's published rules, every
         -- version (a day is judged by the rule of that day); what the centre counted towards
         -- fines on each bill (protocol 4: 0 until the centre's next version of the bill);
         -- the part of each local payment that went to the fine (taken first); and the

@@ -25,7 +25,7 @@ from outbox import private
 from sync.timefmt import iso, parse_iso
 
 log = logging.getLogger(__name__)
-SCOPES = ("inquire", "pay", "admin", "audit", "supervise")
+SCOPES = ("inquire", "pay", "admin", "audit", "supervise", "read_meter", "request")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _DURATION = re.compile(r"^([1-9][0-9]{0,5})([hd])\Z")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgpack
@@ -27,12 +27,14 @@ from sync.signing import TIMESTAMP_HEADER as TIMESTAMP_HEADER
 from sync.signing import read_secret as read_secret
 from sync.signing import sign as sign
 
-PROTOCOL_VERSION = 4  # 4: late-fine rules (fine_rules frame)
+PROTOCOL_VERSION = 4  # 4: late fines, meter readings and requests
 CONTENT_TYPE = "application/msgpack"
 MAX_BATCH = 5_000
 MAX_CHANGES = 10_000
 MAX_PAYLOAD = 64 * 1024
 VERDICTS = ("applied", "duplicate", "credited", "rejected")
+REQUEST_FIELDS = ("request_id", "status", "note", "version", "updated_at")
+REQUEST_STATUSES = ("received", "in_review", "accepted", "refused", "done")
 
 _HASH = re.compile(r"^[0-9a-f]{64}\Z")
 _BILL_KEYS = frozenset(BILL_FIELDS)
@@ -103,6 +105,7 @@ class Changes:
     changes: list[dict[str, Any]]
     cursor: int
     more: bool
+    requests: list[dict[str, Any]] = field(default_factory=list)  # protocol 4: statuses
 
 
 # --- decoding helpers ------------------------------------------------------------------
@@ -289,26 +292,52 @@ def bill_map(bill: Mapping[str, Any]) -> dict[str, Any]:
     return {field: bill[field] for field in BILL_FIELDS}
 
 
-def encode_changes(changes: Sequence[Mapping[str, Any]], cursor: int, more: bool) -> bytes:
-    return _pack(
-        {
-            "v": PROTOCOL_VERSION,
-            "changes": [bill_map(bill) for bill in changes],
-            "cursor": cursor,
-            "more": more,
-        }
-    )
+def encode_changes(
+    changes: Sequence[Mapping[str, Any]], cursor: int, more: bool,
+    requests: Sequence[Mapping[str, Any]] = (),
+) -> bytes:  # fmt: skip
+    frame: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "changes": [bill_map(bill) for bill in changes],
+        "cursor": cursor,
+        "more": more,
+    }
+    if requests:  # only when there are any: a page of bills alone is as in version 3
+        frame["requests"] = [request_map(r) for r in requests]
+    return _pack(frame)
+
+
+def request_map(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: record[name] for name in REQUEST_FIELDS}
+
+
+def validate_request(item: object, where: str) -> dict[str, Any]:
+    """A request's status record of a changes page (PROTOCOL 4.3, version 4)."""
+    r = _map(item, where, REQUEST_FIELDS)
+    _str(r["request_id"], f"{where}.request_id", ENTRY_ID)
+    if r["status"] not in REQUEST_STATUSES:
+        raise ProtocolError(f"{where}.status must be one of {', '.join(REQUEST_STATUSES)}")
+    if r["note"] is not None:
+        _str(r["note"], f"{where}.note")
+    _int(r["version"], f"{where}.version", low=1)
+    _str(r["updated_at"], f"{where}.updated_at")
+    return dict(r)
 
 
 def decode_changes(body: bytes, governorate: str | None = None) -> Changes:
     """A changes frame; with `governorate`, a bill of any other is a ProtocolError
     (`foreign_bill`): the whole page is refused."""
-    frame = _frame(_unpack(body, MAX_CHANGES), ("changes", "cursor", "more"))
+    frame = _frame(_unpack(body, MAX_CHANGES), ("changes", "cursor", "more"), ("requests",))
     raw = _list(frame["changes"], "changes", MAX_CHANGES)
     changes = [validate_bill(item, f"changes[{i}]", governorate) for i, item in enumerate(raw)]
     if not isinstance(frame["more"], bool):
         raise ProtocolError("more must be a boolean")
-    return Changes(changes=changes, cursor=_int(frame["cursor"], "cursor"), more=frame["more"])
+    raw_requests = _list(frame.get("requests", []), "requests", MAX_CHANGES)
+    statuses = [validate_request(item, f"requests[{i}]") for i, item in enumerate(raw_requests)]
+    return Changes(
+        changes=changes, cursor=_int(frame["cursor"], "cursor"), more=frame["more"],
+        requests=statuses,
+    )  # fmt: skip
 
 
 # --- late-fine rules (protocol 4) -------------------------------------------------------

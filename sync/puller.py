@@ -66,6 +66,7 @@ class Puller(Loop[int]):
         sleep: Sleep = asyncio.sleep,
         secret: Callable[[], bytes] | None = None,
         fine_rules: Callable[[list[Rule]], Awaitable[None]] | None = None,
+        statuses: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__("mirror pull", policy=config.policy, sleep=sleep,
                          attempts=config.attempts_per_step, logger=log)  # fmt: skip
@@ -76,6 +77,9 @@ class Puller(Loop[int]):
         self.apply = apply
         self.heard = heard
         self.fine_rules = fine_rules
+        # Requests' statuses of a page (protocol 4), applied before the page's cursor: each
+        # replaces only a lower version, so a page pulled again changes nothing.
+        self.statuses = statuses
         self.clock = clock
         self.interval_s = config.interval_s
         self.base = f"/v1/governorates/{config.governorate}/bills"
@@ -130,6 +134,8 @@ class Puller(Loop[int]):
             except ProtocolError as exc:
                 bad = ProtocolError(f"bad changes page: {exc}", code=exc.code)
                 raise self._untrusted(bad) from exc
+            if changes.requests and self.statuses is not None:
+                await self.statuses(changes.requests)
             if changes.changes or changes.cursor != cursor:
                 await self.apply(changes.changes, changes.cursor)
             else:

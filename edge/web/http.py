@@ -43,8 +43,9 @@ def client_of(request: web.Request, *scopes: str) -> Client:
         )
     request[CLIENT] = client
     node.last_used.seen(client.name)
-    # Taking money has its own bucket; every read (a payment's too) draws on the inquiries'.
-    limiter.charge(client.name, "pay" if scopes == ("pay",) else "inquire")
+    # Taking money, a reading or a request has its own bucket; every read (a payment's too)
+    # draws on the inquiries'.
+    limiter.charge(client.name, "pay" if scopes and set(scopes) <= access.WRITES else "inquire")
     if not access.has_any(client, scopes):
         raise errors.Forbidden(f"this token needs the {' or '.join(map(repr, scopes))} scope")
     return client

@@ -9,11 +9,22 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import __version__, actions, errors, mirror, offline, serving, transfers
+from edge import (
+    __version__,
+    actions,
+    errors,
+    mirror,
+    offline,
+    readings,
+    requests,
+    serving,
+    transfers,
+)
 from edge.node import NODE, Node
 from edge.web.http import json_response
 from sync import tls
 from sync.timefmt import iso_or_none as _iso
+from sync.timefmt import local_day, start_of_day
 
 routes = web.RouteTableDef()
 
@@ -22,14 +33,18 @@ async def snapshot(node: Node) -> dict[str, Any]:
     """The whole status document (also what the dashboard and `edge status` show)."""
     now = node.clock()
 
+    tz = node.settings.tz
+
     def read(
         conn: sqlite3.Connection,
-    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage, int, dict[str, Any]]:
+    ) -> tuple[
+        outbox.Stats, mirror.MirrorState, offline.Usage, int, dict[str, Any], dict[str, int]
+    ]:
         stats = outbox.stats(conn, now=now)
         return (stats, mirror.state(conn), offline.read(conn), actions.unresolved(conn),
-                transfers.status(conn))  # fmt: skip
+                transfers.status(conn), services(conn, now, tz))  # fmt: skip
 
-    stats, state, usage, unresolved, moved = await node.db.read_slow(read)
+    stats, state, usage, unresolved, moved, counted = await node.db.read_slow(read)
     age = None if state.as_of is None else max(0.0, now - state.as_of)
     link = node.link.as_dict()
     power = node.power.as_dict()
@@ -75,6 +90,7 @@ async def snapshot(node: Node) -> dict[str, Any]:
             node.acceptor.limits, usage, now, online=node.link.state == "up"
         ),
         "reconcile": _reconciled(node),
+        "services": counted,
     }
 
 
@@ -86,6 +102,16 @@ def _reconciled(node: Node) -> dict[str, Any] | None:
     shown = daily.last.as_dict()
     del shown["differences"]
     return shown
+
+
+def services(conn: sqlite3.Connection, now: float, tz: Any) -> dict[str, int]:
+    """Today's meter readings and requests (local day), and the pending ones (DESIGN 5.15, 5.16)."""
+    readings_today, readings_pending = readings.counts(conn, start_of_day(now, tz))
+    requests_today, requests_open = requests.counts(conn, local_day(int(now), tz))
+    return {
+        "readings_today": readings_today, "readings_pending": readings_pending,
+        "requests_today": requests_today, "requests_open": requests_open,
+    }  # fmt: skip
 
 
 @routes.get("/v1/status")

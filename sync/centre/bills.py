@@ -216,7 +216,7 @@ def pay_online(conn: sqlite3.Connection, bill_id: str, amount: int, now: float) 
     if row is None:
         raise ImportFailed(f"no bill {bill_id} at the centre")
     governorate, account, billed, paid, version, due_date, fine_paid = row
-    # The late fine first, as at a counter (sync/PROTOCOL.md 5.3), for the centre's today.
+    # The late fine first, as at a counter (sync/PROTOCOL.md 5.5), for the centre's today.
     owed = fines.judge(
         fines.rules_of(conn, governorate), iso(now), now, billed, due_date,
         max(0, billed - paid), fine_paid,

@@ -19,6 +19,7 @@ import msgpack
 
 from outbox.lookup import select_in
 from sync import protocol
+from sync.centre import readings, requests
 from sync.centre.ledger import SHOWN_VERDICT
 from sync.receiptcode import RECEIPT
 from sync.timefmt import iso
@@ -109,7 +110,11 @@ def clearing(
     day it was taken beside the day it arrived); online payments at the centre included."""
     start, end = _bounds(day, tz)
     govs: dict[str, str] = {}
-    rows = conn.execute(_ENTRY + " WHERE received_at >= ? AND received_at < ?", (start, end))
+    # Meter readings and requests carry no money: they are not in the clearing.
+    rows = conn.execute(
+        _ENTRY + " WHERE received_at >= ? AND received_at < ? AND kind NOT IN (?, ?)",
+        (start, end, readings.KIND, requests.KIND),
+    )
     groups: dict[tuple[str, ...], dict[str, Any]] = {}
     while batch := rows.fetchmany(1000):
         for row in _with_fields(conn, batch):

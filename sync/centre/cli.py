@@ -25,10 +25,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from sync import bill, protocol
-from sync.centre import bills, clearing, credits, fines, receipts, seed, transfers
+from sync.centre import bills, clearing, credits, fines, receipts, requests, seed, transfers
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
-from sync.centre.store import CentreStore
+from sync.centre.store import CentreStore, ChangeSeq
 from sync.errors import CentreConfigError, SyncError
 from sync.fines import Rule
 
@@ -282,6 +282,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("amount", type=_positive, metavar="AMOUNT", help="piastres")
     credits.register(command, cmd_credits)
     fines.register(command, cmd_fine_rule)
+    requests.register(sub, _run, _with_store, ChangeSeq)
     parser = command("cycle", "issue a new cycle's bill for every account", cmd_cycle)
     parser.add_argument("--cycle", type=_cycle, required=True, help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed for consumption")

@@ -126,7 +126,7 @@ def reverse(
     ref: Reference, bills: dict[str, list[Any]], fine: int = 0
 ) -> tuple[str, str | None, int | None]:
     """Take a voided payment back off its bill (the cached state the ledger writes): its
-    `fine` part off the bill's `fine_paid`, the rest off `paid` (5.3: the fine came first)."""
+    `fine` part off the bill's `fine_paid`, the rest off `paid` (PROTOCOL 5.5: the fine came first)."""
     state = bills.get(ref.bill_id)
     if state is None or state[3] < ref.amount - fine or state[8] < fine:
         return "rejected", "unknown_bill", None

@@ -18,7 +18,7 @@ import msgpack
 from outbox.chain import GENESIS, entry_hash
 from outbox.lookup import select_in
 from sync import bill, protocol
-from sync.centre import corrections, receipts
+from sync.centre import corrections, readings, receipts, requests
 from sync.centre import fines as centre_fines
 from sync.centre.config import Limits
 from sync.centre.store import ChangeSeq
@@ -208,7 +208,18 @@ def record_batch(
         payment = payments.get(e.id)
         ref = refs.get(e.id)
         decision: Decision
-        if e.kind not in ("payment", *corrections.KINDS):
+        if e.kind == readings.KIND:
+            verdict, reason = readings.decide(conn, node, governorate, e.id, e.payload, now)
+            # No bill changes: an applied reading names version 0 (PROTOCOL 5.3).
+            decision = (verdict, reason, 0 if verdict == "applied" else None, 0, None)
+        elif e.kind == requests.KIND:
+            counter = ChangeSeq(conn)  # saved at once: the bills' counter below reads it again
+            verdict, reason = requests.decide(
+                conn, counter.next, node, governorate, e.id, e.payload, now
+            )
+            counter.save()
+            decision = (verdict, reason, 0 if verdict == "applied" else None, 0, None)
+        elif e.kind not in ("payment", *corrections.KINDS):
             decision = ("rejected", "unknown_kind", None, 0, None)
         elif e.kind == "payment":
             decision = _apply(payment, governorate, bills, limits, rules, now)
@@ -348,7 +359,7 @@ def _apply(
     # A node lets a cashier take at most what it sees due, which is never above the bill's
     # amount: more is a bug or a forged entry, and must not become anyone's credit.
     # The fine comes first out of the money (sync.fines.allocate), by the centre's own figure;
-    # the node's figure only decides whether the verdict names a mismatch (PROTOCOL 5.3).
+    # the node's figure only decides whether the verdict names a mismatch (PROTOCOL 5.5).
     remaining = max(0, amount - paid)
     owed = centre_fines.judge(
         list(rules), payment.accepted_at, now, amount, due_date, remaining, fine_paid

@@ -21,7 +21,7 @@ import msgpack
 import outbox
 from outbox import readers
 from sync import bill, protocol
-from sync.centre import corrections, credits, fines, nonces, receipts
+from sync.centre import corrections, credits, fines, nonces, readings, receipts, requests
 from sync.errors import SyncError
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ CENTRE_MIGRATIONS: tuple[outbox.Migration, ...] = (
         CREATE INDEX entries_node_received ON entries (node, received_at);
         """,
     ),
+    outbox.Migration("centre.meter_readings", readings.MIGRATION_SQL),
+    outbox.Migration("centre.requests", requests.MIGRATION_SQL),
     outbox.Migration("centre.fines", fines.MIGRATION_SQL),
 )
 
@@ -153,10 +155,21 @@ def read_changes(
         " ORDER BY change_seq LIMIT ?",
         (governorate, since, limit + 1),
     ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    changes = [dict(zip(bill.FIELDS, row[:-1], strict=True)) for row in rows]
-    return protocol.Changes(changes=changes, cursor=rows[-1][-1] if rows else since, more=more)
+    # Requests' statuses share the bills' counter (protocol 4): the page is the first
+    # `limit` changes of either kind, in change_seq order.
+    merged = sorted(
+        [(row[-1], "bill", row) for row in rows]
+        + [
+            (seq, "request", rec) for seq, rec in requests.feed(conn, governorate, since, limit + 1)
+        ],
+        key=lambda item: item[0],
+    )
+    more = len(merged) > limit
+    merged = merged[:limit]
+    changes = [dict(zip(bill.FIELDS, row[:-1], strict=True)) for _, k, row in merged if k == "bill"]
+    statuses = [rec for _, k, rec in merged if k == "request"]
+    cursor = merged[-1][0] if merged else since
+    return protocol.Changes(changes=changes, cursor=cursor, more=more, requests=statuses)
 
 
 def _begin_snapshot(conn: sqlite3.Connection, governorate: str) -> tuple[int, sqlite3.Cursor]:
@@ -237,7 +250,7 @@ class CentreStore:
 
         def run(conn: sqlite3.Connection) -> bytes:
             found = read_changes(conn, governorate, since, limit)
-            return protocol.encode_changes(found.changes, found.cursor, found.more)
+            return protocol.encode_changes(found.changes, found.cursor, found.more, found.requests)
 
         return await self.read(run)
 

@@ -246,7 +246,7 @@ async def test_rejections_still_advance_the_chain(centre: Centre) -> None:
     chain.pay(UNPAID, 0)
     chain.pay(UNPAID, 1_000, account="0100000009")
     chain.add("payment", b"\xc1not msgpack")
-    chain.add("meter_reading", msgpack.packb({"kwh": 5}))
+    chain.add("parcel", msgpack.packb({"kwh": 5}))  # no such kind (meter_reading is, from 4)
     chain.pay(UNPAID, 1_000)
     reply = await centre.send(chain.entries)
     assert [(r.verdict, r.reason) for r in reply.results] == [

@@ -98,12 +98,14 @@ GOOD_ENTRY = {"seq": 1, "id": E.id, "kind": "payment", "payload": E.payload,
 
 
 def batch_with(**entry: Any) -> bytes:
-    return pack({"v": 4, "node": NODE, "entries": [{**GOOD_ENTRY, **entry}]})
+    return pack(
+        {"v": protocol.PROTOCOL_VERSION, "node": NODE, "entries": [{**GOOD_ENTRY, **entry}]}
+    )
 
 
 def reply_with(**result: Any) -> bytes:
     base = {"seq": 1, "id": E.id, "verdict": "applied", "reason": None, "version": 2, "credit": 0}
-    return pack({"v": 4, "results": [{**base, **result}], "acked_seq": 1})
+    return pack({"v": protocol.PROTOCOL_VERSION, "results": [{**base, **result}], "acked_seq": 1})
 
 
 MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
@@ -115,11 +117,11 @@ MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
     ("no version", protocol.decode_batch, pack({"node": NODE, "entries": []})),
     ("version 1", protocol.decode_batch, pack({"v": 1, "node": NODE, "entries": []})),
     ("version true", protocol.decode_batch, pack({"v": True, "node": NODE, "entries": []})),
-    ("extra key", protocol.decode_batch, pack({"v": 4, "node": NODE, "entries": [], "x": 1})),
-    ("bytes key", protocol.decode_batch, pack({"v": 4, "node": NODE, "entries": [], b"x": 1})),
+    ("extra key", protocol.decode_batch, pack({"v": protocol.PROTOCOL_VERSION, "node": NODE, "entries": [], "x": 1})),
+    ("bytes key", protocol.decode_batch, pack({"v": protocol.PROTOCOL_VERSION, "node": NODE, "entries": [], b"x": 1})),
     ("int key", protocol.decode_batch, b"\x83\xa1v\x01\xa4node\xa5dam-1\x01\x90"),
-    ("bad node", protocol.decode_batch, pack({"v": 4, "node": "DAM 1", "entries": []})),
-    ("entries not list", protocol.decode_batch, pack({"v": 4, "node": NODE, "entries": {}})),
+    ("bad node", protocol.decode_batch, pack({"v": protocol.PROTOCOL_VERSION, "node": "DAM 1", "entries": []})),
+    ("entries not list", protocol.decode_batch, pack({"v": protocol.PROTOCOL_VERSION, "node": NODE, "entries": {}})),
     ("seq bool", protocol.decode_batch, batch_with(seq=True)),
     ("seq zero", protocol.decode_batch, batch_with(seq=0)),
     ("seq negative", protocol.decode_batch, batch_with(seq=-1)),
@@ -133,37 +135,37 @@ MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
     ("id shape", protocol.decode_batch, batch_with(id="not an id")),
     ("kind shape", protocol.decode_batch, batch_with(kind="Payment!")),
     ("entry missing key", protocol.decode_batch,
-     pack({"v": 4, "node": NODE, "entries": [{k: v for k, v in GOOD_ENTRY.items() if k != "hash"}]})),
+     pack({"v": protocol.PROTOCOL_VERSION, "node": NODE, "entries": [{k: v for k, v in GOOD_ENTRY.items() if k != "hash"}]})),
     ("entry extra key", protocol.decode_batch, batch_with(extra=1)),
     ("invalid utf-8", protocol.decode_batch, b"\x83\xa1v\x01\xa4node\xa2\xff\xfe\xa7entries\x90"),
-    ("timestamp ext", protocol.decode_batch, pack({"v": 4, "node": NODE, "entries": [],
+    ("timestamp ext", protocol.decode_batch, pack({"v": protocol.PROTOCOL_VERSION, "node": NODE, "entries": [],
                                                   "t": msgpack.Timestamp(1)})),
     ("huge array header", protocol.decode_batch, b"\x83\xa1v\x01\xa4node\xa5dam-1\xa7entries\xdd\xff\xff\xff\xff"),
     ("verdict unknown", protocol.decode_reply, reply_with(verdict="maybe")),
     ("rejected without reason", protocol.decode_reply, reply_with(verdict="rejected", version=None)),
     ("applied without version", protocol.decode_reply, reply_with(version=None)),
     ("version bool", protocol.decode_reply, reply_with(version=False)),
-    ("acked_seq missing", protocol.decode_reply, pack({"v": 4, "results": []})),
-    ("acked_seq float", protocol.decode_reply, pack({"v": 4, "results": [], "acked_seq": 1.5})),
-    ("reply nested garbage", protocol.decode_reply, pack({"v": 4, "results": [[1]], "acked_seq": 1})),
-    ("more not bool", protocol.decode_changes, pack({"v": 4, "changes": [], "cursor": 1, "more": 1})),
-    ("cursor negative", protocol.decode_changes, pack({"v": 4, "changes": [], "cursor": -1, "more": False})),
+    ("acked_seq missing", protocol.decode_reply, pack({"v": protocol.PROTOCOL_VERSION, "results": []})),
+    ("acked_seq float", protocol.decode_reply, pack({"v": protocol.PROTOCOL_VERSION, "results": [], "acked_seq": 1.5})),
+    ("reply nested garbage", protocol.decode_reply, pack({"v": protocol.PROTOCOL_VERSION, "results": [[1]], "acked_seq": 1})),
+    ("more not bool", protocol.decode_changes, pack({"v": protocol.PROTOCOL_VERSION, "changes": [], "cursor": 1, "more": 1})),
+    ("cursor negative", protocol.decode_changes, pack({"v": protocol.PROTOCOL_VERSION, "changes": [], "cursor": -1, "more": False})),
     ("bill missing field", protocol.decode_changes,
-     pack({"v": 4, "changes": [{k: v for k, v in make_bill().items() if k != "paid"}], "cursor": 1, "more": False})),
+     pack({"v": protocol.PROTOCOL_VERSION, "changes": [{k: v for k, v in make_bill().items() if k != "paid"}], "cursor": 1, "more": False})),
     ("bill extra field", protocol.decode_changes,
-     pack({"v": 4, "changes": [{**make_bill(), "x": 1}], "cursor": 1, "more": False})),
+     pack({"v": protocol.PROTOCOL_VERSION, "changes": [{**make_bill(), "x": 1}], "cursor": 1, "more": False})),
     ("bill negative amount", protocol.decode_changes,
-     pack({"v": 4, "changes": [make_bill(amount=-5)], "cursor": 1, "more": False})),
+     pack({"v": protocol.PROTOCOL_VERSION, "changes": [make_bill(amount=-5)], "cursor": 1, "more": False})),
     ("bill float paid", protocol.decode_changes,
-     pack({"v": 4, "changes": [make_bill(paid=1.5)], "cursor": 1, "more": False})),
+     pack({"v": protocol.PROTOCOL_VERSION, "changes": [make_bill(paid=1.5)], "cursor": 1, "more": False})),
     ("bill int name", protocol.decode_changes,
-     pack({"v": 4, "changes": [make_bill(name=7)], "cursor": 1, "more": False})),
+     pack({"v": protocol.PROTOCOL_VERSION, "changes": [make_bill(name=7)], "cursor": 1, "more": False})),
     ("bill bool version", protocol.decode_changes,
-     pack({"v": 4, "changes": [make_bill(version=True)], "cursor": 1, "more": False})),
+     pack({"v": protocol.PROTOCOL_VERSION, "changes": [make_bill(version=True)], "cursor": 1, "more": False})),
     ("deep nesting", protocol.decode_changes, b"\x91" * 5000 + b"\x00"),
     # Protocol 3: a verdict names its credit; a bill carries its credit.
     ("verdict without credit", protocol.decode_reply,
-     pack({"v": 4, "results": [{"seq": 1, "id": E.id, "verdict": "applied", "reason": None,
+     pack({"v": protocol.PROTOCOL_VERSION, "results": [{"seq": 1, "id": E.id, "verdict": "applied", "reason": None,
                                 "version": 2}], "acked_seq": 1})),
     ("credit negative", protocol.decode_reply, reply_with(credit=-1)),
     ("credit bool", protocol.decode_reply, reply_with(credit=True)),
@@ -173,12 +175,12 @@ MALFORMED: list[tuple[str, Callable[[bytes], object], bytes]] = [
      reply_with(verdict="rejected", reason="unknown_bill", version=None, credit=5)),
     ("credited without credit", protocol.decode_reply, reply_with(verdict="credited", credit=0)),
     ("bill without credit (v2 shape)", protocol.decode_changes,
-     pack({"v": 4, "changes": [{k: v for k, v in make_bill().items() if k != "credit"}],
+     pack({"v": protocol.PROTOCOL_VERSION, "changes": [{k: v for k, v in make_bill().items() if k != "credit"}],
            "cursor": 1, "more": False})),
     ("bill negative credit", protocol.decode_changes,
-     pack({"v": 4, "changes": [make_bill(credit=-1)], "cursor": 1, "more": False})),
+     pack({"v": protocol.PROTOCOL_VERSION, "changes": [make_bill(credit=-1)], "cursor": 1, "more": False})),
     ("bill bool credit", protocol.decode_changes,
-     pack({"v": 4, "changes": [make_bill(credit=False)], "cursor": 1, "more": False})),
+     pack({"v": protocol.PROTOCOL_VERSION, "changes": [make_bill(credit=False)], "cursor": 1, "more": False})),
 ]  # fmt: skip
 
 
@@ -194,7 +196,13 @@ def test_malformed_frames_raise_protocol_error(
 
 def test_too_many_entries_has_its_own_code() -> None:
     entry = {**GOOD_ENTRY}
-    body = pack({"v": 4, "node": NODE, "entries": [entry] * (protocol.MAX_BATCH + 1)})
+    body = pack(
+        {
+            "v": protocol.PROTOCOL_VERSION,
+            "node": NODE,
+            "entries": [entry] * (protocol.MAX_BATCH + 1),
+        }
+    )
     with pytest.raises(ProtocolError) as info:
         protocol.decode_batch(body)
     assert info.value.code == "batch_too_large"

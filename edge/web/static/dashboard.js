@@ -194,6 +194,11 @@
     renderTransfers(s.transfers, s.now);
     renderLimits(s.offline_limits);
     renderReconcile(s.reconcile, s.now);
+    var sv = s.services || {};
+    value("readings-today", sv.readings_today, count(sv.readings_today));
+    value("readings-pending", sv.readings_pending, count(sv.readings_pending));
+    value("requests-today", sv.requests_today, count(sv.requests_today));
+    value("requests-open", sv.requests_open, count(sv.requests_open));
     text("version", s.version);
     text("updated", clock(s.now));
   }
