@@ -371,7 +371,7 @@ class Harness:
                         f"{GOV}-{cycle}-{account}", account, GOV, cycle,
                         "سمير الحلبي", "دمشق، المزة، شارع 12", f"M{account[-6:]}",
                         rng.randrange(50, 900), amount, 0 if last else amount,
-                        "2026-07-15", 1, "2026-06-01T00:00:00Z", 0,
+                        "2026-07-15", 1, "2026-06-01T00:00:00Z", 0, 0,
                     )  # fmt: skip
 
         # The mirror's own validation, on a sample, so the rows are what the centre would send.

@@ -175,7 +175,7 @@ async def simulate(seed: int) -> dict[str, int]:
     writer = InlineWriter()
     try:
         bill_maps = [dict(zip(protocol.BILL_FIELDS, (f"{GOV}-{CYCLE}-{a}", a, GOV, CYCLE, "sim", "sim", "M", 100,
-                                                      1_000_000, 0, "2026-07-15", 1, "x", 0), strict=True)) for a in ACCOUNTS]  # fmt: skip
+                                                      1_000_000, 0, "2026-07-15", 1, "x", 0, 0), strict=True)) for a in ACCOUNTS]  # fmt: skip
         await writer.submit(lambda c: mirror.apply_changes(c, bill_maps, 1))
         acceptor = payments.Acceptor(NODE, GOV)
         config = ReplayConfig(
