@@ -389,11 +389,12 @@ class Harness:
         conn.execute("PRAGMA journal_mode=WAL")
         plan = " / ".join(
             r[3]
-            for r in conn.execute(
+            for r in mirror._run(
+                conn,
                 "EXPLAIN QUERY PLAN "
-                + mirror._SELECT_VIEW
-                + " WHERE b.account = ? ORDER BY b.cycle",
-                (account_of(0),),
+                + mirror._SELECT_VIEW.format(where="b.account = ?1")
+                + " ORDER BY cycle",
+                (account_of(0), *mirror._rule_params(conn, None)),
             )
         )
         conn.close()
