@@ -16,11 +16,14 @@ import asyncio
 import csv
 import inspect
 import io
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import fields as dataclass_fields
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+import pytest
 
 from sync.centre import bills
 
@@ -81,6 +84,14 @@ def bills_csv(accounts: Iterable[str], **kwargs: Any) -> str:
 
 
 # --- ports ------------------------------------------------------------------------------
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose tool or privilege this machine lacks. In CI, which installs every tool
+    (.ci/apt-packages) and runs as root, the same absence fails: nothing is skipped there."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must provide it (.ci/apt-packages, root)")
+    pytest.skip(reason)
 
 
 def free_port() -> int:

@@ -13,14 +13,14 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from helpers import eventually, wait_until
+from helpers import eventually, unavailable, wait_until
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -36,9 +36,7 @@ def chromium_or_skip() -> str:
         found = shutil.which(name)
         if found:
             return found
-    if os.environ.get("CI"):
-        pytest.fail("chromium is missing in CI: .ci/apt-packages lists it")
-    pytest.skip("chromium is not installed (apt-get install chromium): browser tests skipped")
+    unavailable("chromium is not installed (apt-get install chromium): browser tests skipped")
 
 
 class CdpError(AssertionError):
@@ -256,3 +254,22 @@ class Browser:
             await asyncio.gather(self._reader, return_exceptions=True)
         if self.http is not None:
             await self.http.close()
+
+
+# The fixtures every browser test uses (registered in conftest.py): one Chromium per module,
+# a fresh connection and page per test.
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    """One browser process for the module; each test gets its own connection and context."""
+    browser = Chromium(chromium_or_skip(), tmp_path_factory.mktemp("browser"))
+    try:
+        yield browser.start()
+    finally:
+        browser.stop()
+
+
+@pytest.fixture
+async def page(chromium: Chromium) -> AsyncIterator[Page]:
+    assert chromium.alive(), f"chromium exited; see {chromium.root / 'chromium.log'}"
+    async with Browser.connect(chromium) as browser:
+        yield await browser.new_page()

@@ -10,12 +10,10 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from browser import Browser, Chromium, Page, chromium_or_skip
+from browser import Page
 from centrefixtures import ACCOUNTS, Link, start_link
 from helpers import CYCLE, GOV, NAME, eventually, make_bill
 from nodefixtures import RunningNode, start_node
@@ -44,23 +42,6 @@ READ_PAGE = """(function () {
   out.title = document.title;
   return out;
 })()""".replace("IDS", json.dumps(NUMBERS))
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    """One browser process for the module; each test gets its own connection and context."""
-    browser = Chromium(chromium_or_skip(), tmp_path_factory.mktemp("browser"))
-    try:
-        yield browser.start()
-    finally:
-        browser.stop()
-
-
-@pytest.fixture
-async def page(chromium: Chromium) -> AsyncIterator[Page]:
-    assert chromium.alive(), f"chromium exited; see {chromium.root / 'chromium.log'}"
-    async with Browser.connect(chromium) as browser:
-        yield await browser.new_page()
 
 
 async def get_json(rn: RunningNode, path: str, who: str | None = None) -> tuple[int, Any]:

@@ -4,12 +4,10 @@ English, the same as /v1/status says."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
-from browser import Browser, Chromium, Page, chromium_or_skip
+from browser import Page
 from centrefixtures import Link
 from test_dashboard import assert_clean
 
@@ -20,22 +18,6 @@ LINE = """(function () {
           counts: document.getElementById("reconcile-counts").textContent,
           button: !document.getElementById("reconcile-now").hidden};
 })()"""
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    browser = Chromium(chromium_or_skip(), tmp_path_factory.mktemp("browser"))
-    try:
-        yield browser.start()
-    finally:
-        browser.stop()
-
-
-@pytest.fixture
-async def page(chromium: Chromium) -> AsyncIterator[Page]:
-    assert chromium.alive(), f"chromium exited; see {chromium.root / 'chromium.log'}"
-    async with Browser.connect(chromium) as browser:
-        yield await browser.new_page()
 
 
 async def test_the_last_reconciliation_is_on_the_dashboard(link: Link, page: Page) -> None:

@@ -8,10 +8,8 @@ table (one refunded, one retargeted to the right bill) and the alert clears.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 
-import pytest
-from browser import Browser, Chromium, Page, chromium_or_skip
+from browser import Page
 from centrefixtures import ACCOUNTS, Link
 from helpers import CYCLE, GOV, eventually, make_bill
 from test_dashboard import assert_clean, pay
@@ -20,22 +18,6 @@ import outbox
 from edge import mirror
 
 ORPHAN = "0999999999"  # in the node's mirror only: the centre rejects its payment
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    browser = Chromium(chromium_or_skip(), tmp_path_factory.mktemp("browser"))
-    try:
-        yield browser.start()
-    finally:
-        browser.stop()
-
-
-@pytest.fixture
-async def page(chromium: Chromium) -> AsyncIterator[Page]:
-    assert chromium.alive(), f"chromium exited; see {chromium.root / 'chromium.log'}"
-    async with Browser.connect(chromium) as browser:
-        yield await browser.new_page()
 
 
 HEADER = """(function () {

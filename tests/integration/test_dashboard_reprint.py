@@ -7,10 +7,7 @@ the token is kept nowhere in the page.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
-import pytest
-from browser import Browser, Chromium, Page, chromium_or_skip
+from browser import Page
 from nodefixtures import RunningNode
 from test_api import BILL, pay, payment
 
@@ -36,22 +33,6 @@ PRINTED = """(function () {
   return {cards: shown, form: form, out: out,
           header: getComputedStyle(document.querySelector("body > header")).display};
 })()"""
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    browser = Chromium(chromium_or_skip(), tmp_path_factory.mktemp("browser"))
-    try:
-        yield browser.start()
-    finally:
-        browser.stop()
-
-
-@pytest.fixture
-async def page(chromium: Chromium) -> AsyncIterator[Page]:
-    assert chromium.alive(), f"chromium exited; see {chromium.root / 'chromium.log'}"
-    async with Browser.connect(chromium) as browser:
-        yield await browser.new_page()
 
 
 def fill(number: str, token: str) -> str:

@@ -5,13 +5,11 @@ it returns (DESIGN 5.15, 5.16)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pytest
-from browser import Browser, Chromium, Page, chromium_or_skip
+from browser import Page
 from centrefixtures import ACCOUNTS, eventually, start_link
 from nodefixtures import RunningNode
 
@@ -27,22 +25,6 @@ READ_CARD = """(function () {
   out.heading = document.querySelector("#services-card h2").textContent;
   return out;
 })()""".replace("IDS", json.dumps(IDS))
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    browser = Chromium(chromium_or_skip(), tmp_path_factory.mktemp("browser"))
-    try:
-        yield browser.start()
-    finally:
-        browser.stop()
-
-
-@pytest.fixture
-async def page(chromium: Chromium) -> AsyncIterator[Page]:
-    assert chromium.alive(), f"chromium exited; see {chromium.root / 'chromium.log'}"
-    async with Browser.connect(chromium) as browser:
-        yield await browser.new_page()
 
 
 async def post(rn: RunningNode, path: str, who: str, body: Any, key: str) -> None:

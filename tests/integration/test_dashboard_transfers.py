@@ -4,10 +4,7 @@ and English."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
-import pytest
-from browser import Browser, Chromium, Page, chromium_or_skip
+from browser import Page
 from nodefixtures import RunningNode
 from test_api import pay, payment
 
@@ -18,22 +15,6 @@ CARD = """(function () {
     return document.getElementById(id).textContent;
   }).concat([document.getElementById("transfer-unacked").getAttribute("data-value")]);
 })()"""
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    browser = Chromium(chromium_or_skip(), tmp_path_factory.mktemp("browser"))
-    try:
-        yield browser.start()
-    finally:
-        browser.stop()
-
-
-@pytest.fixture
-async def page(chromium: Chromium) -> AsyncIterator[Page]:
-    assert chromium.alive(), f"chromium exited; see {chromium.root / 'chromium.log'}"
-    async with Browser.connect(chromium) as browser:
-        yield await browser.new_page()
 
 
 async def test_the_card_shows_the_last_export_import_and_what_is_unacknowledged(

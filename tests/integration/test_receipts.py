@@ -13,14 +13,13 @@ import os
 import random
 import shutil
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import pytest
-from browser import Browser, Chromium, Page, chromium_or_skip
+from browser import Page
 from centrefixtures import ACCOUNTS, CYCLE, GOV, NODE, SECRET, Link, eventually, start_link
+from helpers import unavailable
 from nodefixtures import RunningNode, start_node
 
 import outbox
@@ -178,29 +177,11 @@ async def test_a_duplicate_code_is_refused_at_the_centre_with_a_clear_reason(
 # --- the printed receipt -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    browser = Chromium(chromium_or_skip(), tmp_path_factory.mktemp("browser"))
-    try:
-        yield browser.start()
-    finally:
-        browser.stop()
-
-
-@pytest.fixture
-async def page(chromium: Chromium) -> AsyncIterator[Page]:
-    assert chromium.alive(), f"chromium exited; see {chromium.root / 'chromium.log'}"
-    async with Browser.connect(chromium) as browser:
-        yield await browser.new_page()
-
-
 def zbarimg() -> str:
     found = shutil.which("zbarimg")
     if found:
         return found
-    if os.environ.get("CI"):
-        pytest.fail("zbarimg is missing in CI: .ci/apt-packages lists zbar-tools")
-    pytest.skip("zbarimg is not installed (apt-get install zbar-tools)")
+    unavailable("zbarimg is not installed (apt-get install zbar-tools)")
 
 
 async def decode_qr(png: Path) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import unavailable
 
 import outbox
 from edge import mirror
@@ -306,7 +307,7 @@ async def test_close_finishes_queued_jobs_then_refuses_new_ones(db: Database):
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted for the test (needs root; CI runs as root)."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a 2 MiB tmpfs to fill the disk needs root (CI runs as root)")
+        unavailable("mounting a 2 MiB tmpfs to fill the disk needs root (CI runs as root)")
     mount = tmp_path / "disk"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)

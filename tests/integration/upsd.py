@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import free_port, wait_until
+from helpers import free_port, unavailable, wait_until
 
 from edge.power import nut
 
@@ -257,7 +257,7 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 def require_nut() -> None:
     if nut_binaries() is None:
-        pytest.skip("NUT binaries absent (apt-get install nut-server nut-client)")
+        unavailable("NUT binaries absent (apt-get install nut-server nut-client)")
 
 
 class UpsdPool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import free_port, make_bill, wait_until
+from helpers import free_port, make_bill, unavailable, wait_until
 
 from edge import mirror
 
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow
 def verify(*units: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is absent (apt-get install systemd)")
+        unavailable("systemd-analyze is absent (apt-get install systemd)")
     done = subprocess.run([analyze, "verify", *map(str, units)], capture_output=True, text=True,
                           cwd=units[0].parent, check=False)  # fmt: skip
     # Unknown or misspelt keys are only warnings to systemd: any output is a failure here.
