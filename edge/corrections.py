@@ -68,14 +68,9 @@ class Rules:
 def run(conn: sqlite3.Connection, rules: Rules, c: Correction) -> payments.Reply:
     """The write job: a stored answer for a retried key, else check, write and answer 200."""
     fp = c.fingerprint()
-    try:
-        known = outbox.idempotency.lookup(conn, c.by, c.key, fp)
-    except outbox.IdempotencyKeyReused:
-        raise errors.IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different body"
-        ) from None
+    known = payments.stored_reply(conn, c.by, c.key, fp)
     if known is not None:
-        return payments.Reply(known.status, known.body, replayed=True)
+        return known
     entry = outbox.get(conn, c.payment_id)
     if entry is not None and entry.kind == "void" and c.kind == "void":
         raise errors.AlreadyVoided(f"{c.payment_id} is a void itself")

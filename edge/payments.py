@@ -24,6 +24,7 @@ from sync.timefmt import iso, local_day
 
 METHODS = ("cash", "card", "transfer")
 OFF = offline.Limits()  # no offline limits (tests and tools that call `accept` directly)
+REUSED = "this Idempotency-Key was already used with a different body"
 PAYMENT_STATES = {"applied": "synced", "duplicate": "synced", "credited": "credited"}
 # What payment_state can say: the replay states, then what an action in force makes it.
 STATES = ("pending_sync", "synced", "credited", "rejected", "voided", "refunded", "retargeted")
@@ -49,6 +50,16 @@ class Reply:
     body: bytes
     replayed: bool
     payment_id: str = ""  # set on a fresh 201 (a replayed one has it only in its body)
+
+
+def stored_reply(conn: sqlite3.Connection, client: str, key: str, fingerprint: str) -> Reply | None:
+    """The answer stored for `client`'s `key` (a retry gets it again), None for a new key;
+    422 when the key was used with another body. Every idempotent write asks this first."""
+    try:
+        found = outbox.idempotency.lookup(conn, client, key, fingerprint)
+    except outbox.IdempotencyKeyReused:
+        raise errors.IdempotencyKeyReused(REUSED) from None
+    return None if found is None else Reply(found.status, found.body, replayed=True)
 
 
 @dataclass(frozen=True)
@@ -141,9 +152,7 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
         known = stored.get((call.channel, call.key))
         if known is not None:
             if known[0] != call.fingerprint:
-                return errors.IdempotencyKeyReused(
-                    "this Idempotency-Key was already used with a different body"
-                )
+                return errors.IdempotencyKeyReused(REUSED)
             return Reply(known[1].status, known[1].body, replayed=True)
         req = call.request
         bill = bills[call.day].get(req.bill_id)

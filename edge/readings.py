@@ -18,7 +18,7 @@ import msgpack
 
 import outbox
 from edge import errors
-from edge.payments import Reply
+from edge.payments import Reply, stored_reply
 from sync.timefmt import iso
 
 KIND = "meter_reading"
@@ -128,14 +128,9 @@ def take(conn: sqlite3.Connection, jump_factor: float, call: ReadingCall) -> Any
     """Check one reading and record it (its entry, its row, its stored answer); raise to refuse."""
     r = call.reading
     fp = r.fingerprint()
-    try:
-        known = outbox.idempotency.lookup(conn, call.channel, call.key, fp)
-    except outbox.IdempotencyKeyReused:
-        raise errors.IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different body"
-        ) from None
+    known = stored_reply(conn, call.channel, call.key, fp)
     if known is not None:
-        return Reply(known.status, known.body, replayed=True)
+        return known
     meters = conn.execute(
         "SELECT meter, kwh FROM bills WHERE account = ? ORDER BY cycle DESC", (r.account,)
     ).fetchall()

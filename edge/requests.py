@@ -19,7 +19,7 @@ import msgpack
 
 import outbox
 from edge import errors
-from edge.payments import Reply
+from edge.payments import Reply, stored_reply
 from outbox.lookup import select_in
 from sync import receiptcode
 from sync.timefmt import iso, local_day
@@ -104,14 +104,9 @@ def take(conn: sqlite3.Connection, rules: Rules, call: RequestCall) -> Reply:
     """The write job: a stored answer for a retried key, else check, write and answer 201."""
     f = call.filed
     fp = f.fingerprint()
-    try:
-        known = outbox.idempotency.lookup(conn, call.channel, call.key, fp)
-    except outbox.IdempotencyKeyReused:
-        raise errors.IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different body"
-        ) from None
+    known = stored_reply(conn, call.channel, call.key, fp)
     if known is not None:
-        return Reply(known.status, known.body, replayed=True)
+        return known
     if (
         conn.execute("SELECT 1 FROM bills WHERE account = ? LIMIT 1", (f.account,)).fetchone()
         is None

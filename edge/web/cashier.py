@@ -194,13 +194,7 @@ def reply_response(reply: payments.Reply) -> web.Response:
 def stored_reply(
     node: Node, client: str, key: str, req: payments.PaymentRequest
 ) -> payments.Reply | None:
-    try:
-        found = node.db.read(lambda c: outbox.idempotency.lookup(c, client, key, req.fingerprint()))
-    except outbox.IdempotencyKeyReused:
-        raise errors.IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different body"
-        ) from None
-    return None if found is None else payments.Reply(found.status, found.body, replayed=True)
+    return node.db.read(lambda c: payments.stored_reply(c, client, key, req.fingerprint()))
 
 
 def readable_payment(request: web.Request) -> dict[str, Any]:
