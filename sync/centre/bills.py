@@ -193,6 +193,14 @@ def upsert_bills(
     return UpsertResult(inserted=len(inserts), updated=len(updates), unchanged=unchanged)
 
 
+def count_of(conn: sqlite3.Connection, governorate: str) -> int:
+    """The governorate's bills: what a snapshot announces it will carry (PROTOCOL.md 4.4)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM bills WHERE governorate = ?", (governorate,)
+    ).fetchone()
+    return int(row[0])
+
+
 @dataclass(frozen=True)
 class OnlinePayment:
     bill_id: str

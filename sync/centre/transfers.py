@@ -20,7 +20,8 @@ from sync.centre.config import CentreSettings, NodeSettings, load_settings
 from sync.centre.ledger import record_batch
 from sync.centre.store import CentreStore
 from sync.errors import CentreConfigError, ProtocolError, Refused, SyncError, TransferRefused
-from sync.transfer import Header, Progress, TransferFile, write_file
+from sync.progress import Progress
+from sync.transfer import Header, TransferFile, write_file
 
 Command = Callable[[str, str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 
@@ -154,7 +155,7 @@ def export_bills(settings: CentreSettings, node: str, gov: str | None, since: in
                 (gov, since),
             ).fetchone()
             cursor = since if top is None else top
-        progress = Progress(f"export {to.name}", count)
+        progress = Progress(f"export {to.name}", count, unit="bills")
         header = Header("bills", node, gov, "", time.time(), count=count, since=since,
                         cursor=cursor)  # fmt: skip
         frames = (
@@ -162,7 +163,8 @@ def export_bills(settings: CentreSettings, node: str, gov: str | None, since: in
             if since is None
             else _changes(conn, gov, since, progress)
         )
-        digest = write_file(to, own.secret, header, frames)
+        with progress:
+            digest = write_file(to, own.secret, header, frames)
         conn.execute("COMMIT")
     finally:
         conn.close()
