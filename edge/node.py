@@ -129,6 +129,10 @@ class Node:
         announced (None if it did not); with no stream yet, the bills the mirror holds.
         """
         state = state or self.mirror_state()
+        if state.cursor is None:
+            # Re-read, not the second-old cache: a node must turn ready as soon as it is.
+            state = self.db.read(mirror.state)
+            self._mirror_cache = (time.monotonic(), state)
         if state.cursor is not None:
             return None
         puller = self.replication.puller
