@@ -148,9 +148,7 @@ async def test_bad_signature_is_refused_and_nothing_is_dropped(tmp_path: Path) -
 
         from edge import mirror
 
-        await lk.node.node.db.write(
-            lambda c: mirror.apply_changes(c, [make_bill(ACCOUNTS[0])], 1)
-        )
+        await lk.node.node.db.write(lambda c: mirror.apply_changes(c, [make_bill(ACCOUNTS[0])], 1))
         await pay(lk, BILL, 1_000, "sig")
 
         async def refused() -> bool:
