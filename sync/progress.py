@@ -33,7 +33,8 @@ class Progress:
     """`advance(n)` as work is done, `finish()` at the end (or use it as a context manager).
 
     On a terminal (`out`, stderr by default, is a TTY) a tqdm bar; otherwise one INFO line
-    every `every_s` seconds: `label: done/total unit (pct, rate/s, about N s left)`.
+    every `every_s` seconds, `label: done/total unit (pct, rate/s, about N s left) after T s`,
+    and a last one at `finish()`.
     `done` and `total` are read by others (the node's readiness shows the bootstrap's).
     """
 
@@ -55,6 +56,7 @@ class Progress:
         self._start = self._last = clock()
         self._bar: Any = None
         self._redirect: contextlib.ExitStack | None = None
+        self._finished = False
         if _is_tty(self.out) if bar is None else bar:
             # Log lines during the bar are printed above it instead of through it.
             self._redirect = contextlib.ExitStack()
@@ -99,13 +101,16 @@ class Progress:
         return text + f" after {elapsed:.0f} s"
 
     def finish(self) -> float:
-        """Close the bar (or say nothing more); the seconds since the start."""
+        """Close the bar, or log the last line; the seconds since the start. Idempotent."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if self._redirect is not None:
-            self._redirect.close()
-            self._redirect = None
+            if self._redirect is not None:
+                self._redirect.close()
+                self._redirect = None
+        elif not self._finished and (self.done or self.total):
+            self.logger.info("%s", self.line())
+        self._finished = True
         return self.clock() - self._start
 
     def __enter__(self) -> Progress:

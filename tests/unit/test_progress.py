@@ -26,8 +26,9 @@ def test_without_a_terminal_it_logs_a_line_every_few_seconds(
         out.seek(0)
         assert out.read() == ""  # no bar, no control characters in a file or a journal
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 3  # at 5, 10 and 15 s
+    assert len(lines) == 4  # at 5, 10 and 15 s, and the last one
     assert lines[0] == "import bills.csv: 320/1,000 rows (32%, 64/s, about 11 s left) after 5 s"
+    assert lines[-1] == "import bills.csv: 1,000/1,000 rows (100%, 64/s, about 0 s left) after 16 s"
     assert not progress.bar and progress.done == 1000
 
 
