@@ -54,8 +54,10 @@ def run(root: Path, *args: str) -> tuple[float, int, str]:
     """(seconds, peak RSS of the child in MB, its stdout) of one `edge` command."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        # cwd too: `python -m` puts the working directory first on sys.path.
         child = subprocess.Popen([sys.executable, "-m", "edge.cli", *args], stdout=out,
-                                 stderr=err, env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+                                 stderr=err, env={**os.environ, "PYTHONPATH": str(root)},
+                                 cwd=root)  # fmt: skip
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
         out.seek(0)
