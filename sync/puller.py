@@ -182,11 +182,12 @@ class Puller(Loop[int]):
         pending: list[dict[str, Any]] = []
         applied = 0
         in_flight: asyncio.Task[None] | None = None
-        progress = self.bootstrap_progress = Progress("mirror bootstrap", None, unit="bills")
+        progress: Progress | None = None  # from the stream's start: no bar for a refusal
 
         async def apply(bills: list[dict[str, Any]], cursor: int | None) -> None:
             await self.apply(bills, cursor)
-            progress.advance(len(bills))
+            if progress is not None:
+                progress.advance(len(bills))
 
         log.info("mirror is empty: bootstrapping from the centre's snapshot")
         try:
@@ -198,7 +199,8 @@ class Puller(Loop[int]):
                 await self._check(resp, headers, secret, None)
                 total = answers.announced_count(secret, headers[signing.SIGNATURE_HEADER],
                                                 resp.headers)  # fmt: skip
-                progress.set_total(total)
+                progress = Progress("mirror bootstrap", total, unit="bills")
+                self.bootstrap_progress = progress
                 async for chunk in resp.content.iter_chunked(256 * 1024):
                     pending.extend(reader.feed(chunk))
                     if len(pending) >= SNAPSHOT_BATCH:
@@ -216,7 +218,7 @@ class Puller(Loop[int]):
             await apply(pending, reader.cursor)
             applied += len(pending)
         finally:
-            took = progress.finish()
+            took = 0.0 if progress is None else progress.finish()
             if in_flight is not None:
                 in_flight.cancel()
                 with contextlib.suppress(BaseException):
