@@ -38,10 +38,12 @@ ADMIN_RETARGET = "admin.rejected.retarget"
 REPORT_READ, ADMIN_RECONCILE = "report.read", "admin.reconcile"
 # Subscribers' requests (DESIGN 5.16): one read, and the list of an account's.
 REQUEST_READ, REQUEST_LIST = "request.read", "request.list"
+# `edge restore --resync` (DESIGN 5.18): the entries it recorded from the centre.
+RESTORE_RESYNC = "restore.resync"
 ACTIONS = (ACCOUNT_READ, BILL_READ, PAYMENT_READ, PAYMENT_LIST, RECEIPT_READ, ADMIN_REPLAY,
            ADMIN_REJECTED, AUDIT_READ, PAYMENT_VOID, ADMIN_RESOLVE, ADMIN_REFUND,
            ADMIN_RETARGET, REPORT_READ, ADMIN_RECONCILE, REQUEST_READ,
-           REQUEST_LIST)  # fmt: skip
+           REQUEST_LIST, RESTORE_RESYNC)  # fmt: skip
 
 FLUSH_EVERY_S = 0.5
 FLUSH_ROWS = 1000  # a buffer this full wakes the loop before its timer

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from outbox.chain import GENESIS, entry_hash
+from outbox.chain import GENESIS, Linked, entry_hash, verify_link
 from outbox.ids import new_entry_id
 from outbox.lookup import select_in
 from outbox.retry import RetryPolicy
@@ -114,6 +114,31 @@ def append_many(
         [(e.seq, e.id, e.kind, e.payload, e.created_at, e.prev_hash, e.hash) for e in out],
     )
     return out
+
+
+def adopt(conn: sqlite3.Connection, entries: Iterable[Linked], now: float) -> int:
+    """Append entries made elsewhere (another copy of this outbox), pending, after the last one.
+
+    Each must chain onto the one before it exactly (ChainBroken otherwise): their hashes are
+    kept, so the chain goes on as it was. For a restore that continues after the centre's
+    head; the caller settles them in the same transaction.
+    """
+    if not conn.in_transaction:
+        raise RuntimeError("outbox.adopt must run inside the caller's write transaction")
+    last = conn.execute("SELECT seq, hash FROM outbox_entries ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev_hash = (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
+    rows = []
+    for entry in entries:
+        verify_link(prev_hash, seq, entry)
+        seq, prev_hash = entry.seq, entry.hash
+        rows.append((entry.seq, entry.id, entry.kind, entry.payload, now, entry.prev_hash,
+                     entry.hash))  # fmt: skip
+    conn.executemany(
+        "INSERT INTO outbox_entries (seq, id, kind, payload, created_at, prev_hash, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return len(rows)
 
 
 def get(conn: sqlite3.Connection, entry_id: str) -> Entry | None:
