@@ -106,20 +106,21 @@ def decode(body: bytes, node: str, after: int) -> Page:
                "entries", MAX_PAGE))]  # fmt: skip
     if [e.seq for e in entries] != list(range(after + 1, after + 1 + len(entries))):
         raise ProtocolError("the chain page's seqs do not follow the seq asked for")
-    more = frame["more"]
-    if not isinstance(more, bool) or (entries and entries[-1].seq > head):
-        raise ProtocolError("the chain page's more or head is not consistent")
-    if more != (after + len(entries) < head) or (after_hash is None) != (after > head):
-        raise ProtocolError("the chain page's more, head or after_hash is not consistent")
+    more, end = frame["more"], after + len(entries)
+    if type(more) is not bool or end > max(head, after) or more != (end < head):
+        raise ProtocolError("the chain page's more or head does not match its entries")
+    if (after_hash is None) != (after > head):
+        raise ProtocolError("the chain page's after_hash must be nil exactly when after > head")
     head_hash = _hash(frame["head_hash"], "head_hash")
     return Page(node, head, head_hash, after, after_hash, entries, more)
 
 
 async def _page(
-    session: aiohttp.ClientSession, url: str, node: str, secret: bytes, after: int, now: float
-) -> tuple[Page | None, float | None]:
+    session: aiohttp.ClientSession, url: str, node: str, secret: bytes, after: int, now: float,
+    limit: int,
+) -> tuple[Page | None, float | None]:  # fmt: skip
     """One signed read; (None, centre time) when the centre said our clock is off."""
-    path = f"/v1/nodes/{node}/chain?after={after}&limit={MAX_PAGE}"
+    path = f"/v1/nodes/{node}/chain?after={after}&limit={limit}"
     headers = signing.sign(secret, node, "GET", path, b"", int(now))
     try:
         # Never a redirect: the signed request and our trust in the answer stay with the URL.
@@ -159,15 +160,16 @@ class View:
 
 
 async def read(
-    session: aiohttp.ClientSession, url: str, node: str, secret: bytes, after: int, now: float
-) -> View:
+    session: aiohttp.ClientSession, url: str, node: str, secret: bytes, after: int, now: float,
+    *, limit: int = MAX_PAGE,
+) -> View:  # fmt: skip
     """Every page after `after`. Each entry must chain onto the one before (its hash
     recomputed from its payload) from the centre's own hash at `after`, up to its head: a
     centre, or a man in the middle with the key, cannot slip in an entry that was not there."""
     skew, first, entries = 0.0, None, []
     seq = after
     while True:
-        page, centre_time = await _page(session, url, node, secret, seq, now + skew)
+        page, centre_time = await _page(session, url, node, secret, seq, now + skew, limit)
         if page is None:
             if centre_time is None or skew:
                 raise SyncError("the centre refuses our clock (stale_timestamp) even corrected")

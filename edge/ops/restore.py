@@ -95,7 +95,7 @@ async def _why_not(
     else:
         async with read_only(src) as conn:
             theirs = await readers.run(conn, lambda c: outbox.hash_at(c, current.last_seq))
-    return compare(current, max(wanted.last_seq, *adopted), theirs)
+    return compare(current, max([wanted.last_seq, *adopted]), theirs)
 
 
 def _copy_into(src: sqlite3.Connection, tmp: Path) -> None:

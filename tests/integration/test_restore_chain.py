@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually, start_link
+from centrefixtures import ACCOUNTS, CYCLE, GOV, SECRET, Link, eventually, start_link
+from fakecentre import FakeCentre
 from helpers import free_port
 from nodefixtures import RunningNode, start_node
 
@@ -21,6 +24,7 @@ import outbox
 from edge import cli, mirror
 from edge.ops import backup, restore
 from edge.ops.backup import BackupError
+from sync import chain
 
 AMOUNT, BILLED = 10_000, 100_000  # each payment; each bill (helpers.make_bill)
 BILL, OTHER = f"{GOV}-{CYCLE}-{ACCOUNTS[0]}", f"{GOV}-{CYCLE}-{ACCOUNTS[1]}"
@@ -100,15 +104,19 @@ async def test_an_old_backup_is_refused_and_resync_continues_after_the_centre(
             stuck = await pay(broken, "old-way")
             await eventually(lambda: "chain_broken" in (broken.node.link.last_error or ""),
                              what="409 chain_broken")  # fmt: skip
-            assert "has seq 4, which the centre holds for another entry" in str(
-                broken.node.link.last_error
-            )
-            assert broken.node.link.state == "degraded"
+            held = broken.node.db.read(lambda c: outbox.get(c, stuck["payment_id"]))
+            assert held is not None and held.state == "pending"
+            assert "has seq 4, which the centre holds for another entry" in str(held.last_error)
         finally:
             await broken.session.close()
             await runner.cleanup()
         ledger = await link.centre.ledger()
         assert len(ledger) == 5 and stuck["payment_id"] not in {r[0] for r in ledger}
+        # That database is another history now: no flag joins it to the centre's.
+        forked = await backup.backup(broken.node.settings, tmp_path / "forked.db")
+        with pytest.raises(BackupError, match="hold different entries at seq 4"):
+            await restore.restore(settings, forked.path, force=True, resync_ok=True)
+        assert rows(settings.db_path, "SELECT seq, id, hash FROM outbox_entries") == live
 
         # --resync, through the command line: no --force needed, as nothing local is lost.
         cfg = tmp_path / "edge.toml"
@@ -171,3 +179,113 @@ async def test_an_old_backup_is_refused_and_resync_continues_after_the_centre(
         assert (await link.centre.bill(OTHER))[0] == 3 * AMOUNT
     finally:
         await close()
+
+
+async def test_pages_of_the_centres_chain_are_read_and_verified_whole(tmp_path: Path) -> None:
+    link, close = await start_link(tmp_path)
+    try:
+        rn = link.node
+        await eventually(lambda: rn.node.db.read(mirror.state).bills > 0, what="the mirror")
+        for i in range(5):
+            await pay(rn, f"p-{i}")
+        await settled(rn)
+        settings = rn.node.settings
+        mine = rn.node.db.read(lambda c: list(outbox.iter_entries(c)))
+        secret = settings.centre_secret_file.read_text().strip().encode()
+        async with aiohttp.ClientSession() as session:
+
+            async def read(after: int, limit: int = chain.MAX_PAGE) -> chain.View:
+                return await chain.read(session, settings.centre_url, "dam-1", secret, after,
+                                        time.time(), limit=limit)  # fmt: skip
+
+            paged = await read(1, limit=2)  # three pages: 2..3, 4..5, and none
+            assert [(e.seq, e.id, e.hash) for e in paged.entries] == [
+                (e.seq, e.id, e.hash) for e in mine[1:]
+            ]
+            assert (paged.head, paged.head_hash, paged.after_hash) == (5, mine[-1].hash,
+                                                                       mine[0].hash)  # fmt: skip
+            assert {e.verdict for e in paged.entries} == {"applied"}
+            assert [e.payload for e in paged.entries] == [e.payload for e in mine[1:]]
+            assert (await read(1)).entries == paged.entries
+            assert (await read(5)).entries == [] and (await read(5)).after_hash == mine[-1].hash
+            beyond = await read(9)  # a backup ahead of the centre
+            assert (beyond.head, beyond.after_hash, beyond.entries) == (5, None, [])
+    finally:
+        await close()
+
+
+async def test_a_backup_ahead_of_the_centre_replays_and_an_unreachable_centre_refuses(
+    tmp_path: Path,
+) -> None:
+    link, close = await start_link(tmp_path)
+    try:
+        rn = link.node
+        await eventually(lambda: rn.node.db.read(mirror.state).bills > 0, what="the mirror")
+        for i in range(2):
+            await pay(rn, f"sent-{i}")
+        await settled(rn)
+        link.proxy.mode = "refuse"  # the link drops: two more stay pending
+        for i in range(2):
+            await pay(rn, f"queued-{i}")
+        settings = rn.node.settings
+        old = await backup.backup(settings, tmp_path / "ahead.db")
+        assert (old.last_seq, old.pending) == (4, 2)
+        await link.stop_node()
+
+        # The centre cannot be asked: refused, nothing written, unless said so explicitly.
+        with pytest.raises(BackupError, match="the centre could not tell what it holds"):
+            await restore.restore(settings, old.path, resync_ok=True)
+        assert sorted(p.name for p in settings.node_data_dir.iterdir()) == ["edge.db"]
+        done = await restore.restore(settings, old.path, force=True, offline_unsafe=True)
+        assert done.plan is None and done.replaced is not None
+
+        # The link is back: the backup is ahead, which is normal. Its pending entries replay.
+        link.proxy.mode = "pass"
+        done = await restore.restore(settings, old.path)
+        assert done.plan is not None and done.resynced is None
+        assert done.plan.describe().startswith("the backup holds 2 entries the centre has not")
+        runner, rn = await again(link, tmp_path / "restored", settings.node_data_dir)
+        try:
+            await settled(rn)
+        finally:
+            await rn.session.close()
+            await runner.cleanup()
+        ledger = await link.centre.ledger()
+        assert [r[2] for r in ledger] == [1, 2, 3, 4]
+        assert (await link.centre.bill(BILL))[0] == 4 * AMOUNT
+    finally:
+        await close()
+
+
+@pytest.mark.parametrize("mode", ["unsigned", "wrong", "replay", "foreign"])
+async def test_an_answer_the_node_cannot_trust_changes_nothing(tmp_path: Path, mode: str) -> None:
+    fake = FakeCentre(SECRET.encode(), ACCOUNTS[1])
+    await fake.start()
+    link, close = await start_link(tmp_path, centre_url=f"http://127.0.0.1:{fake.port}")
+    fake.upstream = f"http://127.0.0.1:{link.proxy.port}"
+    try:
+        rn = link.node
+        await eventually(lambda: rn.node.db.read(mirror.state).bills > 0, what="the mirror")
+        await pay(rn, "one")
+        await settled(rn)
+        settings = rn.node.settings
+        old = await backup.backup(settings, tmp_path / "old.db")
+        await pay(rn, "two")
+        await settled(rn)
+        await link.stop_node()
+        before = rows(settings.db_path, "SELECT seq, id, state FROM outbox_entries")
+        fake.mode = mode
+        # `replay` keeps the first genuine answer (the node is told 503) and replays it.
+        for _ in range(2 if mode == "replay" else 1):
+            with pytest.raises(BackupError) as refused:
+                await restore.restore(settings, old.path, resync_ok=True)
+            assert "the centre could not tell what it holds" in str(refused.value)
+        if mode == "foreign":  # signed with the node's own key: the links give it away
+            assert "the centre's chain does not hold" in str(refused.value)
+        assert rows(settings.db_path, "SELECT seq, id, state FROM outbox_entries") == before
+        fake.mode = "pass"
+        done = await restore.restore(settings, old.path, resync_ok=True)
+        assert done.resynced is not None and done.resynced.entries == 1
+    finally:
+        await close()
+        await fake.close()
