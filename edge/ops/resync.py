@@ -126,7 +126,7 @@ def _payment_row(entry: chain.Held) -> tuple[object, ...] | None:
         return None
 
 
-def _receipt_counters(rows: list[tuple[object, ...]]) -> dict[str, int]:
+def receipt_counters(rows: list[tuple[object, ...]]) -> dict[str, int]:
     """The highest receipt number of each local day, so no receipt printed is given again."""
     counters: dict[str, int] = {}
     for row in rows:
@@ -159,7 +159,7 @@ def apply(conn: sqlite3.Connection, plan: Plan, now: float) -> Resynced:
         conn.executemany(
             "INSERT INTO receipt_counters (day, last) VALUES (?, ?)"
             " ON CONFLICT (day) DO UPDATE SET last = max(last, excluded.last)",
-            list(_receipt_counters(rows).items()),
+            list(receipt_counters(rows).items()),
         )
         first, last = plan.backup_seq + 1, plan.centre_seq
         audit.insert(conn, [(now, AUDIT_TOKEN, AUDIT_ADDRESS, audit.RESTORE_RESYNC,
