@@ -12,17 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import msgpack
-
 import outbox
 from edge import audit, config, db, fines, replication
 from edge.errors import EdgeError
+from edge.ops import rebuild
 from sync import chain, protocol, replayer
 from sync.errors import SyncError
-from sync.timefmt import parse_iso
 
 AUDIT_TOKEN, AUDIT_ADDRESS = "cli", "local"  # the trail's names for `edge restore` itself
-_RECEIPT_TAIL = 15  # "YYYYMMDD-nnnnnn", the end of every receipt number (DESIGN 4)
 
 
 class ChainRefused(EdgeError):
@@ -114,53 +111,24 @@ class Resynced:
     payments: int
     first: int
     last: int
-
-
-def _payment_row(entry: chain.Held) -> tuple[object, ...] | None:
-    """The payments row of a payment entry, from its payload (our own node wrote it)."""
-    try:
-        p = msgpack.unpackb(entry.payload, raw=False)
-        return (entry.seq, p["bill_id"], p["account"], p["amount"], p["method"], p["cashier"],
-                p["channel"], p["receipt"], parse_iso(p["accepted_at"]), p.get("fine") or 0)  # fmt: skip
-    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
-        return None
-
-
-def receipt_counters(rows: list[tuple[object, ...]]) -> dict[str, int]:
-    """The highest receipt number of each local day, so no receipt printed is given again."""
-    counters: dict[str, int] = {}
-    for row in rows:
-        tail = str(row[7])[-_RECEIPT_TAIL:]
-        day, n = tail[:8], tail[9:]
-        if day.isdigit() and n.isdigit():
-            counters[day] = max(counters.get(day, 0), int(n))
-    return counters
+    unread: list[int]  # seqs kept in the outbox whose own rows could not be made again
 
 
 def apply(conn: sqlite3.Connection, plan: Plan, now: float) -> Resynced:
     """Record the entries the backup lacks as the centre acknowledged them, in one transaction
     on the restored copy: outbox entries with their hashes (the chain goes on after the
-    centre's head), payment rows, verdicts settled as the replayer settles them, receipt
-    counters past every receipt printed, and an audit row."""
+    centre's head), each kind's own rows (edge.ops.rebuild: receipt counters past every
+    receipt printed), verdicts settled as the replayer settles them, and an audit row."""
     conn.execute("PRAGMA synchronous=FULL")
     db.migrate(conn)  # a backup of an older version: the tables the rows need
     conn.execute("BEGIN IMMEDIATE")
     try:
         outbox.adopt(conn, plan.missing, now)
-        rows = [r for e in plan.missing if e.kind == "payment" for r in [_payment_row(e)] if r]
-        conn.executemany(
-            "INSERT INTO payments (seq, bill_id, account, amount, method, cashier, channel,"
-            " receipt, accepted_at, fine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        rows = rebuild.rows_of(conn, plan.missing)
+        rebuild.insert(conn, rows)
         verdicts = [protocol.Verdict(e.seq, e.id, e.verdict, e.reason, e.version, e.credit,
                                      e.fine) for e in plan.missing]  # fmt: skip
         replayer.settle_job(verdicts, now, fines.keep)(conn)
-        conn.executemany(
-            "INSERT INTO receipt_counters (day, last) VALUES (?, ?)"
-            " ON CONFLICT (day) DO UPDATE SET last = max(last, excluded.last)",
-            list(receipt_counters(rows).items()),
-        )
         first, last = plan.backup_seq + 1, plan.centre_seq
         audit.insert(conn, [(now, AUDIT_TOKEN, AUDIT_ADDRESS, audit.RESTORE_RESYNC,
                              f"seq {first}..{last}", None, 200)])  # fmt: skip
@@ -168,7 +136,7 @@ def apply(conn: sqlite3.Connection, plan: Plan, now: float) -> Resynced:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return Resynced(len(plan.missing), len(rows), first, last)
+    return Resynced(len(plan.missing), len(rows.payments), first, last, rows.unread)
 
 
 def apply_to(path: str, plan: Plan, now: float) -> Resynced:

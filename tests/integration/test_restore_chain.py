@@ -6,10 +6,12 @@ accepted, the chain holds and nothing is counted twice."""
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import sqlite3
 import time
 from contextlib import closing
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from helpers import free_port
 from nodefixtures import RunningNode, start_node
 
 import outbox
-from edge import cli, mirror
+from edge import cli, mirror, tokens
 from edge.ops import backup, restore
 from edge.ops.backup import BackupError
 from sync import chain
@@ -289,3 +291,74 @@ async def test_an_answer_the_node_cannot_trust_changes_nothing(tmp_path: Path, m
     finally:
         await close()
         await fake.close()
+
+
+async def post(
+    rn: RunningNode, path: str, who: str, body: Any, key: str, status: int = 201
+) -> dict[str, Any]:
+    headers = rn.headers(who, **{"Idempotency-Key": key})
+    async with rn.session.post(rn.url + path, json=body, headers=headers) as resp:
+        assert resp.status == status, await resp.text()
+        doc: dict[str, Any] = await resp.json()
+        return doc
+
+
+async def test_every_kind_the_backup_lacks_is_made_again_from_its_payload(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "node").mkdir()
+    extra = {
+        name: tokens.add_token(tmp_path / "node" / "tokens.toml", name, [scope])
+        for name, scope in (("super-1", "supervise"), ("meter-1", "read_meter"),
+                            ("desk-1", "request"))
+    }  # fmt: skip
+    link, close = await start_link(tmp_path)
+    try:
+        rn = link.node
+        rn.tokens.update(extra)
+        await eventually(lambda: rn.node.db.read(mirror.state).bills > 0, what="the mirror")
+        first = await pay(rn, "one")
+        await settled(rn)
+        settings = rn.node.settings
+        old = await backup.backup(settings, tmp_path / "old.db")
+        # After the backup: a void of the payment it holds, a payment, a reading, a request.
+        await post(rn, f"/v1/payments/{first['payment_id']}/void", "super-1",
+                   {"reason": "مبلغ خاطئ"}, "void-1", 200)  # fmt: skip
+        await pay(rn, "two", OTHER)
+        reading = {"account": ACCOUNTS[0], "meter": f"EM-{ACCOUNTS[0][-6:]}", "reading": 500,
+                   "read_at": date.today().isoformat(), "source": "counter"}  # fmt: skip
+        await post(rn, "/v1/meter-readings", "meter-1", reading, "reading-1")
+        complaint = {"kind": "complaint", "account": ACCOUNTS[0], "text": "الفاتورة عالية"}
+        filed = await post(rn, "/v1/requests", "desk-1", complaint, "request-1")
+        await settled(rn)
+        tables = ("payments", "payment_actions", "meter_readings", "requests")
+
+        def everything(conn: Any) -> dict[str, list[tuple[Any, ...]]]:
+            # Times to the millisecond: the payloads carry ISO times (cut, not rounded).
+            return {
+                t: [tuple(math.floor(v * 1000 + 1e-3) if isinstance(v, float) else v for v in row)
+                    for row in conn.execute(f"SELECT * FROM {t} ORDER BY seq")]
+                for t in tables
+            }  # fmt: skip
+
+        lost = rn.node.db.read(everything)
+        await link.stop_node()
+
+        done = await restore.restore(settings, old.path, resync_ok=True)
+        assert done.resynced is not None and done.resynced.unread == []
+        with closing(sqlite3.connect(settings.db_path)) as conn:
+            assert everything(conn) == lost  # what each kind wrote, made again
+        (tmp_path / "restored").mkdir()
+        desk = tokens.add_token(tmp_path / "restored" / "tokens.toml", "desk-1", ["request"])
+        runner, rn = await again(link, tmp_path / "restored", settings.node_data_dir)
+        rn.tokens["desk-1"] = desk
+        try:
+            again_filed = await post(rn, "/v1/requests", "desk-1", complaint, "request-2")
+            assert again_filed["number"] != filed["number"]  # no number given twice
+            await settled(rn)
+        finally:
+            await rn.session.close()
+            await runner.cleanup()
+        assert [r[2] for r in await link.centre.ledger()] == [1, 2, 3, 4, 5, 6]
+    finally:
+        await close()

@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 import outbox
-from edge.ops import resync
+from edge.ops import rebuild, resync
 from sync import chain
 from sync.errors import ProtocolError
 
@@ -111,4 +111,4 @@ def test_receipt_counters_pass_every_receipt_printed() -> None:
     row = (4, "b", "a", 1, "cash", "c", "t", "DAM-DAM1-20260601-000007", 0.0, 0)
     rows = [row, (*row[:7], "DAM-DAM1-20260601-000003", 0.0, 0),
             (*row[:7], "DAM-20260602-000012", 0.0, 0)]  # fmt: skip
-    assert resync.receipt_counters(rows) == {"20260601": 7, "20260602": 12}
+    assert rebuild.receipt_counters(rows) == {"20260601": 7, "20260602": 12}
