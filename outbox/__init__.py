@@ -34,6 +34,7 @@ from outbox.entries import (
     pending_through,
     record_failure,
     rejected,
+    reopen,
     settle,
     stats,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "pending_through",
     "record_failure",
     "rejected",
+    "reopen",
     "select_in",
     "settle",
     "stats",

@@ -229,6 +229,21 @@ def settle(conn: sqlite3.Connection, results: Iterable[Result], *, now: float | 
     return max(0, cur.rowcount)
 
 
+def reopen(conn: sqlite3.Connection, after_seq: int) -> int:
+    """Make every settled entry after `after_seq` pending again, its verdict cleared, so the
+    replayer sends it once more: for a centre that lost them (its database put back older).
+    The centre records each by id, so an entry it does hold still counts once."""
+    if not conn.in_transaction:
+        raise RuntimeError("outbox.reopen must run inside the caller's write transaction")
+    cur = conn.execute(
+        "UPDATE outbox_entries SET state = 'pending', verdict = NULL, reason = NULL,"
+        " version = NULL, settled_at = NULL, attempts = 0, next_attempt_at = 0,"
+        " last_error = NULL WHERE seq > ? AND state != 'pending'",
+        (after_seq,),
+    )
+    return max(0, cur.rowcount)
+
+
 def record_failure(
     conn: sqlite3.Connection,
     seqs: Iterable[int],

@@ -41,7 +41,7 @@ def node_running(settings: config.Settings) -> bool:
         return False
 
 
-async def _take(path: Path) -> aiosqlite.Connection:
+async def take(path: Path) -> aiosqlite.Connection:
     """Exclusive use of the database, WAL folded in; fails while another connection is open."""
     conn = await aiosqlite.connect(path, isolation_level=None, timeout=0)
     try:
@@ -194,7 +194,7 @@ async def restore(
     try:
         if target.exists():
             try:
-                held = await _take(target)
+                held = await take(target)
             except sqlite3.Error as exc:
                 why = f"the current database cannot be opened ({exc})"
         plan = await _against_centre(

@@ -362,3 +362,71 @@ async def test_every_kind_the_backup_lacks_is_made_again_from_its_payload(
         assert [r[2] for r in await link.centre.ledger()] == [1, 2, 3, 4, 5, 6]
     finally:
         await close()
+
+
+async def test_a_centre_put_back_older_gets_what_it_lost_again_with_edge_resend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link, close = await start_link(tmp_path)
+    try:
+        rn = link.node
+        await eventually(lambda: rn.node.db.read(mirror.state).bills > 0, what="the mirror")
+        for i in range(3):
+            await pay(rn, f"kept-{i}")
+        await settled(rn)
+        # The centre's own backup, taken now; then two more payments reach it.
+        await link.centre.stop()
+        centre_db = link.centre.settings.db_path
+        saved = {p.name: p.read_bytes() for p in centre_db.parent.glob(centre_db.name + "*")}
+        await link.centre.start()
+        for i in range(2):
+            await pay(rn, f"lost-{i}", OTHER)
+        await settled(rn)
+        # The centre's database is put back: it lost seq 4 and 5, which the node holds delivered.
+        await link.centre.stop()
+        for p in centre_db.parent.glob(centre_db.name + "*"):
+            p.unlink()
+        for name, data in saved.items():
+            (centre_db.parent / name).write_bytes(data)
+        await link.centre.start()
+        assert len(await link.centre.ledger()) == 3
+        gap = await pay(rn, "after-loss")
+        entry = await eventually(
+            lambda: (
+                (e := rn.node.db.read(lambda c: outbox.get(c, gap["payment_id"])))
+                and "chain_gap" in (e.last_error or "")
+                and e
+            ),
+            what="409 chain_gap",
+        )
+        assert "seq 6 but node dam-1's chain at the centre ends at seq 3" in str(entry.last_error)
+        settings = rn.node.settings
+        await link.stop_node()
+
+        cfg = tmp_path / "edge.toml"
+        cfg.write_text(
+            f'[node]\nid = "dam-1"\ndata_dir = "{settings.node_data_dir}"\n'
+            f'[http]\nport = {free_port()}\n[ups]\nsource = "none"\n'
+            f'[centre]\nurl = "{settings.centre_url}"\nsecret_file = "{settings.centre_secret_file}"\n'
+        )
+        assert await asyncio.to_thread(cli.main, ["resend", "--config", str(cfg)]) == 0
+        out = capsys.readouterr().out
+        assert "only to seq 3, the node to 6: 2 entries are pending again" in out
+        assert rows(settings.db_path, "SELECT action, object FROM audit_log") == [
+            ("outbox.resend", "seq 4..6")
+        ]
+        runner, rn = await again(link, tmp_path / "restarted", settings.node_data_dir)
+        try:
+            await settled(rn)
+        finally:
+            await rn.session.close()
+            await runner.cleanup()
+        ledger = await link.centre.ledger()
+        assert [r[2] for r in ledger] == [1, 2, 3, 4, 5, 6] and len({r[0] for r in ledger}) == 6
+        assert (await link.centre.bill(BILL))[0] == 4 * AMOUNT
+        assert (await link.centre.bill(OTHER))[0] == 2 * AMOUNT
+        # Once more: nothing left to send.
+        assert await asyncio.to_thread(cli.main, ["resend", "--config", str(cfg)]) == 0
+        assert "nothing to resend" in capsys.readouterr().out
+    finally:
+        await close()
