@@ -119,6 +119,15 @@ async def test_an_old_backup_is_refused_and_resync_continues_after_the_centre(
         with pytest.raises(BackupError, match="hold different entries at seq 4"):
             await restore.restore(settings, forked.path, force=True, resync_ok=True)
         assert rows(settings.db_path, "SELECT seq, id, hash FROM outbox_entries") == live
+        # Its recovery (deploy/README.md): the backup that was put back, with --resync; and
+        # --force, as the payment taken on it is lost from the node (kept beside, to re-enter).
+        with pytest.raises(BackupError, match="entries the backup lacks"):
+            await restore.restore(broken.node.settings, old.path, resync_ok=True)
+        mended = await restore.restore(broken.node.settings, old.path, resync_ok=True, force=True)
+        assert mended.replaced is not None and stuck["payment_id"] in {
+            r[0] for r in rows(mended.replaced, "SELECT id FROM outbox_entries")
+        }
+        assert rows(old_way / "edge.db", "SELECT seq, id, hash FROM outbox_entries") == live
 
         # --resync, through the command line: no --force needed, as nothing local is lost.
         cfg = tmp_path / "edge.toml"
