@@ -140,10 +140,7 @@ async def _against_centre(
         hashes = await readers.run(
             conn, lambda c: {view.head: outbox.hash_at(c, view.head)} if view.head else {}
         )
-    try:
-        plan = resync.judge(wanted.last_seq, wanted.last_hash, hashes.get, view)
-    except resync.ChainRefused as exc:
-        raise BackupError(str(exc)) from exc
+    plan = resync.judge(wanted.last_seq, wanted.last_hash, hashes.get, view)
     if plan.missing and not resync_ok:
         raise BackupError(resync.refusal(plan))
     return plan
@@ -258,6 +255,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
             f" holds them; the next entry is seq {r.last + 1}. The audit trail has it"
             " (restore.resync)"
         )
+        if r.unread:
+            print(
+                f"WARNING: the entries at seq {', '.join(map(str, r.unread))} are in the outbox,"
+                " but their payloads could not be read back into their own tables"
+            )
     elif done.plan is not None:
         print(done.plan.describe())
     elif settings.centre_url:

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 
 import outbox
 from edge import audit, config, db, fines, replication
-from edge.errors import EdgeError
 from edge.ops import rebuild
+from edge.ops.backup import BackupError
 from sync import chain, protocol, replayer
 from sync.errors import SyncError
 
 AUDIT_TOKEN, AUDIT_ADDRESS = "cli", "local"  # the trail's names for `edge restore` itself
 
 
-class ChainRefused(EdgeError):
+class ChainRefused(BackupError):
     """The backup and the centre's copy of the chain do not allow this restore; says why."""
 
 
