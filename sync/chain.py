@@ -102,8 +102,8 @@ def decode(body: bytes, node: str, after: int) -> Page:
     head = protocol._int(frame["head"], "head")
     raw = frame["after_hash"]
     after_hash = None if raw is None else _hash(raw, "after_hash")
-    entries = [_held(x, f"entries[{i}]") for i, x in enumerate(protocol._list(frame["entries"],
-               "entries", MAX_PAGE))]  # fmt: skip
+    items = protocol._list(frame["entries"], "entries", MAX_PAGE)
+    entries = [_held(item, f"entries[{i}]") for i, item in enumerate(items)]
     if [e.seq for e in entries] != list(range(after + 1, after + 1 + len(entries))):
         raise ProtocolError("the chain page's seqs do not follow the seq asked for")
     more, end = frame["more"], after + len(entries)
@@ -163,17 +163,20 @@ async def read(
     session: aiohttp.ClientSession, url: str, node: str, secret: bytes, after: int, now: float,
     *, limit: int = MAX_PAGE,
 ) -> View:  # fmt: skip
-    """Every page after `after`. Each entry must chain onto the one before (its hash
-    recomputed from its payload) from the centre's own hash at `after`, up to its head: a
-    centre, or a man in the middle with the key, cannot slip in an entry that was not there."""
-    skew, first, entries = 0.0, None, []
+    """Every page after `after`, each signed for its own request. Each entry must chain onto
+    the one before (its hash recomputed from its payload) from the centre's hash at `after`
+    up to its head, so an entry edited, dropped or slipped in on the way is refused; the
+    caller compares `after_hash` with its own hash at `after`."""
+    skew: float | None = None  # the clock correction from a signed stale_timestamp, once
+    first: Page | None = None
+    entries: list[Held] = []
     seq = after
     while True:
-        page, centre_time = await _page(session, url, node, secret, seq, now + skew, limit)
+        page, centre_time = await _page(session, url, node, secret, seq, now + (skew or 0), limit)
         if page is None:
-            if centre_time is None or skew:
+            if centre_time is None or skew is not None:
                 raise SyncError("the centre refuses our clock (stale_timestamp) even corrected")
-            skew = centre_time - now  # once: a restore is a single short exchange
+            skew = centre_time - now  # a restore is one short exchange: corrected once
             continue
         if first is None:
             first = page
@@ -186,10 +189,11 @@ async def read(
         if not page.entries:
             raise SyncError("bad chain page from the centre: more, but no entries")
     assert first is not None
-    prev_seq, prev_hash = after, first.after_hash
+    # decode() saw to it: after_hash is None only past the head, where there are no entries.
+    prev_seq, prev_hash = after, first.after_hash or GENESIS
     try:
         for entry in entries:
-            verify_link(prev_hash or GENESIS, prev_seq, entry)
+            verify_link(prev_hash, prev_seq, entry)
             prev_seq, prev_hash = entry.seq, entry.hash
     except ChainBroken as exc:
         raise SyncError(f"the centre's chain does not hold: {exc}", code="chain_broken") from exc

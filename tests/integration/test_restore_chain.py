@@ -221,6 +221,10 @@ async def test_pages_of_the_centres_chain_are_read_and_verified_whole(tmp_path: 
             assert (await read(5)).entries == [] and (await read(5)).after_hash == mine[-1].hash
             beyond = await read(9)  # a backup ahead of the centre
             assert (beyond.head, beyond.after_hash, beyond.entries) == (5, None, [])
+            # A clock 20 minutes slow (after a power cut): corrected from the signed refusal.
+            late = await chain.read(session, settings.centre_url, "dam-1", secret, 3,
+                                    time.time() - 1200)  # fmt: skip
+            assert [e.seq for e in late.entries] == [4, 5]
     finally:
         await close()
 
