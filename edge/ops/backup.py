@@ -215,7 +215,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " directory (a trailing / creates it) that gets edge-<node>-<UTC time>.db.",
     )
     parser.add_argument("dest", metavar="DEST")  # a str: Path would drop a trailing '/'
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True, help="the node's settings file")
     parser.add_argument(
         "--keep",
         type=_count,

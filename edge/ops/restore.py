@@ -285,7 +285,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " holds entries after the backup's last one, refuses (--resync records them and goes"
         " on after them). The replaced database is kept as edge.db.replaced-<UTC time>.",
     )
-    parser.add_argument("src", type=Path, metavar="SRC")
+    parser.add_argument("src", type=Path, metavar="SRC", help="the backup file to put back")
     parser.add_argument("--config", type=Path, required=True, help="the node's settings file")
     parser.add_argument(
         "--force",

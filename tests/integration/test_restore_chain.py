@@ -136,8 +136,10 @@ async def test_an_old_backup_is_refused_and_resync_continues_after_the_centre(
             f'[ups]\nsource = "none"\n[centre]\nurl = "{settings.centre_url}"\n'
             f'secret_file = "{settings.centre_secret_file}"\n'
         )
-        argv = ["restore", str(old.path), "--config", str(cfg), "--resync"]
-        assert await asyncio.to_thread(cli.main, argv) == 0
+        argv = ["restore", str(old.path), "--config", str(cfg)]
+        assert await asyncio.to_thread(cli.main, argv) == 1  # refused, in the same words
+        assert "run the same command with --resync" in capsys.readouterr().err
+        assert await asyncio.to_thread(cli.main, [*argv, "--resync"]) == 0
         out = capsys.readouterr().out
         assert "resynced: 2 entries the centre acknowledged after this backup (seq 4..5" in out
         assert "the next entry is seq 6" in out
