@@ -119,7 +119,7 @@ class Settings:
     notify_timeout_s: float = 10.0  # per exec run (killed after it) and per webhook request
     notify_min_interval_s: float = 300.0  # at most one notification per event kind this often
     notify_check_s: float = 2.0  # how often the node's state is looked at
-    notify_battery_after_s: float = 60.0  # on battery this long before it is told
+    notify_battery_after_s: float = 300.0  # on battery this long before it is told (0: at once)
     notify_link_down_after_s: float = 600.0  # link down or degraded this long before it is told
     notify_oldest_pending_h: float = 4.0  # an undelivered entry older than this is told
     notify_disk_free_percent: float = 10.0  # less free space on the data disk than this is told
@@ -353,8 +353,9 @@ def _validate_limits(s: Settings) -> None:
 
 
 def _validate_notify(s: Settings) -> None:
+    program = Path(s.notify_exec)
     if s.notify_exec and not (
-        Path(s.notify_exec).is_absolute() and os.access(s.notify_exec, os.X_OK)
+        program.is_absolute() and program.is_file() and os.access(program, os.X_OK)
     ):
         raise ConfigError(f"notify.exec {s.notify_exec}: not an executable file (an absolute path)")
     if s.notify_webhook_url and not s.notify_webhook_url.startswith(("http://", "https://")):

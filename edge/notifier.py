@@ -79,6 +79,9 @@ class Sink(Loop[bool]):
             self.idle.set()
             return False
         event = self.queue.popleft()
+        # Each event gets its own tries and backoff: one that failed an hour ago does not
+        # make the next one wait longer (a dead sink is one log line either way).
+        self.reset_backoff()
         try:
             await self.deliver(json.dumps(event.body(self.settings), ensure_ascii=False).encode(),
                                event)  # fmt: skip
