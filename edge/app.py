@@ -1,8 +1,8 @@
 """`create_app(settings)`: the node's aiohttp application, built without I/O.
 
 This is the composition root: the node's parts are made here, once. Resources open in
-`cleanup_ctx` in dependency order (database, audit, tokens, replication, power monitor) and
-close in reverse, so the database is the last thing to close.
+`cleanup_ctx` in dependency order (database, audit, tokens, alerts, replication, power
+monitor) and close in reverse, so the database is the last thing to close.
 """
 
 from __future__ import annotations

@@ -333,3 +333,21 @@ def test_notify_settings_are_checked(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
             config.validate(config.Settings(**bad))
     config.validate(config.Settings(notify_exec="/bin/true", notify_webhook_url="https://x/y"))
+
+
+async def test_the_stop_looks_once_more_and_sends_what_it_saw_before_the_node_closes(
+    tmp_path: Path,
+) -> None:
+    """A state reached just before a stop (as when a low battery stops the node) is told:
+    the loop looks once an hour here, yet the event seen at the stop is sent before it ends."""
+    program, out = recording_script(tmp_path)
+    async with node(tmp_path, notify_exec=str(program), notify_check_s=3600,
+                    notify_disk_free_percent=100, limits_offline_max_count=2,
+                    notify_offline_limit_ratio=0.5) as rn:  # fmt: skip
+        # The first look, at the start: the disk is "nearly full" with a threshold of 100 %.
+        await eventually(lambda: [x["event"] for x in lines(out)] == ["disk_low"], 10)
+        assert await pay(rn, "k-1") == 201  # the offline limit is now half used
+        await asyncio.sleep(0.3)
+        assert len(lines(out)) == 1  # the loop sleeps: nothing new seen yet
+    assert [x["event"] for x in lines(out)] == ["disk_low", "offline_limit_near"]
+    assert lines(out)[1]["stdin"]["details"]["limits"] == {"max_count": 0.5}
