@@ -207,6 +207,9 @@ class WebhookSink(Sink):
         except TimeoutError:
             raise Unreachable(f"webhook {self.origin}: no answer within "
                               f"{self.settings.notify_timeout_s:g} s") from None  # fmt: skip
+        except aiohttp.ClientSSLError as exc:
+            # No retry cures a certificate the CA did not issue (or https to plain http).
+            raise NotifyError(f"webhook {self.origin}: TLS: {exc}") from None
         except aiohttp.ClientError as exc:
             # Some aiohttp errors quote the whole URL: only its origin is kept.
             why = str(exc).replace(self.url, self.origin)
