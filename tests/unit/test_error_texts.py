@@ -77,8 +77,10 @@ def test_every_code_the_sync_package_emits_has_both_texts() -> None:
 def documented_reasons() -> set[str]:
     """The reasons sync/PROTOCOL.md's "Rejection reasons" table names (its first column)."""
     text = (SYNC / "PROTOCOL.md").read_text(encoding="utf-8")
-    table = text.split("Rejection reasons:", 1)[1].split("\n\n", 2)[1]
-    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    after = text.split("\nRejection reasons", 1)[1]
+    table = re.search(r"^\| Reason \|.*?(?=\n\n)", after, re.S | re.M)
+    assert table is not None, "PROTOCOL.md has no rejection reasons table"
+    rows = [line.split("|")[1] for line in table.group(0).splitlines() if line.startswith("| `")]
     return {code for row in rows for code in re.findall(r"`([a-z_]+)`", row)}
 
 
