@@ -132,6 +132,16 @@ async def test_the_pending_list_pages_by_cursor_and_scrolls_on_a_phone(
         async with rn.session.get(rn.url + "/v1/admin/pending?state=rejected",
                                   headers=rn.headers("admin")) as resp:  # fmt: skip
             assert resp.status == 400 and (await resp.json())["code"] == "invalid_query"
+        async with rn.session.get(rn.url + "/v1/admin/pending?limit=2",
+                                  headers=rn.headers("admin")) as resp:  # fmt: skip
+            page_one = await resp.json()
+        assert [p["state"] for p in page_one["items"]] == ["pending_sync"] * 2
+        assert page_one["next"] == str(page_one["items"][-1]["seq"])
+        await rn.node.audit.flush()  # every channel's payments were listed: recorded
+        async with rn.session.get(rn.url + "/v1/audit?token=ops",
+                                  headers=rn.headers("auditor")) as resp:  # fmt: skip
+            actions = [e["action"] for e in (await resp.json())["entries"]]
+        assert actions == ["payment.list"]  # the 200; the 400 before it is not kept
 
         await page.goto(rn.url + "/?lang=en")
         await admin_login(page, rn.tokens["admin"])

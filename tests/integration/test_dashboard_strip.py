@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from helpers import eventually, make_bill
 from nodefixtures import RunningNode, start_node
 from test_dashboard import assert_clean, pay
 
-from edge import mirror
+from edge import errors, mirror
 
 ACCOUNTS = [f"01002345{i:02d}" for i in range(10)]
 SIZES = {"desktop": (1280, 900, False), "phone": (390, 844, True)}
@@ -253,3 +254,14 @@ async def test_every_strip_item_reads_the_status(tmp_path: Path, page: Page) -> 
         assert got["strip-pending"] == "1|ok" and got["strip-rejected"] == "0|ok"
         assert got["strip-mirror"].endswith("|ok")
         assert await page.eval("document.getElementById('strip-oldest').hidden") is False
+
+
+async def test_the_code_catalogue_is_served_as_a_script(running: RunningNode) -> None:
+    async with running.session.get(running.url + "/static/codes.js?v=0.1.0") as resp:
+        assert resp.status == 200 and resp.content_type == "text/javascript"
+        assert "max-age" in resp.headers["Cache-Control"]
+        body = await resp.text()
+    assert body.startswith("window.EDGE_CODES = {") and body.isascii()  # JSON escapes, nothing raw
+    served = json.loads(body.removeprefix("window.EDGE_CODES = ").rstrip(";\n"))
+    assert served["centre"]["chain_broken"]["ar"].startswith("لدى المركز")
+    assert served["problem"]["offline_limit"]["en"] == errors.OfflineLimit.title

@@ -121,7 +121,8 @@
     b.textContent = t("reconcile_" + state);
     text("reconcile-day", r ? r.day : "—");
     text("reconcile-at", r ? since(r.at, nowIso) : "—");
-    text("reconcile-counts", !r ? "—" : r.error ? r.error : fill(t("reconcile_counts"), r.counts));
+    text("reconcile-counts", !r ? "—" : r.error ? "" : fill(t("reconcile_counts"), r.counts));
+    if (r && r.error) { $("reconcile-counts").appendChild(E.ltr(r.error, "detail")); } // English, from the link
   }
 
   // Transfer files (PROTOCOL.md 11): what went by hand, and what the centre has not answered.
