@@ -38,7 +38,7 @@ ADMIN_RETARGET = "admin.rejected.retarget"
 REPORT_READ, ADMIN_RECONCILE = "report.read", "admin.reconcile"
 # Subscribers' requests (DESIGN 5.16): one read, and the list of an account's.
 REQUEST_READ, REQUEST_LIST = "request.read", "request.list"
-# `edge restore --resync` and `edge resend` (DESIGN 5.19): the entries recorded from the
+# `edge restore --resync` and `edge resend` (DESIGN 5.20): the entries recorded from the
 # centre, and those made pending again for a centre that lost them.
 RESTORE_RESYNC, OUTBOX_RESEND = "restore.resync", "outbox.resend"
 ACTIONS = (ACCOUNT_READ, BILL_READ, PAYMENT_READ, PAYMENT_LIST, RECEIPT_READ, ADMIN_REPLAY,

@@ -1,7 +1,7 @@
 """A node's chain as the centre holds it (GET /v1/nodes/{node}/chain, PROTOCOL.md 4.8): the
 frame, and reading it page by page with every answer's signature and every link checked.
 
-`edge restore` asks it before it puts a backup in place (DESIGN 5.19): the centre's head,
+`edge restore` asks it before it puts a backup in place (DESIGN 5.20): the centre's head,
 and the entries it acknowledged after the backup's head, so a restored node can continue
 the sequence after them instead of reusing seqs the centre holds for other entries.
 """

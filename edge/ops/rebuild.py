@@ -1,4 +1,4 @@
-"""The node's own rows of entries a resync adopts from the centre (DESIGN 5.19): what each
+"""The node's own rows of entries a resync adopts from the centre (DESIGN 5.20): what each
 kind wrote beside its outbox entry when it was taken, made again from its payload.
 
 The payloads are the node's own, as it sent them (their hashes were checked against the

@@ -1,5 +1,5 @@
 """`edge resend`: the centre behind the node (its own database put back older, so it answers
-`409 chain_gap`): send it again what it acknowledged once and no longer holds (DESIGN 5.19).
+`409 chain_gap`): send it again what it acknowledged once and no longer holds (DESIGN 5.20).
 
 The mirror image of `edge restore --resync`, and as careful: the centre's head is read with
 the signed chain read (sync.chain), and only entries after it, whose chain up to it is the

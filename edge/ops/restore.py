@@ -1,7 +1,7 @@
 """`edge restore`: put a verified backup in place of the node's database, safely.
 
 It refuses to lose local entries (unless --force) and to break the chain the centre holds
-for the node (DESIGN 5.19): the centre is asked first, and when it holds entries after the
+for the node (DESIGN 5.20): the centre is asked first, and when it holds entries after the
 backup's last one the restore is refused, or with --resync continues after them.
 """
 
@@ -127,7 +127,7 @@ async def _against_centre(
     resync_ok: bool,
     offline_unsafe: bool,
 ) -> resync.Plan | None:
-    """The centre's head against the backup's (DESIGN 5.19); BackupError when it forbids this."""
+    """The centre's head against the backup's (DESIGN 5.20); BackupError when it forbids this."""
     if not settings.centre_url:
         return None  # no centre: no chain anywhere else to break
     try:

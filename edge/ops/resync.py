@@ -1,4 +1,4 @@
-"""A restore that cannot break the chain (DESIGN 5.19): what the centre holds against the
+"""A restore that cannot break the chain (DESIGN 5.20): what the centre holds against the
 backup's head, and `--resync`, which records what the backup lacks and continues after it.
 
 The centre's answer is signed and every entry it sends is chained again here (sync.chain),
