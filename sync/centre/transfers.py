@@ -72,6 +72,8 @@ async def import_outbox(settings: CentreSettings, path: Path, verdicts_out: Path
     own = settings.nodes[h.node]
     limits, now = settings.limits(h.node), time.time()
 
+    progress = Progress(f"import {path.name}", h.count, unit="entries")
+
     def job(conn: sqlite3.Connection) -> tuple[list[protocol.Verdict], int]:
         # One transaction for the whole file: refused (a chain gap, a code another node
         # holds) means nothing of it recorded. Entries the link brought meanwhile are known.
@@ -82,12 +84,14 @@ async def import_outbox(settings: CentreSettings, path: Path, verdicts_out: Path
                                  own.duplicate_receipt_codes)  # fmt: skip
             results.extend(reply.results)
             acked = reply.acked_seq
+            progress.advance(len(batch.entries))
         return results, acked
 
     db = CentreStore(settings.db_path)
     await db.open()
     try:
-        results, acked = await db.write(job)
+        with progress:
+            results, acked = await db.write(job)
     except Refused as exc:  # what the online endpoint answers 409 (chain) or 403 (codes)
         raise TransferRefused(
             f"{path}: the centre refuses it ({exc.code}): {exc.detail}; nothing was changed"
