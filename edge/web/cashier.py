@@ -173,20 +173,22 @@ async def create_payment(request: web.Request) -> web.Response:
     client = client_of(request, "pay")
     key = idempotency_key(request)
     req = parse_payment(await read_json(request))
-    refuse_while_bootstrapping(node)
-    if node.shutting_down or disk_low(node):
+    booting = node.bootstrap() is not None
+    if booting or node.shutting_down or disk_low(node):
         # A retry of a payment already taken still gets its receipt; new money is refused.
         stored = stored_reply(node, client.name, key, req)
         if stored is not None:
             return reply_response(stored)
+        refuse_while_bootstrapping(node)
         if node.shutting_down:
             raise errors.NodeShuttingDown(
                 node.shutdown_reason or "the node is stopping",
                 headers={"Retry-After": str(node.settings.power_retry_after_s)},
             )
-        raise errors.StorageFull(
-            f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
-        )
+        if disk_low(node):
+            raise errors.StorageFull(
+                f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
+            )
     settings = node.settings
     call = payments.prepare(
         settings.node_id, client.name, key, req, node.clock(), settings.tz,
