@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge import __version__, config, serving
+from edge import __version__, config, preflight, serving
 from edge.errors import ConfigError, DatabaseError
-from edge.ops import audit, backup, clearing, demo, doctor, notify, tokencli, transfer
+from edge.ops import audit, backup, checkconfig, clearing, demo, doctor, notify, tokencli, transfer
 from edge.ops import payments as payments_cli
 from edge.ops import rejected as rejected_cli
 from sync.centre import cli as centre_cli
@@ -32,10 +32,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from edge.app import create_app
     from edge.web import server
 
-    settings = config.load(args.config)
+    # Every problem at once, the same that check-config finds (exit 2): settings and files.
+    settings = preflight.check(args.config)
     if settings.centre_url:
-        replication.read_secret(settings)  # a bad secret file stops the start here (exit 2)
-    ssl_context = serving.server_context(settings)  # an unloadable file: exit 2, here
+        replication.read_secret(settings)  # a secret replaced since: still stops the start here
+    ssl_context = serving.server_context(settings)
     app = create_app(settings)
     notify.install(app)
     serving.warn_if_insecure(settings)
@@ -138,17 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a node")
-    serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
     serve.set_defaults(func=cmd_serve)
 
     tokencli.register(sub)
 
     status = sub.add_parser("status", help="print the running node's /v1/status")
-    status.add_argument("--config", type=Path, required=True)
+    status.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
     status.set_defaults(func=cmd_status)
 
     replay = sub.add_parser("replay", help="ask the running node to replay its outbox now")
-    replay.add_argument("--config", type=Path, required=True)
+    replay.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
     tokencli.token_arguments(replay, f"an admin token (or {tokencli.ENV})")
     replay.set_defaults(func=cmd_replay)
 
@@ -161,11 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     new.set_defaults(func=cmd_secret_new)
 
     ups = sub.add_parser("ups", help="print the UPS as the node sees it (exit 1: no data)")
-    ups.add_argument("--config", type=Path, required=True)
+    ups.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
     ups.set_defaults(func=cmd_ups)
 
     centre_cli.register(sub)
     demo.register(sub)
+    checkconfig.register(sub)
     doctor.register(sub)
     backup.register(sub)
     audit.register(sub)
@@ -187,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"edge: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems or (str(exc),):
+            print(f"edge: configuration error: {problem}", file=sys.stderr)
         return 2
     except DatabaseError as exc:
         print(f"edge: database error: {exc}", file=sys.stderr)

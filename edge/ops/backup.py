@@ -358,7 +358,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " directory (a trailing / creates it) that gets edge-<node>-<UTC time>.db.",
     )
     parser.add_argument("dest", metavar="DEST")  # a str: Path would drop a trailing '/'
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
     parser.add_argument(
         "--keep",
         type=_count,
@@ -374,7 +374,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " lacks. The replaced database is kept as edge.db.replaced-<UTC time>.",
     )
     parser.add_argument("src", type=Path, metavar="SRC")
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
     parser.add_argument(
         "--force",
         action="store_true",
