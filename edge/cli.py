@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="secret_cmd", required=True
     )
     new = secret.add_parser("new", help="write a fresh 32-byte hex secret, mode 0600")
-    new.add_argument("file", type=Path)
+    new.add_argument("file", type=Path, help="where to write it (e.g. /etc/edge/centre.secret)")
     new.add_argument("--force", action="store_true", help="replace an existing file")
     new.set_defaults(func=cmd_secret_new)
 

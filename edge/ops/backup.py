@@ -357,7 +357,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " integrity and outbox chain, then publish it atomically. DEST is a file, or a"
         " directory (a trailing / creates it) that gets edge-<node>-<UTC time>.db.",
     )
-    parser.add_argument("dest", metavar="DEST")  # a str: Path would drop a trailing '/'
+    # A str: Path would drop a trailing '/'.
+    parser.add_argument("dest", metavar="DEST", help="a file, or a directory (ending in /)")
     parser.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
     parser.add_argument(
         "--keep",
@@ -373,7 +374,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " node runs, and (without --force) when the current outbox has entries the backup"
         " lacks. The replaced database is kept as edge.db.replaced-<UTC time>.",
     )
-    parser.add_argument("src", type=Path, metavar="SRC")
+    parser.add_argument("src", type=Path, metavar="SRC", help="the backup file to restore")
     parser.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
     parser.add_argument(
         "--force",

@@ -118,5 +118,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     revoke = token.add_parser("revoke", help="revoke a token (the node refuses it within 2 s)")
     revoke.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
-    revoke.add_argument("name")
+    revoke.add_argument("name", help="the token's name, as edge token list shows it")
     revoke.set_defaults(func=cmd_revoke)

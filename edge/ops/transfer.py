@@ -219,10 +219,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = sub.add_parser("export", help="write a signed transfer file for the centre")
     export.add_argument("what", choices=["outbox"], help="outbox: every unacknowledged entry")
     export.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
-    export.add_argument("--to", type=Path, required=True, metavar="FILE")
+    export.add_argument("--to", type=Path, required=True, metavar="FILE", help="the file to write")
     export.set_defaults(func=_command)
     imp = sub.add_parser("import", help="apply a signed transfer file from the centre")
-    imp.add_argument("what", choices=["verdicts", "bills"])
-    imp.add_argument("file", type=Path, metavar="FILE")
+    imp.add_argument(
+        "what", choices=["verdicts", "bills"], help="verdicts or bills, as the centre wrote"
+    )
+    imp.add_argument("file", type=Path, metavar="FILE", help="the centre's signed file")
     imp.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
     imp.set_defaults(func=_command)

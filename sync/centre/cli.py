@@ -257,9 +257,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " V`: record a node's transfer file and write the signed verdicts",
         cmd_import,
     )
-    parser.add_argument("csv", type=Path, metavar="BILLS.csv|outbox")
-    parser.add_argument("file", type=Path, nargs="?", metavar="FILE")
-    parser.add_argument("--verdicts-out", type=Path, metavar="FILE")
+    parser.add_argument(
+        "csv", type=Path, metavar="BILLS.csv|outbox", help="a billing export, or the word outbox"
+    )
+    parser.add_argument(
+        "file", type=Path, nargs="?", metavar="FILE", help="outbox: the node's file"
+    )
+    parser.add_argument(
+        "--verdicts-out", type=Path, metavar="FILE", help="outbox: where to write the verdicts"
+    )
     transfers.register(command)
     parser = command("ledger", "the entries recorded from nodes, as CSV", cmd_ledger)
     parser.add_argument("--node", help="only this node's entries")
@@ -271,14 +277,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--date", required=True, help="the recording day YYYY-MM-DD")
     parser.add_argument("--governorate", help="only this governorate (e.g. DAM)")
     parser.add_argument("--timezone", default="Asia/Damascus", help="whose day (IANA zone)")
-    parser.add_argument("--format", choices=("csv", "json"), default="csv")
+    parser.add_argument("--format", choices=("csv", "json"), default="csv", help="default csv")
     parser.set_defaults(func=cmd_report_clearing)
     parser = command("seed", "add realistic demo bills", cmd_seed)
     parser.add_argument("--bills", type=_positive, required=True, help="how many bills")
     parser.add_argument("--cycle", type=_cycle, default=current_cycle(), help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed (repeatable data)")
     parser = command("pay", "record an online payment at the centre", cmd_pay)
-    parser.add_argument("bill_id", metavar="BILL_ID")
+    parser.add_argument("bill_id", metavar="BILL_ID", help="the bill paid")
     parser.add_argument("amount", type=_positive, metavar="AMOUNT", help="piastres")
     credits.register(command, cmd_credits)
     fines.register(command, cmd_fine_rule)

@@ -210,8 +210,8 @@ def _cursor(text: str) -> int:
 
 def register(command: Command) -> None:
     parser = command("export", "write a signed bills file for a node without a link", cmd_export)
-    parser.add_argument("what", choices=["bills"])
+    parser.add_argument("what", choices=["bills"], help="bills: the node's bills and fine rules")
     parser.add_argument("--node", required=True, help="the node the file is for (its key signs it)")
     parser.add_argument("--governorate", help="must be the node's (a check)")
     parser.add_argument("--since", type=_cursor, help="only the changes after this cursor")
-    parser.add_argument("--to", type=Path, required=True, metavar="FILE")
+    parser.add_argument("--to", type=Path, required=True, metavar="FILE", help="the file to write")
