@@ -56,14 +56,10 @@ async def _with_store(
 
 def _run(args: argparse.Namespace, action: Callable[[CentreSettings], int]) -> int:
     try:
-        settings = load_settings(args.config)
+        return action(load_settings(args.config))
     except CentreConfigError as exc:
-        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
-        return 2
-    try:
-        return action(settings)
-    except CentreConfigError as exc:
-        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
+        for problem in exc.detail.splitlines():  # every problem in the file, one a line
+            print(f"edge centre: configuration error: {problem}", file=sys.stderr)
         return 2
     except SyncError as exc:
         print(f"edge centre: {exc.detail}", file=sys.stderr)
@@ -81,6 +77,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         web.run_app(
             create_app(settings), host=settings.host, port=settings.port, ssl_context=context
         )
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """What `serve` checks before it starts: the file (every problem at once), then TLS."""
+
+    def action(settings: CentreSettings) -> int:
+        context = settings.ssl_context()
+        print(f"{args.config}: valid: {len(settings.nodes)} nodes, data in {settings.data_dir},"
+              f" serving {'http' if context is None else 'https'} on {settings.host}:"
+              f"{settings.port}", file=sys.stderr)  # fmt: skip
         return 0
 
     return _run(args, action)
@@ -251,6 +260,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         return parser
 
     command("serve", "run the reference centre", cmd_serve)
+    command(
+        "check-config",
+        "check the centre's file as serve does (every key, secret and TLS file); exit 2 listing"
+        " every error",
+        cmd_check_config,
+    )
     parser = command(
         "import",
         "load or update bills from a billing export (CSV); `import outbox FILE --verdicts-out"

@@ -175,7 +175,8 @@ def _run(args: argparse.Namespace, action: Callable[[CentreSettings], str]) -> i
     try:
         settings = load_settings(args.config)
     except CentreConfigError as exc:
-        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
+        for problem in exc.detail.splitlines():
+            print(f"edge centre: configuration error: {problem}", file=sys.stderr)
         return 2
     try:
         print(action(settings))

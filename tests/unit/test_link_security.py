@@ -105,7 +105,7 @@ def test_centre_tls_and_money_keys(tmp_path: Path) -> None:
     assert s.limits("dam-1") == Limits(max_payment=10**10, max_credit=0)
     assert s.limits("dam-2") == Limits(max_payment=None, max_credit=500_000)
     assert parse({"nodes": raw["nodes"]}, tmp_path).limits("dam-2") == Limits()
-    with pytest.raises(CentreConfigError, match="cannot load the certificate"):
+    with pytest.raises(CentreConfigError, match=r"centre\.cert_file .*: no such file"):
         s.ssl_context()
     for bad, named in [
         ({"centre": {"key_file": "k.pem"}}, "need centre.cert_file"),
