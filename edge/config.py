@@ -121,11 +121,11 @@ class Settings:
 # Older names still accepted (TOML key and EDGE_* variable); check-config shows the new one.
 ALIASES = {"centre_client_cert": "centre_cert_file", "centre_client_key": "centre_key_file"}
 # EDGE_* variables that are not settings, so not refused as typos: the admin token the CLI
-# reads (edge/ops/tokencli.py), the crash points (outbox/crashpoints.py) and the test suite's
-# knobs (docs/RELIABILITY.md), which a node started by a test inherits.
+# reads (edge/ops/tokencli.py), the crash points (outbox/crashpoints.py), and the knobs of the
+# test suite and CI (docs/RELIABILITY.md, .ci/run), which a node started by a test inherits.
 NOT_SETTINGS = frozenset({
     "EDGE_ADMIN_TOKEN", "EDGE_CRASH_AT", "EDGE_CRASH_SEED", "EDGE_FUZZ_EXAMPLES",
-    "EDGE_SCHEMATHESIS_EXAMPLES", "EDGE_SCREENSHOT_DIR",
+    "EDGE_SCHEMATHESIS_EXAMPLES", "EDGE_SCREENSHOT_DIR", "EDGE_CI_BENCH",
 })  # fmt: skip
 
 # Every `edge` command that reads the node's settings takes them as `--config FILE`.
@@ -198,7 +198,9 @@ def read(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Setti
         if not variable.startswith("EDGE_") or variable in NOT_SETTINGS:
             continue
         name = ALIASES.get(variable[5:].lower(), variable[5:].lower())
-        if name in _FIELDS:
+        if name in _FIELDS and raw.get(name, (None, None))[1] is not None:
+            problems.add(name, "and its older name are both given: keep one")
+        elif name in _FIELDS:
             raw[name] = (value, variable)
         else:
             # Compared without the EDGE_ all share, or every short typo looks alike.

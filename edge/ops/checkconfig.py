@@ -26,14 +26,9 @@ def effective(path: Path, env: Mapping[str, str] | None = None) -> list[tuple[st
     environ = os.environ if env is None else env
     rows = []
     for field in fields(settings):
-        variable = f"EDGE_{field.name.upper()}"
-        source = (
-            f"env {variable}"
-            if variable in environ
-            else "file"
-            if field.name in in_file
-            else "default"
-        )
+        names = [field.name, *(old for old, new in config.ALIASES.items() if new == field.name)]
+        given = [config.variable_of(n) for n in names if config.variable_of(n) in environ]
+        source = f"env {given[0]}" if given else "file" if field.name in in_file else "default"
         value = getattr(settings, field.name)
         shown = f'"{value}"' if isinstance(value, str | Path) else str(value)
         rows.append((config.key_of(field.name), shown, source))

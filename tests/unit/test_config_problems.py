@@ -3,6 +3,7 @@ variable and the fix: strict types, ranges, unknown keys and variables (did you 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,25 @@ def test_an_unknown_key_or_section_names_the_closest_known_one(
 def test_a_key_given_under_both_its_names_is_one_problem(tmp_path: Path) -> None:
     (line,) = problems(tmp_path, '[centre]\ncert_file = "/a"\nclient_cert = "/b"\n')
     assert line.startswith("centre.cert_file and its older name are both given: keep one")
+    (line,) = problems(
+        tmp_path, "", {"EDGE_CENTRE_CERT_FILE": "/a", "EDGE_CENTRE_CLIENT_CERT": "/b"}
+    )
+    assert line.startswith("centre.cert_file and its older name are both given: keep one")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+READS = re.compile(r"""(?:environ(?:\.get)?\(|environ\[|getenv\(|\$\{?)["']?(EDGE_[A-Z0-9_]+)""")
+
+
+def test_every_edge_variable_the_code_reads_is_a_setting_or_allowed() -> None:
+    """A new EDGE_* knob read anywhere (code, tests, CI) must be a setting or on the allow-list,
+    or every node a test starts with it set would refuse to start."""
+    names = [f.name for f in config.fields(config.Settings)] + list(config.ALIASES)
+    settings = {config.variable_of(n) for n in names}
+    read: set[str] = set()
+    for top in ("edge", "sync", "outbox", "tests", ".ci", "deploy"):
+        for path in (ROOT / top).rglob("*"):
+            if path.is_file() and path.suffix in (".py", ".sh", "") and ".venv" not in path.parts:
+                read |= set(READS.findall(path.read_text(errors="replace")))
+    assert {"EDGE_CRASH_AT", "EDGE_CI_BENCH"} <= read  # the scan sees code and CI
+    assert read - settings - config.NOT_SETTINGS == set()
