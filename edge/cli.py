@@ -28,15 +28,12 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from edge import replication
     from edge.app import create_app
     from edge.web import server
 
     # Every problem at once, the same that check-config finds (exit 2): settings and files.
     settings = preflight.check(args.config)
-    if settings.centre_url:
-        replication.read_secret(settings)  # a secret replaced since: still stops the start here
-    ssl_context = serving.server_context(settings)
+    ssl_context = serving.server_context(settings)  # preflight loaded it: this one is kept
     app = create_app(settings)
     notify.install(app)
     serving.warn_if_insecure(settings)
