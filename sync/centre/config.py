@@ -254,8 +254,10 @@ def _node(node: str, table: object, base: Path, problems: _Problems) -> NodeSett
     )  # fmt: skip
     return NodeSettings(
         governorate=gov, secret=secret, next_secret=next_secret,
-        max_payment=problems.get(lambda: _piastres(table, "max_payment", f"{key}.max_payment", 1), None),
-        max_credit=problems.get(lambda: _piastres(table, "max_credit", f"{key}.max_credit", 0), None),
+        max_payment=problems.get(partial(_piastres, table, "max_payment", f"{key}.max_payment", 1),
+                                 None),
+        max_credit=problems.get(partial(_piastres, table, "max_credit", f"{key}.max_credit", 0),
+                                None),
         duplicate_receipt_codes=problems.get(
             lambda: _codes(table, f"{key}.duplicate_receipt_codes"), frozenset()
         ),

@@ -80,7 +80,8 @@ def test_an_integer_is_a_number_for_a_float_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"EDGE_HTTP_PORT": "80.0"}, "http.port must be an integer, not '80.0' from EDGE_HTTP_PORT"),
+        ({"EDGE_HTTP_PORT": "80.0"},
+         "http.port must be an integer, not '80.0' from EDGE_HTTP_PORT"),
         ({"EDGE_CENTRE_TIMEOUT_S": "soon"},
          "centre.timeout_s must be a number, not 'soon' from EDGE_CENTRE_TIMEOUT_S"),
         ({"EDGE_AUDIT_ENABLED": "maybe"},
@@ -154,7 +155,8 @@ def test_variables_that_are_not_settings_are_allowed(tmp_path: Path) -> None:
         ("[limits]\noffline_max_count = 1\n",
          "unknown key limits.offline_max_count ([limits] offline_max_count): did you mean"
          " [limits.offline] max_count?"),
-        ("[mirror]\nzzz = 1\n", "unknown key mirror.zzz ([mirror] zzz): [mirror] has stale_after_s"),
+        ("[mirror]\nzzz = 1\n",
+         "unknown key mirror.zzz ([mirror] zzz): [mirror] has stale_after_s"),
         ("[limts]\nx = 1\n", "unknown section [limts]: did you mean [limits]? the sections are"),
         ("port = 1\n", "port is outside any section: put it under one of [node], [http]"),
     ],
