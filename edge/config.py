@@ -28,7 +28,7 @@ from sync import receiptcode
 
 SECTIONS = (
     "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
-    "limits.offline", "audit", "payments", "readings",
+    "limits.offline", "audit", "payments", "readings", "notify",
 )  # fmt: skip
 
 
@@ -100,6 +100,20 @@ class Settings:
     audit_keep_days: int = 400  # a year of disputes plus a billing cycle; 0 keeps for ever
     payments_void_window_h: float = 24.0  # a supervisor may void a payment this long after
     readings_jump_factor: float = 10.0  # flag a reading above this many times the usual daily use
+    # Alert notifications (edge/notifier.py; deploy/README.md "Alerts"): none unless set.
+    notify_exec: str = ""  # a program run per event, the JSON on stdin (like NOTIFYCMD)
+    notify_webhook_url: str = ""  # POSTed the same JSON; redirects are refused
+    notify_ca_file: str = (
+        ""  # the CA that issued an https webhook's certificate (else the system's)
+    )
+    notify_timeout_s: float = 10.0  # per exec run (killed after it) and per webhook request
+    notify_min_interval_s: float = 300.0  # at most one notification per event kind this often
+    notify_check_s: float = 2.0  # how often the node's state is looked at
+    notify_battery_after_s: float = 300.0  # on battery this long before it is told (0: at once)
+    notify_link_down_after_s: float = 600.0  # link down or degraded this long before it is told
+    notify_oldest_pending_h: float = 4.0  # an undelivered entry older than this is told
+    notify_disk_free_percent: float = 10.0  # less free space on the data disk than this is told
+    notify_offline_limit_ratio: float = 0.8  # an offline limit this much used is told
 
     @property
     def tz(self) -> ZoneInfo:
@@ -121,10 +135,12 @@ class Settings:
 # Older names still accepted (TOML key and EDGE_* variable); check-config shows the new one.
 ALIASES = {"centre_client_cert": "centre_cert_file", "centre_client_key": "centre_key_file"}
 # EDGE_* variables that are not settings, so not refused as typos: the admin token the CLI
-# reads (edge/ops/tokencli.py), the crash points (outbox/crashpoints.py), and the knobs of the
-# test suite and CI (docs/RELIABILITY.md, .ci/run), which a node started by a test inherits.
+# reads (edge/ops/tokencli.py), the crash points (outbox/crashpoints.py), what notify.exec's
+# program is given (edge/notifier.py: it may run `edge status`), and the knobs of the test
+# suite and CI (docs/RELIABILITY.md, .ci/run), which a node started by a test inherits.
 NOT_SETTINGS = frozenset({
-    "EDGE_ADMIN_TOKEN", "EDGE_CRASH_AT", "EDGE_CRASH_SEED", "EDGE_FUZZ_EXAMPLES",
+    "EDGE_ADMIN_TOKEN", "EDGE_CRASH_AT", "EDGE_EVENT", "EDGE_SEVERITY", "EDGE_NODE",
+    "EDGE_GOVERNORATE", "EDGE_TEXT_AR", "EDGE_TEXT_EN", "EDGE_CRASH_SEED", "EDGE_FUZZ_EXAMPLES",
     "EDGE_SCHEMATHESIS_EXAMPLES", "EDGE_SCREENSHOT_DIR", "EDGE_CI_BENCH",
 })  # fmt: skip
 

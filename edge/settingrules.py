@@ -5,6 +5,7 @@ and the keys that only go together (edge.config applies them, edge.preflight the
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,13 @@ RANGES |= dict.fromkeys(("http_shutdown_timeout_s", "http_header_timeout_s",
     "centre_config_fault_retry_s", "centre_pull_interval_s", "centre_pull_interval_battery_s",
     "ups_poll_s", "ups_poll_battery_s", "ups_timeout_s", "mirror_stale_after_s",
 ), (1e-9, math.inf, "must be positive (seconds)"))  # fmt: skip
+RANGES |= dict.fromkeys(("notify_timeout_s", "notify_check_s"),
+                        (1e-9, math.inf, "must be positive (seconds)"))  # fmt: skip
+RANGES |= dict.fromkeys(("notify_min_interval_s", "notify_battery_after_s",
+    "notify_link_down_after_s", "notify_oldest_pending_h"),
+    (0, math.inf, "must be 0 (at once) or positive"))  # fmt: skip
+RANGES["notify_disk_free_percent"] = (0, 100, "must be between 0 (off) and 100 (percent)")
+RANGES["notify_offline_limit_ratio"] = (1e-9, 1, "must be above 0 and at most 1")
 RANGES |= dict.fromkeys(("storage_min_free_mb", "power_runtime_floor_s", "power_dead_time_s",
     "power_final_replay_s"), (0, math.inf, "must not be negative"))  # fmt: skip
 RANGES |= dict.fromkeys(("limits_inquiries_per_s", "limits_inquiry_burst",
@@ -87,6 +95,7 @@ def broken(s: Any) -> Iterator[tuple[str, str]]:
     if s.limits_auth_failures and not 1 <= s.limits_auth_block_max_s < math.inf:
         yield ("limits_auth_block_max_s", "must be at least 1 (second)")
     yield from _http_tls(s)
+    yield from _notify(s)
 
 
 def _http_tls(s: Any) -> Iterator[tuple[str, str]]:
@@ -103,3 +112,16 @@ def _http_tls(s: Any) -> Iterator[tuple[str, str]]:
         value = getattr(s, f"http_{key}")
         if value and not Path(value).is_file():
             yield (f"http_{key}", f"{value}: no such file")
+
+
+def _notify(s: Any) -> Iterator[tuple[str, str]]:
+    program = Path(s.notify_exec)
+    if s.notify_exec and not (
+        program.is_absolute() and program.is_file() and os.access(program, os.X_OK)
+    ):
+        yield ("notify_exec", f"{s.notify_exec}: not an executable file (give an absolute path)")
+    if s.notify_webhook_url and not s.notify_webhook_url.startswith(("http://", "https://")):
+        yield ("notify_webhook_url", f"{s.notify_webhook_url!r}: http://… or https://…, or empty"
+               " for none")  # fmt: skip
+    if s.notify_ca_file and not Path(s.notify_ca_file).is_file():
+        yield ("notify_ca_file", f"{s.notify_ca_file}: no such file")

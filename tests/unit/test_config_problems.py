@@ -179,17 +179,23 @@ def test_a_key_given_under_both_its_names_is_one_problem(tmp_path: Path) -> None
 
 ROOT = Path(__file__).resolve().parents[2]
 READS = re.compile(r"""(?:environ(?:\.get)?\(|environ\[|getenv\(|\$\{?)["']?(EDGE_[A-Z0-9_]+)""")
+# The code's own environments for the processes it starts (notify.exec's program).
+GIVES = re.compile(r"""["'](EDGE_[A-Z0-9_]+)["']\s*:""")
 
 
 def test_every_edge_variable_the_code_reads_is_a_setting_or_allowed() -> None:
-    """A new EDGE_* knob read anywhere (code, tests, CI) must be a setting or on the allow-list,
-    or every node a test starts with it set would refuse to start."""
+    """A new EDGE_* knob read anywhere (code, tests, CI), or given to a program the node runs,
+    must be a setting or on the allow-list, or an `edge` command started with it set (by a
+    test, or by notify.exec's program) would refuse to start."""
     names = [f.name for f in config.fields(config.Settings)] + list(config.ALIASES)
     settings = {config.variable_of(n) for n in names}
     read: set[str] = set()
     for top in ("edge", "sync", "outbox", "tests", ".ci", "deploy"):
         for path in (ROOT / top).rglob("*"):
             if path.is_file() and path.suffix in (".py", ".sh", "") and ".venv" not in path.parts:
-                read |= set(READS.findall(path.read_text(errors="replace")))
-    assert {"EDGE_CRASH_AT", "EDGE_CI_BENCH"} <= read  # the scan sees code and CI
+                text = path.read_text(errors="replace")
+                read |= set(READS.findall(text))
+                if top != "tests":  # tests give bad variables on purpose
+                    read |= set(GIVES.findall(text))
+    assert {"EDGE_CRASH_AT", "EDGE_CI_BENCH", "EDGE_SEVERITY"} <= read  # code, CI, notifier
     assert read - settings - config.NOT_SETTINGS == set()
