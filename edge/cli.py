@@ -136,17 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a node")
-    serve.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
+    config.config_option(serve)
     serve.set_defaults(func=cmd_serve)
 
     tokencli.register(sub)
 
     status = sub.add_parser("status", help="print the running node's /v1/status")
-    status.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
+    config.config_option(status)
     status.set_defaults(func=cmd_status)
 
     replay = sub.add_parser("replay", help="ask the running node to replay its outbox now")
-    replay.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
+    config.config_option(replay)
     tokencli.token_arguments(replay, f"an admin token (or {tokencli.ENV})")
     replay.set_defaults(func=cmd_replay)
 
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.set_defaults(func=cmd_secret_new)
 
     ups = sub.add_parser("ups", help="print the UPS as the node sees it (exit 1: no data)")
-    ups.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
+    config.config_option(ups)
     ups.set_defaults(func=cmd_ups)
 
     centre_cli.register(sub)

@@ -8,6 +8,7 @@ is reported at once, each naming its key and the fix (edge.preflight adds the fi
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import math
@@ -144,8 +145,13 @@ NOT_SETTINGS = frozenset({
     "EDGE_SCHEMATHESIS_EXAMPLES", "EDGE_SCREENSHOT_DIR", "EDGE_CI_BENCH",
 })  # fmt: skip
 
-# Every `edge` command that reads the node's settings takes them as `--config FILE`.
-CONFIG_HELP = "the node's settings (TOML), e.g. /etc/edge/edge.toml; EDGE_* variables override"
+
+def config_option(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """`--config FILE`: how every `edge` command that reads the node's settings is given them."""
+    parser.add_argument("--config", type=Path, required=required, metavar="FILE",
+                        help="the node's settings (TOML), e.g. /etc/edge/edge.toml; EDGE_*"
+                        " variables override it")  # fmt: skip
+
 
 ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - names for "every address"
 

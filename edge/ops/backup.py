@@ -359,7 +359,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     # A str: Path would drop a trailing '/'.
     parser.add_argument("dest", metavar="DEST", help="a file, or a directory (ending in /)")
-    parser.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
+    config.config_option(parser)
     parser.add_argument(
         "--keep",
         type=_count,
@@ -375,7 +375,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " lacks. The replaced database is kept as edge.db.replaced-<UTC time>.",
     )
     parser.add_argument("src", type=Path, metavar="SRC", help="the backup file to restore")
-    parser.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
+    config.config_option(parser)
     parser.add_argument(
         "--force",
         action="store_true",

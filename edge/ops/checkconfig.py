@@ -95,5 +95,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "file", type=Path, metavar="FILE", nargs="?", help="the same as --config FILE"
     )
-    parser.add_argument("--config", type=Path, help=config.CONFIG_HELP)
+    config.config_option(parser, required=False)
     parser.set_defaults(func=cmd_check_config)

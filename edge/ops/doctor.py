@@ -331,5 +331,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " (NUT), the centre (a signed request) and the clock; say what to do about each"
         " problem. Exit 0 when nothing FAILs. Run it as the service user: sudo -u edge ...",
     )
-    parser.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
+    config.config_option(parser)
     parser.set_defaults(func=cmd_doctor)

@@ -104,7 +104,7 @@ def register(sub: Any) -> None:
         dest="payments_cmd", required=True
     )
     ls = group.add_parser("list", help="find payments, newest first (read-only; the node may run)")
-    ls.add_argument("--config", type=Path, required=True, help=config.CONFIG_HELP)
+    config.config_option(ls)
     ls.add_argument("--receipt", help="DAM-20261201-000003 or DAM-DAM1-20261201-000003")
     ls.add_argument("--account", help="only this account")
     ls.add_argument("--bill-id", dest="bill_id", help="only this bill")
