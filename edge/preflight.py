@@ -27,6 +27,8 @@ def check(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
 def files(s: Settings, problems: Problems) -> None:
     """Add a problem for each file `s` names that the node could not start with. A key whose
     value is already refused is not looked at again (its file would be the default's)."""
+    if "node_data_dir" not in problems.names:
+        _data_dir(s.node_data_dir, problems)
     if s.centre_url and "centre_secret_file" not in problems.names:
         _secret(s, problems)
     if "auth_tokens_file" not in problems.names:
@@ -48,6 +50,18 @@ def files(s: Settings, problems: Problems) -> None:
                 path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 problems.add("ups_password_file", f"{path} cannot be read: {exc}")
+
+
+def _data_dir(path: Path, problems: Problems) -> None:
+    """The node makes its data directory (and parents) at start, and writes its database there."""
+    if path.exists() and not path.is_dir():
+        problems.add("node_data_dir", f"{path} is not a directory")
+        return
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fix = "" if existing == path else f" to create {path} in"
+        problems.add("node_data_dir", f"{existing} is not writable by this user (uid"
+                     f" {os.geteuid()}){fix}: install -d -o USER -m 750 {path}")  # fmt: skip
 
 
 def _secret(s: Settings, problems: Problems) -> None:

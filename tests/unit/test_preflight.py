@@ -152,3 +152,12 @@ def test_the_ups_password_file_must_be_private(tmp_path: Path) -> None:
     assert line.startswith("ups.password_file is refused: the password file") and "644" in line
     password.chmod(0o600)
     assert preflight.check(path, env={}).ups_password_file == str(password)
+
+
+def test_the_data_directory_must_be_a_directory_or_be_made_at_start(tmp_path: Path) -> None:
+    secret(tmp_path)
+    (tmp_path / "data").write_text("not a directory")
+    (line,) = refused(write(tmp_path, node_toml(tmp_path)))
+    assert line.startswith(f"node.data_dir {tmp_path / 'data'} is not a directory")
+    (tmp_path / "data").unlink()
+    assert preflight.check(tmp_path / "edge.toml", env={})  # serve creates it
