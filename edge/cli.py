@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     notify.install(app)
     serving.warn_if_insecure(settings)
     log.info(
-        "node %s (%s) serving %s on %s:%d%s, data in %s",
+        "starting node %s (%s): %s on %s:%d%s, data in %s",
         settings.node_id, settings.node_governorate, "https" if ssl_context else "http",
         settings.http_host, settings.http_port,
         " (client certificates required)" if settings.http_client_ca_file else "",
@@ -92,12 +92,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     token = tokencli.read_token(args)
     context = serving.local_client_context(settings)
     request = urllib.request.Request(  # noqa: S310
-        serving.local_url(settings, "/v1/admin/replay"),
+        serving.local_url(settings, f"/v1/admin/replay?wait={REPLAY_WAIT_S}"),
         method="POST",
         headers={"Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as resp:  # noqa: S310
+        timeout = REPLAY_WAIT_S + 10
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310
             doc = json.load(resp)
     except urllib.error.HTTPError as exc:
         print(
@@ -108,8 +109,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as exc:
         print(f"edge: the node does not answer: {exc}" + _hint(settings), file=sys.stderr)
         return 1
-    print(f"replay triggered; {doc.get('pending')} entries pending")
+    link = doc.get("link") or {"state": "up"}  # a node before `link` in the reply: as before
+    if link.get("state") != "up":
+        why = link.get("last_error") or "no answer from the centre yet"
+        print(
+            f"edge: replay not done: the link to the centre is {link.get('state')}: {why};"
+            f" {doc.get('pending')} entries wait, and the node keeps retrying by itself",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"replay triggered, the centre answers; {doc.get('pending')} entries pending")
     return 0
+
+
+REPLAY_WAIT_S = 10  # how long `edge replay` waits for the centre's answer
 
 
 def _hint(settings: config.Settings) -> str:

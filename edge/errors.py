@@ -337,6 +337,13 @@ class StorageFailed(ApiError):
     title_ar = "تعذّر على الخادم الكتابة على القرص؛ لم تُقبل الدفعة"
 
 
+class MirrorBootstrapping(ApiError):
+    status = 503
+    code = "mirror_bootstrapping"
+    title = "The node is still loading its bills from the centre; try again shortly"
+    title_ar = "ما زال الخادم يحمّل الفواتير من المركز؛ أعد المحاولة بعد قليل"
+
+
 class NotReady(ApiError):
     status = 503
     code = "not_ready"

@@ -29,8 +29,9 @@ from sync.centre import bills, clearing, credits, fines, receipts, requests, see
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
 from sync.centre.store import CentreStore, ChangeSeq
-from sync.errors import CentreConfigError, SyncError
+from sync.errors import CentreConfigError, ImportFailed, SyncError
 from sync.fines import Rule
+from sync.progress import Progress
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,17 +104,76 @@ def cmd_import(args: argparse.Namespace) -> int:
         return transfers.cmd_import_outbox(args)
 
     def action(settings: CentreSettings) -> int:
-        governorate = settings.require_governorate()
-        rows = bills.read_csv(args.csv)
-        now = time.time()
-        result = asyncio.run(
-            _with_store(settings, lambda conn: bills.upsert_bills(conn, governorate, rows, now))
-        )
-        print(f"{len(rows)} rows: {result.inserted} new, {result.updated} changed,"
+        rows, result = import_bills(settings, args.csv)
+        print(f"{rows} rows: {result.inserted} new, {result.updated} changed,"
               f" {result.unchanged} unchanged")  # fmt: skip
         return 0
 
     return _run(args, action)
+
+
+def import_bills(settings: CentreSettings, path: Path) -> tuple[int, bills.UpsertResult]:
+    """Check the whole file first (a bad row changes nothing), then apply it in chunks of
+    `bills.CHUNK` rows, one write job each, while the next chunk is read: memory stays flat.
+    Cut short after the check (killed, disk full), the chunks committed stay; running the
+    same import again finishes it, the rows already in counting as unchanged."""
+    governorate = settings.require_governorate()
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImportFailed(f"cannot read {path}: {exc}") from exc
+    with Progress(f"check {path.name}", size, unit="B") as checking:
+        rows = bills.check_csv(path, read=checking.advance)
+    return rows, asyncio.run(_apply_csv(settings, governorate, path, rows))
+
+
+async def _apply_csv(
+    settings: CentreSettings, governorate: str, path: Path, rows: int
+) -> bills.UpsertResult:
+    now, totals = time.time(), [0, 0, 0]
+    store = CentreStore(settings.db_path)
+    await store.open()
+    applied = 0
+    try:
+        with Progress(f"import {path.name}", rows, unit="rows") as progress:
+
+            async def apply(chunk: list[bills.BillInput]) -> None:
+                nonlocal applied
+                done = await store.write(lambda c: bills.upsert_bills(c, governorate, chunk, now))
+                applied += len(chunk)
+                totals[0], totals[1] = totals[0] + done.inserted, totals[1] + done.updated
+                totals[2] += done.unchanged
+                progress.advance(len(chunk))
+
+            in_flight: asyncio.Task[None] | None = None
+            chunk: list[bills.BillInput] = []
+            try:
+                for _, bill in bills.iter_csv(path):
+                    chunk.append(bill)
+                    if len(chunk) >= bills.CHUNK:
+                        if in_flight is not None:
+                            await in_flight
+                        in_flight = asyncio.create_task(apply(chunk))
+                        await asyncio.sleep(0)  # hand it to the writer, then read on
+                        chunk = []
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
+                await apply(chunk)
+            except ImportFailed as exc:
+                raise ImportFailed(
+                    f"{path} changed while it was imported ({exc.detail}); {applied} rows were"
+                    " applied: check the file and import it again"
+                ) from exc
+            finally:
+                if in_flight is not None:
+                    in_flight.cancel()
+    finally:
+        await store.close()
+    if applied != rows:
+        raise ImportFailed(f"{path} changed while it was imported: {rows} rows checked,"
+                           f" {applied} applied; import it again")  # fmt: skip
+    return bills.UpsertResult(*totals)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:

@@ -20,7 +20,8 @@ from sync.centre.config import CentreSettings, NodeSettings, load_settings
 from sync.centre.ledger import record_batch
 from sync.centre.store import CentreStore
 from sync.errors import CentreConfigError, ProtocolError, Refused, SyncError, TransferRefused
-from sync.transfer import Header, Progress, TransferFile, write_file
+from sync.progress import Progress
+from sync.transfer import Header, TransferFile, write_file
 
 Command = Callable[[str, str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 
@@ -71,6 +72,8 @@ async def import_outbox(settings: CentreSettings, path: Path, verdicts_out: Path
     own = settings.nodes[h.node]
     limits, now = settings.limits(h.node), time.time()
 
+    progress = Progress(f"import {path.name}", h.count, unit="entries")
+
     def job(conn: sqlite3.Connection) -> tuple[list[protocol.Verdict], int]:
         # One transaction for the whole file: refused (a chain gap, a code another node
         # holds) means nothing of it recorded. Entries the link brought meanwhile are known.
@@ -81,12 +84,14 @@ async def import_outbox(settings: CentreSettings, path: Path, verdicts_out: Path
                                  own.duplicate_receipt_codes)  # fmt: skip
             results.extend(reply.results)
             acked = reply.acked_seq
+            progress.advance(len(batch.entries))
         return results, acked
 
     db = CentreStore(settings.db_path)
     await db.open()
     try:
-        results, acked = await db.write(job)
+        with progress:
+            results, acked = await db.write(job)
     except Refused as exc:  # what the online endpoint answers 409 (chain) or 403 (codes)
         raise TransferRefused(
             f"{path}: the centre refuses it ({exc.code}): {exc.detail}; nothing was changed"
@@ -154,7 +159,7 @@ def export_bills(settings: CentreSettings, node: str, gov: str | None, since: in
                 (gov, since),
             ).fetchone()
             cursor = since if top is None else top
-        progress = Progress(f"export {to.name}", count)
+        progress = Progress(f"export {to.name}", count, unit="bills")
         header = Header("bills", node, gov, "", time.time(), count=count, since=since,
                         cursor=cursor)  # fmt: skip
         frames = (
@@ -162,7 +167,8 @@ def export_bills(settings: CentreSettings, node: str, gov: str | None, since: in
             if since is None
             else _changes(conn, gov, since, progress)
         )
-        digest = write_file(to, own.secret, header, frames)
+        with progress:
+            digest = write_file(to, own.secret, header, frames)
         conn.execute("COMMIT")
     finally:
         conn.close()
