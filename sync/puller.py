@@ -84,6 +84,7 @@ class Puller(Loop[int]):
         self.clock = clock
         self.interval_s = config.interval_s
         self.base = f"/v1/governorates/{config.governorate}/bills"
+        self._bootstrap_told = False
         # The key to sign with now: a SecretFile follows a rotation without a restart.
         self.secret: Callable[[], bytes] = secret or (lambda: config.secret)
         # The bootstrap's bills applied and the total the centre announced (readiness shows
@@ -189,7 +190,9 @@ class Puller(Loop[int]):
             if progress is not None:
                 progress.advance(len(bills))
 
-        log.info("mirror is empty: bootstrapping from the centre's snapshot")
+        if not self._bootstrap_told:  # once, not once per retry of a centre that is away
+            self._bootstrap_told = True
+            log.info("mirror is empty: bootstrapping from the centre's snapshot")
         try:
             # The session's total timeout bounds ordinary requests; a snapshot of a whole
             # governorate takes as long as the link needs, so only a stalled read times out.
