@@ -704,6 +704,14 @@ end
     def report(self, run: dict[str, Any]) -> tuple[str, bool]:
         args, seed, r = self.args, run["seed"], run["results"]
         lines = []
+
+        def cpu_us(key: str) -> float:
+            """Server CPU (all threads) per request answered: what a busy machine disturbs
+            less than the rate, since other work takes the CPU's time, not the server's."""
+            res, cpu, *_, wall = r[key]
+            done = res["ok"] if key in ("c_pay", "d") else res["requests"]
+            return cpu * wall * 1e6 / done if done else float("nan")
+
         pinning = (
             "node and bare server pinned to CPU 0; wrk/payer load generators pinned to CPU 1"
             if self.taskset
@@ -730,7 +738,7 @@ end
             f"plan   : account inquiry -> {seed['plan']}",
             "",
             f"{'phase':<44}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non2xx':>7}{'err':>5}"
-            f"{'srv CPU':>8}{'load CPU':>9}{'others':>7}{'cpu0':>6}{'cpu1':>6}",
+            f"{'srv CPU':>8}{'µs/req':>7}{'load CPU':>9}{'others':>7}{'cpu0':>6}{'cpu1':>6}",
         ]
 
         def row(label: str, key: str, rate_key: str = "rps") -> None:
@@ -738,7 +746,8 @@ end
             cores = "".join(f"{x:>6.0%}" for x in per_cpu[:2])
             lines.append(
                 f"{label:<44}{res[rate_key]:>8.0f}{res['p50_ms']:>8.2f}{res['p99_ms']:>8.2f}"
-                f"{res['non2xx']:>7}{res['errors']:>5}{cpu:>8.0%}{lcpu:>9.0%}{other:>7.0%}{cores}"
+                f"{res['non2xx']:>7}{res['errors']:>5}{cpu:>8.0%}{cpu_us(key):>7.0f}{lcpu:>9.0%}"
+                f"{other:>7.0%}{cores}"
             )
 
         row('a  bare aiohttp GET / -> {"ok": true}', "a")
@@ -750,8 +759,9 @@ end
         pay_c, pay_d = r["c_pay"][0], r["d"][0]
         lines += [
             "   CPU columns: cores busy on average (100% = one CPU). srv = the server process"
-            " (all threads); load = wrk/payers (c: both); others = the rest of the machine;"
-            " cpu0/cpu1 = how busy each CPU was",
+            " (all threads); µs/req = its CPU per request answered (c: per inquiry and per"
+            " payment, of the whole phase's CPU); load = wrk/payers (c: both); others = the rest"
+            " of the machine; cpu0/cpu1 = how busy each CPU was",
             f"   payment statuses: c {pay_c['statuses']}  d {pay_d['statuses']}",
         ]
         wc, wd = run["writer_c"], run["writer_d"]
@@ -796,7 +806,9 @@ end
         targets = [
             (
                 "inquiry throughput >= 0.6x bare handler",
-                f"b/a = {ratio_ab:.2f} (floor a2/a = {a2['rps'] / a['rps']:.2f})",
+                f"b/a = {ratio_ab:.2f} (floor a2/a = {a2['rps'] / a['rps']:.2f}; by server CPU"
+                f" per request {cpu_us('a') / cpu_us('b'):.2f}, floor"
+                f" {cpu_us('a') / cpu_us('a2'):.2f})",
                 ratio_ab >= 0.6,
             ),
             (
@@ -812,7 +824,8 @@ end
             (
                 f"payment throughput at {args.payers} payers >= 0.4x inquiry throughput",
                 f"d payments / b inquiries = {ratio_pay:.2f}"
-                f" (c, beside the inquiry load: {pay_c['ok_rate'] / b['rps']:.2f})",
+                f" (c, beside the inquiry load: {pay_c['ok_rate'] / b['rps']:.2f}; by server CPU"
+                f" per request {cpu_us('b') / cpu_us('d'):.2f})",
                 ratio_pay >= 0.4,
             ),
         ]
