@@ -8,6 +8,7 @@ keys are refused (a typo must not silently mean a default).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import tomllib
 from collections.abc import Mapping
@@ -36,6 +37,8 @@ GOVERNORATES = {
     "SWE": ("As-Suwayda", "السويداء"),
     "QUN": ("Quneitra", "القنيطرة"),
 }
+LOOPS = ("asyncio", "uvloop")  # http.loop: what `edge serve` runs on (edge.serving)
+FAST_EXTRA = "pip install 'governorate-edge[fast]'"
 SECTIONS = (
     "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
     "limits.offline", "audit", "payments", "readings",
@@ -59,6 +62,7 @@ class Settings:
     http_cert_file: str = ""  # set (with key_file): serve https; empty: plain http
     http_key_file: str = ""
     http_client_ca_file: str = ""  # set: refuse counters without a certificate it issued
+    http_loop: str = "asyncio"  # the event loop: "asyncio" or "uvloop" (the [fast] extra)
     auth_tokens_file: Path = Path("/etc/edge/tokens.toml")
     centre_url: str = "http://127.0.0.1:9090"
     centre_secret_file: Path = Path("/etc/edge/centre.secret")
@@ -258,6 +262,7 @@ def validate(s: Settings) -> None:
     if not 0 <= s.http_port <= 65535:
         raise ConfigError(f"http.port {s.http_port} is not a TCP port")
     _validate_http_tls(s)
+    _validate_http_loop(s)
     if not 0 <= s.ups_port <= 65535:
         raise ConfigError(f"ups.port {s.ups_port} is not a TCP port")
     if s.centre_url and not s.centre_url.startswith(("http://", "https://")):
@@ -304,6 +309,17 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{key_of(name)} must be 0 (off) or positive")
     if s.limits_offline_max_total > 2**62:
         raise ConfigError("limits.offline.max_total must be at most 2^62 piastres")
+
+
+def _validate_http_loop(s: Settings) -> None:
+    if s.http_loop not in LOOPS:
+        raise ConfigError(f"http.loop {s.http_loop!r}: one of {', '.join(LOOPS)}")
+    if s.http_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(
+            'http.loop = "uvloop" needs uvloop, which is not installed: install the node with'
+            f" its fast extra ({FAST_EXTRA}; the offline bundle's install.sh does), or set"
+            ' http.loop = "asyncio"'
+        )
 
 
 def _validate_http_tls(s: Settings) -> None:
