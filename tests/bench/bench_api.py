@@ -81,13 +81,13 @@ def _listen() -> socket.socket:
     return sock
 
 
-def role_node(data_dir: str, tokens_file: str, switch_ms: str = "") -> None:
+def role_node(data_dir: str, tokens_file: str, switch_ms: str = "", loop: str = "asyncio") -> None:
     """Run the node the way `edge serve` does (run_app, no access log), on an ephemeral port."""
-    if switch_ms:  # diagnostic only (--switch-interval): the GIL hand-off interval
+    if switch_ms and float(switch_ms):  # diagnostic only (--switch-interval): GIL hand-off
         sys.setswitchinterval(float(switch_ms) / 1000)
     from aiohttp import web
 
-    from edge import config
+    from edge import config, serving
     from edge.app import create_app
     from edge.node import NODE
 
@@ -108,8 +108,13 @@ def role_node(data_dir: str, tokens_file: str, switch_ms: str = "") -> None:
 
     app.router.add_get(BENCH_ROUTE, writer_stats)
     sock = _listen()
+    # http.loop, as `edge serve` picks it (edge.serving.loop_factory).
+    factory = serving.loop_factory(settings.replace(http_loop=loop))
     print(f"READY {sock.getsockname()[1]} {os.getpid()}", flush=True)
-    web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=5.0)
+    web.run_app(
+        app, sock=sock, print=None, access_log=None, shutdown_timeout=5.0,
+        loop=None if factory is None else factory(),
+    )  # fmt: skip
 
 
 def role_bare(db_path: str = "") -> None:
@@ -615,9 +620,15 @@ end
                 self.strace, "-f", "--seccomp-bpf", "-qq", "-ttt", "-T", "-e", "trace=fsync,fdatasync",
                 "-e", "signal=none", "-o", str(strace_out),
             ]  # fmt: skip
-        node_cmd += self.py("_node", str(seed["data"]), str(seed["tokens_file"]))
+        node_cmd += self.py(
+            "_node", str(seed["data"]), str(seed["tokens_file"]), str(args.switch_interval),
+            args.loop,
+        )  # fmt: skip
+        if args.loop != "asyncio":
+            self.notes.append(
+                f"the node ran on {args.loop} (http.loop); the bare server on asyncio"
+            )
         if args.switch_interval:
-            node_cmd.append(str(args.switch_interval))
             self.notes.append(
                 f"diagnostic: the node ran with sys.setswitchinterval({args.switch_interval:g} ms)"
                 " instead of CPython's default 5 ms"
@@ -840,7 +851,7 @@ end
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_node":
-        role_node(*argv[1:4])
+        role_node(*argv[1:5])
         return 0
     if argv and argv[0] == "_bare":
         role_bare(*argv[1:2])
@@ -859,6 +870,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--switch-interval", type=float, default=0, metavar="MS",
         help="diagnostic: run the node with this GIL switch interval (CPython default 5 ms)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio",
+        help="the node's http.loop (the bare server stays on asyncio, so b/a compares)",
     )  # fmt: skip
     parser.add_argument("--no-wrk", action="store_true", help="use aiohttp clients, not wrk")
     parser.add_argument("--no-strace", action="store_true", help="do not count fsyncs")
