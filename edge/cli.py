@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge import __version__, config, serving
+from edge import __version__, config, preflight, serving
 from edge.errors import ConfigError, DatabaseError
 from edge.ops import (
     audit,
     backup,
+    checkconfig,
     clearing,
     demo,
     doctor,
@@ -39,14 +40,12 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from edge import replication
     from edge.app import create_app
     from edge.web import server
 
-    settings = config.load(args.config)
-    if settings.centre_url:
-        replication.read_secret(settings)  # a bad secret file stops the start here (exit 2)
-    ssl_context = serving.server_context(settings)  # an unloadable file: exit 2, here
+    # Every problem at once, the same that check-config finds (exit 2): settings and files.
+    settings = preflight.check(args.config)
+    ssl_context = serving.server_context(settings)  # preflight loaded it: this one is kept
     app = create_app(settings)
     notify.install(app)
     serving.warn_if_insecure(settings)
@@ -149,17 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a node")
-    serve.add_argument("--config", type=Path, required=True)
+    config.config_option(serve)
     serve.set_defaults(func=cmd_serve)
 
     tokencli.register(sub)
 
     status = sub.add_parser("status", help="print the running node's /v1/status")
-    status.add_argument("--config", type=Path, required=True)
+    config.config_option(status)
     status.set_defaults(func=cmd_status)
 
     replay = sub.add_parser("replay", help="ask the running node to replay its outbox now")
-    replay.add_argument("--config", type=Path, required=True)
+    config.config_option(replay)
     tokencli.token_arguments(replay, f"an admin token (or {tokencli.ENV})")
     replay.set_defaults(func=cmd_replay)
 
@@ -167,16 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="secret_cmd", required=True
     )
     new = secret.add_parser("new", help="write a fresh 32-byte hex secret, mode 0600")
-    new.add_argument("file", type=Path)
+    new.add_argument("file", type=Path, help="where to write it (e.g. /etc/edge/centre.secret)")
     new.add_argument("--force", action="store_true", help="replace an existing file")
     new.set_defaults(func=cmd_secret_new)
 
     ups = sub.add_parser("ups", help="print the UPS as the node sees it (exit 1: no data)")
-    ups.add_argument("--config", type=Path, required=True)
+    config.config_option(ups)
     ups.set_defaults(func=cmd_ups)
 
     centre_cli.register(sub)
     demo.register(sub)
+    checkconfig.register(sub)
     doctor.register(sub)
     backup.register(sub)
     restore.register(sub)
@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"edge: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems or (str(exc),):
+            print(f"edge: configuration error: {problem}", file=sys.stderr)
         return 2
     except DatabaseError as exc:
         print(f"edge: database error: {exc}", file=sys.stderr)

@@ -14,7 +14,11 @@ class EdgeError(Exception):
 
 
 class ConfigError(EdgeError):
-    """The configuration is invalid; the message names the key."""
+    """The configuration is invalid; each problem (a line of the message) names the key."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class DatabaseError(EdgeError):

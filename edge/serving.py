@@ -10,8 +10,9 @@ import logging
 import ssl
 from collections.abc import Callable
 
-from edge.config import FAST_EXTRA, Settings, probe_host
+from edge.config import Settings, probe_host
 from edge.errors import ConfigError
+from edge.settingrules import FAST_EXTRA
 from sync import tls
 from sync.errors import SyncError
 

@@ -214,8 +214,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " integrity and outbox chain, then publish it atomically. DEST is a file, or a"
         " directory (a trailing / creates it) that gets edge-<node>-<UTC time>.db.",
     )
-    parser.add_argument("dest", metavar="DEST")  # a str: Path would drop a trailing '/'
-    parser.add_argument("--config", type=Path, required=True, help="the node's settings file")
+    # A str: Path would drop a trailing '/'.
+    parser.add_argument("dest", metavar="DEST", help="a file, or a directory (ending in /)")
+    config.config_option(parser)
     parser.add_argument(
         "--keep",
         type=_count,

@@ -176,5 +176,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tokencli.token_arguments(demo, "a cashier token to use instead of a new one")
     demo.add_argument("--bills", type=int, default=10_000, help="demo accounts to seed")
     demo.add_argument("--centre-port", type=int, default=0, help="the centre's port (0: any)")
-    demo.add_argument("--ups", default="none", choices=("none", "nut", "psutil"))
+    demo.add_argument(
+        "--ups", default="none", choices=("none", "nut", "psutil"), help="ups.source (default none)"
+    )
     demo.set_defaults(func=cmd_demo)

@@ -286,7 +286,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " on after them). The replaced database is kept as edge.db.replaced-<UTC time>.",
     )
     parser.add_argument("src", type=Path, metavar="SRC", help="the backup file to put back")
-    parser.add_argument("--config", type=Path, required=True, help="the node's settings file")
+    config.config_option(parser)
     parser.add_argument(
         "--force",
         action="store_true",

@@ -218,11 +218,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`edge export outbox` and `edge import verdicts|bills` (PROTOCOL.md 11)."""
     export = sub.add_parser("export", help="write a signed transfer file for the centre")
     export.add_argument("what", choices=["outbox"], help="outbox: every unacknowledged entry")
-    export.add_argument("--config", type=Path, required=True)
-    export.add_argument("--to", type=Path, required=True, metavar="FILE")
+    config.config_option(export)
+    export.add_argument("--to", type=Path, required=True, metavar="FILE", help="the file to write")
     export.set_defaults(func=_command)
     imp = sub.add_parser("import", help="apply a signed transfer file from the centre")
-    imp.add_argument("what", choices=["verdicts", "bills"])
-    imp.add_argument("file", type=Path, metavar="FILE")
-    imp.add_argument("--config", type=Path, required=True)
+    imp.add_argument(
+        "what", choices=["verdicts", "bills"], help="verdicts or bills, as the centre wrote"
+    )
+    imp.add_argument("file", type=Path, metavar="FILE", help="the centre's signed file")
+    config.config_option(imp)
     imp.set_defaults(func=_command)

@@ -56,14 +56,10 @@ async def _with_store(
 
 def _run(args: argparse.Namespace, action: Callable[[CentreSettings], int]) -> int:
     try:
-        settings = load_settings(args.config)
+        return action(load_settings(args.config))
     except CentreConfigError as exc:
-        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
-        return 2
-    try:
-        return action(settings)
-    except CentreConfigError as exc:
-        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
+        for problem in exc.detail.splitlines():  # every problem in the file, one a line
+            print(f"edge centre: configuration error: {problem}", file=sys.stderr)
         return 2
     except SyncError as exc:
         print(f"edge centre: {exc.detail}", file=sys.stderr)
@@ -81,6 +77,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         web.run_app(
             create_app(settings), host=settings.host, port=settings.port, ssl_context=context
         )
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """What `serve` checks before it starts: the file (every problem at once), then TLS."""
+
+    def action(settings: CentreSettings) -> int:
+        context = settings.ssl_context()
+        print(f"{args.config}: valid: {len(settings.nodes)} nodes, data in {settings.data_dir},"
+              f" serving {'http' if context is None else 'https'} on {settings.host}:"
+              f"{settings.port}", file=sys.stderr)  # fmt: skip
         return 0
 
     return _run(args, action)
@@ -251,15 +260,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         return parser
 
     command("serve", "run the reference centre", cmd_serve)
+    command(
+        "check-config",
+        "check the centre's file as serve does (every key, secret and TLS file); exit 2 listing"
+        " every error",
+        cmd_check_config,
+    )
     parser = command(
         "import",
         "load or update bills from a billing export (CSV); `import outbox FILE --verdicts-out"
         " V`: record a node's transfer file and write the signed verdicts",
         cmd_import,
     )
-    parser.add_argument("csv", type=Path, metavar="BILLS.csv|outbox")
-    parser.add_argument("file", type=Path, nargs="?", metavar="FILE")
-    parser.add_argument("--verdicts-out", type=Path, metavar="FILE")
+    parser.add_argument(
+        "csv", type=Path, metavar="BILLS.csv|outbox", help="a billing export, or the word outbox"
+    )
+    parser.add_argument(
+        "file", type=Path, nargs="?", metavar="FILE", help="outbox: the node's file"
+    )
+    parser.add_argument(
+        "--verdicts-out", type=Path, metavar="FILE", help="outbox: where to write the verdicts"
+    )
     transfers.register(command)
     parser = command("ledger", "the entries recorded from nodes, as CSV", cmd_ledger)
     parser.add_argument("--node", help="only this node's entries")
@@ -271,14 +292,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--date", required=True, help="the recording day YYYY-MM-DD")
     parser.add_argument("--governorate", help="only this governorate (e.g. DAM)")
     parser.add_argument("--timezone", default="Asia/Damascus", help="whose day (IANA zone)")
-    parser.add_argument("--format", choices=("csv", "json"), default="csv")
+    parser.add_argument("--format", choices=("csv", "json"), default="csv", help="default csv")
     parser.set_defaults(func=cmd_report_clearing)
     parser = command("seed", "add realistic demo bills", cmd_seed)
     parser.add_argument("--bills", type=_positive, required=True, help="how many bills")
     parser.add_argument("--cycle", type=_cycle, default=current_cycle(), help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed (repeatable data)")
     parser = command("pay", "record an online payment at the centre", cmd_pay)
-    parser.add_argument("bill_id", metavar="BILL_ID")
+    parser.add_argument("bill_id", metavar="BILL_ID", help="the bill paid")
     parser.add_argument("amount", type=_positive, metavar="AMOUNT", help="piastres")
     credits.register(command, cmd_credits)
     fines.register(command, cmd_fine_rule)

@@ -175,7 +175,8 @@ def _run(args: argparse.Namespace, action: Callable[[CentreSettings], str]) -> i
     try:
         settings = load_settings(args.config)
     except CentreConfigError as exc:
-        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
+        for problem in exc.detail.splitlines():
+            print(f"edge centre: configuration error: {problem}", file=sys.stderr)
         return 2
     try:
         print(action(settings))
@@ -210,8 +211,8 @@ def _cursor(text: str) -> int:
 
 def register(command: Command) -> None:
     parser = command("export", "write a signed bills file for a node without a link", cmd_export)
-    parser.add_argument("what", choices=["bills"])
+    parser.add_argument("what", choices=["bills"], help="bills: the node's bills and fine rules")
     parser.add_argument("--node", required=True, help="the node the file is for (its key signs it)")
     parser.add_argument("--governorate", help="must be the node's (a check)")
     parser.add_argument("--since", type=_cursor, help="only the changes after this cursor")
-    parser.add_argument("--to", type=Path, required=True, metavar="FILE")
+    parser.add_argument("--to", type=Path, required=True, metavar="FILE", help="the file to write")

@@ -34,7 +34,7 @@ def test_uvloop_is_served_on_when_asked_for() -> None:
 
 
 def test_an_unknown_loop_is_refused_naming_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"http\.loop 'trio': one of asyncio, uvloop"):
+    with pytest.raises(ConfigError, match=r"http\.loop must be one of asyncio, uvloop, not 'trio'"):
         config.validate(config.Settings(http_loop="trio"))
 
 
