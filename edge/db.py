@@ -82,6 +82,8 @@ class Database:
         self._snapshot: asyncio.TimerHandle | None = None  # ends the held snapshot
         self._held_off = 1  # > 0: reads run in autocommit (not open; a checkpoint running)
         self._truncate: asyncio.Task[None] | None = None
+        self._wal_retry_at = 0  # after a failed checkpoint: the size that asks again
+        self._wal_trouble = ""  # the last failure logged (one line per new kind of failure)
 
     async def open(self) -> None:
         try:
@@ -155,8 +157,10 @@ class Database:
     def _writes_ended(self) -> None:
         """The writer's hook, on the loop before it answers a transaction's callers."""
         self._end_snapshot()
-        if self._truncate is None and not self._held_off and self._wal_size() > self.wal_limit:
-            self._truncate = asyncio.ensure_future(self._truncate_wal())
+        if self._truncate is None and not self._held_off:
+            size = self._wal_size()
+            if size > max(self.wal_limit, self._wal_retry_at):
+                self._truncate = asyncio.ensure_future(self._truncate_wal(size))
 
     def _wal_size(self) -> int:
         try:
@@ -164,16 +168,23 @@ class Database:
         except OSError:
             return 0
 
-    async def _truncate_wal(self) -> None:
+    async def _truncate_wal(self, size: int) -> None:
+        kind = detail = ""
         try:
             busy, log_pages, done = await self.checkpoint("TRUNCATE")
             self.wal_checkpoints += 1
-            if busy:
-                log.warning("WAL checkpoint could not finish: %d of %d pages", done, log_pages)
-        except Exception as exc:  # the next commit past the limit tries again
-            log.warning("WAL checkpoint failed: %s", exc)
+            if busy:  # another process's reader (a backup, a tool) holds the WAL
+                kind, detail = "busy", f"could not finish ({done} of {log_pages} pages copied)"
+        except Exception as exc:
+            kind = detail = f"failed: {exc}"
         finally:
             self._truncate = None
+        # A failure asks again once the WAL has grown by another limit, not at every commit,
+        # and is logged once until it changes or a checkpoint succeeds.
+        self._wal_retry_at = size + self.wal_limit if kind else 0
+        if kind and kind != self._wal_trouble:
+            log.warning("WAL checkpoint at %d bytes %s; retried as it grows", size, detail)
+        self._wal_trouble = kind
 
     async def read_slow(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A read that may scan (counts, reports), on the aiosqlite connection's thread."""
