@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the offline installation bundle on a machine with Internet access:
-# dist/edge-bundle-<version>.tar.gz holds the wheels of the node and of every dependency,
+# dist/edge-bundle-<version>.tar.gz holds the wheels of the node and of every dependency
+# (uvloop, its [fast] extra, included: http.loop = "uvloop" needs nothing more),
 # install.sh, the example configuration, the systemd units and the NUT examples.
 #
 # The wheels are built for this machine's Python (major.minor) and CPU: build on the same
@@ -40,7 +41,7 @@ tar -C "$src" --exclude='__pycache__' --exclude='*.pyc' \
 
 echo "building wheels for Python $pyver ($(uname -m)) ..."
 "$python" -m pip wheel --quiet --disable-pip-version-check \
-  --wheel-dir "$bundle/wheels" "$stage/src" pip
+  --wheel-dir "$bundle/wheels" "$stage/src[fast]" pip
 (cd "$bundle/wheels" && sha256sum -- *.whl > SHA256SUMS)
 
 install -m 0755 "$here/install.sh" "$bundle/install.sh"

@@ -50,11 +50,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     notify.install(app)
     serving.warn_if_insecure(settings)
     log.info(
-        "starting node %s (%s): %s on %s:%d%s, data in %s",
+        "starting node %s (%s): %s on %s:%d%s, data in %s, on the %s event loop",
         settings.node_id, settings.node_governorate, "https" if ssl_context else "http",
         settings.http_host, settings.http_port,
         " (client certificates required)" if settings.http_client_ca_file else "",
-        settings.node_data_dir,
+        settings.node_data_dir, settings.http_loop,
     )  # fmt: skip
     server.serve(app, settings, ssl_context=ssl_context)
     log.info("node stopped cleanly")

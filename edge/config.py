@@ -50,6 +50,7 @@ class Settings:
     http_cert_file: str = ""  # set (with key_file): serve https; empty: plain http
     http_key_file: str = ""
     http_client_ca_file: str = ""  # set: refuse counters without a certificate it issued
+    http_loop: str = "asyncio"  # the event loop: "asyncio" or "uvloop" (the [fast] extra)
     auth_tokens_file: Path = Path("/etc/edge/tokens.toml")
     centre_url: str = "http://127.0.0.1:9090"
     centre_secret_file: Path = Path("/etc/edge/centre.secret")
@@ -142,7 +143,7 @@ ALIASES = {"centre_client_cert": "centre_cert_file", "centre_client_key": "centr
 NOT_SETTINGS = frozenset({
     "EDGE_ADMIN_TOKEN", "EDGE_CRASH_AT", "EDGE_EVENT", "EDGE_SEVERITY", "EDGE_NODE",
     "EDGE_GOVERNORATE", "EDGE_TEXT_AR", "EDGE_TEXT_EN", "EDGE_CRASH_SEED", "EDGE_FUZZ_EXAMPLES",
-    "EDGE_SCHEMATHESIS_EXAMPLES", "EDGE_SCREENSHOT_DIR", "EDGE_CI_BENCH",
+    "EDGE_SCHEMATHESIS_EXAMPLES", "EDGE_SCREENSHOT_DIR", "EDGE_CI_BENCH", "EDGE_TEST_LOOP",
 })  # fmt: skip
 
 

@@ -232,8 +232,9 @@ _ACCOUNT_JSON = (
     "  CASE WHEN (SELECT 1 FROM payments WHERE account = ?1 LIMIT 1) IS NULL"
     "  THEN 0 ELSE " + _PENDING_FINE + " END AS pf"
     "  FROM bills b WHERE b.account = ?1 ORDER BY b.cycle)),"
-    # MATERIALIZED: flattened, the fine's function would run once per reference to it.
-    " f AS MATERIALIZED (SELECT *, " + _FINE.format(pdue="pdue", pf="pf") + " AS fine FROM v),"
+    # LIMIT -1 keeps SQLite from flattening f into w (the fine's function would then run once
+    # per reference to it) without MATERIALIZED's temporary table: f runs as a co-routine.
+    " f AS (SELECT *, " + _FINE.format(pdue="pdue", pf="pf") + " AS fine FROM v LIMIT -1),"
     " w AS (SELECT *, pdue + fine AS due FROM f)"
     " SELECT CAST(json_group_array(json_object("
     "'bill_id', bill_id, 'cycle', cycle, 'amount', amount, 'paid', paid, 'pending_local', pl,"

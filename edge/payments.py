@@ -214,9 +214,12 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
                 ("payment", msgpack.packb(payload, use_bin_type=True), call.payment_id, call.now)
             )
         entries = outbox.append_many(conn, specs)
-        conn.executemany(
+        # Multi-row VALUES (outbox.insert_rows), as the outbox's own rows: one SQLite step, so
+        # one GIL hand-off with the event loop, per statement rather than per payment.
+        outbox.insert_rows(
+            conn,
             "INSERT INTO payments (seq, bill_id, account, amount, method, cashier, channel,"
-            " receipt, accepted_at, fine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " receipt, accepted_at, fine) VALUES ",
             [
                 (entry.seq, bill.bill_id, bill.account, call.request.amount,
                  call.request.method, call.request.cashier, call.channel, receipt, call.now,
@@ -224,11 +227,10 @@ class Acceptor(outbox.Batcher[PaymentCall, Reply]):
                 for entry, (call, bill, receipt, _, to_fine) in zip(entries, accepted, strict=True)
             ],
         )  # fmt: skip
-        conn.executemany(
-            "INSERT INTO receipt_counters (day, last) VALUES (?, ?)"
-            " ON CONFLICT (day) DO UPDATE SET last = excluded.last",
-            list(counters.items()),
-        )
+        outbox.insert_rows(
+            conn, "INSERT INTO receipt_counters (day, last) VALUES ", list(counters.items()),
+            tail=" ON CONFLICT (day) DO UPDATE SET last = excluded.last",
+        )  # fmt: skip
         outbox.idempotency.remember_many(
             conn,
             [(call.channel, call.key, call.fingerprint, outbox.StoredResponse(201, raw))

@@ -4,6 +4,7 @@ and the keys that only go together (edge.config applies them, edge.preflight the
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from collections.abc import Iterator
@@ -57,8 +58,11 @@ RANGES |= dict.fromkeys(("limits_inquiries_per_s", "limits_inquiry_burst",
     "limits_per_address_burst", "limits_auth_failures", "limits_offline_max_payment",
     "limits_offline_max_count", "limits_offline_max_age_h", "limits_offline_mirror_max_age_h",
 ), (0, math.inf, "must be 0 (off) or positive"))  # fmt: skip
+LOOPS = ("asyncio", "uvloop")  # http.loop: what `edge serve` runs on (edge.serving)
+FAST_EXTRA = "pip install 'governorate-edge[fast]'"
 # A choice among words: (the words, why).
 CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
+    "http_loop": (LOOPS, ""),
     "node_governorate": (tuple(GOVERNORATES), ""),
     "storage_synchronous": (("FULL", "EXTRA"), ": payments need durable commits"),
     "ups_source": (("nut", "psutil", "none"), ""),
@@ -94,6 +98,9 @@ def broken(s: Any) -> Iterator[tuple[str, str]]:
         yield ("centre_retry_cap_s", "must be at least centre.retry_base_s")
     if s.limits_auth_failures and not 1 <= s.limits_auth_block_max_s < math.inf:
         yield ("limits_auth_block_max_s", "must be at least 1 (second)")
+    if s.http_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        yield ("http_loop", "is uvloop, which is not installed: install the node with its fast"
+               f" extra ({FAST_EXTRA}; the offline bundle's install.sh does), or set asyncio")  # fmt: skip
     yield from _http_tls(s)
     yield from _notify(s)
 

@@ -48,7 +48,7 @@ from outbox.errors import (
 )
 from outbox.idempotency import StoredResponse, fingerprint
 from outbox.ids import new_entry_id
-from outbox.lookup import select_in
+from outbox.lookup import insert_rows, select_in
 from outbox.migrations import OUTBOX_MIGRATIONS, Migration, apply_migrations
 from outbox.retry import RetryPolicy
 from outbox.writer import Batcher, Writer
@@ -88,6 +88,7 @@ __all__ = [
     "get_many",
     "hash_at",
     "idempotency",
+    "insert_rows",
     "iter_entries",
     "new_entry_id",
     "next_attempt_at",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from outbox.chain import GENESIS, Linked, entry_hash, verify_link
 from outbox.ids import new_entry_id
-from outbox.lookup import select_in
+from outbox.lookup import insert_rows, select_in
 from outbox.retry import RetryPolicy
 
 PENDING, DELIVERED, REJECTED = "pending", "delivered", "rejected"
@@ -108,9 +108,9 @@ def append_many(
         out.append(Entry(seq, eid, kind, payload, created, PENDING, 0, 0.0, None, None, None,
                          None, None, prev_hash, digest))  # fmt: skip
         prev_hash = digest
-    conn.executemany(
-        "INSERT INTO outbox_entries (seq, id, kind, payload, created_at, prev_hash, hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+    insert_rows(
+        conn,
+        "INSERT INTO outbox_entries (seq, id, kind, payload, created_at, prev_hash, hash) VALUES ",
         [(e.seq, e.id, e.kind, e.payload, e.created_at, e.prev_hash, e.hash) for e in out],
     )
     return out

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from outbox.errors import IdempotencyKeyReused
+from outbox.lookup import insert_rows
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,9 @@ def lookup_many(
 def remember_many(
     conn: sqlite3.Connection, rows: list[tuple[str, str, str, StoredResponse]], *, now: float
 ) -> None:
-    conn.executemany(
+    insert_rows(
+        conn,
         "INSERT INTO outbox_idempotency (client, key, fingerprint, status, response, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        " VALUES ",
         [(client, key, fp, resp.status, resp.body, now) for client, key, fp, resp in rows],
     )

@@ -105,8 +105,12 @@ class Writer:
         synchronous: str = "FULL",
         max_batch: int = 512,
         on_open: Callable[[sqlite3.Connection], None] | None = None,
+        on_answer: Callable[[], None] | None = None,
         name: str = "sqlite-writer",
     ) -> None:
+        """`on_answer()` runs on a caller's event loop after each transaction (or exclusive
+        job) ends and before any of its callers is answered: a reader there that holds a
+        snapshot drops it then, so whoever a result reaches next reads the commit."""
         if synchronous not in ("FULL", "EXTRA", "NORMAL", "OFF"):
             raise ValueError(f"bad synchronous level {synchronous!r}")
         self.path = path
@@ -115,6 +119,7 @@ class Writer:
         self.commits = 0
         self.jobs = 0
         self._on_open = on_open
+        self._on_answer = on_answer
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._ready = threading.Event()
@@ -283,7 +288,7 @@ class Writer:
             by_loop.setdefault(item.loop, []).append(item)
         for loop, group in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_settle_all, group)
+                loop.call_soon_threadsafe(_settle_all, group, self._on_answer)
             except RuntimeError:
                 log.warning("an event loop closed before %d write results reached it", len(group))
 
@@ -304,7 +309,12 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
-def _settle_all(items: list[_Item]) -> None:
+def _settle_all(items: list[_Item], on_answer: Callable[[], None] | None = None) -> None:
+    if on_answer is not None:
+        try:
+            on_answer()
+        except Exception:  # the results must reach their callers whatever the hook did
+            log.exception("the writer's on_answer hook failed")
     for item in items:
         if item.future.done():
             continue

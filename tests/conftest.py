@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import GOV, make_bill
+from helpers import GOV, TEST_LOOP, make_bill
 from upsd import (
     fresh_upsd_fixture,
     shared_upsd_fixture,
@@ -32,6 +32,15 @@ __all__ = ["fresh_upsd_fixture", "shared_upsd_fixture", "upsd_fixture", "upsd_po
 BillFactory = Callable[..., dict[str, Any]]
 
 WORKERS = 2
+if TEST_LOOP not in ("asyncio", "uvloop"):
+    raise pytest.UsageError(f"EDGE_TEST_LOOP={TEST_LOOP!r}: asyncio or uvloop")
+if TEST_LOOP == "uvloop":  # every asyncio test and fixture on uvloop (helpers.TEST_LOOP)
+    import uvloop
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], Any]]:
+        return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -5,6 +5,7 @@ pytest settings in pyproject.toml put tests/ and tests/integration on sys.path.
 
 * `make_bill` builds a bill as the centre sends it (and the mirror stores it); `bill_input`
   and `bills_csv` are the same bill as the centre's billing import takes it.
+* `TEST_LOOP` is the event loop the tests run on (EDGE_TEST_LOOP: asyncio or uvloop).
 * `free_port` finds a port for a daemon that must be told one (upsd, `edge serve`).
 * `eventually` (in a coroutine) and `wait_until` (in blocking code) poll a condition until
   it holds, and fail with what they were waiting for once the timeout has passed.
@@ -28,6 +29,10 @@ import pytest
 from sync.centre import bills
 
 T = TypeVar("T")
+
+# EDGE_TEST_LOOP=uvloop (.ci/run's second run of tests/integration): tests/conftest.py runs
+# every asyncio test and fixture on uvloop, the loop `http.loop = "uvloop"` serves on.
+TEST_LOOP = os.environ.get("EDGE_TEST_LOOP", "asyncio")
 
 GOV, CYCLE = "DAM", "2026-05"
 ACCOUNT = "0100234567"

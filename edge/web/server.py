@@ -14,6 +14,7 @@ from ssl import SSLContext
 
 from aiohttp import web
 
+from edge import serving
 from edge.config import Settings
 from edge.web import connections
 
@@ -79,4 +80,6 @@ async def serve_until_signal(
 def serve(
     app: web.Application, settings: Settings, *, ssl_context: SSLContext | None = None
 ) -> None:
-    asyncio.run(serve_until_signal(app, settings, ssl_context=ssl_context))
+    """On the loop http.loop names (edge.serving.loop_factory)."""
+    with asyncio.Runner(loop_factory=serving.loop_factory(settings)) as run:
+        run.run(serve_until_signal(app, settings, ssl_context=ssl_context))

@@ -81,13 +81,13 @@ def _listen() -> socket.socket:
     return sock
 
 
-def role_node(data_dir: str, tokens_file: str, switch_ms: str = "") -> None:
+def role_node(data_dir: str, tokens_file: str, switch_ms: str = "", loop: str = "asyncio") -> None:
     """Run the node the way `edge serve` does (run_app, no access log), on an ephemeral port."""
-    if switch_ms:  # diagnostic only (--switch-interval): the GIL hand-off interval
+    if switch_ms and float(switch_ms):  # diagnostic only (--switch-interval): GIL hand-off
         sys.setswitchinterval(float(switch_ms) / 1000)
     from aiohttp import web
 
-    from edge import config
+    from edge import config, serving
     from edge.app import create_app
     from edge.node import NODE
 
@@ -108,8 +108,13 @@ def role_node(data_dir: str, tokens_file: str, switch_ms: str = "") -> None:
 
     app.router.add_get(BENCH_ROUTE, writer_stats)
     sock = _listen()
+    # http.loop, as `edge serve` picks it (edge.serving.loop_factory).
+    factory = serving.loop_factory(settings.replace(http_loop=loop))
     print(f"READY {sock.getsockname()[1]} {os.getpid()}", flush=True)
-    web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=5.0)
+    web.run_app(
+        app, sock=sock, print=None, access_log=None, shutdown_timeout=5.0,
+        loop=None if factory is None else factory(),
+    )  # fmt: skip
 
 
 def role_bare(db_path: str = "") -> None:
@@ -615,9 +620,15 @@ end
                 self.strace, "-f", "--seccomp-bpf", "-qq", "-ttt", "-T", "-e", "trace=fsync,fdatasync",
                 "-e", "signal=none", "-o", str(strace_out),
             ]  # fmt: skip
-        node_cmd += self.py("_node", str(seed["data"]), str(seed["tokens_file"]))
+        node_cmd += self.py(
+            "_node", str(seed["data"]), str(seed["tokens_file"]), str(args.switch_interval),
+            args.loop,
+        )  # fmt: skip
+        if args.loop != "asyncio":
+            self.notes.append(
+                f"the node ran on {args.loop} (http.loop); the bare server on asyncio"
+            )
         if args.switch_interval:
-            node_cmd.append(str(args.switch_interval))
             self.notes.append(
                 f"diagnostic: the node ran with sys.setswitchinterval({args.switch_interval:g} ms)"
                 " instead of CPython's default 5 ms"
@@ -704,6 +715,14 @@ end
     def report(self, run: dict[str, Any]) -> tuple[str, bool]:
         args, seed, r = self.args, run["seed"], run["results"]
         lines = []
+
+        def cpu_us(key: str) -> float:
+            """Server CPU (all threads) per request answered: what a busy machine disturbs
+            less than the rate, since other work takes the CPU's time, not the server's."""
+            res, cpu, *_, wall = r[key]
+            done = res["ok"] if key in ("c_pay", "d") else res["requests"]
+            return cpu * wall * 1e6 / done if done else float("nan")
+
         pinning = (
             "node and bare server pinned to CPU 0; wrk/payer load generators pinned to CPU 1"
             if self.taskset
@@ -730,7 +749,7 @@ end
             f"plan   : account inquiry -> {seed['plan']}",
             "",
             f"{'phase':<44}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non2xx':>7}{'err':>5}"
-            f"{'srv CPU':>8}{'load CPU':>9}{'others':>7}{'cpu0':>6}{'cpu1':>6}",
+            f"{'srv CPU':>8}{'µs/req':>7}{'load CPU':>9}{'others':>7}{'cpu0':>6}{'cpu1':>6}",
         ]
 
         def row(label: str, key: str, rate_key: str = "rps") -> None:
@@ -738,7 +757,8 @@ end
             cores = "".join(f"{x:>6.0%}" for x in per_cpu[:2])
             lines.append(
                 f"{label:<44}{res[rate_key]:>8.0f}{res['p50_ms']:>8.2f}{res['p99_ms']:>8.2f}"
-                f"{res['non2xx']:>7}{res['errors']:>5}{cpu:>8.0%}{lcpu:>9.0%}{other:>7.0%}{cores}"
+                f"{res['non2xx']:>7}{res['errors']:>5}{cpu:>8.0%}{cpu_us(key):>7.0f}{lcpu:>9.0%}"
+                f"{other:>7.0%}{cores}"
             )
 
         row('a  bare aiohttp GET / -> {"ok": true}', "a")
@@ -750,8 +770,9 @@ end
         pay_c, pay_d = r["c_pay"][0], r["d"][0]
         lines += [
             "   CPU columns: cores busy on average (100% = one CPU). srv = the server process"
-            " (all threads); load = wrk/payers (c: both); others = the rest of the machine;"
-            " cpu0/cpu1 = how busy each CPU was",
+            " (all threads); µs/req = its CPU per request answered (c: per inquiry and per"
+            " payment, of the whole phase's CPU); load = wrk/payers (c: both); others = the rest"
+            " of the machine; cpu0/cpu1 = how busy each CPU was",
             f"   payment statuses: c {pay_c['statuses']}  d {pay_d['statuses']}",
         ]
         wc, wd = run["writer_c"], run["writer_d"]
@@ -796,7 +817,9 @@ end
         targets = [
             (
                 "inquiry throughput >= 0.6x bare handler",
-                f"b/a = {ratio_ab:.2f} (floor a2/a = {a2['rps'] / a['rps']:.2f})",
+                f"b/a = {ratio_ab:.2f} (floor a2/a = {a2['rps'] / a['rps']:.2f}; by server CPU"
+                f" per request {cpu_us('a') / cpu_us('b'):.2f}, floor"
+                f" {cpu_us('a') / cpu_us('a2'):.2f})",
                 ratio_ab >= 0.6,
             ),
             (
@@ -812,7 +835,8 @@ end
             (
                 f"payment throughput at {args.payers} payers >= 0.4x inquiry throughput",
                 f"d payments / b inquiries = {ratio_pay:.2f}"
-                f" (c, beside the inquiry load: {pay_c['ok_rate'] / b['rps']:.2f})",
+                f" (c, beside the inquiry load: {pay_c['ok_rate'] / b['rps']:.2f}; by server CPU"
+                f" per request {cpu_us('b') / cpu_us('d'):.2f})",
                 ratio_pay >= 0.4,
             ),
         ]
@@ -827,7 +851,7 @@ end
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_node":
-        role_node(*argv[1:4])
+        role_node(*argv[1:5])
         return 0
     if argv and argv[0] == "_bare":
         role_bare(*argv[1:2])
@@ -846,6 +870,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--switch-interval", type=float, default=0, metavar="MS",
         help="diagnostic: run the node with this GIL switch interval (CPython default 5 ms)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio",
+        help="the node's http.loop (the bare server stays on asyncio, so b/a compares)",
     )  # fmt: skip
     parser.add_argument("--no-wrk", action="store_true", help="use aiohttp clients, not wrk")
     parser.add_argument("--no-strace", action="store_true", help="do not count fsyncs")

@@ -202,7 +202,9 @@ def test_offline_install_runs_and_upgrades_in_place(
     text = site.config.read_text()
     for old, new in [('host = "0.0.0.0"', 'host = "127.0.0.1"'), ("port = 8080", f"port = {port}"),
                      ('url = "http://127.0.0.1:9090"', 'url = ""'),
-                     ('source = "nut"', 'source = "none"')]:  # fmt: skip
+                     ('source = "nut"', 'source = "none"'),
+                     # The bundle carries uvloop (the [fast] extra): serve on it.
+                     ('loop = "asyncio"', 'loop = "uvloop"')]:  # fmt: skip
         assert old in text
         text = text.replace(old, new)
     site.config.write_text(text + "# marker: edited by the administrator\n")
@@ -215,6 +217,7 @@ def test_offline_install_runs_and_upgrades_in_place(
     # No centre and no bills yet: up, but not ready until a mirror is loaded.
     assert get(f"{node.url}/readyz") == (503, {"status": "bootstrapping",
                                                "progress": {"bills": 0, "of": None}})  # fmt: skip
+    assert "on the uvloop event loop" in (tmp_path / "node.log").read_text()
     db = site.prefix / "var" / "lib" / "edge" / "edge.db"
     with closing(sqlite3.connect(db, timeout=10, isolation_level=None)) as conn:
         conn.execute("BEGIN IMMEDIATE")
