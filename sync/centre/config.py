@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from outbox.ids import NODE_ID
 from sync import tls
@@ -30,7 +31,7 @@ GOVERNORATES = (
 )  # fmt: skip
 DB_NAME = "centre.db"
 CENTRE_KEYS = ("data_dir", "host", "port", "governorate", "max_skew_s", "cert_file", "key_file",
-               "client_ca_file", "max_credit")  # fmt: skip
+               "client_ca_file", "max_credit", "database", "database_pool_size")  # fmt: skip
 NODE_KEYS = ("governorate", "secret_file", "next_secret_file", "max_payment", "max_credit",
              "duplicate_receipt_codes")  # fmt: skip
 T = TypeVar("T")
@@ -75,6 +76,10 @@ class CentreSettings:
     key_file: Path | None = None
     client_ca_file: Path | None = None  # set: refuse clients without a certificate it issued
     max_credit: int | None = None  # credit one payment may leave; None: up to the bill's amount
+    # "": SQLite in data_dir (embedded, one process); "postgresql://user@host/db": PostgreSQL,
+    # shared by any number of centre processes. Never a password in it (use ~/.pgpass).
+    database: str = ""
+    database_pool_size: int = 10  # PostgreSQL connections per centre process
 
     @property
     def db_path(self) -> Path:
@@ -233,6 +238,23 @@ def _skew(value: object) -> float:
     return float(value)
 
 
+def _database(url: object) -> str:
+    if not isinstance(url, str) or (url and not url.startswith(("postgresql://", "postgres://"))):
+        raise CentreConfigError("centre.database must be empty (SQLite) or a postgresql:// URL")
+    if url and "@" in url and ":" in urlsplit(url).netloc.rpartition("@")[0]:
+        # The file is readable by whoever runs the centre's tools; a password goes to ~/.pgpass.
+        raise CentreConfigError(
+            "centre.database must not carry a password: put it in ~/.pgpass (mode 600)"
+        )
+    return url
+
+
+def _pool(value: object) -> int:
+    if type(value) is not int or not 1 <= value <= 100:
+        raise CentreConfigError(f"centre.database_pool_size must be 1-100, not {value!r}")
+    return value
+
+
 def _node(node: str, table: object, base: Path, problems: _Problems) -> NodeSettings | None:
     key = f"nodes.{node}"
     if not NODE_ID.match(node):
@@ -292,6 +314,11 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
             nodes[node] = settings
     tls_paths = _tls(centre, base, problems)
     max_credit = problems.get(lambda: _piastres(centre, "max_credit", "centre.max_credit", 0), None)
+    database = problems.get(lambda: _database(centre.get("database", "")), "")
+    pool = problems.get(
+        lambda: _pool(centre.get("database_pool_size", defaults.database_pool_size)),
+        defaults.database_pool_size,
+    )
     if problems.lines:
         raise CentreConfigError("\n".join(problems.lines))
     return CentreSettings(
@@ -302,6 +329,8 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
         max_skew_s=skew,
         nodes=nodes,
         max_credit=max_credit,
+        database=database,
+        database_pool_size=pool,
         **tls_paths,
     )
 

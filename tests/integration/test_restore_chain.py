@@ -64,6 +64,7 @@ async def again(link: Link, where: Path, data_dir: Path) -> tuple[Any, RunningNo
     return await start_node(where, [], node_data_dir=data_dir, **linked)
 
 
+@pytest.mark.both_stores
 async def test_an_old_backup_is_refused_and_resync_continues_after_the_centre(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -194,6 +195,7 @@ async def test_an_old_backup_is_refused_and_resync_continues_after_the_centre(
         await close()
 
 
+@pytest.mark.both_stores
 async def test_pages_of_the_centres_chain_are_read_and_verified_whole(tmp_path: Path) -> None:
     link, close = await start_link(tmp_path)
     try:
@@ -231,6 +233,7 @@ async def test_pages_of_the_centres_chain_are_read_and_verified_whole(tmp_path: 
         await close()
 
 
+@pytest.mark.both_stores
 async def test_a_backup_ahead_of_the_centre_replays_and_an_unreachable_centre_refuses(
     tmp_path: Path,
 ) -> None:
@@ -318,6 +321,7 @@ async def post(
         return doc
 
 
+@pytest.mark.both_stores
 async def test_every_kind_the_backup_lacks_is_made_again_from_its_payload(
     tmp_path: Path,
 ) -> None:
@@ -379,6 +383,7 @@ async def test_every_kind_the_backup_lacks_is_made_again_from_its_payload(
         await close()
 
 
+# SQLite only: it puts the centre's database file back to an older copy.
 async def test_a_centre_put_back_older_gets_what_it_lost_again_with_edge_resend(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
