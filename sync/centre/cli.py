@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import json
 import logging
 import random
@@ -72,6 +73,8 @@ def _run(args: argparse.Namespace, action: Callable[[CentreSettings], int]) -> i
 
 def cmd_serve(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
+        if args.port is not None:  # one file for several processes (edge-centre@.service)
+            settings = dataclasses.replace(settings, port=args.port)
         context = settings.ssl_context()
         mode = "http" if context is None else "https"
         if settings.client_ca_file is not None:
@@ -231,6 +234,12 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return int(text)
+
+
 def _cycle(text: str) -> str:
     if not bill.CYCLE.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a cycle YYYY-MM")
@@ -250,7 +259,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.set_defaults(func=func)
         return parser
 
-    command("serve", "run the reference centre", cmd_serve)
+    parser = command("serve", "run the reference centre", cmd_serve)
+    parser.add_argument("--port", type=_port, help="listen here instead of [centre] port")
     parser = command(
         "import",
         "load or update bills from a billing export (CSV); `import outbox FILE --verdicts-out"
