@@ -26,7 +26,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from sync import bill, protocol
-from sync.centre import bills, clearing, credits, fines, receipts, requests, seed, transfers
+from sync.centre import (
+    bills, clearing, credits, fines, migrate, receipts, requests, seed, transfers,
+)  # fmt: skip
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
 from sync.centre.store import CentreStore, ChangeSeq
@@ -293,6 +295,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     credits.register(command, cmd_credits)
     fines.register(command, cmd_fine_rule)
     requests.register(sub, _run, _with_store, ChangeSeq)
+    migrate.register(sub)
     parser = command("cycle", "issue a new cycle's bill for every account", cmd_cycle)
     parser.add_argument("--cycle", type=_cycle, required=True, help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed for consumption")
