@@ -56,6 +56,13 @@ class Refused(SyncError):
         self.status = status
 
 
+class StoreFailed(SyncError):
+    """The centre's database cannot be reached or failed mid-transaction (nothing of the
+    request was recorded): the node retries (503)."""
+
+    code = "storage_unavailable"
+
+
 class ImportFailed(SyncError):
     """A bills import (or another operator command) cannot run; nothing was written."""
 

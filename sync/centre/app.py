@@ -16,27 +16,24 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from email.utils import formatdate
-from typing import Any
 
 from aiohttp import web
 
 import outbox
 from sync import answers, bill, protocol, signing, snapshot
-from sync.centre import clearing, fines, nonces, receipts
 from sync.centre.config import CentreSettings
-from sync.centre.ledger import record_batch
-from sync.centre.nonces import NoncesFull
-from sync.centre.store import CentreStore
-from sync.errors import BadSignature, ProtocolError, Refused
+from sync.centre.connect import open_store
+from sync.centre.nonces import Nonce, NoncesFull
+from sync.centre.stores import CentreDB
+from sync.errors import BadSignature, ProtocolError, Refused, StoreFailed
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024 * 1024
 DEFAULT_LIMIT, MAX_LIMIT = 1_000, protocol.MAX_CHANGES
 SETTINGS = web.AppKey("centre_settings", CentreSettings)
-STORE = web.AppKey("centre_store", CentreStore)
+STORE = web.AppKey("centre_store", CentreDB)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("centre_clock")
-NONCES = web.AppKey("centre_nonces", nonces.Nonces)
 SIGNED = web.RequestKey("edge_signed", signing.Signed)  # the verified signer: its key signs
 
 _HTTP_CODES = {
@@ -78,6 +75,9 @@ async def error_frames(
     except outbox.StorageError as exc:
         log.error("storage failure on %s %s: %s", request.method, request.path, exc)
         return error_response(507, "storage_error", "the centre cannot write to its disk")
+    except StoreFailed as exc:
+        log.error("database failure on %s %s: %s", request.method, request.path, exc.detail)
+        return error_response(503, exc.code, "the centre's database is unavailable; retry")
     except Exception:
         # A bug, not bad input: still answer with a frame so the node backs off cleanly.
         log.exception("unexpected error on %s %s", request.method, request.path)
@@ -100,7 +100,7 @@ async def _authenticate(request: web.Request) -> signing.Signed:
         request[SIGNED] = exc.signed
         raise
     try:
-        replayed = request.app[NONCES].seen(signed.node, signed.nonce, signed.timestamp, now)
+        replayed = await request.app[STORE].nonce_seen(_nonce(signed), now)
     except NoncesFull as exc:
         raise Refused(503, "busy", "too many requests in the time window; retry later") from exc
     if replayed:
@@ -125,19 +125,16 @@ async def _read_body(request: web.Request, signed: signing.Signed) -> bytes:
     return bytes(body)
 
 
-def _nonce_job(request: web.Request, signed: signing.Signed) -> Callable[[Any], None]:
-    now, window = request.app[CLOCK](), request.app[SETTINGS].max_skew_s
-    return lambda conn: nonces.persist(
-        conn, signed.node, signed.nonce, signed.timestamp, now, window
-    )
+def _nonce(signed: signing.Signed) -> Nonce:
+    return Nonce(signed.node, signed.nonce, signed.timestamp)
 
 
 async def _remember(request: web.Request, signed: signing.Signed) -> None:
     """Persist a read's nonce, so a restart cannot make it replayable; a full disk only
     costs that after a restart (a repeated read changes nothing)."""
     try:
-        await request.app[STORE].write(_nonce_job(request, signed))
-    except outbox.StorageError as exc:
+        await request.app[STORE].remember_nonce(_nonce(signed), request.app[CLOCK]())
+    except (outbox.StorageError, StoreFailed) as exc:
         log.warning("nonce of node %s not persisted: %s", signed.node, exc)
 
 
@@ -171,15 +168,10 @@ async def post_outbox(request: web.Request) -> web.Response:
     own = request.app[SETTINGS].nodes[node]
     governorate, duplicates = own.governorate, own.duplicate_receipt_codes
     limits = request.app[SETTINGS].limits(node)
-    now = time.time()
-    remember = _nonce_job(request, signed)
-
-    def job(conn: Any) -> Any:
-        # The nonce is recorded with the batch, in one transaction.
-        remember(conn)
-        return record_batch(conn, node, governorate, batch.entries, now, limits, duplicates)
-
-    reply = await request.app[STORE].write(job)
+    # The nonce is recorded with the batch, in one transaction.
+    reply = await request.app[STORE].record_batch(
+        node, governorate, batch.entries, time.time(), limits, duplicates, nonce=_nonce(signed)
+    )
     return web.Response(
         body=protocol.encode_reply(reply.results, reply.acked_seq),
         content_type=protocol.CONTENT_TYPE,
@@ -237,7 +229,7 @@ async def get_snapshot(request: web.Request) -> web.StreamResponse:
 
 async def get_fine_rules(request: web.Request) -> web.Response:
     governorate, _ = await _reader_for(request)
-    rules = await request.app[STORE].read(lambda c: fines.rules_of(c, governorate))
+    rules = await request.app[STORE].fine_rules(governorate)
     return web.Response(body=protocol.encode_fine_rules(rules), content_type=protocol.CONTENT_TYPE)
 
 
@@ -258,7 +250,7 @@ async def get_ledger(request: web.Request) -> web.Response:
     except ValueError:
         raise Refused(400, "bad_query", "give exactly day=YYYY-MM-DD") from None
     node = signed.node
-    found = await request.app[STORE].read(lambda c: clearing.node_day(c, node, day))
+    found = await request.app[STORE].node_day(node, day)
     return web.Response(
         body=protocol.encode_ledger(node, raw, found), content_type=protocol.CONTENT_TYPE
     )
@@ -269,13 +261,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = CentreStore(app[SETTINGS].db_path)
+    store = open_store(app[SETTINGS])
     await store.open()
     app[STORE] = store
-    window, now = app[SETTINGS].max_skew_s, app[CLOCK]()
-    nodes = app[SETTINGS].nodes
-    await store.write(lambda c: receipts.remember_keys(c, nodes, now))
-    app[NONCES].load(await store.read(lambda c: nonces.load_rows(c, now, window)), now)
+    try:
+        await store.remember_keys(app[SETTINGS].nodes, app[CLOCK]())
+    except BaseException:
+        await store.close()
+        raise
     try:
         yield
     finally:
@@ -289,7 +282,6 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY, middlewares=[error_frames])
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[NONCES] = nonces.Nonces(settings.max_skew_s)
     app.on_response_prepare.append(_sign_answer)
     app.cleanup_ctx.append(_store_ctx)
     app.router.add_get("/healthz", healthz)

@@ -1,6 +1,7 @@
 """Bills at the centre: loading a billing export, upserting with versions, online payments.
 
-Every function here is a write job on a connection (run it through `CentreStore.write`).
+The decisions (`plan_upsert`, `decide_online`) serve both stores; the functions taking a
+connection are SQLite write jobs (sync.centre.sqlitestore runs them).
 A changed bill gets version + 1 and a new change_seq, so nodes pull it; an unchanged one
 is left alone. Payments recorded at the centre are never undone by a re-import.
 """
@@ -11,18 +12,20 @@ import csv
 import io
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+from outbox.lookup import select_in
 from sync.bill import ACCOUNT, CYCLE
 from sync.bill import FIELDS as BILL_FIELDS
 from sync.bill import bill_id as make_bill_id
 from sync.centre import fines
-from sync.centre.store import BILL_COLUMNS, ChangeSeq
+from sync.centre.store import ChangeSeq
 from sync.errors import ImportFailed
-from sync.fines import allocate
+from sync.fines import Rule, allocate
 from sync.timefmt import iso
 
 CSV_HEADER = ("account", "cycle", "name", "address", "meter", "kwh", "amount", "paid", "due_date")
@@ -135,62 +138,122 @@ def read_csv(path: Path) -> list[BillInput]:
     return parse_csv(text)
 
 
-def upsert_bills(
-    conn: sqlite3.Connection, governorate: str, bills: Iterable[BillInput], now: float
-) -> UpsertResult:
-    """Insert new bills (version 1), bump changed ones, leave unchanged ones alone."""
-    counter = ChangeSeq(conn)
+# What upsert_bills compares of a bill already at the centre (and the version and credit).
+EXISTING_COLUMNS = ("account", "name", "address", "meter", "kwh", "amount", "paid", "due_date",
+                    "version", "credit")  # fmt: skip
+INSERT_COLUMNS = (*BILL_FIELDS, "change_seq")
+UPDATE_COLUMNS = ("name", "address", "meter", "kwh", "amount", "paid", "due_date", "version",
+                  "credit", "updated_at", "change_seq", "bill_id")  # fmt: skip
+
+
+@dataclass
+class UpsertPlan:
+    """The rows of an import, each change numbered in input order (`k`: its change_seq is
+    the counter's value + k): inserts are INSERT_COLUMNS less change_seq, updates
+    UPDATE_COLUMNS less change_seq and bill_id."""
+
+    inserts: list[tuple[int, tuple[object, ...]]]
+    updates: list[tuple[int, str, tuple[object, ...]]]  # (k, bill_id, row)
+    credits: list[tuple[object, ...]]
+    unchanged: int
+
+    @property
+    def changes(self) -> int:
+        return len(self.inserts) + len(self.updates)
+
+    def result(self) -> UpsertResult:
+        return UpsertResult(len(self.inserts), len(self.updates), self.unchanged)
+
+
+def plan_upsert(
+    governorate: str, bills: Iterable[BillInput], existing: dict[str, tuple[object, ...]],
+    now: float,
+) -> UpsertPlan:  # fmt: skip
+    """Insert new bills (version 1), bump changed ones, leave unchanged ones alone: `existing`
+    is bill_id -> EXISTING_COLUMNS of the bills already at the centre."""
     stamp = iso(now)
-    inserts: list[tuple[object, ...]] = []
-    updates: list[tuple[object, ...]] = []
-    credits: list[tuple[object, ...]] = []
-    unchanged = 0
-    lookup = (
-        "SELECT account, name, address, meter, kwh, amount, paid, due_date, version, credit"
-        " FROM bills WHERE bill_id = ?"
-    )
+    plan = UpsertPlan([], [], [], 0)
+    k = 0
     for bill in bills:
         bill_id = bill.bill_id(governorate)
-        row = conn.execute(lookup, (bill_id,)).fetchone()
+        row = existing.get(bill_id)
         if row is None:
-            inserts.append((bill_id, bill.account, governorate, bill.cycle, bill.name, bill.address,
-                            bill.meter, bill.kwh, bill.amount, bill.paid, bill.due_date, 1, stamp,
-                            0, 0, counter.next()))  # fmt: skip
+            k += 1
+            plan.inserts.append((k, (bill_id, bill.account, governorate, bill.cycle, bill.name,
+                                     bill.address, bill.meter, bill.kwh, bill.amount, bill.paid,
+                                     bill.due_date, 1, stamp, 0, 0)))  # fmt: skip
             continue
+        old_paid, version, credit = int(row[6]), int(row[8]), int(row[9])  # type: ignore[call-overload]
         # The centre may have recorded payments the export does not know yet: keep the larger.
-        paid = min(bill.amount, max(bill.paid, row[6]))
+        paid = min(bill.amount, max(bill.paid, old_paid))
         new = (bill.account, bill.name, bill.address, bill.meter, bill.kwh, bill.amount, paid,
                bill.due_date)  # fmt: skip
         if new == tuple(row[:8]):
-            unchanged += 1
+            plan.unchanged += 1
             continue
-        excess = max(0, row[6] - bill.amount)
-        updates.append((*new[1:], row[8] + 1, row[9] + excess, stamp, counter.next(), bill_id))
+        excess = max(0, old_paid - bill.amount)
+        k += 1
+        plan.updates.append((k, bill_id, (*new[1:], version + 1, credit + excess, stamp)))
         if excess:
             # A bill corrected below what was already paid: the excess is the subscriber's.
-            credits.append((f"import-{bill_id}-v{row[8] + 1}", governorate, bill.account, bill_id,
-                            excess, now))  # fmt: skip
-    if inserts:
+            plan.credits.append((f"import-{bill_id}-v{version + 1}", governorate, bill.account,
+                                 bill_id, excess, now))  # fmt: skip
+    return plan
+
+
+def upsert_bills(
+    conn: sqlite3.Connection, governorate: str, bills: Iterable[BillInput], now: float
+) -> UpsertResult:
+    """Insert new bills (version 1), bump changed ones, leave unchanged ones alone (SQLite)."""
+    rows = list(bills)
+    sql = f"SELECT bill_id, {', '.join(EXISTING_COLUMNS)} FROM bills WHERE bill_id IN ({{marks}})"
+    existing = {
+        r[0]: tuple(r[1:]) for r in select_in(conn, sql, [b.bill_id(governorate) for b in rows])
+    }
+    plan = plan_upsert(governorate, rows, existing, now)
+    counter = ChangeSeq(conn)
+    base = counter.last
+    if plan.inserts:
         conn.executemany(
-            f"INSERT INTO bills ({BILL_COLUMNS}, change_seq)"
-            f" VALUES ({', '.join('?' for _ in range(len(BILL_FIELDS) + 1))})",
-            inserts,
+            f"INSERT INTO bills ({', '.join(INSERT_COLUMNS)})"
+            f" VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})",
+            [(*row, base + k) for k, row in plan.inserts],
         )
-    if updates:
+    if plan.updates:
         conn.executemany(
             "UPDATE bills SET name = ?, address = ?, meter = ?, kwh = ?, amount = ?, paid = ?,"
             " due_date = ?, version = ?, credit = ?, updated_at = ?, change_seq = ?"
             " WHERE bill_id = ?",
-            updates,
+            [(*row, base + k, bill_id) for k, bill_id, row in plan.updates],
         )
-    if credits:
+    if plan.credits:
         conn.executemany(
             "INSERT INTO credits (source, governorate, account, bill_id, amount, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            credits,
+            plan.credits,
         )
+    counter.last = base + plan.changes
     counter.save()
-    return UpsertResult(inserted=len(inserts), updated=len(updates), unchanged=unchanged)
+    return plan.result()
+
+
+def accounts_without_cycle(
+    conn: sqlite3.Connection, governorate: str, cycle: str
+) -> list[tuple[str, str, str, str]]:
+    """(account, name, address, meter) of its latest bill, for each account of `governorate`
+    without a bill of `cycle` (what `edge centre cycle` issues one for)."""
+    if not CYCLE.match(cycle):
+        raise ImportFailed(f"bad cycle {cycle!r}: use YYYY-MM")
+    rows = conn.execute(
+        "SELECT b.account, b.name, b.address, b.meter FROM bills b"
+        " WHERE b.governorate = ?1 AND b.cycle = (SELECT MAX(c.cycle) FROM bills c"
+        "   WHERE c.governorate = ?1 AND c.account = b.account)"
+        " AND NOT EXISTS (SELECT 1 FROM bills d WHERE d.governorate = ?1"
+        "   AND d.account = b.account AND d.cycle = ?2)"
+        " ORDER BY b.account",
+        (governorate, cycle),
+    ).fetchall()
+    return [(str(a), str(n), str(ad), str(m)) for a, n, ad, m in rows]
 
 
 @dataclass(frozen=True)
@@ -204,44 +267,55 @@ class OnlinePayment:
     fine: int = 0  # of `amount`, what went to the bill's late fine (taken first)
 
 
+def decide_online(
+    row: Sequence[Any], rules: list[Rule], bill_id: str, amount: int, now: float
+) -> tuple[OnlinePayment, str, str]:
+    """What an online payment does to a bill (`row`: governorate, account, amount, paid,
+    version, due_date, fine_paid), with the bill's governorate and account."""
+    if type(amount) is not int or amount <= 0:
+        raise ImportFailed("the amount must be a positive whole number of piastres")
+    governorate, account, billed, paid, version, due_date, fine_paid = row
+    # The late fine first, as at a counter (sync/PROTOCOL.md 5.5), for the centre's today.
+    owed = fines.judge(rules, iso(now), now, billed, due_date, max(0, billed - paid), fine_paid)
+    to_fine, rest = allocate(amount, owed)
+    applied = min(rest, billed - paid)
+    credit = rest - applied
+    # Always a change now: what is not applied becomes the bill's published credit.
+    done = OnlinePayment(bill_id, amount, applied, credit, paid + applied, version + 1, to_fine)
+    return done, str(governorate), str(account)
+
+
+ONLINE_COLUMNS = "governorate, account, amount, paid, version, due_date, fine_paid"
+
+
 def pay_online(conn: sqlite3.Connection, bill_id: str, amount: int, now: float) -> OnlinePayment:
     """A payment made at the centre (the ministry's site): bumps the bill's version."""
     if type(amount) is not int or amount <= 0:
         raise ImportFailed("the amount must be a positive whole number of piastres")
     row = conn.execute(
-        "SELECT governorate, account, amount, paid, version, due_date, fine_paid FROM bills"
-        " WHERE bill_id = ?",
-        (bill_id,),
+        f"SELECT {ONLINE_COLUMNS} FROM bills WHERE bill_id = ?", (bill_id,)
     ).fetchone()
     if row is None:
         raise ImportFailed(f"no bill {bill_id} at the centre")
-    governorate, account, billed, paid, version, due_date, fine_paid = row
-    # The late fine first, as at a counter (sync/PROTOCOL.md 5.5), for the centre's today.
-    owed = fines.judge(
-        fines.rules_of(conn, governorate), iso(now), now, billed, due_date,
-        max(0, billed - paid), fine_paid,
-    )  # fmt: skip
-    to_fine, rest = allocate(amount, owed)
-    applied = min(rest, billed - paid)
-    credit = rest - applied
-    # Always a change now: what is not applied becomes the bill's published credit.
-    version += 1
+    done, governorate, account = decide_online(
+        row, fines.rules_of(conn, row[0]), bill_id, amount, now
+    )
     counter = ChangeSeq(conn)
     conn.execute(
         "UPDATE bills SET paid = ?, version = ?, credit = credit + ?, fine_paid = fine_paid + ?,"
         " change_seq = ?, updated_at = ? WHERE bill_id = ?",
-        (paid + applied, version, credit, to_fine, counter.next(), iso(now), bill_id),
+        (done.paid, done.version, done.credit, done.fine, counter.next(), iso(now), bill_id),
     )
     counter.save()
     cursor = conn.execute(
         "INSERT INTO online_payments (bill_id, amount, credit, version, paid_at)"
         " VALUES (?, ?, ?, ?, ?)",
-        (bill_id, amount, credit, version, now),
+        (bill_id, amount, done.credit, done.version, now),
     )
-    if credit:
+    if done.credit:
         conn.execute(
             "INSERT INTO credits (source, governorate, account, bill_id, amount, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (f"online-{cursor.lastrowid}", governorate, account, bill_id, credit, now),
+            (f"online-{cursor.lastrowid}", governorate, account, bill_id, done.credit, now),
         )
-    return OnlinePayment(bill_id, amount, applied, credit, paid + applied, version, to_fine)
+    return done

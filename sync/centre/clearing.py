@@ -35,10 +35,10 @@ FIGURES = ("applied", "credited", "rejected", "reversed", "refunded")
 CLEARING_HEADER = ("recorded_day", "governorate", "channel_kind", "method", "kind",
                    "accepted_day", *(f"{f}_{p}" for f in FIGURES for p in ("count", "amount")))  # fmt: skip
 _FIELDS = ("receipt", "method", "channel", "cashier", "accepted_at")
-_ENTRY = (
-    f"SELECT id, node, seq, bill_id, amount, {SHOWN_VERDICT}, received_at, kind, payload,"
-    " verdict, reason FROM entries"
+ENTRY_COLUMNS = (
+    f"id, node, seq, bill_id, amount, {SHOWN_VERDICT}, received_at, kind, payload, verdict, reason"
 )
+_ENTRY = f"SELECT {ENTRY_COLUMNS} FROM entries"
 
 
 def channel_kind(channel: str) -> str:
@@ -57,23 +57,41 @@ def _fields(data: dict[str, Any]) -> dict[str, str]:
     return {f: str(data[f]) if isinstance(data.get(f), str) else "" for f in _FIELDS}
 
 
+def targets(rows: list[tuple[Any, ...]]) -> set[str]:
+    """The payments the corrections among entry rows (_ENTRY's columns) name."""
+    found = set()
+    for row in rows:
+        if row[7] not in ("payment", "retarget"):
+            target = _payload(row[8]).get("payment_id")
+            if isinstance(target, str):
+                found.add(target)
+    return found
+
+
+def attach(rows: list[tuple[Any, ...]], originals: dict[str, bytes]) -> Iterator[tuple[Any, ...]]:
+    """Each entry row with its clearing fields in place of its payload; a correction borrows
+    those of the payment it names (`originals`: payment id -> payload)."""
+    for row in rows:
+        fields = _fields(data := _payload(row[8]))
+        if row[7] not in ("payment", "retarget"):
+            target = data.get("payment_id")
+            if isinstance(target, str) and target in originals:
+                fields = _fields(_payload(originals[target]))
+        yield (*row[:8], fields, *row[9:])
+
+
 def _with_fields(
     conn: sqlite3.Connection, rows: list[tuple[Any, ...]]
 ) -> Iterator[tuple[Any, ...]]:
-    """Each entry row with its clearing fields; a correction borrows its payment's."""
-    decoded = [_payload(row[8]) for row in rows]
-    targets = {d["payment_id"] for row, d in zip(rows, decoded, strict=True)
-               if row[7] not in ("payment", "retarget") and isinstance(d.get("payment_id"), str)}  # fmt: skip
-    originals = {
-        r[0]: _fields(_payload(r[1]))
-        for r in select_in(conn, "SELECT id, payload FROM entries WHERE id IN ({marks})", targets)
-    }
-    for row, data in zip(rows, decoded, strict=True):
-        fields = _fields(data)
-        if row[7] not in ("payment", "retarget"):
-            target = data.get("payment_id")
-            fields = originals.get(target, fields) if isinstance(target, str) else fields
-        yield (*row[:8], fields, *row[9:])
+    sql = "SELECT id, payload FROM entries WHERE id IN ({marks})"
+    return attach(rows, dict(select_in(conn, sql, targets(rows))))
+
+
+def ledger_line(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of `attach` as LEDGER_HEADER's columns."""
+    f = row[8]
+    return (*row[:6], f["accepted_at"], iso(row[6]), f["receipt"], f["method"], f["channel"],
+            f["cashier"], row[7])  # fmt: skip
 
 
 def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[tuple[Any, ...]]:
@@ -83,13 +101,11 @@ def ledger_rows(conn: sqlite3.Connection, node: str | None = None) -> Iterator[t
     else:
         cursor = conn.execute(_ENTRY + " WHERE node = ? ORDER BY seq", (node,))
     while rows := cursor.fetchmany(1000):
-        for row in _with_fields(conn, rows):
-            f = row[8]
-            yield (*row[:6], f["accepted_at"], iso(row[6]), f["receipt"], f["method"],
-                   f["channel"], f["cashier"], row[7])  # fmt: skip
+        yield from map(ledger_line, _with_fields(conn, rows))
 
 
-def _bounds(day: date, tz: tzinfo) -> tuple[float, float]:
+def bounds(day: date, tz: tzinfo) -> tuple[float, float]:
+    """The recording day `day` in `tz` as [start, end) seconds."""
     start = datetime(day.year, day.month, day.day, tzinfo=tz)
     return start.timestamp(), (start + timedelta(days=1)).timestamp()
 
@@ -102,39 +118,60 @@ def _accepted_day(receipt: str) -> str:
     return f"{d[:4]}-{d[4:6]}-{d[6:]}"
 
 
+class Groups:
+    """The clearing report's rows, counted entry by entry (both stores feed it)."""
+
+    def __init__(self, day: date, tz: tzinfo) -> None:
+        self.day, self.tz = day, tz
+        self._govs: dict[str, str] = {}
+        self._groups: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def entries(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Rows of `attach` recorded that day (no meter readings or requests)."""
+        for row in rows:
+            f = row[8]
+            gov = self._govs.get(row[1]) or _gov(f["receipt"], row[3])
+            self._govs.setdefault(row[1], gov)
+            key = (self.day.isoformat(), gov, channel_kind(f["channel"]), f["method"], row[7],
+                   _accepted_day(f["receipt"]))  # fmt: skip
+            _count(self._groups, key, row[5], row[4] or 0)
+
+    def online(self, rows: Iterable[tuple[str, int, int, float]]) -> None:
+        """(bill_id, amount, credit, paid_at) of the day's online payments at the centre."""
+        for bill_id, amount, credit, paid_at in rows:
+            accepted = datetime.fromtimestamp(paid_at, self.tz).date().isoformat()
+            key = (self.day.isoformat(), bill_id[:3], "online", "online", "payment", accepted)
+            _count(self._groups, key, "credited" if credit == amount else "applied", amount)
+
+    def rows(self, governorate: str | None) -> list[dict[str, Any]]:
+        found = [dict(zip(CLEARING_HEADER[:6], k, strict=True)) | v
+                 for k, v in sorted(self._groups.items())]  # fmt: skip
+        return [r for r in found if governorate is None or r["governorate"] == governorate]
+
+
 def clearing(
     conn: sqlite3.Connection, day: date, tz: tzinfo, governorate: str | None = None
 ) -> list[dict[str, Any]]:
     """What the centre recorded on local day `day` (`tz`), one row per governorate, channel
     kind, method, entry kind and the node's acceptance day (an outage's backlog shows the
     day it was taken beside the day it arrived); online payments at the centre included."""
-    start, end = _bounds(day, tz)
-    govs: dict[str, str] = {}
+    start, end = bounds(day, tz)
+    groups = Groups(day, tz)
     # Meter readings and requests carry no money: they are not in the clearing.
     rows = conn.execute(
         _ENTRY + " WHERE received_at >= ? AND received_at < ? AND kind NOT IN (?, ?)",
         (start, end, readings.KIND, requests.KIND),
     )
-    groups: dict[tuple[str, ...], dict[str, Any]] = {}
     while batch := rows.fetchmany(1000):
-        for row in _with_fields(conn, batch):
-            f = row[8]
-            gov = govs.get(row[1]) or _gov(f["receipt"], row[3])
-            govs.setdefault(row[1], gov)
-            key = (day.isoformat(), gov, channel_kind(f["channel"]), f["method"], row[7],
-                   _accepted_day(f["receipt"]))  # fmt: skip
-            _count(groups, key, row[5], row[4] or 0)
-    online = conn.execute(
-        "SELECT bill_id, amount, credit, paid_at FROM online_payments"
-        " WHERE paid_at >= ? AND paid_at < ?",
-        (start, end),
+        groups.entries(_with_fields(conn, batch))
+    groups.online(
+        conn.execute(
+            "SELECT bill_id, amount, credit, paid_at FROM online_payments"
+            " WHERE paid_at >= ? AND paid_at < ?",
+            (start, end),
+        )
     )
-    for bill_id, amount, credit, paid_at in online:
-        accepted = datetime.fromtimestamp(paid_at, tz).date().isoformat()
-        key = (day.isoformat(), bill_id[:3], "online", "online", "payment", accepted)
-        _count(groups, key, "credited" if credit == amount else "applied", amount)
-    found = [dict(zip(CLEARING_HEADER[:6], k, strict=True)) | v for k, v in sorted(groups.items())]
-    return [r for r in found if governorate is None or r["governorate"] == governorate]
+    return groups.rows(governorate)
 
 
 def _gov(receipt: str, bill_id: str | None) -> str:
@@ -148,19 +185,31 @@ def _count(groups: dict[tuple[str, ...], dict[str, Any]], key: tuple[str, ...], 
     row[f"{figure}_amount"] += amount
 
 
-def node_day(conn: sqlite3.Connection, node: str, day: date) -> list[protocol.LedgerEntry]:
-    """The node's entries of its local day `day`: payments whose receipt is of that day and
-    every correction of them (as the node's day report counts them)."""
+def node_day_since(day: date) -> float:
     # Nodes are within 14 h of UTC: nothing taken on `day` reached the centre before this.
-    since = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() - 86_400
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() - 86_400
+
+
+def day_entries(rows: Iterable[tuple[Any, ...]], day: date) -> list[protocol.LedgerEntry]:
+    """Of `attach` rows in seq order, the payments whose receipt is of `day` and every
+    correction of them (as the node's day report counts them)."""
     stamp = day.strftime("%Y%m%d")
-    rows = conn.execute(_ENTRY + " WHERE node = ? AND received_at >= ? ORDER BY seq", (node, since))
+    out: list[protocol.LedgerEntry] = []
+    for row in rows:
+        match = RECEIPT.match(row[8]["receipt"])
+        if match is not None and match.group(3) == stamp:
+            out.append(protocol.LedgerEntry(row[2], row[0], row[7], row[4], row[9], row[10]))
+    return out
+
+
+def node_day(conn: sqlite3.Connection, node: str, day: date) -> list[protocol.LedgerEntry]:
+    """The node's entries of its local day `day` (day_entries)."""
+    rows = conn.execute(
+        _ENTRY + " WHERE node = ? AND received_at >= ? ORDER BY seq", (node, node_day_since(day))
+    )
     out: list[protocol.LedgerEntry] = []
     while batch := rows.fetchmany(1000):
-        for row in _with_fields(conn, batch):
-            match = RECEIPT.match(row[8]["receipt"])
-            if match is not None and match.group(3) == stamp:
-                out.append(protocol.LedgerEntry(row[2], row[0], row[7], row[4], row[9], row[10]))
+        out += day_entries(_with_fields(conn, batch), day)
     return out
 
 

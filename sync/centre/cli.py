@@ -14,10 +14,9 @@ import dataclasses
 import json
 import logging
 import random
-import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
 from typing import TypeVar
@@ -27,11 +26,20 @@ from aiohttp import web
 
 from sync import bill, protocol
 from sync.centre import (
-    bills, clearing, credits, fines, migrate, receipts, requests, seed, transfers,
-)  # fmt: skip
+    bills,
+    clearing,
+    credits,
+    fines,
+    migrate,
+    receipts,
+    requests,
+    seed,
+    transfers,
+)
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
-from sync.centre.store import CentreStore, ChangeSeq
+from sync.centre.connect import open_store
+from sync.centre.stores import CentreDB
 from sync.errors import CentreConfigError, SyncError
 from sync.fines import Rule
 
@@ -45,14 +53,12 @@ def current_cycle(today: date | None = None) -> str:
     return f"{day.year:04d}-{day.month - (day.month - 1) % 2:02d}"
 
 
-async def _with_store(
-    settings: CentreSettings, job: Callable[[sqlite3.Connection], T], *, read: bool = False
-) -> T:
-    store = CentreStore(settings.db_path)
+async def _with_store(settings: CentreSettings, job: Callable[[CentreDB], Awaitable[T]]) -> T:
+    """`job(store)` on the store `[centre] database` names, opened for it and closed after."""
+    store = open_store(settings)
     await store.open()
     try:
-        # A read goes to a reader: through the writer it would hold a write transaction.
-        return await (store.read(job) if read else store.write(job))
+        return await job(store)
     finally:
         await store.close()
 
@@ -103,7 +109,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         rows = bills.read_csv(args.csv)
         now = time.time()
         result = asyncio.run(
-            _with_store(settings, lambda conn: bills.upsert_bills(conn, governorate, rows, now))
+            _with_store(settings, lambda db: db.upsert_bills(governorate, rows, now))
         )
         print(f"{len(rows)} rows: {result.inserted} new, {result.updated} changed,"
               f" {result.unchanged} unchanged")  # fmt: skip
@@ -114,11 +120,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
-        rows = asyncio.run(
-            _with_store(
-                settings, lambda conn: list(clearing.ledger_rows(conn, args.node)), read=True
-            )
-        )
+        rows = asyncio.run(_with_store(settings, lambda db: db.ledger_rows(args.node)))
         out = csv.writer(sys.stdout, lineterminator="\n")
         out.writerow(clearing.LEDGER_HEADER)
         out.writerows(rows)
@@ -134,11 +136,7 @@ def cmd_report_clearing(args: argparse.Namespace) -> int:
         except (ValueError, ZoneInfoNotFoundError):
             print("edge centre: --date is YYYY-MM-DD, --timezone an IANA zone", file=sys.stderr)
             return 2
-        rows = asyncio.run(
-            _with_store(
-                settings, lambda c: clearing.clearing(c, day, tz, args.governorate), read=True
-            )
-        )
+        rows = asyncio.run(_with_store(settings, lambda db: db.clearing(day, tz, args.governorate)))
         clearing.show(rows, args.format, sys.stdout)
         return 0
 
@@ -158,9 +156,7 @@ def cmd_pay(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
         now = time.time()
         paid = asyncio.run(
-            _with_store(
-                settings, lambda conn: bills.pay_online(conn, args.bill_id, args.amount, now)
-            )
+            _with_store(settings, lambda db: db.pay_online(args.bill_id, args.amount, now))
         )
         print(f"{paid.bill_id}: paid {paid.paid} after {paid.applied} applied,"
               f" credit {paid.credit}, version {paid.version}")  # fmt: skip
@@ -173,9 +169,13 @@ def cmd_cycle(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
         governorate = settings.require_governorate()
         rng = random.Random(args.seed)  # noqa: S311 - demo consumption figures, not a secret
-        result = asyncio.run(
-            _with_store(settings, lambda conn: seed.issue_cycle(conn, governorate, args.cycle, rng))
-        )
+
+        async def issue(db: CentreDB) -> bills.UpsertResult:
+            latest = await db.accounts_without_cycle(governorate, args.cycle)
+            new = seed.cycle_bills(latest, args.cycle, rng)
+            return await db.upsert_bills(governorate, new, time.time())
+
+        result = asyncio.run(_with_store(settings, issue))
         print(f"issued {result.inserted} bills of cycle {args.cycle} for {governorate}")
         return 0
 
@@ -184,9 +184,7 @@ def cmd_cycle(args: argparse.Namespace) -> int:
 
 def cmd_credits(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
-        found = asyncio.run(
-            _with_store(settings, lambda c: credits.accounts(c, args.governorate), read=True)
-        )
+        found = asyncio.run(_with_store(settings, lambda db: db.credit_accounts(args.governorate)))
         return credits.show(found, args.format)
 
     return _run(args, action)
@@ -198,9 +196,9 @@ VERIFY_DB_ERROR = 4  # not 1: an unreadable database must never read as "forged"
 
 def cmd_fine_rule(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
-        def job(conn: sqlite3.Connection) -> Rule:
-            return fines.publish(conn, args.governorate, args.effective, args.grace_days,
-                                 args.fixed, args.percent_bp, args.cap, time.time())  # fmt: skip
+        def job(db: CentreDB) -> Awaitable[Rule]:
+            return db.publish_fine_rule(args.governorate, args.effective, args.grace_days,
+                                        args.fixed, args.percent_bp, args.cap, time.time())  # fmt: skip
 
         try:
             rule = asyncio.run(_with_store(settings, job))
@@ -217,9 +215,7 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
         try:
             check = asyncio.run(
-                _with_store(
-                    settings, lambda c: receipts.verify(c, args.text, settings.nodes), read=True
-                )
+                _with_store(settings, lambda db: db.verify_receipt(args.text, settings.nodes))
             )
         except SyncError as exc:
             print(f"edge centre: {exc.detail}", file=sys.stderr)
@@ -294,7 +290,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("amount", type=_positive, metavar="AMOUNT", help="piastres")
     credits.register(command, cmd_credits)
     fines.register(command, cmd_fine_rule)
-    requests.register(sub, _run, _with_store, ChangeSeq)
+    requests.register(sub, _run, _with_store)
     migrate.register(sub)
     parser = command("cycle", "issue a new cycle's bill for every account", cmd_cycle)
     parser.add_argument("--cycle", type=_cycle, required=True, help="YYYY-MM")

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from outbox.ids import NODE_ID
 from sync import tls
@@ -27,7 +28,8 @@ GOVERNORATES = (
     "QUN",
 )  # fmt: skip
 DB_NAME = "centre.db"
-CENTRE_KEYS = ("cert_file", "key_file", "client_ca_file", "max_credit")
+CENTRE_KEYS = ("cert_file", "key_file", "client_ca_file", "max_credit", "database",
+               "database_pool_size")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class CentreSettings:
     key_file: Path | None = None
     client_ca_file: Path | None = None  # set: refuse clients without a certificate it issued
     max_credit: int | None = None  # credit one payment may leave; None: up to the bill's amount
+    # "": SQLite in data_dir (embedded, one process); "postgresql://user@host/db": PostgreSQL,
+    # shared by any number of centre processes. Never a password in it (use ~/.pgpass).
+    database: str = ""
+    database_pool_size: int = 10  # PostgreSQL connections per centre process
 
     @property
     def db_path(self) -> Path:
@@ -153,6 +159,21 @@ def _tls(centre: Mapping[str, Any], base: Path) -> dict[str, Path | None]:
     return paths
 
 
+def _database(centre: Mapping[str, Any]) -> tuple[str, int]:
+    url = centre.get("database", "")
+    if not isinstance(url, str) or (url and not url.startswith(("postgresql://", "postgres://"))):
+        raise CentreConfigError("centre.database must be empty (SQLite) or a postgresql:// URL")
+    if url and "@" in url and ":" in urlsplit(url).netloc.rpartition("@")[0]:
+        # The file is readable by whoever runs the centre's tools; a password goes to ~/.pgpass.
+        raise CentreConfigError(
+            "centre.database must not carry a password: put it in ~/.pgpass (mode 600)"
+        )
+    pool = centre.get("database_pool_size", CentreSettings.database_pool_size)
+    if type(pool) is not int or not 1 <= pool <= 100:
+        raise CentreConfigError(f"centre.database_pool_size must be 1-100, not {pool!r}")
+    return url, pool
+
+
 def _secret(value: object, key: str, base: Path) -> bytes:
     try:
         return read_secret(_path(value, key, base))
@@ -184,6 +205,7 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
     if type(skew) not in (int, float) or not math.isfinite(skew) or skew <= 0:
         raise CentreConfigError(f"centre.max_skew_s must be a positive number, not {skew!r}")
 
+    database, pool = _database(centre)
     nodes: dict[str, NodeSettings] = {}
     for node, table in _table(raw, "nodes").items():
         key = f"nodes.{node}"
@@ -219,6 +241,8 @@ def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
         max_skew_s=float(skew),
         nodes=nodes,
         max_credit=_piastres(centre, "max_credit", "centre.max_credit", 0),
+        database=database,
+        database_pool_size=pool,
         **_tls(centre, base),
     )
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sync import fines
@@ -40,16 +41,36 @@ ALTER TABLE entries ADD COLUMN fine INTEGER CHECK (fine >= 0);
 """
 
 
-def rules_of(conn: sqlite3.Connection, governorate: str) -> list[fines.Rule]:
-    rows = conn.execute(
-        "SELECT governorate, version, effective, grace_days, fixed, percent_bp, cap"
-        " FROM fine_rules WHERE governorate = ? ORDER BY version",
-        (governorate,),
-    )
+RULE_COLUMNS = "governorate, version, effective, grace_days, fixed, percent_bp, cap"
+
+
+def rules_from(rows: Iterable[Sequence[Any]]) -> list[fines.Rule]:
+    """Rules from rows of RULE_COLUMNS."""
     return [
         fines.Rule(gov, version, date.fromisoformat(eff), grace, fixed, bp, cap)
         for gov, version, eff, grace, fixed, bp, cap in rows
     ]
+
+
+def rules_of(conn: sqlite3.Connection, governorate: str) -> list[fines.Rule]:
+    return rules_from(
+        conn.execute(
+            f"SELECT {RULE_COLUMNS} FROM fine_rules WHERE governorate = ? ORDER BY version",
+            (governorate,),
+        )
+    )
+
+
+def next_rule(
+    last: int, governorate: str, effective: date, grace_days: int, fixed: int, percent_bp: int,
+    cap: int | None,
+) -> fines.Rule:  # fmt: skip
+    """The version after `last` of `governorate`'s rule; ValueError if out of range."""
+    rule = fines.Rule(governorate, last + 1, effective, grace_days, fixed, percent_bp, cap)
+    if not GOVERNORATE.match(governorate):
+        raise ValueError("governorate must be three capital letters")
+    rule.check()
+    return rule
 
 
 def publish(
@@ -64,10 +85,7 @@ def publish(
     (last,) = conn.execute(
         "SELECT COALESCE(MAX(version), 0) FROM fine_rules WHERE governorate = ?", (governorate,)
     ).fetchone()
-    rule = fines.Rule(governorate, last + 1, effective, grace_days, fixed, percent_bp, cap)
-    if not GOVERNORATE.match(governorate):
-        raise ValueError("governorate must be three capital letters")
-    rule.check()
+    rule = next_rule(last, governorate, effective, grace_days, fixed, percent_bp, cap)
     conn.execute(
         "INSERT INTO fine_rules (governorate, version, effective, grace_days, fixed,"
         " percent_bp, cap, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 MAX_PER_NODE = 200_000  # ~700 requests a second per node over a 300 s window
 MIGRATION_SQL = """
@@ -20,6 +21,15 @@ CREATE TABLE IF NOT EXISTS seen_nonces (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_nonces_ts ON seen_nonces (ts);
 """
+
+
+@dataclass(frozen=True)
+class Nonce:
+    """A verified request's nonce, remembered until `ts` + the window (replays refused)."""
+
+    node: str
+    nonce: str
+    ts: int
 
 
 class NoncesFull(Exception):

@@ -16,6 +16,8 @@ import msgpack
 
 KIND = "meter_reading"
 FIELDS = ("reading_id", "account", "meter", "reading", "read_at", "source", "rollover")
+COLUMNS = ("entry", "node", "governorate", "account", "meter", "reading", "read_at", "source",
+           "note", "rollover", "flag", "verdict", "reason", "received_at")  # fmt: skip
 LIST_HEADER = ("id", "node", "account", "meter", "reading", "read_at", "source", "rollover",
                "flag", "verdict", "reason")  # fmt: skip
 
@@ -77,43 +79,28 @@ def parse(payload: bytes, entry_id: str) -> Reading | None:
     )  # fmt: skip
 
 
-def decide(
-    conn: sqlite3.Connection, node: str, governorate: str, entry_id: str, payload: bytes,
-    now: float,
-) -> tuple[str, str | None]:  # fmt: skip
-    """(verdict, reason) of one reading, recorded in `meter_readings` with it (a write job)."""
-    r = parse(payload, entry_id)
-    if r is None:
-        return "rejected", "bad_payload"
-    verdict, reason = _check(conn, governorate, r)
-    conn.execute(
-        "INSERT INTO meter_readings (entry, node, governorate, account, meter, reading, read_at,"
-        " source, note, rollover, flag, verdict, reason, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (entry_id, node, governorate, r.account, r.meter, r.reading, r.read_at, r.source, r.note,
-         int(r.rollover), r.flag, verdict, reason, now),
-    )  # fmt: skip
-    return verdict, reason
-
-
-def _check(conn: sqlite3.Connection, governorate: str, r: Reading) -> tuple[str, str | None]:
-    on_account = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM bills WHERE governorate = ? AND account = ?),"
-        " EXISTS (SELECT 1 FROM bills WHERE governorate = ? AND account = ? AND meter = ?)",
-        (governorate, r.account, governorate, r.account, r.meter),
-    ).fetchone()
-    if not on_account[0]:
+def judge(
+    r: Reading, meters_of: dict[str, set[str]], last_reading: dict[str, int]
+) -> tuple[str, str | None]:
+    """(verdict, reason) of a reading, from its governorate's accounts' meters and each
+    meter's newest applied reading (what the store read for the batch)."""
+    if r.account not in meters_of:
         return "rejected", "unknown_account"
-    if not on_account[1]:
+    if r.meter not in meters_of[r.account]:
         return "rejected", "meter_not_on_account"
-    last = conn.execute(
-        "SELECT reading FROM meter_readings WHERE governorate = ? AND meter = ?"
-        " AND verdict = 'applied' ORDER BY rowid DESC LIMIT 1",
-        (governorate, r.meter),
-    ).fetchone()
-    if last is not None and r.reading < last[0] and not r.rollover:
+    last = last_reading.get(r.meter)
+    if last is not None and r.reading < last and not r.rollover:
         return "rejected", "reading_below_last"
     return "applied", None
+
+
+def row(
+    entry_id: str, node: str, governorate: str, r: Reading, verdict: str, reason: str | None,
+    now: float,
+) -> tuple[Any, ...]:  # fmt: skip
+    """The meter_readings row of a reading (COLUMNS' order), applied or rejected."""
+    return (entry_id, node, governorate, r.account, r.meter, r.reading, r.read_at, r.source,
+            r.note, int(r.rollover), r.flag, verdict, reason, now)  # fmt: skip
 
 
 def rows(conn: sqlite3.Connection, governorate: str | None = None) -> list[tuple[Any, ...]]:

@@ -9,8 +9,9 @@ Receipt keys are kept by key id, so receipts printed before a key rotation still
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -38,6 +39,40 @@ CREATE TABLE receipt_keys (
 GENUINE, FORGED, UNKNOWN = "genuine", "forged", "genuine-but-unknown"
 
 
+def codes_of(receipts: Iterable[str], allowed: frozenset[str] = frozenset()) -> list[str]:
+    """The node codes of `receipts`, sorted, without the `allowed` duplicates (which are
+    neither refused nor claimed)."""
+    found = {c for c in map(receiptcode.code_of, receipts) if c is not None}
+    return sorted(found - allowed)
+
+
+def check_codes(node: str, governorate: str, held: Mapping[str, str]) -> None:
+    """Refused (409) if another node holds one of the codes (`held`: code -> its node).
+
+    Part of the batch's write job: a refusal raises before anything of the batch is written.
+    """
+    for code, owner in sorted(held.items()):
+        if owner != node:
+            raise Refused(
+                409, "receipt_code_taken",
+                f"receipt code {code} of governorate {governorate} belongs to node {owner}:"
+                f" give node {node} another node.receipt_code; its payments wait until then",
+            )  # fmt: skip
+
+
+def held_codes(conn: sqlite3.Connection, governorate: str, codes: list[str]) -> dict[str, str]:
+    """code -> node for those of `codes` some node holds in `governorate`."""
+    if not codes:
+        return {}
+    marks = ", ".join("?" * len(codes))
+    return dict(
+        conn.execute(
+            f"SELECT code, node FROM receipt_codes WHERE governorate = ? AND code IN ({marks})",
+            (governorate, *codes),
+        ).fetchall()
+    )
+
+
 def claim_codes(
     conn: sqlite3.Connection,
     node: str,
@@ -46,30 +81,11 @@ def claim_codes(
     now: float,
     allowed: frozenset[str] = frozenset(),
 ) -> None:
-    """Record the codes in `receipts` as `node`'s; Refused (409) if another node holds one
-    (except the `allowed` duplicates, which are neither refused nor claimed).
-
-    Part of the batch's write job: a refusal raises before anything of the batch is written.
-    """
-    found = {c for c in map(receiptcode.code_of, receipts) if c is not None}
-    codes = sorted(found - allowed)
-    if not codes:
-        return
-    marks = ", ".join("?" * len(codes))
-    held = dict(
-        conn.execute(
-            f"SELECT code, node FROM receipt_codes WHERE governorate = ? AND code IN ({marks})",
-            (governorate, *codes),
-        ).fetchall()
-    )
-    for code in codes:
-        owner = held.get(code)
-        if owner is not None and owner != node:
-            raise Refused(
-                409, "receipt_code_taken",
-                f"receipt code {code} of governorate {governorate} belongs to node {owner}:"
-                f" give node {node} another node.receipt_code; its payments wait until then",
-            )  # fmt: skip
+    """Record the codes in `receipts` as `node`'s (SQLite); Refused (409) if another node
+    holds one (except the `allowed` duplicates)."""
+    codes = codes_of(receipts, allowed)
+    held = held_codes(conn, governorate, codes)
+    check_codes(node, governorate, held)
     conn.executemany(
         "INSERT INTO receipt_codes (governorate, code, node, first_seen) VALUES (?, ?, ?, ?)",
         [(governorate, code, node, now) for code in codes if code not in held],
@@ -109,14 +125,20 @@ def verify(conn: sqlite3.Connection, text: str, nodes: Mapping[str, NodeSettings
     except receiptcode.BadReceiptText as exc:
         return Check(FORGED, f"not a receipt code: {exc}")
     key = _key(conn, code.node, code.key_id, nodes)
-    if key is None:
-        return Check(FORGED, f"node {code.node} has no receipt key {code.key_id} at the centre")
-    if not code.valid_under(key):
-        return Check(FORGED, "the MAC does not match: the figures were changed or made up")
     row = conn.execute(
         "SELECT bill_id, amount, verdict, payload FROM entries WHERE id = ? AND node = ?",
         (code.payment_id, code.node),
     ).fetchone()
+    return judge(code, key, row)
+
+
+def judge(code: receiptcode.ReceiptCode, key: bytes | None, row: Sequence[Any] | None) -> Check:
+    """The receipt's outcome from its node's receipt key and the entry the centre holds
+    (bill_id, amount, verdict, payload), either None when there is none."""
+    if key is None:
+        return Check(FORGED, f"node {code.node} has no receipt key {code.key_id} at the centre")
+    if not code.valid_under(key):
+        return Check(FORGED, "the MAC does not match: the figures were changed or made up")
     if row is None:
         return Check(
             UNKNOWN,
@@ -138,12 +160,19 @@ def verify(conn: sqlite3.Connection, text: str, nodes: Mapping[str, NodeSettings
     )
 
 
-def _key(
-    conn: sqlite3.Connection, node: str, key_id: str, nodes: Mapping[str, NodeSettings]
-) -> bytes | None:
+def live_key(nodes: Mapping[str, NodeSettings], node: str, key_id: str) -> bytes | None:
     live = nodes.get(node)
     if live is not None and key_id in live.keys:
         return receiptcode.receipt_key(live.keys[key_id])
+    return None
+
+
+def _key(
+    conn: sqlite3.Connection, node: str, key_id: str, nodes: Mapping[str, NodeSettings]
+) -> bytes | None:
+    live = live_key(nodes, node, key_id)
+    if live is not None:
+        return live
     row = conn.execute(
         "SELECT key FROM receipt_keys WHERE node = ? AND key_id = ?", (node, key_id)
     ).fetchone()

@@ -35,6 +35,9 @@ SET_STATUSES = STATUSES[1:]
 FIELDS = ("request_id", "number", "kind", "account", "bill_id", "text", "contact_phone",
           "amount", "channel", "taken_at")  # fmt: skip
 FEED_FIELDS = ("request_id", "status", "note", "version", "updated_at")
+COLUMNS = ("id", "node", "governorate", "number", "kind", "account", "bill_id", "text",
+           "contact_phone", "amount", "status", "note", "version", "updated_at")  # fmt: skip
+HISTORY_COLUMNS = ("id", "version", "status", "note", "at", "governorate", "change_seq")
 NextSeq = Callable[[], int]
 NOTE_MAX = 1000  # characters; the feed carries strings of at most 1024
 LIST_HEADER = ("id", "node", "number", "kind", "account", "bill_id", "amount", "status", "version")
@@ -115,40 +118,26 @@ def parse(payload: bytes, entry_id: str) -> Request | None:
     )  # fmt: skip
 
 
-def decide(
-    conn: sqlite3.Connection, next_seq: NextSeq, node: str, governorate: str, entry_id: str,
-    payload: bytes, now: float,
-) -> tuple[str, str | None]:  # fmt: skip
-    """(verdict, reason) of one request; an applied one is recorded `received` (a write job).
-    `next_seq` hands out change_seq values (the caller's store.ChangeSeq, saved by it)."""
-    r = parse(payload, entry_id)
-    if r is None:
-        return "rejected", "bad_payload"
-    known = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM bills WHERE governorate = ? AND account = ?)",
-        (governorate, r.account),
-    ).fetchone()[0]
-    if not known:
+def judge(
+    r: Request, meters_of: dict[str, set[str]], owners: dict[str, str]
+) -> tuple[str, str | None]:
+    """(verdict, reason) of a request, from its governorate's accounts and its bills' owners
+    (what the store read for the batch); an applied one is recorded `received`."""
+    if r.account not in meters_of:
         return "rejected", "unknown_account"
     if r.bill_id is not None:
-        owner = conn.execute(
-            "SELECT account FROM bills WHERE bill_id = ? AND governorate = ?",
-            (r.bill_id, governorate),
-        ).fetchone()
+        owner = owners.get(r.bill_id)
         if owner is None:
             return "rejected", "unknown_bill"
-        if owner[0] != r.account:
+        if owner != r.account:
             return "rejected", "account_mismatch"
-    stamp = iso(now)
-    conn.execute(
-        "INSERT INTO requests (id, node, governorate, number, kind, account, bill_id, text,"
-        " contact_phone, amount, status, note, version, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'received', NULL, 1, ?)",
-        (entry_id, node, governorate, r.number, r.kind, r.account, r.bill_id, r.text,
-         r.contact_phone, r.amount, stamp),
-    )  # fmt: skip
-    _history(conn, next_seq, entry_id, 1, "received", None, stamp, governorate)
     return "applied", None
+
+
+def row(entry_id: str, node: str, governorate: str, r: Request, stamp: str) -> tuple[Any, ...]:
+    """The requests row of an applied request (COLUMNS' order), at version 1."""
+    return (entry_id, node, governorate, r.number, r.kind, r.account, r.bill_id, r.text,
+            r.contact_phone, r.amount, "received", None, 1, stamp)  # fmt: skip
 
 
 def set_status(
@@ -157,18 +146,15 @@ def set_status(
 ) -> dict[str, Any]:  # fmt: skip
     """Give a request a new status (a write job); an accepted installment or correction
     changes its bill. Raises RequestRefused for an unknown request or a status not allowed."""
-    if status not in SET_STATUSES:
-        raise RequestRefused(f"status must be one of {', '.join(SET_STATUSES)}")
+    check_status(status)
     row = conn.execute(
-        "SELECT id, number, kind, bill_id, amount, status, version, governorate FROM requests"
-        " WHERE id = ? OR number = ?",
+        f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ? OR number = ?",
         (request_id, request_id),
     ).fetchone()
     if row is None:
         raise RequestRefused(f"no request {request_id}")
     found_id, number, kind, bill_id, amount, current, version, governorate = row
-    if current in ("done", "refused") or (current == "accepted" and status != "done"):
-        raise RequestRefused(f"request {request_id} is {current}: it can only be {_next(current)}")
+    check_transition(request_id, current, status)
     stamp = iso(now)
     deferred = None
     if status == "accepted" and kind in ("installment", "correction"):
@@ -194,6 +180,30 @@ def _history(
     )
 
 
+REQUEST_COLUMNS = "id, number, kind, bill_id, amount, status, version, governorate"
+
+
+def check_status(status: str) -> None:
+    if status not in SET_STATUSES:
+        raise RequestRefused(f"status must be one of {', '.join(SET_STATUSES)}")
+
+
+def check_transition(request_id: str, current: str, status: str) -> None:
+    """RequestRefused unless a request that is `current` may become `status`."""
+    if current in ("done", "refused") or (current == "accepted" and status != "done"):
+        raise RequestRefused(f"request {request_id} is {current}: it can only be {_next(current)}")
+
+
+def bill_change(kind: str, amount: int, old: int, paid: int) -> tuple[int, int | None]:
+    """(the bill's new amount, what is deferred) when a request of `kind` is accepted."""
+    if kind == "correction":
+        # The amount the subscriber claims becomes the bill's; never below what was paid.
+        return max(amount, paid), None
+    # The first instalment stays due now; the rest is the billing system's to bill later.
+    new = min(old, paid + amount)
+    return new, old - new
+
+
 def _next(current: str) -> str:
     return "done" if current == "accepted" else "left as it is"
 
@@ -208,13 +218,7 @@ def _change_bill(
     if bill_row is None:
         raise RequestRefused(f"the request's bill {bill_id} is not at the centre")
     old, paid, version = bill_row
-    if kind == "correction":
-        # The amount the subscriber claims becomes the bill's; never below what was paid.
-        new, deferred = max(amount, paid), None
-    else:
-        # The first instalment stays due now; the rest is the billing system's to bill later.
-        new = min(old, paid + amount)
-        deferred = old - new
+    new, deferred = bill_change(kind, amount, old, paid)
     conn.execute(
         "UPDATE bills SET amount = ?, version = ?, change_seq = ?, updated_at = ? WHERE bill_id = ?",
         (new, version + 1, next_seq(), stamp, bill_id),
@@ -247,24 +251,20 @@ def register(
     centre_sub: argparse._SubParsersAction[argparse.ArgumentParser],
     run: Callable[[argparse.Namespace, Callable[[Any], int]], int],
     with_store: Callable[..., Any],
-    change_seq: Callable[[sqlite3.Connection], Any],
 ) -> None:
-    """`edge centre request set-status|list` (run and with_store are sync.centre.cli's,
-    change_seq is store.ChangeSeq: the store imports this module)."""
+    """`edge centre request set-status|list` (run and with_store are sync.centre.cli's)."""
     group = centre_sub.add_parser("request", help="subscribers' requests: list, set a status")
     sub = group.add_subparsers(dest="request_command", required=True, metavar="COMMAND")
 
     def set_status_cmd(args: argparse.Namespace) -> int:
         def action(settings: Any) -> int:
-            def job(conn: sqlite3.Connection) -> dict[str, Any] | str:
-                counter = change_seq(conn)
+            async def job(db: Any) -> dict[str, Any] | str:
                 try:
-                    done = set_status(
-                        conn, counter.next, args.id, args.status, args.note, time.time()
+                    done: dict[str, Any] = await db.set_request_status(
+                        args.id, args.status, args.note, time.time()
                     )
                 except RequestRefused as exc:
                     return str(exc)
-                counter.save()
                 return done
 
             out = asyncio.run(with_store(settings, job))
@@ -278,7 +278,7 @@ def register(
 
     def list_cmd(args: argparse.Namespace) -> int:
         def action(settings: Any) -> int:
-            found = asyncio.run(with_store(settings, listing, read=True))
+            found = asyncio.run(with_store(settings, lambda db: db.requests_list()))
             writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(LIST_HEADER)
             writer.writerows(found)

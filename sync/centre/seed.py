@@ -1,6 +1,6 @@
 """Realistic demo bills: 10-digit accounts, Arabic names, Damascus-area addresses, tariffs.
 
-`seed_bills(conn, governorate, n, cycle, rng)` and `issue_cycle(...)` are write jobs; for
+`make_bills` and `cycle_bills` build bills (`seed_bills(conn, ...)` writes them to SQLite); for
 an in-process demo use `await seed_database(settings, n, cycle, seed)` before starting the
 centre app (see sync.centre.app). The tariff is illustrative, in piastres, per two-month cycle.
 """
@@ -14,7 +14,7 @@ import time
 from sync.bill import CYCLE
 from sync.centre.bills import BillInput, UpsertResult, upsert_bills
 from sync.centre.config import CentreSettings
-from sync.centre.store import CentreStore
+from sync.centre.connect import open_store
 from sync.errors import ImportFailed
 
 FIRST_NAMES = (
@@ -138,32 +138,19 @@ def seed_bills(
     return upsert_bills(conn, governorate, bills, time.time() if now is None else now)
 
 
-def issue_cycle(
-    conn: sqlite3.Connection,
-    governorate: str,
-    cycle: str,
-    rng: random.Random,
-    *,
-    now: float | None = None,
-) -> UpsertResult:
-    """Write job: a bill of `cycle` for every account that does not have one yet."""
+def cycle_bills(
+    latest: list[tuple[str, str, str, str]], cycle: str, rng: random.Random
+) -> list[BillInput]:
+    """A bill of `cycle` for each (account, name, address, meter) of the accounts without one
+    (the store's `accounts_without_cycle`), with a demo consumption."""
     if not CYCLE.match(cycle):
         raise ImportFailed(f"bad cycle {cycle!r}: use YYYY-MM")
-    rows = conn.execute(
-        "SELECT b.account, b.name, b.address, b.meter FROM bills b"
-        " WHERE b.governorate = ?1 AND b.cycle = (SELECT MAX(c.cycle) FROM bills c"
-        "   WHERE c.governorate = ?1 AND c.account = b.account)"
-        " AND NOT EXISTS (SELECT 1 FROM bills d WHERE d.governorate = ?1"
-        "   AND d.account = b.account AND d.cycle = ?2)"
-        " ORDER BY b.account",
-        (governorate, cycle),
-    ).fetchall()
     due = due_date(cycle)
     bills = []
-    for account, name, address, meter in rows:
+    for account, name, address, meter in latest:
         kwh = consumption(rng)
         bills.append(BillInput(account, cycle, name, address, meter, kwh, bill_amount(kwh), 0, due))
-    return upsert_bills(conn, governorate, bills, time.time() if now is None else now)
+    return bills
 
 
 async def seed_database(
@@ -172,9 +159,11 @@ async def seed_database(
     """Open the centre's database, add `n` demo bills for its governorate, close it again."""
     governorate = settings.require_governorate()
     rng = random.Random(seed)  # noqa: S311 - demo data, not a secret
-    store = CentreStore(settings.db_path)
+    store = open_store(settings)
     await store.open()
     try:
-        return await store.write(lambda conn: seed_bills(conn, governorate, n, cycle, rng))
+        return await store.upsert_bills(
+            governorate, make_bills(governorate, n, cycle, rng), time.time()
+        )
     finally:
         await store.close()

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
-import msgpack
 
 import outbox
 from outbox import readers
 from sync import bill, protocol
-from sync.centre import corrections, credits, fines, nonces, readings, receipts, requests
+from sync.centre import corrections, credits, feeds, fines, nonces, readings, receipts, requests
 from sync.errors import SyncError
 
 log = logging.getLogger(__name__)
@@ -155,21 +154,9 @@ def read_changes(
         " ORDER BY change_seq LIMIT ?",
         (governorate, since, limit + 1),
     ).fetchall()
-    # Requests' statuses share the bills' counter (protocol 4): the page is the first
-    # `limit` changes of either kind, in change_seq order.
-    merged = sorted(
-        [(row[-1], "bill", row) for row in rows]
-        + [
-            (seq, "request", rec) for seq, rec in requests.feed(conn, governorate, since, limit + 1)
-        ],
-        key=lambda item: item[0],
+    return feeds.changes_page(
+        rows, requests.feed(conn, governorate, since, limit + 1), since, limit
     )
-    more = len(merged) > limit
-    merged = merged[:limit]
-    changes = [dict(zip(bill.FIELDS, row[:-1], strict=True)) for _, k, row in merged if k == "bill"]
-    statuses = [rec for _, k, rec in merged if k == "request"]
-    cursor = merged[-1][0] if merged else since
-    return protocol.Changes(changes=changes, cursor=cursor, more=more, requests=statuses)
 
 
 def _begin_snapshot(conn: sqlite3.Connection, governorate: str) -> tuple[int, sqlite3.Cursor]:
@@ -190,9 +177,7 @@ def _begin_snapshot(conn: sqlite3.Connection, governorate: str) -> tuple[int, sq
 
 def _snapshot_page(cursor: sqlite3.Cursor, size: int) -> tuple[bytes, int]:
     rows = cursor.fetchmany(size)
-    packer = msgpack.Packer(use_bin_type=True)
-    fields = bill.FIELDS
-    return b"".join([packer.pack(dict(zip(fields, row, strict=True))) for row in rows]), len(rows)
+    return feeds.pack_bills(rows), len(rows)
 
 
 class CentreStore:

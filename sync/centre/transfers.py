@@ -17,8 +17,7 @@ from urllib.parse import quote
 from sync import bill, protocol
 from sync.centre import store
 from sync.centre.config import CentreSettings, NodeSettings, load_settings
-from sync.centre.ledger import record_batch
-from sync.centre.store import CentreStore
+from sync.centre.connect import open_store
 from sync.errors import CentreConfigError, ProtocolError, Refused, SyncError, TransferRefused
 from sync.transfer import Header, Progress, TransferFile, write_file
 
@@ -71,28 +70,22 @@ async def import_outbox(settings: CentreSettings, path: Path, verdicts_out: Path
     own = settings.nodes[h.node]
     limits, now = settings.limits(h.node), time.time()
 
-    def job(conn: sqlite3.Connection) -> tuple[list[protocol.Verdict], int]:
-        # One transaction for the whole file: refused (a chain gap, a code another node
-        # holds) means nothing of it recorded. Entries the link brought meanwhile are known.
-        results: list[protocol.Verdict] = []
-        acked = 0
-        for batch in batches:
-            reply = record_batch(conn, h.node, own.governorate, batch.entries, now, limits,
-                                 own.duplicate_receipt_codes)  # fmt: skip
-            results.extend(reply.results)
-            acked = reply.acked_seq
-        return results, acked
-
-    db = CentreStore(settings.db_path)
+    # One transaction for the whole file: refused (a chain gap, a code another node holds)
+    # means nothing of it recorded. Entries the link brought meanwhile are known. The file's
+    # batches are one chain, so they are recorded as one batch with the same verdicts.
+    entries = [e for batch in batches for e in batch.entries]
+    db = open_store(settings)
     await db.open()
     try:
-        results, acked = await db.write(job)
+        reply = await db.record_batch(h.node, own.governorate, entries, now, limits,
+                                      own.duplicate_receipt_codes)  # fmt: skip
     except Refused as exc:  # what the online endpoint answers 409 (chain) or 403 (codes)
         raise TransferRefused(
             f"{path}: the centre refuses it ({exc.code}): {exc.detail}; nothing was changed"
         ) from exc
     finally:
         await db.close()
+    results, acked = reply.results, reply.acked_seq
     answer = Header("verdicts", h.node, own.governorate, "", time.time(), h.first_seq,
                     h.last_seq, h.chain_head, len(results), cursor=acked, source=digest)  # fmt: skip
     frames = (protocol.encode_reply(results[i : i + protocol.MAX_BATCH], acked)
@@ -134,6 +127,9 @@ def export_bills(settings: CentreSettings, node: str, gov: str | None, since: in
     if gov is not None and gov != own.governorate:
         raise TransferRefused(f"node {node} serves {own.governorate}, not {gov}")
     gov = own.governorate
+    if settings.database:
+        raise TransferRefused("export bills reads the embedded SQLite centre; on PostgreSQL"
+                              " a node without a link takes a snapshot through the API")  # fmt: skip
     uri = f"file:{quote(str(settings.db_path))}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)

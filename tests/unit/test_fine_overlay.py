@@ -20,7 +20,7 @@ import outbox
 from edge import corrections, mirror, payments
 from outbox import chain
 from sync import fines, protocol
-from sync.centre import bills, ledger
+from sync.centre import bills, ledger, verdicts
 from sync.centre import fines as centre_fines
 from sync.centre import store as centre_store
 
@@ -175,11 +175,11 @@ def test_a_payment_from_before_fines_is_judged_as_fine_zero(tmp_path) -> None:
                "account": ACCOUNT, "amount": 50_000, "channel": "c", "idempotency_key": "k",
                "method": "cash", "cashier": "c", "accepted_at": "2026-09-01T12:00:00.000Z",
                "receipt": "DAM-DAM1-20260901-000001"}  # fmt: skip
-    parsed = ledger.parse_payment(msgpack.packb(payload), payload["payment_id"])
+    parsed = verdicts.parse_payment(msgpack.packb(payload), payload["payment_id"])
     assert parsed is not None and parsed.fine is None
     for bad in (-1, 50_001, "10", True):
         forged = {**payload, "fine": bad}
-        assert ledger.parse_payment(msgpack.packb(forged), payload["payment_id"]) is None
+        assert verdicts.parse_payment(msgpack.packb(forged), payload["payment_id"]) is None
     # Sent without a fine while one is owed: the centre takes the fine first and says so.
     raw = msgpack.packb(payload)
     digest = chain.entry_hash(chain.GENESIS, 1, payload["payment_id"], "payment", raw)
