@@ -358,7 +358,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 1
     print(
         f"verified: {sum(moved.rows.values())} rows in {len(moved.rows)} tables, "
-        f"{moved.heads} chain heads, the digests equal ({moved.seconds:.1f} s)"
+        f"{len(moved.heads)} chain heads, the digests equal ({moved.seconds:.1f} s)"
     )
     return 0
 

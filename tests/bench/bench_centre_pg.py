@@ -18,6 +18,10 @@ drain (the slowest node), the CPU each part used, and what else ran on the machi
 Checked after each run: every node's entries are at the centre exactly once, its chain head is
 the node's last hash, every verdict `applied`.
 
+Part 3, move: the SQLite centre part 1 filled, moved into a fresh PostgreSQL database by
+`edge centre migrate-to-postgres` (the whole command: COPY in one transaction, then the
+verification reading both sides): its time and its `verified` line.
+
 Part 2, snapshot: a PostgreSQL centre with `--bills` bills of one governorate (seeded through
 the store's import, COPY) and one centre process; a fresh node in its own process bootstraps
 its mirror from it (bench_sync.py's `_bootstrap` child: `Puller.bootstrap()`, real HTTP
@@ -110,7 +114,7 @@ async def _nodes(spec: dict[str, Any]) -> dict[str, Any]:
     async def node(i: int, me: dict[str, Any], session: aiohttp.ClientSession) -> dict[str, Any]:
         nid, gov, secret = me["id"], me["gov"], me["secret"].encode()
         url = spec["urls"][i % len(spec["urls"])] + path_of.format(nid)
-        code, bills = receiptcode.default_code(nid), me["bills"]
+        code, accounts = receiptcode.default_code(nid), spec["accounts"]
         seq, prev, retries, verdicts = 0, outbox.GENESIS, 0, {}
         await start.wait()
         began = time.perf_counter()
@@ -119,7 +123,7 @@ async def _nodes(spec: dict[str, Any]) -> dict[str, Any]:
             for _ in range(min(spec["batch"], spec["entries"] - seq)):
                 seq += 1
                 eid = new_entry_id(nid)
-                account = bills[seq % len(bills)]
+                account = f"{seq % accounts + 1:010d}"  # the bills part 1 seeded
                 payload = msgpack.packb(
                     {"payment_id": eid, "bill_id": f"{gov}-{CYCLE}-{account}", "account": account,
                      "amount": AMOUNT, "channel": "counter-1", "idempotency_key": eid,
@@ -192,6 +196,7 @@ class Ingest:
     load_cpu_s: float = 0.0
     others_cpu_s: float = 0.0
     checks: dict[str, bool] = field(default_factory=dict)
+    data_dir: str = ""  # the SQLite centre's, for part 3
 
     @property
     def total(self) -> int:
@@ -350,16 +355,14 @@ class Bench:
     def ingest(self, store: str, processes: int) -> Ingest:
         args = self.args
         govs = GOVERNORATES[: args.nodes]
-        run = Ingest(store, processes, len(govs), args.entries)
         where = self.tmp / f"ingest-{store}-{processes}"
+        run = Ingest(store, processes, len(govs), args.entries, data_dir=str(where / "data"))
         config, nodes = self.config(where, store, govs)
         per_gov = max(1, min(args.accounts, args.entries))
         self.seed(config, govs, per_gov)
-        for me in nodes:
-            me["bills"] = [f"{i:010d}" for i in range(1, per_gov + 1)]  # type: ignore[assignment]
         centres = [self.serve(config, f"centre-{store}-{processes}-{n}") for n in range(processes)]
         spec = {"urls": [url for _, url in centres], "nodes": nodes, "entries": args.entries,
-                "batch": args.batch}  # fmt: skip
+                "batch": args.batch, "accounts": per_gov}  # fmt: skip
         pids = [p.pid for p, _ in centres]
         before = ([cpu_s(p) for p in pids], sum(cpu_s(p) for p in self.postgres_pids()),
                   machine_busy_s())  # fmt: skip
@@ -391,6 +394,22 @@ class Bench:
               f"({run.rate:,.0f}/s), checks {run.checks}", file=sys.stderr, flush=True)  # fmt: skip
         return run
 
+    # --- part 3 -------------------------------------------------------------------------
+
+    def move(self, run: Ingest) -> dict[str, Any]:
+        """The SQLite centre part 1 filled, moved by `edge centre migrate-to-postgres`."""
+        url = self.pg().create_database()
+        source = Path(run.data_dir) / "centre.db"
+        began = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "edge.cli", "centre", "migrate-to-postgres",
+                               "--from", str(source), "--to", url], capture_output=True,
+                              text=True, cwd=ROOT, timeout=self.args.timeout)  # fmt: skip
+        seconds = time.perf_counter() - began
+        verified = [line for line in done.stdout.splitlines() if line.startswith("verified:")]
+        return {"seconds": seconds, "entries": run.total, "bytes": source.stat().st_size,
+                "verified": verified[0] if verified else done.stderr[-500:],
+                "checks": {"verified": done.returncode == 0 and bool(verified)}}  # fmt: skip
+
     # --- part 2 -------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -419,7 +438,8 @@ class Bench:
         return result
 
 
-def report(runs: list[Ingest], snap: dict[str, Any] | None, args: argparse.Namespace) -> str:
+def report(runs: list[Ingest], snap: dict[str, Any] | None, moved: dict[str, Any] | None,
+           args: argparse.Namespace) -> str:  # fmt: skip
     lines = [f"Centre benchmark, {time.strftime('%Y-%m-%d %H:%M')} UTC, {os.cpu_count()} CPUs, "
              f"load average at the end {os.getloadavg()[0]:.2f}"]  # fmt: skip
     if runs:
@@ -436,8 +456,12 @@ def report(runs: list[Ingest], snap: dict[str, Any] | None, args: argparse.Names
                 else "FAILED " + ", ".join(k for k, v in r.checks.items() if not v)
             )
             lines.append(f"| {r.store} | {r.processes} | {r.total:,} | {r.seconds:.1f} "
-                         f"({r.slowest_s:.1f}) | {r.rate:,.0f} | {r.retries} | {r.centre_cpu_s:.0f} / "
-                         f"{r.pg_cpu_s:.0f} / {r.load_cpu_s:.0f} / {r.others_cpu_s:.0f} | {ok} |")  # fmt: skip
+                         f"({r.slowest_s:.1f}) | {r.rate:,.0f} | {r.retries} | {r.centre_cpu_s:.1f} / "
+                         f"{r.pg_cpu_s:.1f} / {r.load_cpu_s:.1f} / {r.others_cpu_s:.1f} | {ok} |")  # fmt: skip
+    if moved is not None:
+        lines.append(f"Part 3: the SQLite centre of part 1 ({moved['bytes'] / 2**20:.0f} MB, "
+                     f"{moved['entries']:,} entries) moved by migrate-to-postgres in "
+                     f"{moved['seconds']:.1f} s: {moved['verified']}")  # fmt: skip
     if snap is not None:
         rate = snap["applied"] / snap["seconds"] if snap["seconds"] else 0
         lines.append(f"Part 2: snapshot of {args.bills:,} bills from PostgreSQL into a fresh node "
@@ -474,12 +498,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(int(args.timeout))
     runs: list[Ingest] = []
-    snap = None
+    snap = moved = None
     try:
         if args.only != "snapshot":
             for item in args.runs.split(","):
                 store, processes = item.split(":")
                 runs.append(bench.ingest(store, int(processes)))
+            sqlite = [r for r in runs if r.store == "sqlite"]
+            if sqlite and "postgresql" in args.runs:
+                moved = bench.move(sqlite[0])
         if args.only != "ingest":
             snap = bench.snapshot()
     except Aborted as exc:
@@ -488,12 +515,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.alarm(0)
         bench.cleanup()
-    print(report(runs, snap, args))
+    print(report(runs, snap, moved, args))
     if args.json:
         args.json.write_text(json.dumps({"ingest": [dataclasses.asdict(r) for r in runs],
-                                         "snapshot": snap}, indent=1))  # fmt: skip
+                                         "snapshot": snap, "move": moved}, indent=1))  # fmt: skip
     failed = [r for r in runs if not all(r.checks.values())]
-    return 1 if failed or (snap is not None and not all(snap["checks"].values())) else 0
+    failed += [
+        part for part in (snap, moved) if part is not None and not all(part["checks"].values())
+    ]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
