@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import GOV, make_bill
+from helpers import GOV, make_bill, unavailable
+from pgcluster import Cluster, bindir
 from upsd import (
     fresh_upsd_fixture,
     shared_upsd_fixture,
@@ -134,3 +135,17 @@ def seed(
         tx(connection, lambda c: mirror.apply_changes(c, bills, cursor))
 
     return run
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL cluster per test process (tests/pgcluster.py), started when
+    first asked for; each test takes a fresh database of it."""
+    found = bindir()
+    if found is None:
+        unavailable("PostgreSQL is not installed (initdb; .ci/apt-packages has postgresql)")
+    cluster = Cluster.start(found)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -180,31 +180,32 @@ class PgCentre:
             )  # fmt: skip
             return protocol.encode_changes(found.changes, found.cursor, found.more, found.requests)
 
-        # One transaction: bills and statuses of one moment (the cursor covers both).
-        return await self._tx(job, retry=False)
+        # One snapshot for both statements: READ COMMITTED would let a bill commit between
+        # them, below a status's change_seq the cursor then passes, and the feed skip it.
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read",
+                                                          readonly=True):  # fmt: skip
+            return await job(conn)
 
     async def snapshot(
         self, governorate: str, page: int = SNAPSHOT_PAGE
     ) -> AsyncGenerator[tuple[bytes, int], None]:
         """Keyset pages of one REPEATABLE READ READ ONLY transaction: every page sees the
         moment the counter was read, whatever commits while the client reads."""
-        async with self._conn() as conn, conn.transaction(isolation="repeatable_read",
-                                                          readonly=True):  # fmt: skip
-            last = await conn.fetchval("SELECT last FROM change_counter WHERE id = 1")
-            after, count = f"{governorate}-", 0
-            query = await conn.prepare(
-                f"SELECT {BILL_COLUMNS} FROM bills WHERE bill_id > $1 AND bill_id < $2"
-                " AND governorate = $3 ORDER BY bill_id LIMIT $4"
-            )
-            while True:
-                rows = await query.fetch(after, f"{governorate}.", governorate, page)
-                if not rows:
-                    break
-                after = rows[-1][0]
-                count += len(rows)
-                yield feeds.pack_bills([tuple(r) for r in rows]), len(rows)
-            yield b"", int(last)
-        log.info("snapshot of %s: %d bills, cursor %d", governorate, count, last)
+        # A connection of its own, not a pooled one: its transaction lasts as long as the
+        # client reads, and must not take the pool's connections from the batches.
+        try:
+            conn = await asyncpg.connect(self.url)
+        except _UNAVAILABLE as exc:
+            raise StoreFailed(f"the centre database failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            async with (
+                conn.transaction(isolation="repeatable_read", readonly=True),
+                contextlib.aclosing(_pages(conn, governorate, page)) as pages,
+            ):
+                async for item in pages:
+                    yield item
+        finally:
+            await conn.close()
 
     async def fine_rules(self, governorate: str) -> list[Rule]:
         return await self._read(lambda c: pgops.rules_of(c, governorate))
@@ -283,6 +284,27 @@ class PgCentre:
             return [tuple(r) for r in await conn.fetch(_placeholders(sql), *args)]
 
         return await self._tx(job, retry=False)
+
+
+async def _pages(
+    conn: Conn, governorate: str, page: int
+) -> AsyncGenerator[tuple[bytes, int], None]:
+    """The snapshot's keyset pages in the caller's transaction, then (b"", cursor)."""
+    last = await conn.fetchval("SELECT last FROM change_counter WHERE id = 1")
+    after, count = f"{governorate}-", 0
+    query = await conn.prepare(
+        f"SELECT {BILL_COLUMNS} FROM bills WHERE bill_id > $1 AND bill_id < $2"
+        " AND governorate = $3 ORDER BY bill_id LIMIT $4"
+    )
+    while True:
+        rows = await query.fetch(after, f"{governorate}.", governorate, page)
+        if not rows:
+            break
+        after = rows[-1][0]
+        count += len(rows)
+        yield feeds.pack_bills([tuple(r) for r in rows]), len(rows)
+    yield b"", int(last)
+    log.info("snapshot of %s: %d bills, cursor %d", governorate, count, last)
 
 
 async def _claim_codes(

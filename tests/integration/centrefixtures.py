@@ -1,5 +1,8 @@
 """A real reference centre on loopback, behind a fault proxy, and a node pointed at it.
 
+The centre's store is SQLite, or PostgreSQL (a fresh database of the session's throwaway
+cluster) for the tests of a module marked `both_stores`, which run once on each: the
+`centre_store` fixture picks it, `on_store(settings)` applies it to any CentreSettings.
 `bill_input` and `eventually` are helpers', importable from here too.
 """
 
@@ -7,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,17 +21,44 @@ from faultproxy import FaultProxy
 from helpers import CYCLE, GOV, bill_input, eventually
 from nodefixtures import RunningNode, start_node
 
-from sync.centre import bills, ledger
 from sync.centre.app import STORE, create_app
 from sync.centre.config import CentreSettings, NodeSettings
+from sync.centre.stores import CentreDB
 
 NODE = "dam-1"
 SECRET = "a-shared-secret-for-dam-1-tests-0123456789"
 T = TypeVar("T")
 ACCOUNTS = [f"01000000{i:02d}" for i in range(1, 21)]
 
-__all__ = ["ACCOUNTS", "CYCLE", "GOV", "NODE", "SECRET", "Centre", "Link", "bill_input",
-           "eventually", "link", "start_link"]  # fmt: skip
+__all__ = ["ACCOUNTS", "CYCLE", "GOV", "NODE", "SECRET", "STORES", "Centre", "Link", "bill_input",
+           "centre_store", "eventually", "link", "on_store", "start_link"]  # fmt: skip
+
+STORES = ("sqlite", "postgresql")
+_database = {"url": ""}  # the current test's PostgreSQL database; "" = SQLite
+
+
+def on_store(settings: CentreSettings) -> CentreSettings:
+    """`settings` on the current test's store (its PostgreSQL database, if it has one)."""
+    url = _database["url"]
+    return dataclasses.replace(settings, database=url) if url else settings
+
+
+@pytest.fixture
+def centre_store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """ "sqlite" (the default), or "postgresql" with a fresh database of the session's cluster
+    for the test (parametrized for the modules marked both_stores, conftest)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield kind
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create_database()
+    _database["url"] = url
+    try:
+        yield kind
+    finally:
+        _database["url"] = ""
+        cluster.drop_database(url)
 
 
 @dataclass
@@ -51,23 +81,21 @@ class Centre:
             await self.runner.cleanup()
             self.runner = self.app = None
 
-    async def write(self, job: Callable[[Any], T]) -> T:
+    @property
+    def db(self) -> CentreDB:
+        """The running centre's store (sync.centre.stores), SQLite or PostgreSQL."""
         assert self.app is not None
-        return await self.app[STORE].write(job)
+        return self.app[STORE]
 
     async def ledger(self) -> list[tuple[Any, ...]]:
-        assert self.app is not None
-        return await self.app[STORE].read(lambda c: list(ledger.ledger_rows(c, NODE)))
+        """(id, node, seq, bill_id, amount, verdict) of NODE's entries in seq order."""
+        return [row[:6] for row in await self.db.ledger_rows(NODE)]
 
     async def bill(self, bill_id: str) -> tuple[int, int]:
         """(paid, version) of a bill at the centre."""
-        assert self.app is not None
-        row = await self.app[STORE].read(
-            lambda c: c.execute(
-                "SELECT paid, version FROM bills WHERE bill_id = ?", (bill_id,)
-            ).fetchone()
-        )
-        return int(row[0]), int(row[1])
+        found = await self.db.bill(bill_id)
+        assert found is not None, bill_id
+        return int(found["paid"]), int(found["version"])
 
 
 @dataclass
@@ -94,12 +122,12 @@ async def start_link(
         data_dir=tmp_path / "centre", host="127.0.0.1", port=0, governorate=GOV,
         nodes={NODE: NodeSettings(governorate=GOV, secret=SECRET.encode())},
     )  # fmt: skip
-    settings = dataclasses.replace(settings, **(centre_overrides or {}))
+    settings = on_store(dataclasses.replace(settings, **(centre_overrides or {})))
     settings.data_dir.mkdir()
     centre = Centre(settings)
     await centre.start()
     now = time.time()
-    await centre.write(lambda c: bills.upsert_bills(c, GOV, [bill_input(a) for a in accounts], now))
+    await centre.db.upsert_bills(GOV, [bill_input(a) for a in accounts], now)
     proxy = FaultProxy(centre.port)
     proxy.mode = proxy_mode
     await proxy.start()

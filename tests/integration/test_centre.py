@@ -1,28 +1,32 @@
-"""The reference centre on a real loopback port over a real SQLite file: feeds and the ledger."""
+"""The reference centre on a real loopback port, on SQLite and on PostgreSQL (both_stores):
+feeds and the ledger."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import random
-import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import msgpack
 import pytest
 from aiohttp.test_utils import TestServer
+from centrefixtures import on_store
 from helpers import bill_input
 
 import outbox
 from sync import protocol
-from sync.centre import bills, cli, ledger, seed, store
-from sync.centre.app import create_app
-from sync.centre.config import CentreSettings, NodeSettings
+from sync.centre import cli, seed
+from sync.centre.app import STORE, create_app
+from sync.centre.config import CentreSettings, NodeSettings, load_settings
+from sync.centre.connect import open_store
+from sync.centre.stores import CentreDB
 from sync.protocol import WireEntry
 from sync.snapshot import SnapshotReader
 
@@ -32,6 +36,8 @@ SECRETS = {
     "ale-1": b"secret-of-ale-1-0123456789-0123456789",
 }
 CYCLE = "2026-05"
+T = TypeVar("T")
+pytestmark = pytest.mark.both_stores
 
 
 # Bills every test starts with: unpaid, fully paid, partly paid, and one of Aleppo.
@@ -111,38 +117,46 @@ class Centre:
         assert status == 200, protocol.decode_error(raw)
         return protocol.decode_reply(raw)
 
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.settings.db_path)
+    @property
+    def db(self) -> CentreDB:
+        return self.server.app[STORE]
 
-    def ledger(self) -> list[tuple[Any, ...]]:
-        with self.db() as conn:
-            return list(ledger.ledger_rows(conn))
+    async def ledger(self, node: str | None = None) -> list[tuple[Any, ...]]:
+        """(id, node, seq, bill_id, amount, verdict) in (node, seq) order."""
+        return [row[:6] for row in await self.db.ledger_rows(node)]
 
-    def bill(self, account: str) -> dict[str, Any]:
-        with self.db() as conn:
-            found = store.fetch_bill(conn, bid(account))
+    async def bill(self, account: str) -> dict[str, Any]:
+        found = await self.db.bill(bid(account))
         assert found is not None
         return found
 
 
 def centre_settings_for(tmp_path: Path) -> CentreSettings:
-    return CentreSettings(
-        data_dir=tmp_path / "centre",
-        governorate=GOV,
-        nodes={
-            "dam-1": NodeSettings(governorate="DAM", secret=SECRETS["dam-1"]),
-            "ale-1": NodeSettings(governorate="ALE", secret=SECRETS["ale-1"]),
-        },
+    return on_store(
+        CentreSettings(
+            data_dir=tmp_path / "centre",
+            governorate=GOV,
+            nodes={
+                "dam-1": NodeSettings(governorate="DAM", secret=SECRETS["dam-1"]),
+                "ale-1": NodeSettings(governorate="ALE", secret=SECRETS["ale-1"]),
+            },
+        )
     )
 
 
-async def centre_write(settings: CentreSettings, job: Any) -> Any:
-    db = store.CentreStore(settings.db_path)
+async def centre_write(settings: CentreSettings, job: Callable[[CentreDB], Awaitable[T]]) -> T:
+    """`job(store)` on the centre's store, opened for it (with the app running or not)."""
+    db = open_store(settings)
     await db.open()
     try:
-        return await db.write(job)
+        return await job(db)
     finally:
         await db.close()
+
+
+def query(settings: CentreSettings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of one statement on the centre's store, from a test that is not async."""
+    return asyncio.run(centre_write(settings, lambda db: db.query(sql, *args)))
 
 
 @pytest.fixture
@@ -150,25 +164,27 @@ async def centre_settings(tmp_path: Path) -> CentreSettings:
     settings = centre_settings_for(tmp_path)
     now = time.time()
 
-    def load(conn: sqlite3.Connection) -> None:
+    async def load(db: CentreDB) -> None:
         rows = [
             bill_input(UNPAID),
             bill_input(PAID, amount=50_000, paid=50_000),
             bill_input(PARTLY, amount=80_000, paid=30_000),
         ]
-        bills.upsert_bills(conn, GOV, rows, now)
-        bills.upsert_bills(conn, "ALE", [bill_input(ALEPPO)], now)
+        await db.upsert_bills(GOV, rows, now)
+        await db.upsert_bills("ALE", [bill_input(ALEPPO)], now)
 
     await centre_write(settings, load)
     return settings
 
 
 @pytest.fixture
-async def centre(centre_settings: CentreSettings) -> AsyncIterator[Centre]:
+async def centre(centre_settings: CentreSettings, centre_store: str) -> AsyncIterator[Centre]:
     server = TestServer(create_app(centre_settings), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as session:
-        yield Centre(server, session, centre_settings)
+        running = Centre(server, session, centre_settings)
+        assert running.db.kind == centre_store  # the store the test is parametrized with
+        yield running
     await server.close()
 
 
@@ -202,9 +218,9 @@ async def test_batch_recorded_once_and_resend_is_duplicate(centre: Centre) -> No
         ("duplicate", "applied", 2)
     ]
     assert again.acked_seq == 1
-    assert len(centre.ledger()) == 1
-    assert centre.bill(UNPAID)["paid"] == 40_000
-    assert centre.bill(UNPAID)["version"] == 2
+    assert len(await centre.ledger()) == 1
+    assert (await centre.bill(UNPAID))["paid"] == 40_000
+    assert (await centre.bill(UNPAID))["version"] == 2
 
 
 async def test_payment_verdicts_and_versions(centre: Centre) -> None:
@@ -223,15 +239,18 @@ async def test_payment_verdicts_and_versions(centre: Centre) -> None:
         (4, "credited", None, 2, 5_000),
         (5, "credited", None, 4, 1_000),
     ]
-    unpaid, partly, paid = centre.bill(UNPAID), centre.bill(PARTLY), centre.bill(PAID)
+    unpaid, partly, paid = (
+        (await centre.bill(UNPAID)),
+        (await centre.bill(PARTLY)),
+        (await centre.bill(PAID)),
+    )
     assert (unpaid["paid"], unpaid["version"], unpaid["credit"]) == (100_000, 4, 1_000)
     assert (partly["paid"], partly["version"], partly["credit"]) == (80_000, 2, 10_000)
     assert (paid["version"], paid["credit"]) == (2, 5_000)
-    with centre.db() as conn:
-        credits = conn.execute("SELECT source, account, amount FROM credits ORDER BY id").fetchall()
+    credits = await centre.db.query("SELECT source, account, amount FROM credits ORDER BY id")
     ids = [e.id for e in chain.entries]
     assert credits == [(ids[2], PARTLY, 10_000), (ids[3], PAID, 5_000), (ids[4], UNPAID, 1_000)]
-    rows = centre.ledger()
+    rows = await centre.ledger()
     assert [(r[2], r[3], r[4], r[5]) for r in rows] == [
         (1, bid(UNPAID), 30_000, "applied"), (2, bid(UNPAID), 70_000, "applied"),
         (3, bid(PARTLY), 60_000, "applied"), (4, bid(PAID), 5_000, "credited"),
@@ -276,14 +295,14 @@ async def test_batches_continue_across_requests_with_overlap(centre: Centre) -> 
         "applied",
     ]
     assert reply.acked_seq == 6
-    assert len(centre.ledger()) == 6
+    assert len(await centre.ledger()) == 6
 
 
 async def assert_refused(centre: Centre, entries: list[WireEntry], status: int, code: str) -> None:
-    before = centre.ledger()
+    before = await centre.ledger()
     got, raw = await centre.post(entries)
     assert (got, protocol.decode_error(raw)[0]) == (status, code), protocol.decode_error(raw)
-    assert centre.ledger() == before
+    assert (await centre.ledger()) == before
 
 
 async def test_chain_gap_reorder_and_edit_are_refused_whole(centre: Centre) -> None:
@@ -298,7 +317,7 @@ async def test_chain_gap_reorder_and_edit_are_refused_whole(centre: Centre) -> N
     await assert_refused(centre, [e1, edited], 409, "chain_broken")
     rehashed = WireEntry(e2.seq, e2.id, e2.kind, e2.payload, "ab" * 32, e2.hash)
     await assert_refused(centre, [e1, rehashed], 409, "chain_broken")
-    assert centre.bill(UNPAID)["paid"] == 0
+    assert (await centre.bill(UNPAID))["paid"] == 0
     await centre.send([e1, e2])
     other = Chain(seq=2, prev=e2.hash)
     other.pay(UNPAID, 5)
@@ -309,7 +328,7 @@ async def test_chain_gap_reorder_and_edit_are_refused_whole(centre: Centre) -> N
     await assert_refused(centre, [changed, e3], 409, "chain_broken")  # known id, other hash
     reply = await centre.send([e3, e4])
     assert reply.acked_seq == 4
-    assert centre.bill(UNPAID)["paid"] == 4_000
+    assert (await centre.bill(UNPAID))["paid"] == 4_000
 
 
 async def test_bad_signatures_are_401_and_record_nothing(centre: Centre) -> None:
@@ -328,7 +347,7 @@ async def test_bad_signatures_are_401_and_record_nothing(centre: Centre) -> None
     for kwargs, code in cases:
         status, raw = await centre.post(chain.entries, **kwargs)
         assert (status, protocol.decode_error(raw)[0]) == (401, code)
-    assert centre.ledger() == []
+    assert (await centre.ledger()) == []
 
 
 async def test_stale_clock_corrects_from_the_date_header(centre: Centre) -> None:
@@ -352,7 +371,7 @@ async def test_node_mismatches_are_403(centre: Centre) -> None:
     assert (status, protocol.decode_error(raw)[0]) == (403, "node_mismatch")
     status, raw, _ = await centre.request("POST", "/v1/nodes/ale-1/outbox", body, node="ale-1")
     assert (status, protocol.decode_error(raw)[0]) == (403, "node_mismatch")
-    assert centre.ledger() == []
+    assert (await centre.ledger()) == []
 
 
 async def test_bad_frames_and_limits(centre: Centre) -> None:
@@ -386,7 +405,7 @@ async def test_bad_frames_and_limits(centre: Centre) -> None:
     assert (status, protocol.decode_error(raw)[0]) == (413, "batch_too_large")
     status, raw, _ = await centre.request("POST", path, b"\x00" * (17 * 1024 * 1024))
     assert (status, protocol.decode_error(raw)[0]) == (413, "body_too_large")
-    assert centre.ledger() == []
+    assert (await centre.ledger()) == []
 
 
 # --- change feed and snapshot ---------------------------------------------------------------
@@ -404,7 +423,7 @@ async def test_changes_feed_pages_with_cursor_and_more(centre: Centre) -> None:
     accounts = [f"01000001{n:02d}" for n in range(25)]
     await centre_write(
         centre.settings,
-        lambda conn: bills.upsert_bills(conn, GOV, [bill_input(a) for a in accounts], time.time()),
+        lambda db: db.upsert_bills(GOV, [bill_input(a) for a in accounts], time.time()),
     )
     seen: list[str] = []
     cursor, more = 0, True
@@ -460,7 +479,9 @@ async def test_other_governorate_is_forbidden(centre: Centre) -> None:
 async def test_snapshot_streams_every_bill_then_its_cursor(centre: Centre) -> None:
     result = await centre_write(
         centre.settings,
-        lambda conn: seed.seed_bills(conn, GOV, 3_000, CYCLE, random.Random(7)),
+        lambda db: db.upsert_bills(
+            GOV, seed.make_bills(GOV, 3_000, CYCLE, random.Random(7)), time.time()
+        ),
     )
     assert result.inserted == 3_000
     path = "/v1/governorates/DAM/bills/snapshot"
@@ -476,15 +497,17 @@ async def test_snapshot_streams_every_bill_then_its_cursor(centre: Centre) -> No
     assert reader.count == len(got) == 3_003
     assert len({b["bill_id"] for b in got}) == 3_003
     assert {b["governorate"] for b in got} == {GOV}
-    with centre.db() as conn:
-        assert reader.cursor == conn.execute("SELECT last FROM change_counter").fetchone()[0]
+    assert [(reader.cursor,)] == await centre.db.query("SELECT last FROM change_counter")
     after = await get_changes(centre, reader.cursor or 0, 10)
     assert after.changes == []
 
 
 async def test_abandoned_snapshot_leaves_the_centre_working(centre: Centre) -> None:
     await centre_write(
-        centre.settings, lambda conn: seed.seed_bills(conn, GOV, 20_000, CYCLE, random.Random(3))
+        centre.settings,
+        lambda db: db.upsert_bills(
+            GOV, seed.make_bills(GOV, 20_000, CYCLE, random.Random(3)), time.time()
+        ),
     )
     path = "/v1/governorates/DAM/bills/snapshot"
     headers = protocol.sign(SECRETS[NODE], NODE, "GET", path, b"", int(time.time()))
@@ -506,8 +529,9 @@ def write_config(tmp_path: Path) -> Path:
     (tmp_path / "dam-1.secret").write_text(SECRETS["dam-1"].decode() + "\n", encoding="utf-8")
     (tmp_path / "dam-1.secret").chmod(0o600)
     config = tmp_path / "centre.toml"
+    database = on_store(CentreSettings()).database
     config.write_text(
-        '[centre]\ndata_dir = "data"\ngovernorate = "DAM"\nport = 0\n'
+        f'[centre]\ndata_dir = "data"\ngovernorate = "DAM"\nport = 0\ndatabase = "{database}"\n'
         '[nodes.dam-1]\ngovernorate = "DAM"\nsecret_file = "dam-1.secret"\n',
         encoding="utf-8",
     )
@@ -536,13 +560,13 @@ def test_cli_import_reimport_and_bad_rows(
     data = tmp_path / "bills.csv"
     data.write_text(CSV, encoding="utf-8")
     assert run_cli("centre", "import", "--config", str(config), str(data)) == 0
-    db = tmp_path / "data" / "centre.db"
+    settings = load_settings(config)
 
     def state() -> list[tuple[Any, ...]]:
-        with sqlite3.connect(db) as conn:
-            return conn.execute(
-                "SELECT bill_id, amount, paid, version, change_seq FROM bills ORDER BY bill_id"
-            ).fetchall()
+        return query(
+            settings,
+            "SELECT bill_id, amount, paid, version, change_seq FROM bills ORDER BY bill_id",
+        )
 
     assert state() == [
         ("DAM-2026-05-0100000101", 150_000, 0, 1, 1),
@@ -585,9 +609,8 @@ def test_cli_seed_pay_cycle_and_ledger(tmp_path: Path, capsys: pytest.CaptureFix
         )
         == 0
     )
-    db = tmp_path / "data" / "centre.db"
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT bill_id, account, name, amount, paid FROM bills").fetchall()
+    settings = load_settings(config)
+    rows = query(settings, "SELECT bill_id, account, name, amount, paid FROM bills")
     assert len(rows) == 50
     assert all(len(r[1]) == 10 and r[1].isdigit() for r in rows)
     assert all(0 <= r[4] <= r[3] for r in rows)
@@ -598,10 +621,7 @@ def test_cli_seed_pay_cycle_and_ledger(tmp_path: Path, capsys: pytest.CaptureFix
     assert run_cli("centre", "pay", "--config", str(config), "DAM-2026-05-1", "5") == 1
     assert run_cli("centre", "cycle", "--config", str(config), "--cycle", "2026-07") == 0
     assert run_cli("centre", "cycle", "--config", str(config), "--cycle", "2026-07") == 0
-    with sqlite3.connect(db) as conn:
-        assert (
-            conn.execute("SELECT COUNT(*) FROM bills WHERE cycle = '2026-07'").fetchone()[0] == 50
-        )
+    assert query(settings, "SELECT COUNT(*) FROM bills WHERE cycle = '2026-07'") == [(50,)]
     capsys.readouterr()
     assert run_cli("centre", "ledger", "--config", str(config)) == 0
     # The old six columns first (scripts keep working), then clearing's (issue 16).
@@ -628,9 +648,8 @@ async def test_ledger_rows_per_node(centre: Centre) -> None:
     chain.pay(UNPAID, 1_000)
     chain.pay("0999999999", 2_000)
     await centre.send(chain.entries)
-    with centre.db() as conn:
-        assert list(ledger.ledger_rows(conn, "ale-1")) == []
-        assert list(ledger.ledger_rows(conn, "dam-1")) == [
-            (chain.entries[0].id, "dam-1", 1, bid(UNPAID), 1000, "applied"),
-            (chain.entries[1].id, "dam-1", 2, "DAM-2026-05-0999999999", 2000, "rejected"),
-        ]
+    assert await centre.ledger("ale-1") == []
+    assert await centre.ledger("dam-1") == [
+        (chain.entries[0].id, "dam-1", 1, bid(UNPAID), 1000, "applied"),
+        (chain.entries[1].id, "dam-1", 2, "DAM-2026-05-0999999999", 2000, "rejected"),
+    ]

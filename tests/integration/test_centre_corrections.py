@@ -1,4 +1,5 @@
-"""Void, refund and retarget entries at the reference centre (real server, real SQLite).
+"""Void, refund and retarget entries at the reference centre (real server, on
+SQLite and on PostgreSQL).
 
 Each decision of sync/centre/corrections.py: a void reverses an applied payment (in the same
 batch or a later one) and a second void of it is refused; voids of credited, rejected,
@@ -12,10 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 from test_centre import ALEPPO, PAID, UNPAID, Centre, Chain, bid, centre, centre_settings  # noqa: F401
 
 import outbox
 from sync.protocol import WireEntry
+
+pytestmark = pytest.mark.both_stores
 
 
 def correct(chain: Chain, kind: str, target: WireEntry, **over: Any) -> WireEntry:
@@ -65,24 +69,24 @@ async def test_voids_reverse_applied_payments_once_and_refuse_the_rest(centre: C
         ("rejected", "bad_payload"),
     ]  # fmt: skip
     assert reply.results[1].version == 3  # the payment's version 2, then the reversal's
-    assert (centre.bill(UNPAID)["paid"], centre.bill(UNPAID)["version"]) == (0, 3)
-    assert [r[5] for r in centre.ledger()][:2] == ["applied", "reversed"]
+    assert ((await centre.bill(UNPAID))["paid"], (await centre.bill(UNPAID))["version"]) == (0, 3)
+    assert [r[5] for r in (await centre.ledger())][:2] == ["applied", "reversed"]
     # A later batch: pay again, void it there.
     later = chain.pay(UNPAID, 20_000)
     again = await centre.send(chain.entries[-1:])
     assert verdicts(again) == [("applied", None)]
     correct(chain, "void", later)
     assert verdicts(await centre.send(chain.entries[-1:])) == [("applied", None)]
-    assert (centre.bill(UNPAID)["paid"], centre.bill(UNPAID)["version"]) == (0, 5)
+    assert ((await centre.bill(UNPAID))["paid"], (await centre.bill(UNPAID))["version"]) == (0, 5)
     # The whole chain again: nothing changes, the first verdicts are repeated.
-    before = centre.ledger()
+    before = await centre.ledger()
     resent = await centre.send(chain.entries)
     assert [r.verdict for r in resent.results] == [
         "duplicate", "duplicate", "rejected", "duplicate", "rejected", "rejected", "rejected",
         "rejected", "duplicate", "duplicate",
     ]  # fmt: skip
-    assert centre.ledger() == before
-    assert (centre.bill(UNPAID)["paid"], centre.bill(UNPAID)["version"]) == (0, 5)
+    assert (await centre.ledger()) == before
+    assert ((await centre.bill(UNPAID))["paid"], (await centre.bill(UNPAID))["version"]) == (0, 5)
 
 
 async def test_refund_and_retarget_only_of_rejected_payments(centre: Centre) -> None:  # noqa: F811
@@ -102,14 +106,14 @@ async def test_refund_and_retarget_only_of_rejected_payments(centre: Centre) -> 
         ("rejected", "not_rejected"), ("applied", None), ("rejected", "already_resolved"),
         ("rejected", "unknown_payment"),
     ]  # fmt: skip
-    rows = centre.ledger()
+    rows = await centre.ledger()
     assert [(r[3], r[4], r[5]) for r in rows][4] == (bid("0999999999"), 20_000, "refunded")
     new = retarget(chain, moved, UNPAID)
     reply = await centre.send(chain.entries[-1:])
     assert verdicts(reply) == [("applied", None)]
-    assert centre.bill(UNPAID)["paid"] == 25_000
+    assert (await centre.bill(UNPAID))["paid"] == 25_000
     again = retarget(chain, moved, UNPAID)  # a second retarget of the same payment
     reply = await centre.send(chain.entries[-1:])
     assert verdicts(reply) == [("rejected", "already_resolved")]
-    assert centre.bill(UNPAID)["paid"] == 25_000
-    assert [r[0] for r in centre.ledger()][-2:] == [new.id, again.id]
+    assert (await centre.bill(UNPAID))["paid"] == 25_000
+    assert [r[0] for r in (await centre.ledger())][-2:] == [new.id, again.id]

@@ -25,6 +25,7 @@ from sync.centre.app import create_app
 from sync.centre.config import CentreSettings
 
 MAX = 2**63 - 1
+pytestmark = pytest.mark.both_stores
 Start = Callable[..., Any]
 
 
@@ -49,9 +50,8 @@ async def start(centre_settings: CentreSettings) -> AsyncIterator[Start]:  # noq
         await server.close()
 
 
-def credits(centre: Centre) -> list[tuple[Any, ...]]:
-    with centre.db() as conn:
-        return conn.execute("SELECT account, amount FROM credits ORDER BY id").fetchall()
+async def credits(centre: Centre) -> list[tuple[Any, ...]]:
+    return await centre.db.query("SELECT account, amount FROM credits ORDER BY id")
 
 
 def verdicts(reply: Any) -> list[tuple[str, str | None]]:
@@ -68,9 +68,12 @@ async def test_more_than_the_bill_is_implausible_and_changes_nothing(start: Star
     reply = await centre.send(chain.entries)
     assert verdicts(reply) == [("rejected", "amount_implausible")] * 3 + [("applied", None)]
     assert reply.acked_seq == 4
-    assert (centre.bill(UNPAID)["paid"], centre.bill(PAID)["version"]) == (100_000, 1)
-    assert credits(centre) == []
-    assert [r[5] for r in centre.ledger()] == ["rejected"] * 3 + ["applied"]
+    assert ((await centre.bill(UNPAID))["paid"], (await centre.bill(PAID))["version"]) == (
+        100_000,
+        1,
+    )
+    assert await credits(centre) == []
+    assert [r[5] for r in (await centre.ledger())] == ["rejected"] * 3 + ["applied"]
     # A resend stays rejected, with its reason, so the node keeps it for an operator.
     again = await centre.send(chain.entries[:3])
     assert verdicts(again) == [("rejected", "amount_implausible")] * 3
@@ -82,7 +85,7 @@ async def test_overpayment_is_credited_by_default_and_within_the_cap(start: Star
     chain.pay(PARTLY, 60_000)  # 50,000 due: 10,000 credit
     chain.pay(PAID, 50_000)  # paid online meanwhile: all of it credit
     assert verdicts(await default.send(chain.entries)) == [("applied", None), ("credited", None)]
-    assert credits(default) == [(PARTLY, 10_000), (PAID, 50_000)]
+    assert await credits(default) == [(PARTLY, 10_000), (PAID, 50_000)]
 
 
 async def test_credit_beyond_the_cap_is_refused_whole(start: Start) -> None:
@@ -97,8 +100,8 @@ async def test_credit_beyond_the_cap_is_refused_whole(start: Start) -> None:
         ("rejected", "credit_over_cap"), ("rejected", "credit_over_cap"),
         ("applied", None), ("credited", None),
     ]  # fmt: skip
-    assert credits(centre) == [(PARTLY, 10_000), (PAID, 10_000)]
-    assert centre.bill(PARTLY)["paid"] == 80_000
+    assert await credits(centre) == [(PARTLY, 10_000), (PAID, 10_000)]
+    assert (await centre.bill(PARTLY))["paid"] == 80_000
 
 
 async def test_per_node_ceiling_and_credit_override(start: Start) -> None:
@@ -111,7 +114,7 @@ async def test_per_node_ceiling_and_credit_override(start: Start) -> None:
     assert verdicts(reply) == [
         ("rejected", "amount_implausible"), ("applied", None), ("rejected", "credit_over_cap"),
     ]  # fmt: skip
-    assert credits(centre) == []
+    assert await credits(centre) == []
 
 
 async def test_a_node_keeps_an_implausible_payment_counted_and_listed(tmp_path: Path) -> None:
@@ -147,9 +150,6 @@ async def test_a_node_keeps_an_implausible_payment_counted_and_listed(tmp_path: 
             shown = await r.json()
         assert shown["due"] == 0  # money taken stays counted at the node
         assert await link.centre.bill(bill_id) == (0, 1)
-        rows = await link.centre.write(
-            lambda c: c.execute("SELECT COUNT(*) FROM credits").fetchone()[0]
-        )
-        assert rows == 0
+        assert await link.centre.db.query("SELECT COUNT(*) FROM credits") == [(0,)]
     finally:
         await close()

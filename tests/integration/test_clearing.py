@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from centrefixtures import ACCOUNTS, CYCLE, GOV, NODE, SECRET, Link, eventually, start_link
 
 from edge import mirror, tokens
-from sync.centre import bills
 from sync.centre.config import NodeSettings
+
+pytestmark = pytest.mark.both_stores
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Damascus")
@@ -84,6 +86,7 @@ def centre_config(tmp_path: Path, link: Link) -> Path:
     path = tmp_path / "centre-cli.toml"
     path.write_text(
         f'[centre]\ndata_dir = "{link.centre.settings.data_dir}"\ngovernorate = "{GOV}"\n'
+        f'database = "{link.centre.settings.database}"\n'
         f'[nodes.{NODE}]\ngovernorate = "{GOV}"\nsecret_file = "{tmp_path / "dam-1.secret"}"\n',
         encoding="utf-8",
     )
@@ -147,7 +150,7 @@ async def test_a_day_closes_at_the_node_clears_at_the_centre_and_reconciles(
         # Bill 7 is paid in full online while the link is down: the counter's payment of it
         # is all credit at the centre.
         link.proxy.mode = "refuse"
-        await link.centre.write(lambda c: bills.pay_online(c, bill_of(7), 100_000, time.time()))
+        await link.centre.db.pay_online(bill_of(7), 100_000, time.time())
         ids = [await pay(link, *p) for p in PAID]
         link.proxy.mode = "pass"
         await settled(link)
@@ -245,7 +248,7 @@ async def test_a_day_closes_at_the_node_clears_at_the_centre_and_reconciles(
             [],
         )
         lost = ids[2]
-        await link.centre.write(lambda c: c.execute("DELETE FROM entries WHERE id = ?", (lost,)))
+        await link.centre.db.query("DELETE FROM entries WHERE id = ?", lost)
         code, out, err = await edge_async(
             "reconcile", "--config", str(config), "--date", day, "--format", "json"
         )

@@ -164,10 +164,10 @@ async def test_seq_orders_the_outbox_and_the_centre_while_created_at_jumps(
     assert len({r[1] for r in rows}) == len(rows)
 
     # The centre received them in seq order (insertion order of its ledger) and chained them.
-    centre_rows = await pair.centre.write(
-        lambda c: c.execute(
-            "SELECT seq, id FROM entries WHERE node = ? ORDER BY rowid", (NODE,)
-        ).fetchall()
+    # Insertion order: SQLite's rowid, PostgreSQL's identity column n.
+    order = "rowid" if pair.centre.db.kind == "sqlite" else "n"
+    centre_rows = await pair.centre.db.query(
+        f"SELECT seq, id FROM entries WHERE node = ? ORDER BY {order}", NODE
     )
     assert [(r[0], r[1]) for r in centre_rows] == [(r[0], r[1]) for r in rows]
     assert [r[5] for r in await pair.centre.ledger()] == ["applied"] * len(taken)

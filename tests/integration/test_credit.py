@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually, start_link
 from nodefixtures import start_node
 
 import edge
 from edge import mirror
-from sync.centre import bills
+
+pytestmark = pytest.mark.both_stores
 
 ROOT = Path(__file__).resolve().parents[2]
 AMOUNT = 100_000  # every bill of the fixture (helpers.make_bill)
@@ -43,6 +45,7 @@ def centre_config(tmp_path: Path, link: Link) -> Path:
     config = tmp_path / "centre-cli.toml"
     config.write_text(
         f'[centre]\ndata_dir = "{settings.data_dir}"\ngovernorate = "{GOV}"\n'
+        f'database = "{settings.database}"\n'
         f'[nodes.dam-1]\ngovernorate = "{GOV}"\nsecret_file = "{tmp_path / "dam-1.secret"}"\n',
         encoding="utf-8",
     )
@@ -167,9 +170,7 @@ async def test_a_fresh_nodes_snapshot_and_the_feed_carry_credit(tmp_path: Path) 
         await bootstrapped(link)
         now = time.time()
         # Overpaid online: 30,000 more than the bill, published on the bill at once.
-        online = await link.centre.write(
-            lambda c: bills.pay_online(c, bill_id, AMOUNT + 30_000, now)
-        )
+        online = await link.centre.db.pay_online(bill_id, AMOUNT + 30_000, now)
         assert (online.credit, online.version) == (30_000, 2)
 
         async def pulled(target: Link, credit: int) -> bool:
@@ -201,7 +202,7 @@ async def test_a_fresh_nodes_snapshot_and_the_feed_carry_credit(tmp_path: Path) 
         assert (await get(fresh_link, f"/v1/bills/{bill_id}"))["credit"] == 30_000
 
         # A later change (another overpayment) reaches both through the change feed.
-        await link.centre.write(lambda c: bills.pay_online(c, bill_id, 5_000, time.time()))
+        await link.centre.db.pay_online(bill_id, 5_000, time.time())
         await eventually(lambda: pulled(link, 35_000), what="the first node's feed")
         await eventually(lambda: pulled(fresh_link, 35_000), what="the fresh node's feed")
     finally:
@@ -220,7 +221,7 @@ async def test_a_lost_reply_still_brings_the_payments_credit(tmp_path: Path) -> 
         bill_id = f"{GOV}-{CYCLE}-{account}"
         await bootstrapped(link)
         link.proxy.mode = "refuse"
-        await link.centre.write(lambda c: bills.pay_online(c, bill_id, 60_000, time.time()))
+        await link.centre.db.pay_online(bill_id, 60_000, time.time())
         async with rn.session.post(
             f"{rn.url}/v1/payments",
             json={"bill_id": bill_id, "amount": AMOUNT, "method": "cash", "cashier": "huda"},

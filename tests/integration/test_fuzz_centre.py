@@ -27,6 +27,7 @@ EDGE_FUZZ_EXAMPLES scales the examples per test (default 150, derandomized).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import Counter
@@ -39,19 +40,20 @@ from urllib.parse import quote
 import msgpack
 import pytest
 from aiohttp import web
+from centrefixtures import on_store
 from helpers import bill_input
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from loophost import LoopHost, RawResponse, db_digest, raw_request
+from loophost import LoopHost, RawResponse, raw_request
 
 import outbox
 from sync import answers, protocol, signing
-from sync.centre import bills
 from sync.centre.app import STORE, create_app
 from sync.centre.config import CentreSettings, NodeSettings
 from sync.errors import ProtocolError, SyncError
 from sync.snapshot import SnapshotReader
 
+pytestmark = pytest.mark.both_stores
 EXAMPLES = int(os.environ.get("EDGE_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
     max_examples=EXAMPLES,
@@ -94,11 +96,11 @@ class CentreFuzzer:
 
     def __init__(self, host: LoopHost, data_dir: Path) -> None:
         self.host = host
-        self.settings = CentreSettings(
+        self.settings = on_store(CentreSettings(
             data_dir=data_dir, host="127.0.0.1", port=0, governorate="DAM",
             nodes={NODE: NodeSettings("DAM", SECRETS[NODE]),
                    OTHER: NodeSettings("ALE", SECRETS[OTHER])},
-        )  # fmt: skip
+        ))  # fmt: skip
         data_dir.mkdir()
         self.app = create_app(self.settings)
         self.runner = web.AppRunner(self.app)
@@ -106,40 +108,47 @@ class CentreFuzzer:
         host.run(web.TCPSite(self.runner, "127.0.0.1", 0).start())
         self.port = int(self.runner.addresses[0][1])
         seeds = [bill_input(a, CYCLE, amount=10**9) for a in ACCOUNTS]
-        self.write(lambda c: bills.upsert_bills(c, "DAM", seeds, time.time()))
+        self.db = self.app[STORE]
+        host.run(self.db.upsert_bills("DAM", seeds, time.time()))
         self.seen: Counter[str] = Counter()
         self.refusals_changed_ledger = 0
 
     def close(self) -> None:
         self.host.run(self.runner.cleanup())
 
-    def read(self, fn: Any) -> Any:
-        return self.host.run(self.app[STORE].read(fn))
-
-    def write(self, fn: Any) -> Any:
-        return self.host.run(self.app[STORE].write(fn))
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return self.host.run(self.db.query(sql, *args))
 
     def digest(self) -> str:
-        def tables(conn: Any) -> str:
-            names = tuple(
-                row[0]
-                for row in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                    " AND name NOT LIKE 'sqlite_%' AND name != ? ORDER BY name",
-                    (LEDGER_ONLY,),
-                )
+        """SHA-256 over every row of every table of the centre's store but LEDGER_ONLY."""
+        if self.db.kind == "sqlite":
+            listing = (
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite_%' AND name != ? ORDER BY name"
             )
-            return db_digest(conn, names)
-
-        return str(self.read(tables))
+        else:
+            listing = (
+                "SELECT table_name::text FROM information_schema.tables"
+                " WHERE table_schema = 'public' AND table_name != ? ORDER BY 1"
+            )
+        names = [name for (name,) in self.query(listing, LEDGER_ONLY)]
+        digest = hashlib.sha256()
+        if self.db.kind != "sqlite":
+            # One round trip: each table's rows as text, sorted (row order is not content).
+            parts = [f"(SELECT '{n}' || md5(COALESCE(string_agg(t::text, '|' ORDER BY t::text),"
+                     f" '')) FROM \"{n}\" t)" for n in names]  # fmt: skip
+            digest.update(repr(self.query("SELECT " + ", ".join(parts))).encode())
+            return digest.hexdigest()
+        for name in names:
+            digest.update(name.encode())
+            # Sorted here: row order is not content.
+            for text in sorted(repr(row) for row in self.query(f'SELECT * FROM "{name}"')):
+                digest.update(text.encode())
+        return digest.hexdigest()
 
     def head(self) -> tuple[int, str]:
-        row = self.read(
-            lambda c: c.execute(
-                "SELECT seq, hash FROM chain_heads WHERE node = ?", (NODE,)
-            ).fetchone()
-        )
-        return (0, outbox.GENESIS) if row is None else (int(row[0]), str(row[1]))
+        rows = self.query("SELECT seq, hash FROM chain_heads WHERE node = ?", NODE)
+        return (0, outbox.GENESIS) if not rows else (int(rows[0][0]), str(rows[0][1]))
 
     def next_entries(self, count: int) -> list[dict[str, Any]]:
         """`count` real payments that continue dam-1's chain from the centre's head."""

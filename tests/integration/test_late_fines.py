@@ -17,13 +17,14 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from centrefixtures import ACCOUNTS, GOV, Link, bill_input, eventually, start_link
 
 from edge import mirror
 from sync import fines
-from sync.centre import bills
 from sync.centre import fines as centre_fines
-from sync.centre.app import STORE
+
+pytestmark = pytest.mark.both_stores
 
 TZ = centre_fines.TIMEZONE
 AMOUNT = 100_000  # every bill of the fixture (helpers.make_bill)
@@ -33,16 +34,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def publish(link: Link, effective: date) -> fines.Rule:
     now = time.time()
-    return await link.centre.write(
-        lambda c: centre_fines.publish(c, GOV, effective, GRACE, 500, 150, 20_000, now)
-    )
+    return await link.centre.db.publish_fine_rule(GOV, effective, GRACE, 500, 150, 20_000, now)
 
 
 async def due_on(link: Link, account: str, due_date: date) -> str:
     """Re-issue `account`'s bill at the centre with `due_date`; its id, once the node has it."""
     now = time.time()
     row = bill_input(account, due_date=due_date.isoformat())
-    await link.centre.write(lambda c: bills.upsert_bills(c, GOV, [row], now))
+    await link.centre.db.upsert_bills(GOV, [row], now)
     bill_id = row.bill_id(GOV)
 
     async def pulled() -> bool:
@@ -79,13 +78,9 @@ async def verdict_of(link: Link, payment_id: str) -> dict[str, Any]:
 
 async def centre_bill(link: Link, bill_id: str) -> tuple[int, int, int]:
     """(paid, fine_paid, credit) of the bill at the centre."""
-    assert link.centre.app is not None
-    row = await link.centre.app[STORE].read(
-        lambda c: c.execute(
-            "SELECT paid, fine_paid, credit FROM bills WHERE bill_id = ?", (bill_id,)
-        ).fetchone()
-    )
-    return int(row[0]), int(row[1]), int(row[2])
+    found = await link.centre.db.bill(bill_id)
+    assert found is not None
+    return int(found["paid"]), int(found["fine_paid"]), int(found["credit"])
 
 
 async def test_an_overdue_bill_shows_its_fine_and_a_payment_of_bill_and_fine_is_applied(
@@ -187,6 +182,7 @@ async def test_edge_centre_fine_rule_set_publishes_a_version_the_node_pulls(
         config = tmp_path / "centre-cli.toml"
         config.write_text(
             f'[centre]\ndata_dir = "{settings.data_dir}"\ngovernorate = "{GOV}"\n'
+            f'database = "{settings.database}"\n'
             f'[nodes.dam-1]\ngovernorate = "{GOV}"\nsecret_file = "{tmp_path / "dam-1.secret"}"\n',
             encoding="utf-8",
         )

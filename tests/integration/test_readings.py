@@ -16,8 +16,8 @@ from centrefixtures import ACCOUNTS, Link, eventually, start_link
 from nodefixtures import RunningNode
 
 from edge import mirror, tokens
-from sync.centre import clearing
-from sync.centre.app import STORE
+
+pytestmark = pytest.mark.both_stores
 
 ACCOUNT = ACCOUNTS[0]
 METER = f"EM-{ACCOUNT[-6:]}"  # make_bill's meter; 420 kWh last cycle
@@ -77,11 +77,10 @@ def entry_state(rn: RunningNode, entry_id: str) -> tuple[str, str | None, str | 
 
 
 async def centre_readings(lk: Link) -> list[tuple[Any, ...]]:
-    assert lk.centre.app is not None
-    return await lk.centre.app[STORE].read(
-        lambda c: c.execute(
-            "SELECT entry, reading, verdict, reason FROM meter_readings ORDER BY rowid"
-        ).fetchall()
+    # Insertion order: SQLite's rowid, PostgreSQL's identity column n.
+    order = "rowid" if lk.centre.db.kind == "sqlite" else "n"
+    return await lk.centre.db.query(
+        f"SELECT entry, reading, verdict, reason FROM meter_readings ORDER BY {order}"
     )
 
 
@@ -110,7 +109,7 @@ async def test_a_reading_taken_while_the_centre_is_down_is_replayed_once(lk: Lin
     # No money: the centre's clearing report of the day leaves it out.
     assert lk.centre.app is not None
     day = datetime.now(DAMASCUS).date()
-    cleared = await lk.centre.app[STORE].read(lambda c: clearing.clearing(c, day, DAMASCUS))
+    cleared = await lk.centre.db.clearing(day, DAMASCUS)
     assert cleared == []
     # A retry after delivery still gets the first answer; nothing new reaches the centre.
     assert (await post(rn, body(15_230, 3), "r-1"))[1] == doc
@@ -170,14 +169,14 @@ async def test_the_centre_rejects_a_reading_below_its_own_last(lk: Link) -> None
         return entry_state(rn, entry_id)[1] is not None
 
     await eventually(lambda: applied(first), what="the first reading's verdict")
-    await lk.centre.write(
-        lambda c: c.execute(
-            "INSERT INTO meter_readings (entry, node, governorate, account, meter, reading,"
-            " read_at, source, rollover, verdict, received_at)"
-            " VALUES ('dam-2_01JXQ4ZK2M8D3V5T7R9W1Y3B5C', 'dam-2', 'DAM', ?, ?, 5000, ?,"
-            " 'inspector', 0, 'applied', 0)",
-            (ACCOUNT, METER, TODAY.isoformat()),
-        )
+    await lk.centre.db.query(
+        "INSERT INTO meter_readings (entry, node, governorate, account, meter, reading,"
+        " read_at, source, rollover, verdict, received_at)"
+        " VALUES ('dam-2_01JXQ4ZK2M8D3V5T7R9W1Y3B5C', 'dam-2', 'DAM', ?, ?, 5000, ?,"
+        " 'inspector', 0, 'applied', 0)",
+        ACCOUNT,
+        METER,
+        TODAY.isoformat(),
     )
     second = (await post(rn, body(1_200, 1), "y"))[1]
     await eventually(lambda: applied(second["reading_id"]), what="the second reading's verdict")

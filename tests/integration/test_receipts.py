@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 from browser import Page
 from centrefixtures import ACCOUNTS, CYCLE, GOV, NODE, SECRET, Link, eventually, start_link
 from helpers import unavailable
@@ -24,8 +25,9 @@ from nodefixtures import RunningNode, start_node
 
 import outbox
 from sync import receiptcode
-from sync.centre.app import STORE
 from sync.centre.config import NodeSettings
+
+pytestmark = pytest.mark.both_stores
 
 NODE2, SECRET2 = "dam-2", "another-shared-secret-for-dam-2-tests-987654"
 MM80_PX = 302  # 80 mm at 96 CSS px per inch
@@ -89,10 +91,7 @@ def pending(rn: RunningNode) -> int:
 
 async def centre_receipts(link: Link) -> dict[str, tuple[str, str]]:
     """payment id -> (node, receipt) for every entry the centre recorded."""
-    assert link.centre.app is not None
-    rows = await link.centre.app[STORE].read(
-        lambda c: c.execute("SELECT id, node, payload, verdict FROM entries").fetchall()
-    )
+    rows = await link.centre.db.query("SELECT id, node, payload, verdict FROM entries")
     assert all(row[3] == "applied" for row in rows), rows
     return {row[0]: (row[1], msgpack.unpackb(row[2])["receipt"]) for row in rows}
 
@@ -118,10 +117,7 @@ async def test_two_nodes_with_distinct_codes_never_collide(tmp_path: Path) -> No
         assert len(set(numbers)) == len(numbers) == 60
         for node, receipt in at_centre.values():
             assert receiptcode.code_of(receipt) == {NODE: "DAM1", NODE2: "DAM2"}[node]
-        assert pair.link.centre.app is not None
-        held = await pair.link.centre.app[STORE].read(
-            lambda c: c.execute("SELECT governorate, code, node FROM receipt_codes").fetchall()
-        )
+        held = await pair.link.centre.db.query("SELECT governorate, code, node FROM receipt_codes")
         assert sorted(held) == [(GOV, "DAM1", NODE), (GOV, "DAM2", NODE2)]
     finally:
         await close()
@@ -199,6 +195,7 @@ def centre_config(tmp_path: Path, link: Link) -> Path:
     path = tmp_path / "centre.toml"
     path.write_text(
         f'[centre]\ndata_dir = "{link.centre.settings.data_dir}"\ngovernorate = "{GOV}"\n'
+        f'database = "{link.centre.settings.database}"\n'
         f'[nodes.{NODE}]\ngovernorate = "{GOV}"\nsecret_file = "{secret}"\n'
     )
     return path

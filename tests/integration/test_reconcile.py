@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually, start_link
 from test_clearing import settled
 
 from edge import audit, mirror
 from edge.audit import Query
-from sync.centre import clearing
-from sync.centre.app import STORE
+
+pytestmark = pytest.mark.both_stores
 
 TZ = ZoneInfo("Asia/Damascus")
 DAY = 86_400.0
@@ -79,12 +80,11 @@ async def test_a_backlog_over_midnight_is_the_nodes_day_one_and_the_centres_day_
         status, two = await get(link, f"/v1/reports/day?date={day_two}", "auditor")
         assert two["totals"]["taken"] == {"count": 0, "amount": 0}
 
-        assert link.centre.app is not None
-        store = link.centre.app[STORE]
-        rows = await store.read(lambda c: clearing.clearing(c, day_two, TZ, GOV))
+        store = link.centre.db
+        rows = await store.clearing(day_two, TZ, GOV)
         assert [(r["recorded_day"], r["accepted_day"], r["applied_count"], r["applied_amount"])
                 for r in rows] == [(day_two.isoformat(), day_one.isoformat(), 3, sum(amounts))]  # fmt: skip
-        assert await store.read(lambda c: clearing.clearing(c, day_one, TZ, GOV)) == []
+        assert await store.clearing(day_one, TZ, GOV) == []
 
         # Reconciling day one on demand finds everything; the result is the status's.
         status, result = await post(link, f"/v1/admin/reconcile?date={day_one}", "admin")

@@ -7,10 +7,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, bill_input, eventually, start_link
 
 import outbox
-from sync.centre import bills
+
+pytestmark = pytest.mark.both_stores
 
 BILL = f"{GOV}-{CYCLE}-{ACCOUNTS[0]}"
 
@@ -200,10 +202,8 @@ async def test_mirror_follows_new_cycle_and_online_payment_without_double_subtra
     assert (view["pending_local"], view["due"]) == (0, 60_000)  # subtracted once, not twice
     # An online payment at the centre and a new cycle move the change feed.
     now = time.time()
-    await link.centre.write(lambda c: bills.pay_online(c, BILL, 10_000, now))
-    await link.centre.write(
-        lambda c: bills.upsert_bills(c, GOV, [bill_input(ACCOUNTS[0], cycle="2026-07")], now)
-    )
+    await link.centre.db.pay_online(BILL, 10_000, now)
+    await link.centre.db.upsert_bills(GOV, [bill_input(ACCOUNTS[0], cycle="2026-07")], now)
 
     async def followed() -> bool:
         v = await bill_view(link, BILL)

@@ -22,7 +22,8 @@ from nodefixtures import RunningNode, make_bill
 import edge
 from edge import mirror, tokens
 from edge.audit import Entry, Query, select
-from sync.centre.app import STORE
+
+pytestmark = pytest.mark.both_stores
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = ACCOUNTS[0]
@@ -67,6 +68,7 @@ def centre_cli(tmp_path: Path, link: Link, *args: str) -> subprocess.CompletedPr
     config = tmp_path / "centre-cli.toml"
     config.write_text(
         f'[centre]\ndata_dir = "{settings.data_dir}"\ngovernorate = "{GOV}"\n'
+        f'database = "{settings.database}"\n'
         f'[nodes.dam-1]\ngovernorate = "{GOV}"\nsecret_file = "{tmp_path / "dam-1.secret"}"\n',
         encoding="utf-8",
     )
@@ -87,11 +89,8 @@ def node_rows(rn: RunningNode) -> tuple[int, int, int]:
 
 
 async def at_centre(lk: Link) -> list[tuple[Any, ...]]:
-    assert lk.centre.app is not None
-    return await lk.centre.app[STORE].read(
-        lambda c: c.execute(
-            "SELECT id, kind, status, version FROM requests ORDER BY updated_at, id"
-        ).fetchall()
+    return await lk.centre.db.query(
+        "SELECT id, kind, status, version FROM requests ORDER BY updated_at, id"
     )
 
 

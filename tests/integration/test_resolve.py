@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from centrefixtures import ACCOUNTS, CYCLE, GOV, eventually
 from nodefixtures import make_bill
 from test_void import call, linked, pay, shown
 
 import outbox
 from edge import mirror
+
+pytestmark = pytest.mark.both_stores
 
 WRONG = f"{GOV}-{CYCLE}-0999999999"  # in the node's mirror only: the centre rejects it
 RIGHT = f"{GOV}-{CYCLE}-{ACCOUNTS[1]}"

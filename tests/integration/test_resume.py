@@ -15,10 +15,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually, start_link
 
 import outbox
 from sync.replayer import StepResult
+
+pytestmark = pytest.mark.both_stores
 
 
 async def pay(link: Link, account: str, amount: int, key: str) -> dict[str, Any]:

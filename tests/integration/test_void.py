@@ -11,11 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from centrefixtures import ACCOUNTS, CYCLE, GOV, Link, eventually, start_link
 from nodefixtures import RunningNode, make_bill, start_node
 
 import outbox
 from edge import mirror, tokens
+
+pytestmark = pytest.mark.both_stores
 
 BILL = f"{GOV}-{CYCLE}-{ACCOUNTS[0]}"  # 100,000 piastres at the centre, nothing paid
 

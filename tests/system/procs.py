@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ from pathlib import Path
 from helpers import free_port, wait_until
 
 from edge import tokens
+from sync.centre.config import load_settings
+from sync.centre.connect import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE, GOV = "dam-1", "DAM"
@@ -95,6 +99,7 @@ class Site:
     centre_port: int = field(default_factory=free_port)
     node_port: int = field(default_factory=free_port)
     token: str = ""
+    database: str = ""  # the centre's [centre] database: "" SQLite, else a postgresql:// URL
 
     def __post_init__(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,8 @@ class Site:
         self.centre_config = self.base / "centre.toml"
         self.centre_config.write_text(
             f'[centre]\ndata_dir = "{self.base / "centre"}"\nhost = "127.0.0.1"\nport = {self.centre_port}\n'
-            f'governorate = "{GOV}"\n[nodes.{NODE}]\ngovernorate = "{GOV}"\nsecret_file = "{secret}"\n'
+            f'governorate = "{GOV}"\ndatabase = "{self.database}"\n'
+            f'[nodes.{NODE}]\ngovernorate = "{GOV}"\nsecret_file = "{secret}"\n'
         )
         tokens_path = self.base / "tokens.toml"
         self.token = tokens.add_token(tokens_path, "counter-1", ["inquire", "pay"])
@@ -147,8 +153,28 @@ class Site:
     def node_db(self) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{self.base / 'node' / 'edge.db'}?mode=ro", uri=True)
 
+    def centre_query(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+        """Rows of one statement on the centre's store (SQLite or PostgreSQL), from any thread
+        but the event loop's (its own loop in a thread of its own)."""
+
+        async def run() -> list[tuple[object, ...]]:
+            db = open_store(load_settings(self.centre_config))
+            await db.open()
+            try:
+                return await db.query(sql, *args)
+            finally:
+                await db.close()
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, run()).result()
+
     def bills(self, n: int) -> list[str]:
         """Bill ids with something due, from the centre's database."""
+        if self.database:
+            rows = self.centre_query(
+                "SELECT bill_id FROM bills WHERE amount - paid > 100000 ORDER BY bill_id LIMIT ?", n
+            )
+            return [str(r[0]) for r in rows]
         with closing(
             sqlite3.connect(f"file:{self.base / 'centre' / 'centre.db'}?mode=ro", uri=True)
         ) as conn:

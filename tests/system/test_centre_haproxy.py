@@ -13,30 +13,17 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from helpers import free_port, unavailable, wait_until
-from pgcluster import Cluster, bindir
+from helpers import free_port, wait_until
+from pgcluster import Cluster
 from procs import GOV, Proc, Site, edge, env, wait_http
 from test_deploy_centre import CA_FILE, CHECK_CRT, HAPROXY_CFG, configured, haproxy
 from tlscerts import Authority
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    found = bindir()
-    if found is None:
-        unavailable("PostgreSQL is absent (apt-get install postgresql)")
-    started = Cluster.start(found)
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def stats(sock: Path) -> dict[str, dict[str, str]]:
@@ -67,13 +54,13 @@ def pay(site: Site, bill: str, key: str) -> None:
 
 
 def test_two_centre_processes_behind_haproxy_survive_one_killed(
-    tmp_path: Path, cluster: Cluster
+    tmp_path: Path, pg_cluster: Cluster
 ) -> None:
     binary = haproxy()
     ca = Authority.make(tmp_path / "pki")
     server, client = ca.issue("centre"), ca.issue("dam-1", client=True)
     site = Site(tmp_path / "site")
-    database = cluster.create_database()
+    database = pg_cluster.create_database()
     text = site.centre_config.read_text().replace(
         f'governorate = "{GOV}"\n[nodes.',
         f'governorate = "{GOV}"\ndatabase = "{database}"\ncert_file = "{server.cert}"\n'
@@ -170,4 +157,4 @@ def test_two_centre_processes_behind_haproxy_survive_one_killed(
             centre.kill9()
         proxy.kill()
         proxy.wait(10)
-        cluster.drop_database(database)
+        pg_cluster.drop_database(database)

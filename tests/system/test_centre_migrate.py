@@ -10,31 +10,18 @@ import asyncio
 import json
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import unavailable, wait_until
-from pgcluster import Cluster, bindir
+from helpers import wait_until
+from pgcluster import Cluster
 from procs import GOV, Site, edge, env
 
 from sync.centre import migrate
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    found = bindir()
-    if found is None:
-        unavailable("PostgreSQL is absent (apt-get install postgresql)")
-    started = Cluster.start(found)
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,11 +70,11 @@ async def tamper_and_compare(source: Path, url: str) -> list[str]:
 
 
 def test_an_sqlite_centre_moves_to_postgresql_and_serves_the_same_node_on(
-    tmp_path: Path, cluster: Cluster
+    tmp_path: Path, pg_cluster: Cluster
 ) -> None:
     site = Site(tmp_path / "site")
     site.seed(40)
-    url = cluster.create_database()
+    url = pg_cluster.create_database()
     source = site.base / "centre" / "centre.db"
     try:
         site.start_centre()
@@ -119,7 +106,7 @@ def test_an_sqlite_centre_moves_to_postgresql_and_serves_the_same_node_on(
 
         again = run("centre", "migrate-to-postgres", "--from", str(source), "--to", url)
         assert again.returncode == 1 and "already holds centre data" in again.stderr
-        assert cluster.psql("SELECT count(*) FROM entries", url.rsplit("/", 1)[1]).strip() == "5"
+        assert pg_cluster.psql("SELECT count(*) FROM entries", url.rsplit("/", 1)[1]).strip() == "5"
         replaced = run("centre", "migrate-to-postgres", "--from", str(source), "--to", url,
                        "--replace")  # fmt: skip
         assert replaced.returncode == 0 and "verified:" in replaced.stdout, replaced.stderr
@@ -148,4 +135,4 @@ def test_an_sqlite_centre_moves_to_postgresql_and_serves_the_same_node_on(
             assert json.load(resp)["link"]["state"] == "up"
     finally:
         site.shutdown()
-        cluster.drop_database(url)
+        pg_cluster.drop_database(url)

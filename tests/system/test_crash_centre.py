@@ -1,4 +1,5 @@
-"""Row 3 of the fault matrix: the reference centre kill -9'd while the node drains its backlog."""
+"""Row 3 of the fault matrix: the reference centre kill -9'd while the node drains its backlog,
+on SQLite and on PostgreSQL (a database of the session's throwaway cluster)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from helpers import eventually
 from loadgen import Cashiers
 from procs import Site
@@ -16,11 +18,15 @@ from procs import Site
 ROUNDS = 5
 
 
-async def test_centre_killed_mid_batch_records_each_entry_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+async def test_centre_killed_mid_batch_records_each_entry_once(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     seed = int(os.environ.get("CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    where = f"(CRASH_SEED={seed})"
-    site = Site(tmp_path / "site")
+    where = f"({store}, CRASH_SEED={seed})"
+    database = "" if store == "sqlite" else request.getfixturevalue("pg_cluster").create_database()
+    site = Site(tmp_path / "site", database=database)
     site.node_config.write_text(
         site.node_config.read_text().replace(
             "retry_base_s = 0.1", "batch_size = 100\nretry_base_s = 0.1"
