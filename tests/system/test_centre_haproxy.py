@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from helpers import free_port, wait_until
 from pgcluster import Cluster
-from procs import GOV, Proc, Site, edge, env, wait_http
+from procs import Proc, Site, edge, env, wait_http
 from test_deploy_centre import CA_FILE, CHECK_CRT, HAPROXY_CFG, configured, haproxy
 from tlscerts import Authority
 
@@ -59,15 +59,13 @@ def test_two_centre_processes_behind_haproxy_survive_one_killed(
     binary = haproxy()
     ca = Authority.make(tmp_path / "pki")
     server, client = ca.issue("centre"), ca.issue("dam-1", client=True)
-    site = Site(tmp_path / "site")
     database = pg_cluster.create_database()
-    text = site.centre_config.read_text().replace(
-        f'governorate = "{GOV}"\n[nodes.',
-        f'governorate = "{GOV}"\ndatabase = "{database}"\ncert_file = "{server.cert}"\n'
-        f'key_file = "{server.key}"\nclient_ca_file = "{ca.cert}"\n[nodes.',
-        1,
-    )
-    site.centre_config.write_text(text)
+    site = Site(tmp_path / "site", database=database)
+    text = site.centre_config.read_text()
+    old = f'database = "{database}"\n'
+    assert old in text
+    site.centre_config.write_text(text.replace(old, old + f'cert_file = "{server.cert}"\n'
+        f'key_file = "{server.key}"\nclient_ca_file = "{ca.cert}"\n'))  # fmt: skip
     lb = free_port()
     ports = [free_port(), free_port()]
     cfg = configured(tmp_path, HAPROXY_CFG.read_text(), ca)

@@ -115,11 +115,9 @@ def test_an_sqlite_centre_moves_to_postgresql_and_serves_the_same_node_on(
         assert differences == ["entries: digests differ"], differences
 
         # The same node, now served from PostgreSQL: its next payment continues its chain.
-        site.centre_config.write_text(
-            site.centre_config.read_text().replace(
-                f'governorate = "{GOV}"\n[nodes.', f'governorate = "{GOV}"\ndatabase = "{url}"\n[nodes.', 1
-            )
-        )  # fmt: skip
+        text = site.centre_config.read_text()
+        assert 'database = ""\n' in text
+        site.centre_config.write_text(text.replace('database = ""\n', f'database = "{url}"\n'))
         source.rename(source.with_suffix(".db.moved"))  # nothing may read the old file now
         assert site.ledger() == before
         site.start_centre()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import free_port, unavailable, wait_until
 from pgcluster import USER, Cluster, bindir
-from procs import GOV, Site
+from procs import Site
 
 pytestmark = pytest.mark.slow
 
@@ -64,13 +64,9 @@ def test_a_streaming_standby_takes_over_and_the_centre_goes_on(tmp_path: Path) -
         unavailable("PostgreSQL is absent (apt-get install postgresql)")
     primary = Cluster.start(found)
     standby: Cluster | None = None
-    site = Site(tmp_path / "site")
     url = primary.create_database()
     name = url.rsplit("/", 1)[1]
-    toml = site.centre_config.read_text()
-    site.centre_config.write_text(toml.replace(
-        f'governorate = "{GOV}"\n[nodes.', f'governorate = "{GOV}"\ndatabase = "{url}"\n[nodes.', 1
-    ))  # fmt: skip
+    site = Site(tmp_path / "site", database=url)
     try:
         site.seed(30)
         site.start_centre()
