@@ -18,6 +18,7 @@ from centrefixtures import (
     Centre,
     bill_input,
     eventually,
+    on_store,
     start_link,
 )
 from fakecentre import FakeCentre
@@ -26,9 +27,10 @@ from test_replication import BILL, all_delivered, bootstrapped, pay, pending
 import outbox
 from edge import mirror
 from sync import answers, protocol, signing
-from sync.centre import bills
 from sync.centre.config import CentreSettings, NodeSettings
 from sync.protocol import WireEntry
+
+pytestmark = pytest.mark.both_stores
 
 FORGED = f"{GOV}-{CYCLE}-{ACCOUNTS[1]}"
 REASONS = {"unsigned": "unsigned answer", "wrong": "wrongly signed", "replay": "wrongly signed",
@@ -160,16 +162,14 @@ KEY = SECRET.encode()
 
 @pytest.fixture
 async def centre(tmp_path: Path) -> Centre:
-    settings = CentreSettings(
+    settings = on_store(CentreSettings(
         data_dir=tmp_path / "centre", port=0, governorate=GOV,
         nodes={NODE: NodeSettings(governorate=GOV, secret=KEY, next_secret=b"n" * 64)},
-    )  # fmt: skip
+    ))  # fmt: skip
     settings.data_dir.mkdir()
     c = Centre(settings)
     await c.start()
-    await c.write(
-        lambda conn: bills.upsert_bills(conn, GOV, [bill_input(ACCOUNTS[0])], time.time())
-    )
+    await c.db.upsert_bills(GOV, [bill_input(ACCOUNTS[0])], time.time())
     yield c  # type: ignore[misc]
     await c.stop()
 
