@@ -1,4 +1,6 @@
-"""deploy/README.md's backup and restore drill, word for word: the nightly `pg_dump -Fc` of a
+"""deploy/README.md's database roles and its backup and restore drill, word for word. The
+roles: the centre migrates and takes payments as the least-privileged `edge_centre`, and
+`edge_report` reads but cannot write. The drill: the nightly `pg_dump -Fc` of a
 PostgreSQL centre that took a node's payments, restored into a scratch database, and the
 guide's own shell block (shellcheck-clean) comparing every chain head with the live ledger:
 no MISMATCH while the live centre takes more payments, one for a head that is not in it.
@@ -6,6 +8,7 @@ no MISMATCH while the live centre takes more payments, one for a head that is no
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,6 +18,7 @@ import urllib.request
 from contextlib import closing
 from pathlib import Path
 
+import asyncpg
 import pytest
 from helpers import unavailable, wait_until
 from pgcluster import USER, Cluster
@@ -109,3 +113,59 @@ def test_the_guides_restore_drill_finds_every_head_and_only_true_ones(
         site.shutdown()
         pg_cluster.drop_database(pg_cluster.url("edge_centre"))
         pg_cluster.drop_database(pg_cluster.url("edge_centre_drill"))
+
+
+async def as_report(url: str) -> tuple[int, str]:
+    """What the read-only role may do: read the ledger, and not write it."""
+    conn = await asyncpg.connect(url)
+    try:
+        count = int(await conn.fetchval("SELECT count(*) FROM entries"))
+        try:
+            await conn.execute("UPDATE bills SET paid = 0")
+        except asyncpg.InsufficientPrivilegeError as exc:
+            return count, str(exc)
+        return count, "the report role could write"
+    finally:
+        await conn.close()
+
+
+def test_the_guides_roles_run_the_centre_and_the_report_role_only_reads(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    setup = block("### The database")
+    script = setup.split("<<'SQL'\n", 1)[1].split("\nSQL\n", 1)[0]
+    for statement in script.split(";\n"):
+        sql = "\n".join(line for line in statement.splitlines() if not line.startswith("--"))
+        if sql.strip():
+            pg_cluster.psql(sql)
+    commands = re.findall(r'psql -d edge_centre -c "(.*?)"', setup, re.S)
+    assert len(commands) == 2, commands  # the REVOKE now, the GRANTs after the first start
+    pg_cluster.psql(commands[0], "edge_centre")
+    assert pg_cluster.psql("SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname ="
+                           " 'edge_centre'").strip() == "f|f"  # fmt: skip
+    url = f"postgresql://edge_centre@127.0.0.1:{pg_cluster.port}/edge_centre"
+    site = Site(tmp_path / "site", database=url)
+    try:
+        site.seed(10)  # the first start: the centre's migrations, as edge_centre
+        pg_cluster.psql(commands[1], "edge_centre")
+        site.start_centre()
+        site.start_node()
+
+        def bills() -> list[str]:
+            with closing(site.node_db()) as conn:
+                query = "SELECT bill_id FROM bills WHERE amount - paid > 10000 ORDER BY bill_id"
+                return [r[0] for r in conn.execute(query + " LIMIT 1").fetchall()]
+
+        wait_until(lambda: len(bills()) == 1, 30, site.node.tail, every=0.2)
+        pay(site, bills()[0], "least-privilege")
+        wait_until(lambda: len(site.ledger()) == 1, 30, site.node.tail, every=0.3)
+        owner = "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+        assert pg_cluster.psql(owner, "edge_centre").split() == ["edge_centre"]
+        report = f"postgresql://edge_report@127.0.0.1:{pg_cluster.port}/edge_centre"
+        count, refusal = asyncio.run(as_report(report))
+        assert count == 1 and "permission denied" in refusal, refusal
+    finally:
+        site.shutdown()
+        pg_cluster.drop_database(url)
+        pg_cluster.psql("DROP ROLE IF EXISTS edge_report")
+        pg_cluster.psql("DROP ROLE IF EXISTS edge_centre")
