@@ -1,8 +1,8 @@
 """`create_app(settings)`: the node's aiohttp application, built without I/O.
 
 This is the composition root: the node's parts are made here, once. Resources open in
-`cleanup_ctx` in dependency order (database, audit, tokens, replication, power monitor) and
-close in reverse, so the database is the last thing to close.
+`cleanup_ctx` in dependency order (database, audit, tokens, alerts, replication, power
+monitor) and close in reverse, so the database is the last thing to close.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from edge import watcher
 from edge.config import Settings
 from edge.node import NODE, Node
 from edge.power.monitor import POWER_MONITOR, PowerMonitor
@@ -136,12 +137,17 @@ def create_app(
     app[limits.LIMITER] = limits.Limiter(settings, clock=monotonic, on_limited=made.on_limited)
     if settings.ups_source != "none":
         app[POWER_MONITOR] = PowerMonitor(node, make_source(settings))
+    alerts = watcher.build(node, monotonic, made.on_notify)
+    if alerts is not None:
+        app[watcher.ALERTS] = alerts
+        made.watch_sinks([sink.sink for sink in alerts.notifier.sinks])
     app.cleanup_ctx.extend(
         [
             tasks_ctx,
             database_ctx,
             audit_ctx,
             tokens_ctx,
+            watcher.alerts_ctx,
             replication_ctx,
             power_ctx,
             limits.limits_ctx,

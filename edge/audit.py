@@ -38,10 +38,13 @@ ADMIN_RETARGET = "admin.rejected.retarget"
 REPORT_READ, ADMIN_RECONCILE = "report.read", "admin.reconcile"
 # Subscribers' requests (DESIGN 5.16): one read, and the list of an account's.
 REQUEST_READ, REQUEST_LIST = "request.read", "request.list"
+# `edge restore --resync` and `edge resend` (DESIGN 5.20): the entries recorded from the
+# centre, and those made pending again for a centre that lost them.
+RESTORE_RESYNC, OUTBOX_RESEND = "restore.resync", "outbox.resend"
 ACTIONS = (ACCOUNT_READ, BILL_READ, PAYMENT_READ, PAYMENT_LIST, RECEIPT_READ, ADMIN_REPLAY,
            ADMIN_REJECTED, AUDIT_READ, PAYMENT_VOID, ADMIN_RESOLVE, ADMIN_REFUND,
            ADMIN_RETARGET, REPORT_READ, ADMIN_RECONCILE, REQUEST_READ,
-           REQUEST_LIST)  # fmt: skip
+           REQUEST_LIST, RESTORE_RESYNC, OUTBOX_RESEND)  # fmt: skip
 
 FLUSH_EVERY_S = 0.5
 FLUSH_ROWS = 1000  # a buffer this full wakes the loop before its timer

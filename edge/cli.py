@@ -11,7 +11,18 @@ from pathlib import Path
 
 from edge import __version__, config, serving
 from edge.errors import ConfigError, DatabaseError
-from edge.ops import audit, backup, clearing, demo, doctor, notify, tokencli, transfer
+from edge.ops import (
+    audit,
+    backup,
+    clearing,
+    demo,
+    doctor,
+    notify,
+    resend,
+    restore,
+    tokencli,
+    transfer,
+)
 from edge.ops import payments as payments_cli
 from edge.ops import rejected as rejected_cli
 from sync.centre import cli as centre_cli
@@ -168,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     doctor.register(sub)
     backup.register(sub)
+    restore.register(sub)
+    resend.register(sub)
     audit.register(sub)
     payments_cli.register(sub)
     rejected_cli.register(sub)

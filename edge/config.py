@@ -38,7 +38,7 @@ GOVERNORATES = {
 }
 SECTIONS = (
     "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
-    "limits.offline", "audit", "payments", "readings",
+    "limits.offline", "audit", "payments", "readings", "notify",
 )  # fmt: skip
 
 
@@ -110,6 +110,20 @@ class Settings:
     audit_keep_days: int = 400  # a year of disputes plus a billing cycle; 0 keeps for ever
     payments_void_window_h: float = 24.0  # a supervisor may void a payment this long after
     readings_jump_factor: float = 10.0  # flag a reading above this many times the usual daily use
+    # Alert notifications (edge/notifier.py; deploy/README.md "Alerts"): none unless set.
+    notify_exec: str = ""  # a program run per event, the JSON on stdin (like NOTIFYCMD)
+    notify_webhook_url: str = ""  # POSTed the same JSON; redirects are refused
+    notify_ca_file: str = (
+        ""  # the CA that issued an https webhook's certificate (else the system's)
+    )
+    notify_timeout_s: float = 10.0  # per exec run (killed after it) and per webhook request
+    notify_min_interval_s: float = 300.0  # at most one notification per event kind this often
+    notify_check_s: float = 2.0  # how often the node's state is looked at
+    notify_battery_after_s: float = 300.0  # on battery this long before it is told (0: at once)
+    notify_link_down_after_s: float = 600.0  # link down or degraded this long before it is told
+    notify_oldest_pending_h: float = 4.0  # an undelivered entry older than this is told
+    notify_disk_free_percent: float = 10.0  # less free space on the data disk than this is told
+    notify_offline_limit_ratio: float = 0.8  # an offline limit this much used is told
 
     @property
     def tz(self) -> ZoneInfo:
@@ -304,6 +318,7 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{key_of(name)} must be 0 (off) or positive")
     if s.limits_offline_max_total > 2**62:
         raise ConfigError("limits.offline.max_total must be at most 2^62 piastres")
+    _validate_notify(s)
 
 
 def _validate_http_tls(s: Settings) -> None:
@@ -335,3 +350,24 @@ def _validate_limits(s: Settings) -> None:
         raise ConfigError("limits.auth_block_max_s must be at least 1 (second)")
     if not 0 <= s.limits_hold_s <= 10:
         raise ConfigError("limits.hold_s must be between 0 (answer at once) and 10 seconds")
+
+
+def _validate_notify(s: Settings) -> None:
+    program = Path(s.notify_exec)
+    if s.notify_exec and not (
+        program.is_absolute() and program.is_file() and os.access(program, os.X_OK)
+    ):
+        raise ConfigError(f"notify.exec {s.notify_exec}: not an executable file (an absolute path)")
+    if s.notify_webhook_url and not s.notify_webhook_url.startswith(("http://", "https://")):
+        raise ConfigError("notify.webhook_url: http://… or https://…, or empty for none")
+    if s.notify_ca_file and not Path(s.notify_ca_file).is_file():
+        raise ConfigError(f"notify.ca_file {s.notify_ca_file}: no such file")
+    for name in ("notify_timeout_s", "notify_check_s"):
+        if not 0 < getattr(s, name) < float("inf"):  # also refuses nan
+            raise ConfigError(f"{key_of(name)} must be positive")
+    for name in ("notify_min_interval_s", "notify_battery_after_s", "notify_link_down_after_s",
+                 "notify_oldest_pending_h", "notify_disk_free_percent"):  # fmt: skip
+        if not 0 <= getattr(s, name) < float("inf"):
+            raise ConfigError(f"{key_of(name)} must be 0 or positive")
+    if not 0 < s.notify_offline_limit_ratio <= 1:
+        raise ConfigError("notify.offline_limit_ratio must be above 0 and at most 1")

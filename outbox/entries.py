@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from outbox.chain import GENESIS, entry_hash
+from outbox.chain import GENESIS, Linked, entry_hash, verify_link
 from outbox.ids import new_entry_id
 from outbox.lookup import select_in
 from outbox.retry import RetryPolicy
@@ -116,6 +116,31 @@ def append_many(
     return out
 
 
+def adopt(conn: sqlite3.Connection, entries: Iterable[Linked], now: float) -> int:
+    """Append entries made elsewhere (another copy of this outbox), pending, after the last one.
+
+    Each must chain onto the one before it exactly (ChainBroken otherwise): their hashes are
+    kept, so the chain goes on as it was. For a restore that continues after the centre's
+    head; the caller settles them in the same transaction.
+    """
+    if not conn.in_transaction:
+        raise RuntimeError("outbox.adopt must run inside the caller's write transaction")
+    last = conn.execute("SELECT seq, hash FROM outbox_entries ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev_hash = (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
+    rows = []
+    for entry in entries:
+        verify_link(prev_hash, seq, entry)
+        seq, prev_hash = entry.seq, entry.hash
+        rows.append((entry.seq, entry.id, entry.kind, entry.payload, now, entry.prev_hash,
+                     entry.hash))  # fmt: skip
+    conn.executemany(
+        "INSERT INTO outbox_entries (seq, id, kind, payload, created_at, prev_hash, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return len(rows)
+
+
 def get(conn: sqlite3.Connection, entry_id: str) -> Entry | None:
     row = conn.execute(_SELECT + " WHERE id = ?", (entry_id,)).fetchone()
     return None if row is None else Entry.from_row(row)
@@ -200,6 +225,21 @@ def settle(conn: sqlite3.Connection, results: Iterable[Result], *, now: float | 
         "UPDATE outbox_entries SET state = ?, verdict = ?, reason = ?, version = ?,"
         " settled_at = ?, last_error = NULL WHERE seq = ? AND id = ? AND state = 'pending'",
         rows,
+    )
+    return max(0, cur.rowcount)
+
+
+def reopen(conn: sqlite3.Connection, after_seq: int) -> int:
+    """Make every settled entry after `after_seq` pending again, its verdict cleared, so the
+    replayer sends it once more: for a centre that lost them (its database put back older).
+    The centre records each by id, so an entry it does hold still counts once."""
+    if not conn.in_transaction:
+        raise RuntimeError("outbox.reopen must run inside the caller's write transaction")
+    cur = conn.execute(
+        "UPDATE outbox_entries SET state = 'pending', verdict = NULL, reason = NULL,"
+        " version = NULL, settled_at = NULL, attempts = 0, next_attempt_at = 0,"
+        " last_error = NULL WHERE seq > ? AND state != 'pending'",
+        (after_seq,),
     )
     return max(0, cur.rowcount)
 

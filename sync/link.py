@@ -32,6 +32,7 @@ class Link:
     state: str = "unknown"
     last_ok_at: float | None = None
     last_error: str | None = None
+    last_error_code: str | None = None  # sync.reasons' key: the dashboard's text for it
     last_error_at: float | None = None
     consecutive_failures: int = 0
     config_fault: bool = False
@@ -47,6 +48,8 @@ class Link:
             # half a second is added back; anything within ±1 s is measurement noise.
             self.clock_skew_s = round(centre_time + 0.5 - now, 1)
         self.last_ok_at = now
+        # The centre answers again: an old error would read as today's trouble.
+        self.last_error = self.last_error_code = self.last_error_at = None
         self.consecutive_failures = 0
         self.config_fault = False
         self._set("up")
@@ -57,6 +60,7 @@ class Link:
         self,
         error: str,
         *,
+        code: str | None = None,
         config_fault: bool = False,
         server_date: str | None = None,
         answered: bool = False,
@@ -67,7 +71,7 @@ class Link:
         centre_time = parse_http_date(server_date)
         if centre_time is not None:
             self.clock_skew_s = round(centre_time + 0.5 - now, 1)
-        self.last_error, self.last_error_at = error, now
+        self.last_error, self.last_error_code, self.last_error_at = error, code, now
         self.consecutive_failures += 1
         self.config_fault = config_fault
         # A centre that answers but refuses us (signature, chain) is reachable: degraded.
@@ -97,6 +101,7 @@ class Link:
             "state": self.state,
             "last_ok_at": self.last_ok_at,
             "last_error": self.last_error,
+            "last_error_code": self.last_error_code,
             "last_error_at": self.last_error_at,
             "consecutive_failures": self.consecutive_failures,
             "config_fault": self.config_fault,

@@ -242,7 +242,7 @@ class Puller(Loop[int]):
             # Acted on only as "try again later" (a proxy's 502 is unsigned): its Date is not.
             code, detail = protocol.decode_error(await resp.read())
             unavailable = CentreUnavailable(f"{resp.status} {code}: {detail}")
-            self.link.failed(str(unavailable))
+            self.link.failed(str(unavailable), code=unavailable.code)
             raise unavailable
         if resp.status != 200:
             body = await resp.read()
@@ -260,7 +260,9 @@ class Puller(Loop[int]):
                 return
             code, detail = protocol.decode_error(body or b"")
             refused = CentreRefused(resp.status, code, detail)
-        self.link.failed(str(refused), config_fault=refused.config_fault, server_date=date)
+        self.link.failed(
+            str(refused), code=refused.code, config_fault=refused.config_fault, server_date=date
+        )
         raise refused
 
     async def _get(self, path: str) -> tuple[bytes, str | None]:
@@ -279,10 +281,12 @@ class Puller(Loop[int]):
 
     def _untrusted(self, exc: SyncError) -> SyncError:
         """An answer that cannot be trusted: a link fault, nothing of it applied."""
-        self.link.failed(str(exc), answered=True)
+        self.link.failed(str(exc), code=exc.code, answered=True)
         return exc
 
     def _transport(self, exc: BaseException) -> SyncError:
         failure = tls.transport_failure(exc, self.config.url)
-        self.link.failed(str(failure), config_fault=isinstance(failure, CentreRefused))
+        self.link.failed(
+            str(failure), code=failure.code, config_fault=isinstance(failure, CentreRefused)
+        )
         return failure

@@ -282,7 +282,9 @@ class Replayer(Loop[StepResult]):
         error = str(exc)
         config_fault = isinstance(exc, CentreRefused) and exc.config_fault
         untrusted = isinstance(exc, BadAnswer | ProtocolError)
-        self.link.failed(error, config_fault=config_fault, server_date=date, answered=untrusted)
+        self.link.failed(
+            error, code=exc.code, config_fault=config_fault, server_date=date, answered=untrusted
+        )
         seqs = [e.seq for e in entries]
         now = self.clock()
 

@@ -1,4 +1,4 @@
-"""`edge backup` and `edge restore`: verified copies of the live database, put back safely.
+"""`edge backup`: verified copies of the live database (`edge restore` puts one back).
 
 A backup is one SQLite backup-API step from a read-only connection (one read snapshot, so
 it is consistent while payments are written), checked, then renamed into place. Copies and
@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import socket
 import sqlite3
 import sys
 import time
@@ -56,7 +55,7 @@ class Facts:
         )
 
 
-def _chown_like(path: Path, like: Path) -> None:
+def chown_like(path: Path, like: Path) -> None:
     # Files root makes in the node's data dir must stay the node's, or it cannot open them.
     if os.geteuid() == 0 and path.exists():
         st = like.stat()
@@ -75,7 +74,7 @@ def _sides_owned(path: Path) -> Iterator[None]:
     finally:
         for side, was in zip(sides, existed, strict=True):
             if not was:
-                _chown_like(side, path)
+                chown_like(side, path)
 
 
 @contextlib.asynccontextmanager
@@ -117,7 +116,7 @@ async def inspect(path: Path) -> Facts:
         return await readers.run(conn, lambda c: facts(c, path))
 
 
-def _fsync(path: Path, *, directory: bool = False) -> None:
+def fsync_path(path: Path, *, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
@@ -145,7 +144,7 @@ def _snapshot(src: sqlite3.Connection, tmp: Path) -> Facts:
         found = facts(copy, tmp)
     finally:
         copy.close()
-    _fsync(tmp)
+    fsync_path(tmp)
     return found
 
 
@@ -158,7 +157,7 @@ async def backup(settings: config.Settings, dest: Path, *, now: float | None = N
         async with read_only(settings.db_path) as src:
             found = await readers.run(src, lambda c: _snapshot(c, tmp))
         os.replace(tmp, final)
-        _fsync(final.parent, directory=True)
+        fsync_path(final.parent, directory=True)
     except sqlite3.Error as exc:
         raise BackupError(f"cannot back up {settings.db_path}: {exc}") from exc
     finally:
@@ -174,131 +173,6 @@ def prune(directory: Path, node: str, keep: int) -> list[Path]:
     for path in doomed:
         path.unlink()
     return doomed
-
-
-def node_running(settings: config.Settings) -> bool:
-    """Does something answer on the node's HTTP port?"""
-    host = settings.http_host
-    probe = config.probe_host(host)
-    try:
-        with socket.create_connection((probe, settings.http_port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-async def _take(path: Path) -> aiosqlite.Connection:
-    """Exclusive use of the database, WAL folded in; fails while another connection is open."""
-    conn = await aiosqlite.connect(path, isolation_level=None, timeout=0)
-    try:
-        # Leaving WAL mode needs every other connection closed: this is the "node running"
-        # test that also catches an idle node, and it leaves a single self-contained file.
-        await conn.execute_fetchall("PRAGMA journal_mode=DELETE")
-        await conn.execute_fetchall("BEGIN EXCLUSIVE")
-    except BaseException as exc:
-        await conn.close()  # its thread would otherwise keep the process alive
-        if isinstance(exc, sqlite3.OperationalError) and (
-            "locked" in str(exc) or "busy" in str(exc)
-        ):
-            raise BackupError(
-                f"{path} is in use: the node (or another program) has it open."
-                " Stop it first: systemctl stop edge"
-            ) from exc
-        raise
-    return conn
-
-
-def compare(current: Facts, wanted: Facts, wanted_hash_at_current_end: str | None) -> str | None:
-    """Why replacing `current` with `wanted` would lose outbox entries (None: it would not).
-
-    Chained hashes make one comparison enough: equal hashes at a seq mean equal histories.
-    """
-    if current.last_seq > wanted.last_seq:
-        lost = current.last_seq - wanted.last_seq
-        return (
-            f"the database's outbox goes to seq {current.last_seq}, the backup's only to"
-            f" {wanted.last_seq}: restoring would lose {lost} entries"
-        )
-    if current.last_seq and wanted_hash_at_current_end != current.last_hash:
-        return (
-            f"the database holds entries the backup lacks (the chains differ at seq"
-            f" {current.last_seq}: another node's or another history)"
-        )
-    return None
-
-
-async def _why_not(
-    held: aiosqlite.Connection, target: Path, src: Path, wanted: Facts
-) -> str | None:
-    try:
-        current = await readers.run(held, lambda c: facts(c, target, check="quick_check"))
-    except BackupError as exc:
-        return f"the current database cannot be checked ({exc})"
-    async with read_only(src) as conn:
-        theirs = await readers.run(conn, lambda c: outbox.hash_at(c, current.last_seq))
-    return compare(current, wanted, theirs)
-
-
-def _copy_into(src: sqlite3.Connection, tmp: Path) -> None:
-    private.create(tmp)
-    copy = sqlite3.connect(tmp, isolation_level=None)
-    try:
-        src.backup(copy, pages=-1)
-    finally:
-        copy.close()
-    _fsync(tmp)
-
-
-async def restore(
-    settings: config.Settings, src: Path, *, force: bool = False
-) -> tuple[Facts, Path | None]:
-    """Put the verified backup `src` in place; return its facts and where the old DB went."""
-    wanted = await inspect(src)
-    if wanted.node not in (None, settings.node_id) and not force:
-        raise BackupError(f"{src} is a backup of node {wanted.node}; this is {settings.node_id}")
-    if node_running(settings) and not force:
-        raise BackupError(
-            f"something answers on port {settings.http_port}: the node seems to"
-            " be running. Stop it first: systemctl stop edge"
-        )
-    target = settings.db_path
-    settings.node_data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.restore-{os.getpid()}")
-    held: aiosqlite.Connection | None = None
-    replaced: Path | None = None
-    try:
-        if target.exists():
-            try:
-                held = await _take(target)
-                why = await _why_not(held, target, src, wanted)
-            except sqlite3.Error as exc:
-                why = f"the current database cannot be opened ({exc})"
-            if why and not force:
-                raise BackupError(
-                    f"refused: {why}. Keep it, or restore with --force"
-                    " (the current database is then kept beside it)"
-                )
-        async with read_only(src) as conn:
-            await readers.run(conn, lambda c: _copy_into(c, tmp))
-        if target.exists():
-            stamp = datetime.now(UTC).strftime(STAMP)
-            replaced = target.with_name(f"{target.name}.replaced-{stamp}")
-            for suffix in ("", "-wal", "-shm"):
-                side = target.with_name(target.name + suffix)
-                if side.exists():
-                    os.replace(side, replaced.with_name(replaced.name + suffix))
-        os.replace(tmp, target)
-        _chown_like(target, settings.node_data_dir)
-        _fsync(settings.node_data_dir, directory=True)
-    finally:
-        if held is not None:
-            await held.close()
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return wanted, replaced
-
-
-# --- command line ----------------------------------------------------------------------
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -325,23 +199,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_restore(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
-    try:
-        wanted, replaced = asyncio.run(restore(settings, args.src, force=args.force))
-    except BackupError as exc:
-        print(f"edge restore: {exc}", file=sys.stderr)
-        return 1
-    print(f"restored {settings.db_path} from {args.src}: {wanted.describe()}")
-    if replaced is not None:
-        print(f"the previous database is kept as {replaced}")
-    print(
-        "start the node (systemctl start edge): pending entries are replayed, and the"
-        " centre counts any it already has once (verdict duplicate)"
-    )
-    return 0
-
-
 def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
@@ -349,7 +206,7 @@ def _count(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `backup` and `restore` to the `edge` command."""
+    """Add `backup` to the `edge` command."""
     parser = sub.add_parser(
         "backup",
         help="copy the node's database while it runs, verified",
@@ -358,7 +215,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " directory (a trailing / creates it) that gets edge-<node>-<UTC time>.db.",
     )
     parser.add_argument("dest", metavar="DEST")  # a str: Path would drop a trailing '/'
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True, help="the node's settings file")
     parser.add_argument(
         "--keep",
         type=_count,
@@ -366,19 +223,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="then keep only the newest N backups of this node in DEST",
     )
     parser.set_defaults(func=cmd_backup)
-    parser = sub.add_parser(
-        "restore",
-        help="put a backup in place of the node's database (node stopped)",
-        description="Replace the node's database with a verified backup. Refuses while the"
-        " node runs, and (without --force) when the current outbox has entries the backup"
-        " lacks. The replaced database is kept as edge.db.replaced-<UTC time>.",
-    )
-    parser.add_argument("src", type=Path, metavar="SRC")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace even a newer, divergent or unreadable database (it is kept), or while"
-        " something answers on the node's port (an open database still refuses)",
-    )
-    parser.set_defaults(func=cmd_restore)

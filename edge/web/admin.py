@@ -1,5 +1,5 @@
-"""Admin routes (scope `admin`): replay now, and the rejected payments an operator must resolve
-(resolving one is edge.web.corrections')."""
+"""Admin routes (scope `admin`): replay now, the payments waiting for the centre, and the rejected
+payments an operator must resolve (resolving one is edge.web.corrections')."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 
 import outbox
-from edge import actions, errors, payments
+from edge import actions, errors, paymentquery, payments
 from edge.node import NODE
-from edge.web.audit import ADMIN_REJECTED, ADMIN_REPLAY, audited
+from edge.web.audit import ADMIN_REJECTED, ADMIN_REPLAY, PAYMENT_LIST, audited
 from edge.web.http import client_of, json_response
 from sync.timefmt import iso_or_none
 
@@ -28,6 +28,22 @@ async def replay_now(request: web.Request) -> web.Response:
         raise errors.NoCentre("centre.url is empty in this node's configuration")
     pending = await node.db.read_slow(lambda c: outbox.stats(c).pending)
     return json_response({"triggered": True, "pending": pending}, status=202)
+
+
+@routes.get("/v1/admin/pending")
+@audited(PAYMENT_LIST)
+async def admin_pending(request: web.Request) -> web.Response:
+    """Payments not yet delivered, newest first, keyset-paged like GET /v1/payments (whose
+    scopes an admin token lacks): `limit` and `after` only, every channel."""
+    client_of(request, "admin")
+    node = request.app[NODE]
+    for name, _ in request.query.items():
+        if name not in ("limit", "after"):
+            raise errors.InvalidQuery(f"{name[:40]}: unknown parameter; known: limit, after")
+    query = [*request.query.items(), ("state", "pending_sync")]
+    filters = paymentquery.parse(query, None)
+    page = await node.db.read_slow(lambda c: paymentquery.search(c, filters))
+    return json_response(page.as_dict())
 
 
 def rejected(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:

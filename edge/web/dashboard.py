@@ -1,9 +1,10 @@
-"""The operator's dashboard: the page and its assets (all served here), and the power history
-and overview it draws.
+"""The operator's dashboard: the page and its assets (all served here), the texts of every code
+it may show, and the power history and overview it draws.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from edge import __version__, errors
 from edge.node import NODE
 from edge.power import history
 from edge.web.http import json_response
+from sync.reasons import REASONS
 from sync.timefmt import iso, iso_or_none, start_of_day
 
 STATIC = Path(__file__).parent / "static"
@@ -27,6 +29,31 @@ PAGE_HEADERS = {
 }
 
 routes = web.RouteTableDef()
+
+
+def problem_texts() -> dict[str, tuple[str, str]]:
+    """code -> (English, Arabic) of every problem the node answers (edge.errors' classes)."""
+    out: dict[str, tuple[str, str]] = {}
+    todo: list[type[errors.ApiError]] = [errors.ApiError]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls is not errors.HttpError:  # titled per instance, by aiohttp's reason
+            out[cls.code] = (cls.title, cls.title_ar)
+    return out
+
+
+def codes_script() -> bytes:
+    """`window.EDGE_CODES`: the one catalogue (edge.errors, sync.reasons) as the page reads it."""
+    as_js = {
+        "problem": {c: {"en": en, "ar": ar} for c, (en, ar) in sorted(problem_texts().items())},
+        "centre": {c: {"en": en, "ar": ar} for c, (en, ar) in sorted(REASONS.items())},
+    }
+    # ASCII escapes: nothing in it can end the script or read as a line break (U+2028).
+    return f"window.EDGE_CODES = {json.dumps(as_js, ensure_ascii=True)};\n".encode()
+
+
+CODES_JS = codes_script()
 
 
 @routes.get("/")
@@ -83,9 +110,12 @@ async def overview(request: web.Request) -> web.Response:
 
 
 @routes.get("/static/{filename}")
-async def asset(request: web.Request) -> web.FileResponse:
+async def asset(request: web.Request) -> web.StreamResponse:
     # Only the files shipped in edge/web/static: a name can never walk out of the directory.
     name = request.match_info["filename"]
+    if name == "codes.js":  # built from the catalogue, not a file
+        return web.Response(body=CODES_JS, content_type="text/javascript", charset="utf-8",
+                            headers={"Cache-Control": "max-age=86400"})  # fmt: skip
     if name not in ASSETS:
         raise errors.NotFound(f"no asset named {name[:60]!r}")
     # URLs carry ?v=<version>, so a day's caching never outlives an upgrade.

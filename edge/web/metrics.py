@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import outbox
-from edge import __version__, actions, mirror, offline
+from edge import __version__, alerts, mirror, offline, watcher
 from edge.node import NODE, Node
 from edge.power.policy import STATES as POWER_STATES
 from edge.web import limits
@@ -43,6 +42,7 @@ LINK_STATES = ("unknown", "up", "degraded", "down")
 MODES = ("normal", "degraded", "read_only", "shutting_down")
 VERDICTS = ("applied", "duplicate", "credited", "rejected")
 BATCH_RESULTS = ("ok", "error", "config_fault")
+NOTIFY_RESULTS = ("sent", "failed", "dropped")
 # Inquiries answer in well under a millisecond, payments wait for a group commit (a few ms).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PAYMENTS_ROUTE = "/v1/payments"
@@ -62,6 +62,7 @@ class Reads:
     now: float
     offline_limits: dict[str, Any]  # offline.status: {limit: {value, used, tripped}}
     unresolved: int = 0  # rejected payments not refunded or retargeted (edge.actions)
+    disk: alerts.Disk | None = None  # the data directory's filesystem
 
 
 class NodeCollector(Collector):
@@ -95,6 +96,7 @@ class NodeCollector(Collector):
         yield from self._mirror(reads)
         yield from self._audit()
         yield from self._offline(reads)
+        yield from self._storage(reads)
         tasks = GaugeMetricFamily(
             "edge_task_up", "1 while a background task runs, 0 once it died.", labels=["task"]
         )
@@ -193,6 +195,25 @@ class NodeCollector(Collector):
             for limit, shown in reads.offline_limits.items():
                 family.add_metric([limit], _nan(shown[name]))
             yield family
+        ratios = alerts.usage_ratios(reads.offline_limits)
+        family = GaugeMetricFamily(
+            "edge_offline_limit_usage_ratio",
+            "used / value of the limit (NaN: off, or nothing to measure): alert near 1.",
+            labels=["limit"],
+        )
+        for limit in reads.offline_limits:
+            family.add_metric([limit], _nan(ratios.get(limit)))
+        yield family
+
+    def _storage(self, reads: Reads) -> Iterable[Metric]:
+        d = reads.disk
+        yield _gauge("edge_storage_free_bytes", "Free space on the data directory's filesystem.",
+                     _nan(None if d is None else d.free))  # fmt: skip
+        yield _gauge("edge_storage_size_bytes", "Size of the data directory's filesystem.",
+                     _nan(None if d is None else d.total))  # fmt: skip
+        yield _gauge("edge_storage_min_free_bytes",
+                     "Payments are refused below this free space (storage.min_free_mb; 0: never).",
+                     self.node.settings.storage_min_free_mb * 2**20)  # fmt: skip
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -237,6 +258,9 @@ class Metrics:
             self.batches.labels(result)
         for verdict in VERDICTS:
             self.entries.labels(verdict)
+        self.notify = Counter("edge_notify_events", "Alert notifications by sink (exec, webhook) "
+                              "and result (sent, failed, dropped: the queue was full).",
+                              ["sink", "result"], registry=r)  # fmt: skip
         self.collector: NodeCollector | None = None
 
     def collect(self, node: Node) -> None:
@@ -261,6 +285,16 @@ class Metrics:
     def on_limited(self, kind: str) -> None:
         """The limiter's `on_limited`: one call per request it refuses."""
         self.rate_limited.labels(kind).inc()
+
+    def watch_sinks(self, sinks: Iterable[str]) -> None:
+        """Every series of the configured sinks from the start, at 0."""
+        for sink in sinks:
+            for result in NOTIFY_RESULTS:
+                self.notify.labels(sink, result)
+
+    def on_notify(self, sink: str, result: str) -> None:
+        """The notifier's `on_result`: one call per event a sink sent, failed or dropped."""
+        self.notify.labels(sink, result).inc()
 
     def on_replay(self, result: StepResult) -> None:
         """The replayer's `on_result`: one call per batch sent."""
@@ -342,13 +376,8 @@ async def metrics_view(request: web.Request) -> web.Response:
     node = request.app[NODE]
     now = node.clock()
 
-    def read(
-        conn: sqlite3.Connection,
-    ) -> tuple[outbox.Stats, mirror.MirrorState, offline.Usage, int]:
-        stats = outbox.stats(conn, now=now)
-        return stats, mirror.state(conn), offline.read(conn), actions.unresolved(conn)
-
-    stats, state, usage, unresolved = await node.db.read_slow(read)
+    stats, state, usage, unresolved = await node.db.read_slow(lambda c: watcher.read_state(c, now))
     limits = offline.status(node.acceptor.limits, usage, now, online=node.link.state == "up")
-    body = request.app[METRICS].render(Reads(stats, state, now, limits, unresolved))
+    disk = alerts.disk(node.settings.node_data_dir)
+    body = request.app[METRICS].render(Reads(stats, state, now, limits, unresolved, disk))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -20,7 +20,7 @@ from email.utils import formatdate
 from aiohttp import web
 
 import outbox
-from sync import answers, bill, protocol, signing, snapshot
+from sync import answers, bill, chain, protocol, signing, snapshot
 from sync.centre.config import CentreSettings
 from sync.centre.connect import open_store
 from sync.centre.nonces import Nonce, NoncesFull
@@ -233,15 +233,21 @@ async def get_fine_rules(request: web.Request) -> web.Response:
     return web.Response(body=protocol.encode_fine_rules(rules), content_type=protocol.CONTENT_TYPE)
 
 
-async def get_ledger(request: web.Request) -> web.Response:
-    """What the centre recorded from the signing node for its local day (reconciliation)."""
+async def _node_reader(request: web.Request) -> str:
+    """The signing node of a read of its own records (`/v1/nodes/{node}/...`)."""
     signed = await _authenticate(request)
     request[SIGNED] = signed
     if request.content_length:
         raise Refused(400, "bad_request", "a GET carries no body")
     await _remember(request, signed)
     if signed.node != request.match_info["node"]:
-        raise Refused(403, "node_mismatch", f"node {signed.node} may not read another's ledger")
+        raise Refused(403, "node_mismatch", f"node {signed.node} may not read another's records")
+    return signed.node
+
+
+async def get_ledger(request: web.Request) -> web.Response:
+    """What the centre recorded from the signing node for its local day (reconciliation)."""
+    node = await _node_reader(request)
     raw = request.query.get("day", "")
     try:
         if not protocol.valid_day(raw) or set(request.query) != {"day"}:
@@ -249,11 +255,21 @@ async def get_ledger(request: web.Request) -> web.Response:
         day = date.fromisoformat(raw)
     except ValueError:
         raise Refused(400, "bad_query", "give exactly day=YYYY-MM-DD") from None
-    node = signed.node
     found = await request.app[STORE].node_day(node, day)
     return web.Response(
         body=protocol.encode_ledger(node, raw, found), content_type=protocol.CONTENT_TYPE
     )
+
+
+async def get_chain(request: web.Request) -> web.Response:
+    """The signing node's chain head here and the entries after `after` (edge restore)."""
+    node = await _node_reader(request)
+    if not set(request.query) <= {"after", "limit"}:
+        raise Refused(400, "bad_query", "give only after= and limit=")
+    after = _query_int(request, "after", 0, 0, bill.MAX_INT)
+    limit = _query_int(request, "limit", chain.DEFAULT_PAGE, 1, chain.MAX_PAGE)
+    page = await request.app[STORE].chain_page(node, after, limit)
+    return web.Response(body=chain.encode(page), content_type=protocol.CONTENT_TYPE)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -287,6 +303,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/v1/nodes/{node}/outbox", post_outbox)
     app.router.add_get("/v1/nodes/{node}/ledger", get_ledger, allow_head=False)
+    app.router.add_get("/v1/nodes/{node}/chain", get_chain, allow_head=False)
     # No HEAD: it would read a whole governorate to send nothing.
     app.router.add_get("/v1/governorates/{gov}/bills/changes", get_changes, allow_head=False)
     app.router.add_get("/v1/governorates/{gov}/bills/snapshot", get_snapshot, allow_head=False)

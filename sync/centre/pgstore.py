@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from outbox.chain import GENESIS
-from sync import bill, protocol
-from sync.centre import feeds, pgops, pgschema, receipts, requests, verdicts
+from sync import bill, chain, protocol
+from sync.centre import feeds, heads, pgops, pgschema, receipts, requests, verdicts
 from sync.centre.bills import BillInput, OnlinePayment, UpsertResult
 from sync.centre.config import Limits, NodeSettings
 from sync.centre.credits import AccountCredit
@@ -215,6 +215,24 @@ class PgCentre:
 
     async def remember_keys(self, nodes: Mapping[str, NodeSettings], now: float) -> None:
         await self._tx(lambda c: pgops.remember_keys(c, nodes, now))
+
+    async def chain_page(self, node: str, after: int, limit: int) -> chain.Page:
+        async def job(conn: Conn) -> chain.Page:
+            head = await conn.fetchrow("SELECT seq, hash FROM chain_heads WHERE node = $1", node)
+            at = await conn.fetchval(
+                "SELECT hash FROM entries WHERE node = $1 AND seq = $2", node, after
+            )
+            rows = await conn.fetch(
+                f"SELECT {heads.HELD_COLUMNS} {heads.HELD_FROM} WHERE e.node = $1"
+                " AND e.seq > $2 ORDER BY e.seq LIMIT $3",
+                node, after, limit,
+            )  # fmt: skip
+            return heads.page(node, head, after, at, [tuple(r) for r in rows])
+
+        # The head and the entries of one snapshot.
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read",
+                                                          readonly=True):  # fmt: skip
+            return await job(conn)
 
     # --- operators' commands and reports (sync.centre.pgops) ---------------------------
 

@@ -14,8 +14,18 @@ from datetime import date, tzinfo
 from pathlib import Path
 from typing import Any
 
-from sync import protocol
-from sync.centre import bills, clearing, credits, fines, ledger, nonces, receipts, requests
+from sync import chain, protocol
+from sync.centre import (
+    bills,
+    clearing,
+    credits,
+    fines,
+    heads,
+    ledger,
+    nonces,
+    receipts,
+    requests,
+)
 from sync.centre.bills import BillInput, OnlinePayment, UpsertResult
 from sync.centre.config import Limits, NodeSettings
 from sync.centre.credits import AccountCredit
@@ -73,6 +83,9 @@ class SqliteCentre(CentreStore):
 
     async def remember_keys(self, nodes: Mapping[str, NodeSettings], now: float) -> None:
         await self.write(lambda c: receipts.remember_keys(c, nodes, now))
+
+    async def chain_page(self, node: str, after: int, limit: int) -> chain.Page:
+        return await self.read(lambda c: heads.chain_after(c, node, after, limit))
 
     async def upsert_bills(
         self, governorate: str, rows: Sequence[BillInput], now: float

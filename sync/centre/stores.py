@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import date, tzinfo
 from typing import Any, Protocol
 
-from sync import protocol
+from sync import chain, protocol
 from sync.centre.bills import BillInput, OnlinePayment, UpsertResult
 from sync.centre.config import Limits, NodeSettings
 from sync.centre.credits import AccountCredit
@@ -65,6 +65,10 @@ class CentreDB(Protocol):
     async def node_day(self, node: str, day: date) -> list[protocol.LedgerEntry]: ...
 
     async def remember_keys(self, nodes: Mapping[str, NodeSettings], now: float) -> None: ...
+
+    async def chain_page(self, node: str, after: int, limit: int) -> chain.Page:
+        """`node`'s chain head and up to `limit` entries after seq `after`, of one snapshot
+        (GET /v1/nodes/{node}/chain, sync.centre.heads)."""
 
     # Operators' commands (sync.centre.cli).
     async def upsert_bills(

@@ -101,15 +101,21 @@ class Page:
         """Evaluate until the result is truthy; return it (fails after `timeout`)."""
         return await eventually(lambda: self.eval(expression), timeout, expression)
 
-    async def screenshot(self, path: Path, width: int = 1280) -> None:
-        """A PNG of the whole page at `width` CSS pixels."""
+    async def screenshot(
+        self, path: Path, width: int = 1280, *, height: int | None = None, mobile: bool = False
+    ) -> None:
+        """A PNG of the whole page at `width` CSS pixels; with `height`, of that viewport only
+        (what is seen without scrolling), `mobile` as a phone lays it out."""
         await self.send("Emulation.setDeviceMetricsOverride",
-                        {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+                        {"width": width, "height": height or 800, "deviceScaleFactor": 1,
+                         "mobile": mobile})  # fmt: skip
         await asyncio.sleep(0.3)  # let the chart redraw for the new width
-        metrics = await self.send("Page.getLayoutMetrics")
-        height = int(metrics["cssContentSize"]["height"]) + 1
-        await self.send("Emulation.setDeviceMetricsOverride",
-                        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+        if height is None:
+            metrics = await self.send("Page.getLayoutMetrics")
+            full = int(metrics["cssContentSize"]["height"]) + 1
+            await self.send("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": full, "deviceScaleFactor": 1,
+                             "mobile": mobile})  # fmt: skip
         shot = await self.send("Page.captureScreenshot", {"format": "png"})
         path.write_bytes(base64.b64decode(shot["data"]))
 

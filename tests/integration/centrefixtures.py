@@ -103,6 +103,13 @@ class Link:
     centre: Centre
     proxy: FaultProxy
     node: RunningNode
+    runner: web.AppRunner | None = None  # the node's: a test may stop the node alone
+
+    async def stop_node(self) -> None:
+        if self.runner is not None:
+            await self.node.session.close()
+            await self.runner.cleanup()
+            self.runner = None
 
 
 async def start_link(
@@ -139,13 +146,14 @@ async def start_link(
     overrides.update(node_overrides)
     runner, rn = await start_node(tmp_path / "node", [], clock=clock, **overrides)
 
+    link = Link(centre, proxy, rn, runner)
+
     async def close() -> None:
-        await rn.session.close()
-        await runner.cleanup()
+        await link.stop_node()
         await proxy.close()
         await centre.stop()
 
-    return Link(centre, proxy, rn), close
+    return link, close
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 answers with well-formed frames that are unsigned, wrongly signed, replayed from another
 request, or (signed with the node's own key: a leaked key or a centre bug) feeding a bill
 of another governorate (`foreign`: the outbox then passes through), or sending the node
-elsewhere (`redirect`: a 307 to `redirect_to`, which a node must never follow)."""
+elsewhere (`redirect`: a 307 to `redirect_to`, which a node must never follow). A made-up
+chain page (GET /v1/nodes/{node}/chain) holds an entry that does not chain on."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from email.utils import formatdate
 import aiohttp
 from aiohttp import web
 
-from sync import answers, protocol
+from sync import answers, chain, protocol
 from sync.protocol import Verdict
 from sync.snapshot import Sealer, encode_item
 
@@ -95,7 +96,7 @@ class FakeCentre:
             status, raw, headers = self._kept[kind]
             return web.Response(status=status, body=raw, headers=headers)
         self.forged += 1
-        raw = self._made_up(kind, body)
+        raw = self._made_up(kind, body, request.query.get("after", "0"))
         date = formatdate(usegmt=True)
         headers = {"Date": date, "Content-Type": protocol.CONTENT_TYPE}
         signature = request.headers.get("X-Edge-Signature", "")
@@ -108,7 +109,13 @@ class FakeCentre:
             )
         return web.Response(status=200, body=raw, headers=headers)
 
-    def _made_up(self, kind: str, body: bytes) -> bytes:
+    def _made_up(self, kind: str, body: bytes, after: str = "0") -> bytes:
+        if kind == "chain":
+            # One entry after the node's head that does not chain onto it (a made-up hash).
+            seq, made_up = int(after), "f" * 64
+            held = chain.Held(seq + 1, f"dam-1_{'0' * 26}", "payment", b"\x80", made_up,
+                              made_up, "applied", None, 1, 0, None)  # fmt: skip
+            return chain.encode(chain.Page("dam-1", seq + 1, made_up, seq, made_up, [held], False))
         if kind == "outbox":
             batch = protocol.decode_batch(body)
             verdicts = [Verdict(e.seq, e.id, "applied", None, 99) for e in batch.entries]

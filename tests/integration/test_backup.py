@@ -15,7 +15,7 @@ from nodefixtures import RunningNode, start_node
 
 import outbox
 from edge import cli, config
-from edge.ops import backup
+from edge.ops import backup, restore
 
 ACCOUNTS = [f"01002{i:05d}" for i in range(40)]
 BILLS = [make_bill(a, amount=10_000_000) for a in ACCOUNTS]
@@ -82,8 +82,8 @@ async def test_backup_while_paying_then_restore_into_a_fresh_node(tmp_path: Path
     assert not Path(str(final.path) + "-wal").exists()  # one self-contained file
 
     fresh = cashiers.settings().replace(node_data_dir=tmp_path / "restored" / "data")
-    restored, replaced = await backup.restore(fresh, final.path)
-    assert replaced is None and restored.last_seq == len(cashiers.acked)
+    done = await restore.restore(fresh, final.path)
+    assert done.replaced is None and done.facts.last_seq == len(cashiers.acked)
     with closing(sqlite3.connect(fresh.db_path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         outbox.verify_chain(outbox.iter_entries(conn))
@@ -113,19 +113,19 @@ async def test_restore_refuses_a_newer_outbox_without_force(tmp_path: Path) -> N
             await cashiers.pay_once()
         # While the node has the database open, nothing is replaced, even with --force.
         with pytest.raises(backup.BackupError, match="in use"):
-            await backup.restore(rn.node.settings, old.path, force=True)
+            await restore.restore(rn.node.settings, old.path, force=True)
         running = rn.node.settings.replace(http_port=int(rn.url.rsplit(":", 1)[1]))
         with pytest.raises(backup.BackupError, match="seems to be running"):
-            await backup.restore(running, old.path)
+            await restore.restore(running, old.path)
     finally:
         await rn.session.close()
         await runner.cleanup()
     settings = rn.node.settings
     with pytest.raises(backup.BackupError, match="would lose 3 entries"):
-        await backup.restore(settings, old.path)
+        await restore.restore(settings, old.path)
     assert ids_in(settings.db_path) == set(cashiers.acked)  # untouched
 
-    _, replaced = await backup.restore(settings, old.path, force=True)
+    replaced = (await restore.restore(settings, old.path, force=True)).replaced
     assert replaced is not None and replaced.name.startswith("edge.db.replaced-")
     assert ids_in(replaced) == set(cashiers.acked)  # the newer database is kept beside
     assert ids_in(settings.db_path) == set(cashiers.acked[:5])
@@ -145,10 +145,10 @@ async def test_restore_refuses_another_history_and_another_node(tmp_path: Path) 
     b_copy = await backup.backup(stores["b"], tmp_path / "b.db")
     # Node a's two entries are not the first two of b's: their chains differ.
     with pytest.raises(backup.BackupError, match="entries the backup lacks"):
-        await backup.restore(stores["a"], b_copy.path)
+        await restore.restore(stores["a"], b_copy.path)
     other = stores["a"].replace(node_id="dam-2")
     with pytest.raises(backup.BackupError, match="backup of node dam-1"):
-        await backup.restore(other, b_copy.path)
+        await restore.restore(other, b_copy.path)
 
 
 async def test_backup_refuses_a_tampered_outbox(
@@ -177,7 +177,10 @@ async def test_cli_backup_into_a_directory_keeps_the_newest(
     await rn.session.close()
     await runner.cleanup()
     cfg = tmp_path / "edge.toml"
-    cfg.write_text(f'[node]\ndata_dir = "{tmp_path / "data"}"\n[ups]\nsource = "none"\n')
+    # No centre: restore has no chain elsewhere to check (test_restore_chain has one).
+    cfg.write_text(
+        f'[node]\ndata_dir = "{tmp_path / "data"}"\n[ups]\nsource = "none"\n[centre]\nurl = ""\n'
+    )
     dest = tmp_path / "backups"
     dest.mkdir()
     (dest / "edge-dam-1-20200101T000000Z.db").write_bytes(b"an old one")

@@ -404,8 +404,15 @@ async def test_screenshots_of_a_busy_node_on_battery(
             await page.wait_for("document.querySelector('#rejected-table td.reason') !== null")
             await page.wait_for("document.querySelectorAll('#chart rect.period-low').length")
             await page.wait_for("document.getElementById('power-charge-low').textContent === '20'")
+            await page.wait_for("document.querySelector('#pending-table tr[data-seq]') !== null")
             await page.screenshot(out / f"dashboard-{lang}.png")
             assert (out / f"dashboard-{lang}.png").stat().st_size > 20_000
+            # A phone's first screen: the strip with the link down and the payments waiting.
+            await page.eval("window.scrollTo(0, 0)")
+            await page.screenshot(out / f"dashboard-{lang}-phone.png", 390, height=844,
+                                  mobile=True)  # fmt: skip
+            assert (out / f"dashboard-{lang}-phone.png").stat().st_size > 10_000
+            await page.send("Emulation.clearDeviceMetricsOverride")
         assert_clean(page, rn.url)
     finally:
         await close()

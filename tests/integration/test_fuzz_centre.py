@@ -12,7 +12,7 @@ hypothesis feeds it, byte for byte:
   stale, future or malformed timestamps, unknown node, unknown or malformed key ids,
   malformed or replayed nonces, a digest header that is not the body's, another node's
   credentials, body changed after signing;
-- garbage query strings on the change feed and the snapshot.
+- garbage query strings on the change feed and the snapshot, the ledger and the chain.
 
 For every answer: never 5xx; every refusal is a msgpack error frame `{v, error, detail}`
 with a stable code and the status that code implies; every answer to a genuine request
@@ -45,9 +45,10 @@ from helpers import bill_input
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from loophost import LoopHost, RawResponse, raw_request
+from yarl import URL
 
 import outbox
-from sync import answers, protocol, signing
+from sync import answers, chain, protocol, signing
 from sync.centre.app import STORE, create_app
 from sync.centre.config import CentreSettings, NodeSettings
 from sync.errors import ProtocolError, SyncError
@@ -513,31 +514,37 @@ def test_bad_signatures_are_refused(centre: CentreFuzzer) -> None:
 QUERY_TEXT = st.text(max_size=30).map(
     lambda s: quote(s.encode("utf-8", "surrogatepass"), safe="=&")
 )
-QUERY_PARTS = st.lists(
-    st.tuples(
-        st.sampled_from(["since", "limit", "since", "limit", "cursor", ""]) | QUERY_TEXT,
-        st.from_regex(r"-?[0-9]{1,25}", fullmatch=True)
-        | st.sampled_from(
-            [
-                "",
-                "0",
-                "1",
-                "10000",
-                "10001",
-                "9223372036854775807",
-                "9223372036854775808",
-                "%D9%A1",
-                "1.0",
-                "0x10",
-                "+1",
-                "%201",
-                "1e3",
-            ]
-        )
-        | QUERY_TEXT,
-    ),
-    max_size=4,
-).map(lambda parts: "&".join(f"{k}={v}" for k, v in parts))
+QUERY_VALUES = (
+    st.from_regex(r"-?[0-9]{1,25}", fullmatch=True)
+    | st.sampled_from(
+        [
+            "",
+            "0",
+            "1",
+            "10000",
+            "10001",
+            "9223372036854775807",
+            "9223372036854775808",
+            "%D9%A1",
+            "1.0",
+            "0x10",
+            "+1",
+            "%201",
+            "1e3",
+        ]
+    )
+    | QUERY_TEXT
+)
+
+
+def query_parts(*keys: str) -> st.SearchStrategy[str]:
+    """Query strings of up to four `key=value` parts, keys mostly from `keys`."""
+    return st.lists(
+        st.tuples(st.sampled_from([*keys, *keys, ""]) | QUERY_TEXT, QUERY_VALUES), max_size=4
+    ).map(lambda parts: "&".join(f"{k}={v}" for k, v in parts))
+
+
+QUERY_PARTS = query_parts("since", "limit", "cursor")
 
 
 def test_garbage_query_strings_on_the_change_feed(centre: CentreFuzzer) -> None:
@@ -595,3 +602,35 @@ def test_garbage_on_the_ledger_endpoint(centre: CentreFuzzer) -> None:
 
     check()
     print(f"\nledger queries: {dict(centre.seen)}")
+
+
+def test_garbage_on_the_chain_endpoint(centre: CentreFuzzer) -> None:
+    """GET /v1/nodes/{node}/chain (edge restore): any query and node in the path, signed by
+    either node. A 200 is only ever the signer's own chain after the seq asked for, whole."""
+    sent = centre.request("POST", OUTBOX, pack(frame_of(centre.next_entries(3))))
+    assert sent.status == 200
+
+    @FUZZ
+    @given(
+        query=query_parts("after", "limit") | st.sampled_from(["after=1&limit=1", "after=9"]),
+        path_node=st.sampled_from([NODE, NODE, OTHER, "xx", "%00", "dam-1%2F"]),
+        signer=st.sampled_from([NODE, NODE, OTHER]),
+    )
+    def check(query: str, path_node: str, signer: str) -> None:
+        before = centre.digest()
+        resp = centre.request("GET", f"/v1/nodes/{path_node}/chain?{query}", node=signer)
+        code = centre.check(resp, before)
+        if path_node != signer:
+            assert code == "node_mismatch", code
+        elif code is None:
+            asked = URL("/?" + query).query
+            after = int(asked.get("after", "0"))
+            page = chain.decode(resp.body, signer, after)
+            assert page.head == (3 if signer == NODE else 0)
+            limit = int(asked.get("limit", str(chain.DEFAULT_PAGE)))
+            assert len(page.entries) == max(0, min(limit, page.head - after))
+        else:
+            assert code == "bad_query", code
+
+    check()
+    print(f"\nchain queries: {dict(centre.seen)}")

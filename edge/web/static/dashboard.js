@@ -1,114 +1,24 @@
-/* The operator dashboard: polls the node's own JSON views and draws them. ES5 and
-   XMLHttpRequest on purpose, so a cashier's old browser runs it; text goes in through
-   textContent only, never as HTML. */
+/* The operator dashboard's cards: power and UPS, the 24-hour chart, link, outbox, mirror,
+   limits, reconciliation and transfers; it polls the node's own JSON views and starts the
+   strip (strip.js) and the operator's section (admin.js). ES5, textContent only. */
 (function () {
   "use strict";
-  var POLL_MS = 1000, OVERVIEW_MS = 5000, HISTORY_MS = 30000, ADMIN_MS = 5000, TIMEOUT_MS = 5000;
-  var TOKEN_KEY = "edge.admin_token", LANG_KEY = "edge.lang", SVG = "http://www.w3.org/2000/svg";
+  var POLL_MS = 1000, OVERVIEW_MS = 5000, HISTORY_MS = 30000;
+  var LANG_KEY = "edge.lang", SVG = "http://www.w3.org/2000/svg";
   var ALERT_FLAGS = { OB: 1, LB: 1, RB: 1, OVER: 1, FSD: 1, OFF: 1, BYPASS: 1, CAL: 1 };
-  var T = window.EDGE_TEXT;
-  var lang = "ar";
-  var last = { status: null, overview: null, history: null, rejected: null, adminError: null,
-    resolving: null };
+  var E = window.EDGE, $ = E.$, t = E.t, fill = E.fill, get = E.get, num = E.num, count = E.count;
+  var duration = E.duration, pad = E.pad, clock = E.clock, since = E.since, money = E.money;
+  var text = E.text, value = E.value, make = E.make, stored = E.stored, keep = E.keep;
+  var last = { status: null, overview: null, history: null };
 
-  function $(id) { return document.getElementById(id); }
-  function t(key) { var v = T[lang][key]; return v === undefined ? key : v; }
-  function fill(text, values) {
-    return text.replace(/\{(\w+)\}/g, function (m, k) { return values[k]; });
-  }
-  function store(kind) {
-    try { return window[kind] || null; } catch (e) { return null; } // private modes throw
-  }
-  function stored(kind, key) { var s = store(kind); try { return s ? s.getItem(key) : null; } catch (e) { return null; } }
-  function keep(kind, key, value) {
-    var s = store(kind);
-    try { if (s) { if (value === null) { s.removeItem(key); } else { s.setItem(key, value); } } } catch (e) { /* full or denied */ }
-  }
-
-  function get(url, token, done) {
-    var xhr = new XMLHttpRequest();
-    xhr.open("GET", url, true);
-    xhr.timeout = TIMEOUT_MS;
-    xhr.setRequestHeader("Accept", "application/json");
-    if (token) { xhr.setRequestHeader("Authorization", "Bearer " + token); }
-    xhr.onreadystatechange = function () {
-      if (xhr.readyState !== 4) { return; }
-      var body = null;
-      try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
-      if (xhr.status === 200 && body) { done(null, body); } else { done({ status: xhr.status, body: body }, null); }
-    };
-    xhr.send();
-  }
-  function post(url, token, key, payload, done) {
-    var xhr = new XMLHttpRequest();
-    xhr.open("POST", url, true);
-    xhr.timeout = TIMEOUT_MS;
-    xhr.setRequestHeader("Content-Type", "application/json");
-    xhr.setRequestHeader("Authorization", "Bearer " + token);
-    xhr.setRequestHeader("Idempotency-Key", key);
-    xhr.onreadystatechange = function () {
-      if (xhr.readyState !== 4) { return; }
-      var body = null;
-      try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
-      if (xhr.status === 200 && body) { done(null, body); } else { done({ status: xhr.status, body: body }, null); }
-    };
-    xhr.send(JSON.stringify(payload));
-  }
-
-  // --- formatting --------------------------------------------------------------------
-  function num(v) { return v === null || v === undefined ? "—" : String(Math.round(v * 10) / 10); }
-  function count(v) {
-    if (v === null || v === undefined) { return "—"; }
-    return String(v).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
-  }
-  function duration(sec) {
-    if (sec === null || sec === undefined) { return "—"; }
-    var s = Math.max(0, Math.round(sec));
-    if (s < 60) { return s + " " + t("s"); }
-    if (s < 3600) { return Math.floor(s / 60) + " " + t("min") + (s % 60 ? " " + (s % 60) + " " + t("s") : ""); }
-    if (s < 86400) { return Math.floor(s / 3600) + " " + t("h") + " " + Math.floor((s % 3600) / 60) + " " + t("min"); }
-    return Math.floor(s / 86400) + " " + t("d") + " " + Math.floor((s % 86400) / 3600) + " " + t("h");
-  }
-  function pad(n) { return n < 10 ? "0" + n : String(n); }
-  function clock(iso) {
-    if (!iso) { return "—"; }
-    var d = new Date(Date.parse(iso)), now = new Date();
-    var hm = pad(d.getHours()) + ":" + pad(d.getMinutes());
-    if (d.toDateString() === now.toDateString()) { return hm; }
-    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + hm;
-  }
-  function since(iso, nowIso) {
-    if (!iso) { return t("never"); }
-    var age = (Date.parse(nowIso) - Date.parse(iso)) / 1000;
-    return clock(iso) + " (" + fill(t("ago"), { d: duration(age) }) + ")";
-  }
-  function money(piastres) {
-    var sign = piastres < 0 ? "-" : "", a = Math.abs(piastres);
-    return sign + count(Math.floor(a / 100)) + "." + pad(a % 100);
-  }
-
-  // --- DOM helpers -------------------------------------------------------------------
-  function text(id, value) { $(id).textContent = value; }
-  function value(id, raw, shown) {
-    var el = $(id);
-    el.setAttribute("data-value", raw === null || raw === undefined ? "" : String(raw));
-    el.textContent = shown;
-  }
   function badge(id, cls, state, label) {
     var el = $(id);
     el.className = "badge big " + cls + "-" + state;
     el.setAttribute("data-state", state);
     el.textContent = label;
   }
-  function make(tag, attrs, content) {
-    var el = document.createElement(tag);
-    var k;
-    for (k in attrs) { if (attrs.hasOwnProperty(k)) { el.setAttribute(k, attrs[k]); } }
-    if (content !== undefined) { el.textContent = content; }
-    return el;
-  }
   function bar(id, markId, fraction, markFraction, below) {
-    var el = $(id), mark = $(markId), side = lang === "ar" ? "right" : "left";
+    var el = $(id), mark = $(markId), side = E.lang === "ar" ? "right" : "left";
     el.style.width = (fraction === null ? 0 : Math.max(0, Math.min(1, fraction)) * 100) + "%";
     el.className = below ? "fill below" : "fill";
     mark.style.left = mark.style.right = "";
@@ -156,16 +66,7 @@
   function renderStatus(s) {
     text("node-id", s.node);
     text("governorate", t(s.governorate) + " (" + s.governorate + ")");
-    var mode = $("mode");
-    // Unresolved rejected payments: never "Normal" and green while the cashier holds money
-    // the centre refused; the alert beside the mode says how many, in every mode.
-    var unresolved = s.outbox.unresolved || 0, state = s.mode === "normal" && unresolved ? "attention" : s.mode;
-    mode.className = "badge mode-" + state;
-    mode.setAttribute("data-state", state);
-    mode.textContent = t("mode_" + state);
-    $("rejected-alert").hidden = !unresolved;
-    $("rejected-alert").setAttribute("data-value", unresolved);
-    text("rejected-alert", fill(t("rejected_alert"), { n: count(unresolved) }));
+    E.strip.render(s);
     renderPower(s);
     var l = s.link, ov = last.overview;
     badge("link-badge", "link", l.state, t("link_" + l.state));
@@ -176,7 +77,7 @@
     $("link-security").className = l.insecure ? "error" : "";
     text("link-since", ov && ov.link.state === l.state && ov.link.since ? since(ov.link.since, s.now) : "—");
     text("link-last-ok", since(l.last_ok_at, s.now));
-    text("link-error", l.last_error ? l.last_error + (l.last_error_at ? " — " + clock(l.last_error_at) : "") : "—");
+    renderLinkError(l);
     value("link-skew", l.clock_skew_s, l.clock_skew_s === null ? "—" : (l.clock_skew_s > 0 ? "+" : "") + num(l.clock_skew_s) + " " + t("s"));
     var o = s.outbox, age = o.oldest_pending_age_s, oldest = $("outbox-oldest");
     value("outbox-pending", o.pending, count(o.pending));
@@ -203,6 +104,15 @@
     text("updated", clock(s.now));
   }
 
+  // The link's last error by its code (sync/reasons.py), the raw English isolated beside it;
+  // the node clears it once the centre answers again.
+  function renderLinkError(l) {
+    var el = $("link-error");
+    if (!l.last_error) { el.textContent = "—"; el.setAttribute("data-code", ""); return; }
+    E.showError(el, "centre", l.last_error_code, l.last_error);
+    if (l.last_error_at) { el.appendChild(document.createTextNode(" — " + clock(l.last_error_at))); }
+  }
+
   // The last reconciliation with the centre (daily after midnight, or the admin's button).
   function renderReconcile(r, nowIso) {
     var b = $("reconcile-badge"), state = !r ? "none" : r.error ? "error" : r.ok ? "ok" : "bad";
@@ -211,20 +121,8 @@
     b.textContent = t("reconcile_" + state);
     text("reconcile-day", r ? r.day : "—");
     text("reconcile-at", r ? since(r.at, nowIso) : "—");
-    text("reconcile-counts", !r ? "—" : r.error ? r.error : fill(t("reconcile_counts"), r.counts));
-  }
-
-  function reconcileNow() {
-    var token = stored("sessionStorage", TOKEN_KEY);
-    if (!token) { return; }
-    text("reconcile-message", "");
-    post("/v1/admin/reconcile", token, "dashboard-reconcile-" + Date.now(), null, function (err) {
-      if (err) {
-        var p = err.body || {};
-        text("reconcile-message", t("reconcile_failed") + ": " + ((lang === "ar" ? p.title_ar : p.title) || err.status));
-      }
-      get("/v1/status", null, function (e, s) { if (!e) { last.status = s; renderStatus(s); } });
-    });
+    text("reconcile-counts", !r ? "—" : r.error ? "" : fill(t("reconcile_counts"), r.counts));
+    if (r && r.error) { $("reconcile-counts").appendChild(E.ltr(r.error, "detail")); } // English, from the link
   }
 
   // Transfer files (PROTOCOL.md 11): what went by hand, and what the centre has not answered.
@@ -342,88 +240,8 @@
     box.appendChild(root);
   }
 
-  function renderRejected() {
-    var list = $("admin-list"), msg = $("admin-message"), data = last.rejected, i, k;
-    var token = stored("sessionStorage", TOKEN_KEY);
-    $("admin-forget").hidden = !token;
-    $("reconcile-now").hidden = !token;
-    list.innerHTML = "";
-    if (last.adminError) { msg.textContent = t(last.adminError); return; }
-    if (!token || !data) { msg.textContent = t("admin_hint"); return; }
-    if (!data.entries.length) { msg.textContent = t("none_rejected"); return; }
-    msg.textContent = fill(t("shown_of"), { n: data.entries.length, total: data.total });
-    var cols = ["receipt", "bill", "account", "amount", "method", "cashier", "channel", "accepted", "rejected", "reason", "action"];
-    var table = make("table", { id: "rejected-table" }), head = make("tr", {});
-    for (k = 0; k < cols.length; k++) { head.appendChild(make("th", {}, t("col_" + cols[k]))); }
-    table.appendChild(head);
-    for (i = 0; i < data.entries.length; i++) {
-      var e = data.entries[i], row = make("tr", { "data-payment": e.payment_id });
-      var cells = [e.receipt, e.bill_id, e.account, e.amount === null ? "—" : money(e.amount), e.method,
-        e.cashier, e.channel, clock(e.accepted_at), clock(e.rejected_at), e.reason || e.verdict];
-      for (k = 0; k < cells.length; k++) {
-        row.appendChild(make("td", k === 9 ? { "class": "reason", dir: "ltr" } : {}, cells[k] === null ? "—" : String(cells[k])));
-      }
-      row.appendChild(actionCell(e));
-      table.appendChild(row);
-    }
-    list.appendChild(table);
-  }
-
-  // A rejected payment's resolution (admin token): its state once resolved, else buttons
-  // that open the one resolve form below the table.
-  function actionCell(e) {
-    var cell = make("td", { "class": "action" });
-    if (e.resolution) {
-      cell.textContent = fill(t("resolved_" + e.resolution.action), { by: e.resolution.by });
-      cell.setAttribute("data-resolved", e.resolution.action);
-      return cell;
-    }
-    if (e.amount === null) { return cell; } // not a payment (a refused void or refund)
-    var actions = ["refund", "retarget"], k;
-    for (k = 0; k < actions.length; k++) {
-      var button = make("button", { type: "button", "data-action": actions[k] }, t(actions[k]));
-      button.onclick = openResolve(e, actions[k]);
-      cell.appendChild(button);
-    }
-    return cell;
-  }
-  function openResolve(e, action) {
-    return function () {
-      last.resolving = { payment_id: e.payment_id, action: action, receipt: e.receipt };
-      renderResolve();
-      $("resolve-reason").focus();
-    };
-  }
-  function renderResolve() {
-    var r = last.resolving, form = $("resolve-form");
-    form.hidden = !r;
-    if (!r) { return; }
-    text("resolve-title", t(r.action) + ": " + (r.receipt || r.payment_id));
-    $("resolve-bill").hidden = $("resolve-bill-label").hidden = r.action !== "retarget";
-  }
-  function submitResolve() {
-    var r = last.resolving, token = stored("sessionStorage", TOKEN_KEY);
-    if (!r || !token) { return; }
-    var payload = { action: r.action, reason: $("resolve-reason").value };
-    if (r.action === "retarget") { payload.bill_id = $("resolve-bill").value.replace(/^\s+|\s+$/g, ""); }
-    // One key per payment and action: a double click or a retry is answered, not redone.
-    post("/v1/admin/rejected/" + encodeURIComponent(r.payment_id) + "/resolve", token,
-      "dashboard-" + r.action + "-" + r.payment_id, payload, function (err) {
-        if (err) {
-          var p = err.body || {};
-          text("resolve-message", t("resolve_failed") + ": " + ((lang === "ar" ? p.title_ar : p.title) || err.status) + (p.detail ? " — " + p.detail : ""));
-          return;
-        }
-        last.resolving = null;
-        text("resolve-message", "");
-        $("resolve-reason").value = $("resolve-bill").value = "";
-        renderResolve();
-        loadRejected();
-      });
-  }
-
   function applyLanguage(next) {
-    lang = next === "en" ? "en" : "ar";
+    var lang = E.lang = next === "en" ? "en" : "ar";
     var root = document.documentElement, nodes = document.querySelectorAll("[data-i18n]"), i;
     root.setAttribute("lang", lang);
     root.setAttribute("dir", lang === "ar" ? "rtl" : "ltr");
@@ -435,8 +253,7 @@
     keep("localStorage", LANG_KEY, lang);
     if (last.status) { renderStatus(last.status); }
     drawChart();
-    renderRejected();
-    renderResolve();
+    E.admin.render();
   }
 
   // --- polling -----------------------------------------------------------------------
@@ -450,7 +267,7 @@
           loadHistory();
           loadOverview();
         }
-        if (prev && (prev.outbox.rejected !== s.outbox.rejected || prev.outbox.unresolved !== s.outbox.unresolved)) { loadRejected(); }
+        if (prev && (prev.outbox.rejected !== s.outbox.rejected || prev.outbox.unresolved !== s.outbox.unresolved)) { E.admin.reload(); }
         renderStatus(s);
       }
       window.setTimeout(pollStatus, POLL_MS);
@@ -472,56 +289,17 @@
       drawChart();
     });
   }
-  function loadRejected() {
-    var token = stored("sessionStorage", TOKEN_KEY);
-    if (!token) { last.rejected = null; renderRejected(); return; }
-    get("/v1/admin/rejected", token, function (err, body) {
-      if (err && (err.status === 401 || err.status === 403)) {
-        keep("sessionStorage", TOKEN_KEY, null);
-        last.rejected = null;
-        last.adminError = "token_bad";
-      } else if (err) {
-        last.adminError = "admin_error";
-      } else {
-        last.rejected = body;
-        last.adminError = null;
-      }
-      renderRejected();
-    });
-  }
   function every(ms, fn) { fn(); window.setInterval(fn, ms); }
 
   function start() {
     var query = /[?&]lang=(ar|en)\b/.exec(window.location.search);
-    $("lang").onclick = function () { applyLanguage(lang === "ar" ? "en" : "ar"); };
-    $("admin-form").onsubmit = function (ev) {
-      if (ev && ev.preventDefault) { ev.preventDefault(); }
-      var token = $("admin-token").value.replace(/^\s+|\s+$/g, "");
-      $("admin-token").value = "";
-      keep("sessionStorage", TOKEN_KEY, token || null);
-      last.adminError = null;
-      loadRejected();
-      return false;
-    };
-    $("admin-forget").onclick = function () {
-      keep("sessionStorage", TOKEN_KEY, null);
-      last.rejected = null;
-      last.adminError = null;
-      renderRejected();
-    };
-    $("resolve-form").onsubmit = function (ev) {
-      if (ev && ev.preventDefault) { ev.preventDefault(); }
-      submitResolve();
-      return false;
-    };
-    $("reconcile-now").onclick = reconcileNow;
-    $("resolve-cancel").onclick = function () { last.resolving = null; text("resolve-message", ""); renderResolve(); };
+    $("lang").onclick = function () { applyLanguage(E.lang === "ar" ? "en" : "ar"); };
     window.onresize = drawChart;
     applyLanguage(query ? query[1] : stored("localStorage", LANG_KEY) || "ar");
     pollStatus();
     every(OVERVIEW_MS, loadOverview);
     every(HISTORY_MS, loadHistory);
-    every(ADMIN_MS, loadRejected);
+    E.admin.start();
   }
 
   start();

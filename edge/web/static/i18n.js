@@ -24,7 +24,7 @@ window.EDGE_TEXT = {
     outbox: "الدفعات بانتظار الإرسال", pending: "قيد الانتظار",
     oldest: "عمر أقدم دفعة منتظرة", rejected: "مرفوضة (تحتاج مشغّلاً)", delivered_today: "سُلّمت اليوم",
     delivered: "سُلّمت إجمالاً", mirror: "نسخة الفواتير المحلية", bills: "الفواتير",
-    as_of: "آخر تحديث من المركز", admin: "للمشغّل: الدفعات المرفوضة",
+    as_of: "آخر تحديث من المركز", admin: "للمشغّل: الإرسال والدفعات المرفوضة",
     transfers: "ملفات النقل (دون اتصال)", last_export: "آخر تصدير للدفعات", last_import: "آخر استيراد",
     unacknowledged: "لم يؤكدها المركز بعد", kind_outbox: "دفعات", kind_verdicts: "ردود المركز",
     kind_bills: "فواتير", entries: "عنصر", changed: "تغيّر",
@@ -64,7 +64,19 @@ window.EDGE_TEXT = {
     reconcile_result: "النتيجة", reconcile_ok: "مطابقة", reconcile_bad: "فروق",
     reconcile_error: "تعذّر السؤال", reconcile_none: "لم تُجرَ بعد",
     reconcile_counts: "مفقود {missing} · زائد {extra} · مبلغ {amount} · حكم {verdict} · منتظر {pending}",
-    reconcile_now: "مطابقة الأمس الآن", reconcile_failed: "تعذّرت المطابقة"
+    reconcile_now: "مطابقة الأمس الآن", reconcile_failed: "تعذّرت المطابقة",
+    strip_power: "الكهرباء", strip_link: "المركز", strip_pending: "بانتظار الإرسال",
+    strip_rejected: "مرفوضة", strip_mirror: "عمر الفواتير", bootstrapping: "جارٍ التحميل الأول",
+    why_read_only: "الخادم للقراءة فقط: لا تُقبل دفعات", why_shutting_down: "الخادم يتوقف: لا تُقبل دفعات",
+    why_task: "مهمة خلفية متوقفة: {name}", why_limit_hit: "بلغ حد العمل دون اتصال: {limit}",
+    why_limit_near: "اقترب حد العمل دون اتصال: {limit}", why_power_low: "البطارية منخفضة",
+    why_power_battery: "الخادم يعمل على البطارية", why_link_down: "الاتصال بالمركز منقطع",
+    why_link_degraded: "الاتصال بالمركز متعثر", why_rejected: "دفعات مرفوضة بلا معالجة: {n}",
+    why_bootstrap: "تحميل الفواتير الأول جارٍ: الاستعلامات تنتظر", why_mirror_stale: "نسخة الفواتير قديمة",
+    pending_title: "الدفعات بانتظار المركز", replay_now: "أرسل الآن",
+    replay_started: "بدأ الإرسال؛ بانتظار المركز: {n}", newer: "الأحدث", older: "الأقدم",
+    page_n: "الصفحة {n}", none_pending: "لا دفعات بانتظار المركز.", rejected_title: "الدفعات المرفوضة",
+    col_code: "الرمز", col_attempts: "المحاولات", col_last_error: "آخر خطأ"
   },
   en: {
     reprint: "Reprint a receipt", reprint_number: "Receipt number", reprint_token: "Counter or supervisor token",
@@ -89,7 +101,7 @@ window.EDGE_TEXT = {
     outbox: "Payments waiting to be sent",
     pending: "Pending", oldest: "Oldest pending payment", rejected: "Rejected (need an operator)",
     delivered_today: "Delivered today", delivered: "Delivered in all", mirror: "Local bills mirror",
-    bills: "Bills", as_of: "Last heard from the centre", admin: "Operator: rejected payments",
+    bills: "Bills", as_of: "Last heard from the centre", admin: "Operator: sending and rejected payments",
     transfers: "Transfer files (no link)", last_export: "Last payments export", last_import: "Last import",
     unacknowledged: "Not yet acknowledged by the centre", kind_outbox: "payments",
     kind_verdicts: "centre's verdicts", kind_bills: "bills", entries: "items", changed: "changed",
@@ -130,6 +142,18 @@ window.EDGE_TEXT = {
     reconcile_result: "Result", reconcile_ok: "matches", reconcile_bad: "differences",
     reconcile_error: "could not ask", reconcile_none: "not run yet",
     reconcile_counts: "missing {missing} · extra {extra} · amount {amount} · verdict {verdict} · pending {pending}",
-    reconcile_now: "Reconcile yesterday now", reconcile_failed: "Reconciliation failed"
+    reconcile_now: "Reconcile yesterday now", reconcile_failed: "Reconciliation failed",
+    strip_power: "Power", strip_link: "Centre", strip_pending: "Pending",
+    strip_rejected: "Rejected", strip_mirror: "Bills age", bootstrapping: "first load",
+    why_read_only: "Read-only: no payments taken", why_shutting_down: "Shutting down: no payments taken",
+    why_task: "Background task stopped: {name}", why_limit_hit: "Offline limit reached: {limit}",
+    why_limit_near: "Offline limit near: {limit}", why_power_low: "Battery low",
+    why_power_battery: "Running on battery", why_link_down: "Link to the centre down",
+    why_link_degraded: "Link to the centre degraded", why_rejected: "Rejected payments unresolved: {n}",
+    why_bootstrap: "First bills load under way: inquiries wait", why_mirror_stale: "Bills mirror is stale",
+    pending_title: "Payments waiting for the centre", replay_now: "Send now",
+    replay_started: "Sending; waiting for the centre: {n}", newer: "Newer", older: "Older",
+    page_n: "Page {n}", none_pending: "No payments waiting for the centre.", rejected_title: "Rejected payments",
+    col_code: "Code", col_attempts: "Attempts", col_last_error: "Last error"
   }
 };
