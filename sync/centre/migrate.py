@@ -291,7 +291,8 @@ class Moved:
 
 async def migrate(source_path: Path, url: str, *, replace: bool = False,
                   clock: Callable[[], float] = time.monotonic) -> Moved:  # fmt: skip
-    """Copy, commit, then verify; raises ImportFailed before anything is written."""
+    """Create the schema (as the centre would at its first start), copy, commit, verify.
+    ImportFailed when it cannot: then no centre data was written."""
     import asyncpg
 
     check_url(url)
