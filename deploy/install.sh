@@ -164,9 +164,12 @@ done
 
 config_ok=1
 "$venv/bin/edge" --version >/dev/null || die "the installed program does not run (above); the node is left stopped"
-if ! "$venv/bin/edge" check-config "$etc/edge.toml" >/dev/null 2>&1; then
+# check-config checks the secret and key files as serve will: as the service's user.
+check=("$venv/bin/edge" check-config --config "$etc/edge.toml")
+[ -z "$prefix" ] && check=(runuser -u edge -- "${check[@]}")
+if ! "${check[@]}" >/dev/null 2>&1; then
   config_ok=0
-  "$venv/bin/edge" check-config "$etc/edge.toml" >/dev/null || true
+  "${check[@]}" >/dev/null || true
   echo "install.sh: $etc/edge.toml has an error (above): fix it, then start the node" >&2
 fi
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from edge import watcher
+from edge import mirror, watcher
 from edge.config import Settings
 from edge.node import NODE, Node
 from edge.power.monitor import POWER_MONITOR, PowerMonitor
@@ -46,6 +46,14 @@ log = logging.getLogger(__name__)
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
     await node.db.open()
+    started = time.monotonic()
+    state = node.db.read(mirror.state)
+    log.info(
+        "mirror: %d bills, cursor %s, read in %.1f s%s", state.bills, state.cursor,
+        time.monotonic() - started,
+        "" if state.cursor is not None else
+        " (bootstrapping: not ready, inquiries answer 503 until the first snapshot is in)",
+    )  # fmt: skip
     try:
         yield
     finally:
@@ -88,10 +96,12 @@ async def power_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     # One reading before the node serves: restarted by systemd onto a battery that is still
     # low, it must refuse money from its first request, not after its first poll.
+    started = time.monotonic()
     try:
         await asyncio.wait_for(monitor.step(), node.settings.ups_timeout_s * 2)
     except Exception:  # the loop reports and retries; starting must not fail
         log.warning("first UPS reading failed; the monitor keeps trying", exc_info=True)
+    log.info("first UPS reading: %s in %.1f s", node.power.state, time.monotonic() - started)
     node.tasks.start("power-monitor", monitor.run)
     try:
         yield

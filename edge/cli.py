@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge import __version__, config, serving
+from edge import __version__, config, preflight, serving
 from edge.errors import ConfigError, DatabaseError
 from edge.ops import (
     audit,
     backup,
+    checkconfig,
     clearing,
     demo,
     doctor,
@@ -39,19 +40,17 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from edge import replication
     from edge.app import create_app
     from edge.web import server
 
-    settings = config.load(args.config)
-    if settings.centre_url:
-        replication.read_secret(settings)  # a bad secret file stops the start here (exit 2)
-    ssl_context = serving.server_context(settings)  # an unloadable file: exit 2, here
+    # Every problem at once, the same that check-config finds (exit 2): settings and files.
+    settings = preflight.check(args.config)
+    ssl_context = serving.server_context(settings)  # preflight loaded it: this one is kept
     app = create_app(settings)
     notify.install(app)
     serving.warn_if_insecure(settings)
     log.info(
-        "node %s (%s) serving %s on %s:%d%s, data in %s",
+        "starting node %s (%s): %s on %s:%d%s, data in %s",
         settings.node_id, settings.node_governorate, "https" if ssl_context else "http",
         settings.http_host, settings.http_port,
         " (client certificates required)" if settings.http_client_ca_file else "",
@@ -93,12 +92,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     token = tokencli.read_token(args)
     context = serving.local_client_context(settings)
     request = urllib.request.Request(  # noqa: S310
-        serving.local_url(settings, "/v1/admin/replay"),
+        serving.local_url(settings, f"/v1/admin/replay?wait={REPLAY_WAIT_S}"),
         method="POST",
         headers={"Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as resp:  # noqa: S310
+        timeout = REPLAY_WAIT_S + 10
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310
             doc = json.load(resp)
     except urllib.error.HTTPError as exc:
         print(
@@ -109,8 +109,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as exc:
         print(f"edge: the node does not answer: {exc}" + _hint(settings), file=sys.stderr)
         return 1
-    print(f"replay triggered; {doc.get('pending')} entries pending")
+    link = doc.get("link") or {"state": "up"}  # a node before `link` in the reply: as before
+    if link.get("state") != "up":
+        why = link.get("last_error") or "no answer from the centre yet"
+        print(
+            f"edge: replay not done: the link to the centre is {link.get('state')}: {why};"
+            f" {doc.get('pending')} entries wait, and the node keeps retrying by itself",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"replay triggered, the centre answers; {doc.get('pending')} entries pending")
     return 0
+
+
+REPLAY_WAIT_S = 10  # how long `edge replay` waits for the centre's answer
 
 
 def _hint(settings: config.Settings) -> str:
@@ -149,17 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a node")
-    serve.add_argument("--config", type=Path, required=True)
+    config.config_option(serve)
     serve.set_defaults(func=cmd_serve)
 
     tokencli.register(sub)
 
     status = sub.add_parser("status", help="print the running node's /v1/status")
-    status.add_argument("--config", type=Path, required=True)
+    config.config_option(status)
     status.set_defaults(func=cmd_status)
 
     replay = sub.add_parser("replay", help="ask the running node to replay its outbox now")
-    replay.add_argument("--config", type=Path, required=True)
+    config.config_option(replay)
     tokencli.token_arguments(replay, f"an admin token (or {tokencli.ENV})")
     replay.set_defaults(func=cmd_replay)
 
@@ -167,16 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="secret_cmd", required=True
     )
     new = secret.add_parser("new", help="write a fresh 32-byte hex secret, mode 0600")
-    new.add_argument("file", type=Path)
+    new.add_argument("file", type=Path, help="where to write it (e.g. /etc/edge/centre.secret)")
     new.add_argument("--force", action="store_true", help="replace an existing file")
     new.set_defaults(func=cmd_secret_new)
 
     ups = sub.add_parser("ups", help="print the UPS as the node sees it (exit 1: no data)")
-    ups.add_argument("--config", type=Path, required=True)
+    config.config_option(ups)
     ups.set_defaults(func=cmd_ups)
 
     centre_cli.register(sub)
     demo.register(sub)
+    checkconfig.register(sub)
     doctor.register(sub)
     backup.register(sub)
     restore.register(sub)
@@ -200,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"edge: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems or (str(exc),):
+            print(f"edge: configuration error: {problem}", file=sys.stderr)
         return 2
     except DatabaseError as exc:
         print(f"edge: database error: {exc}", file=sys.stderr)

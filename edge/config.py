@@ -2,40 +2,31 @@
 
 A field `{section}_{key}` is the TOML key `key` of table `[section]` and the variable
 `EDGE_{SECTION}_{KEY}`; a nested table `[a.b]` is the section "a.b", prefix `a_b_`. Unknown
-keys are refused (a typo must not silently mean a default).
+keys and variables are refused (a typo must not silently mean a default), and every problem
+is reported at once, each naming its key and the fix (edge.preflight adds the files).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from edge import settingrules
 from edge.errors import ConfigError
-from outbox.ids import NODE_ID
+from edge.settingrules import GOVERNORATES as GOVERNORATES
+from edge.settingrules import MAX_INT
 from sync import receiptcode
 
-GOVERNORATES = {
-    "DAM": ("Damascus", "دمشق"),
-    "RDA": ("Rural Damascus", "ريف دمشق"),
-    "ALE": ("Aleppo", "حلب"),
-    "HMS": ("Homs", "حمص"),
-    "HAM": ("Hama", "حماة"),
-    "LAT": ("Latakia", "اللاذقية"),
-    "TAR": ("Tartus", "طرطوس"),
-    "IDL": ("Idlib", "إدلب"),
-    "RAQ": ("Raqqa", "الرقة"),
-    "DEZ": ("Deir ez-Zor", "دير الزور"),
-    "HAS": ("Hasakah", "الحسكة"),
-    "DAR": ("Daraa", "درعا"),
-    "SWE": ("As-Suwayda", "السويداء"),
-    "QUN": ("Quneitra", "القنيطرة"),
-}
 SECTIONS = (
     "node", "http", "auth", "centre", "mirror", "storage", "ups", "power", "limits",
     "limits.offline", "audit", "payments", "readings", "notify",
@@ -144,6 +135,23 @@ class Settings:
 
 # Older names still accepted (TOML key and EDGE_* variable); check-config shows the new one.
 ALIASES = {"centre_client_cert": "centre_cert_file", "centre_client_key": "centre_key_file"}
+# EDGE_* variables that are not settings, so not refused as typos: the admin token the CLI
+# reads (edge/ops/tokencli.py), the crash points (outbox/crashpoints.py), what notify.exec's
+# program is given (edge/notifier.py: it may run `edge status`), and the knobs of the test
+# suite and CI (docs/RELIABILITY.md, .ci/run), which a node started by a test inherits.
+NOT_SETTINGS = frozenset({
+    "EDGE_ADMIN_TOKEN", "EDGE_CRASH_AT", "EDGE_EVENT", "EDGE_SEVERITY", "EDGE_NODE",
+    "EDGE_GOVERNORATE", "EDGE_TEXT_AR", "EDGE_TEXT_EN", "EDGE_CRASH_SEED", "EDGE_FUZZ_EXAMPLES",
+    "EDGE_SCHEMATHESIS_EXAMPLES", "EDGE_SCREENSHOT_DIR", "EDGE_CI_BENCH",
+})  # fmt: skip
+
+
+def config_option(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """`--config FILE`: how every `edge` command that reads the node's settings is given them."""
+    parser.add_argument("--config", type=Path, required=required, metavar="FILE",
+                        help="the node's settings (TOML), e.g. /etc/edge/edge.toml; EDGE_*"
+                        " variables override it")  # fmt: skip
+
 
 ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - names for "every address"
 
@@ -151,28 +159,6 @@ ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - names for "every 
 def probe_host(host: str) -> str:
     """Where to reach a server that listens on `host`: loopback when it listens everywhere."""
     return "127.0.0.1" if host in ANY_ADDRESS else host
-
-
-def load(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `path` (None: defaults only), then `EDGE_*` variables, validated."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as fh:
-                doc = tomllib.load(fh)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        raw.update(flatten(doc, path))
-    for key, value in (os.environ if env is None else env).items():
-        name = ALIASES.get(key[5:].lower(), key[5:].lower())
-        if key.startswith("EDGE_") and name in _FIELDS:
-            raw[name] = value
-    values = {name: _coerce(name, value) for name, value in raw.items()}
-    settings = Settings(**values)
-    validate(settings)
-    return settings
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
@@ -187,187 +173,193 @@ def key_of(name: str) -> str:
     return name.replace("_", ".", 1)
 
 
-def flatten(doc: Mapping[str, Any], path: Path, section: str = "") -> dict[str, Any]:
-    """`{field: value}` of a TOML document; a ConfigError names an unknown section or key."""
+def variable_of(name: str) -> str:
+    return f"EDGE_{name.upper()}"
+
+
+def where(name: str) -> str:
+    """How an operator writes a field: `[http] port` in the file, EDGE_HTTP_PORT outside."""
+    section, _, key = key_of(name).rpartition(".")
+    return f"[{section}] {key} in the file, or {variable_of(name)}"
+
+
+class Problems:
+    """Every problem found in the settings, each one line naming the key and the fix."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: set[str] = set()
+
+    def add(self, name: str | None, text: str) -> None:
+        if name is None:
+            self.lines.append(text)
+            return
+        self.names.add(name)
+        self.lines.append(f"{key_of(name)} {text} ({where(name)})")
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise ConfigError(*self.lines)
+
+
+def read(path: Path | None, env: Mapping[str, str] | None = None) -> tuple[Settings, Problems]:
+    """Settings from `path` (None: defaults only), then `EDGE_*` variables, with every problem
+    found (a key with a bad value keeps its default, so the other keys are checked too)."""
+    problems = Problems()
+    raw: dict[str, tuple[Any, str | None]] = {}  # field -> (value, variable it came from)
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        raw.update((name, (value, None)) for name, value in _flatten(doc, problems).items())
+    for variable, value in sorted((os.environ if env is None else env).items()):
+        if not variable.startswith("EDGE_") or variable in NOT_SETTINGS:
+            continue
+        name = ALIASES.get(variable[5:].lower(), variable[5:].lower())
+        if name in _FIELDS and raw.get(name, (None, None))[1] is not None:
+            problems.add(name, "and its older name are both given: keep one")
+        elif name in _FIELDS:
+            raw[name] = (value, variable)
+        else:
+            # Compared without the EDGE_ all share, or every short typo looks alike.
+            known = [n.upper() for n in (*_FIELDS, *ALIASES)] + [v[5:] for v in NOT_SETTINGS]
+            close = difflib.get_close_matches(variable[5:], known, n=1, cutoff=0.6)
+            hint = (f"did you mean EDGE_{close[0]}?" if close else "unset it (a setting's"
+                    " variable is EDGE_<SECTION>_<KEY>: deploy/edge.toml.example)")  # fmt: skip
+            problems.add(None, f"unknown variable {variable}: {hint}")
+    values = {}
+    for name, (value, source) in raw.items():
+        try:
+            values[name] = _coerce(name, value, source)
+        except ValueError as exc:
+            problems.add(name, str(exc))
+    settings = Settings(**values)
+    check(settings, problems)
+    return settings, problems
+
+
+def load(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `path` then `EDGE_*` variables; ConfigError listing every problem."""
+    settings, problems = read(path, env)
+    problems.raise_if_any()
+    return settings
+
+
+def flatten(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """`{field: value}` of a TOML document; a ConfigError names every unknown section or key."""
+    problems = Problems()
+    out = _flatten(doc, problems)
+    if problems.lines:
+        raise ConfigError(*(f"{path}: {line}" for line in problems.lines))
+    return out
+
+
+def _flatten(doc: Mapping[str, Any], problems: Problems, section: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in doc.items():
         dotted = f"{section}.{key}" if section else key
         if isinstance(value, dict):
             # A table is a section, or holds one ([limits] holds [limits.offline]).
             if not any(s == dotted or s.startswith(dotted + ".") for s in SECTIONS):
-                raise ConfigError(
-                    f"{path}: unknown section [{dotted}]; known: {', '.join(SECTIONS)}"
-                )
-            for name, item in flatten(value, path, dotted).items():
+                close = difflib.get_close_matches(dotted, SECTIONS, n=1, cutoff=0.6)
+                hint = f"did you mean [{close[0]}]? " if close else ""
+                problems.add(None, f"unknown section [{dotted}]: {hint}the sections are"
+                             f" [{'], ['.join(SECTIONS)}]")  # fmt: skip
+                continue
+            for name, item in _flatten(value, problems, dotted).items():
                 if name in out:
-                    raise ConfigError(f"{path}: {key_of(name)} and its other name both given")
+                    problems.add(name, "and its older name are both given: keep one")
                 out[name] = item
             continue
         if section not in SECTIONS:
-            raise ConfigError(
-                f"{path}: unknown section [{section or key}]; known: {', '.join(SECTIONS)}"
-            )
+            problems.add(None, f"{dotted} is outside any section: put it under one of"
+                         f" [{'], ['.join(SECTIONS)}]")  # fmt: skip
+            continue
         prefix = section.replace(".", "_")
         name = ALIASES.get(f"{prefix}_{key}", f"{prefix}_{key}")
         # key_of: `[limits] offline_max_count` is not limits.offline.max_count's other name.
         if name not in _FIELDS or (name == f"{prefix}_{key}" and key_of(name) != dotted):
-            raise ConfigError(f"{path}: unknown key {dotted}")
+            known = [key_of(n) for n in (*_FIELDS, *ALIASES)]
+            close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.6)
+            here = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == section]
+            hint = (
+                f"did you mean [{close[0].rpartition('.')[0]}] {close[0].rpartition('.')[2]}?"
+                if close
+                else f"[{section}] has {', '.join(here)}"
+            )
+            problems.add(None, f"unknown key {dotted} ([{section}] {key}): {hint}")
+            continue
         if name in out:
-            raise ConfigError(f"{path}: {dotted} and its other name both given")
+            problems.add(name, "and its older name are both given: keep one")
         out[name] = value
     return out
 
 
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false",
+          "str": "a string", "Path": "a path (a non-empty string)"}  # fmt: skip
 # TOML gives true/false; an EDGE_* variable gives text.
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_INTEGER = re.compile(r"^[+-]?[0-9]+\Z")
+_FLOAT = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 
 
-def _coerce(name: str, value: Any) -> Any:
-    kind = _FIELDS[name].type
-    key = key_of(name)
-    try:
+def _coerce(name: str, value: Any, variable: str | None) -> Any:
+    """The field's value from TOML (its type must be the field's) or from a variable's text."""
+    kind = str(_FIELDS[name].type)
+    if variable is not None:  # text from the environment: parsed, whatever the kind
+        text = value.strip()
         if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in _BOOLS:
-                return _BOOLS[value.lower()]
-            raise ValueError
+            if text.lower() not in _BOOLS:
+                raise ValueError(f"must be true or false (or 1/0, yes/no), not {value!r}"
+                                 f" from {variable}")  # fmt: skip
+            return _BOOLS[text.lower()]
         if kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind == "Path":
-            if not isinstance(value, str) or not value:
-                raise ValueError
-            return Path(value)
-        if not isinstance(value, str):
-            raise ValueError
-        return value
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a {kind}, got {value!r}") from None
+            if not _INTEGER.match(text):
+                raise ValueError(f"must be an integer, not {value!r} from {variable}")
+            value = int(text)
+        elif kind == "float":
+            if not _number(text):
+                raise ValueError(f"must be a number, not {value!r} from {variable}")
+            value = float(text)
+    ok = {"int": type(value) is int, "float": type(value) in (int, float),
+          "bool": type(value) is bool, "str": type(value) is str,
+          "Path": type(value) is str and value != ""}[kind]  # fmt: skip
+    if not ok:
+        fix = ""
+        if isinstance(value, str) and kind in ("int", "float") and _number(value):
+            fix = f": write {key_of(name).rpartition('.')[2]} = {value.strip()}, without quotes"
+        elif isinstance(value, float) and kind == "int" and value.is_integer():
+            fix = f": write {key_of(name).rpartition('.')[2]} = {int(value)}"
+        elif isinstance(value, str) and kind == "bool" and value.lower() in _BOOLS:
+            fix = ": write true or false, without quotes"
+        shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+        shown = f'the string "{value}"' if isinstance(value, str) else shown
+        raise ValueError(f"must be {_KINDS[kind]}, not {shown}{fix}")
+    if kind == "int" and abs(value) > MAX_INT:
+        raise ValueError(f"must be at most 2^63-1, not {value}")
+    if kind == "float":
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, not {value}")
+        return float(value)
+    return Path(value) if kind == "Path" else value
+
+
+def _number(text: str) -> bool:
+    return _FLOAT.match(text.strip()) is not None
 
 
 def validate(s: Settings) -> None:
-    """Raise ConfigError naming the first key with an invalid value."""
-    if not NODE_ID.match(s.node_id):
-        raise ConfigError(
-            f"node.id {s.node_id!r}: use lowercase letters, digits and '-', 1-32 chars"
-        )
-    if s.node_governorate not in GOVERNORATES:
-        raise ConfigError(
-            f"node.governorate {s.node_governorate!r}: one of {', '.join(GOVERNORATES)}"
-        )
-    if s.node_receipt_code and not receiptcode.RECEIPT_CODE.match(s.node_receipt_code):
-        raise ConfigError(
-            f"node.receipt_code {s.node_receipt_code!r}: 1-8 upper-case letters and digits"
-        )
-    try:
-        ZoneInfo(s.node_timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"node.timezone {s.node_timezone!r} is not a known time zone") from None
-    if not 0 <= s.http_port <= 65535:
-        raise ConfigError(f"http.port {s.http_port} is not a TCP port")
-    _validate_http_tls(s)
-    if not 0 <= s.ups_port <= 65535:
-        raise ConfigError(f"ups.port {s.ups_port} is not a TCP port")
-    if s.centre_url and not s.centre_url.startswith(("http://", "https://")):
-        raise ConfigError(f"centre.url {s.centre_url!r}: http://… or https://…, or empty for none")
-    if s.centre_key_file and not s.centre_cert_file:
-        raise ConfigError("centre.key_file is set without centre.cert_file")
-    if not 1 <= s.centre_batch_size <= 5000:
-        raise ConfigError("centre.batch_size must be between 1 and 5000")
-    if not 1 <= s.centre_pull_limit <= 10000:
-        raise ConfigError("centre.pull_limit must be between 1 and 10000")
-    if s.http_max_connections_per_address < 1:
-        raise ConfigError("http.max_connections_per_address must be at least 1")
-    for name in ("http_shutdown_timeout_s", "http_header_timeout_s", "http_body_timeout_s",
-                 "http_keepalive_timeout_s", "centre_timeout_s", "centre_retry_base_s",
-                 "centre_pull_interval_s", "centre_pull_interval_battery_s", "ups_poll_s",
-                 "ups_poll_battery_s", "ups_timeout_s", "mirror_stale_after_s"):  # fmt: skip
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"{name.replace('_', '.', 1)} must be positive")
-    if s.centre_retry_cap_s < s.centre_retry_base_s:
-        raise ConfigError("centre.retry_cap_s must be at least centre.retry_base_s")
-    if s.storage_min_free_mb < 0:
-        raise ConfigError("storage.min_free_mb must not be negative")
-    if s.storage_synchronous not in ("FULL", "EXTRA"):
-        raise ConfigError(
-            "storage.synchronous must be FULL or EXTRA: payments need durable commits"
-        )
-    if s.ups_source not in ("nut", "psutil", "none"):
-        raise ConfigError(f"ups.source {s.ups_source!r}: one of nut, psutil, none")
-    if s.power_on_low not in ("shutdown", "read_only"):
-        raise ConfigError(f"power.on_low {s.power_on_low!r}: one of shutdown, read_only")
-    if s.power_runtime_floor_s < 0:
-        raise ConfigError("power.runtime_floor_s must not be negative")
-    if not 0 <= s.audit_keep_days <= 36500:
-        raise ConfigError("audit.keep_days must be between 0 (keep for ever) and 36500")
-    _validate_limits(s)
-    if not 0 < s.payments_void_window_h <= 24 * 365:  # also refuses nan
-        raise ConfigError("payments.void_window_h must be positive (hours), at most a year")
-    if not 1 <= s.readings_jump_factor <= 1000:  # also refuses nan
-        raise ConfigError("readings.jump_factor must be between 1 and 1000")
-    for name in ("limits_offline_max_payment", "limits_offline_max_total",
-                 "limits_offline_max_count", "limits_offline_max_age_h",
-                 "limits_offline_mirror_max_age_h"):  # fmt: skip
-        if not 0 <= getattr(s, name) < float("inf"):  # also refuses nan
-            raise ConfigError(f"{key_of(name)} must be 0 (off) or positive")
-    if s.limits_offline_max_total > 2**62:
-        raise ConfigError("limits.offline.max_total must be at most 2^62 piastres")
-    _validate_notify(s)
+    """Raise ConfigError listing every key with an invalid value (the files: edge.preflight)."""
+    problems = Problems()
+    check(s, problems)
+    problems.raise_if_any()
 
 
-def _validate_http_tls(s: Settings) -> None:
-    """Both of cert_file and key_file or neither; each file given must exist. The PEM itself
-    is loaded at start (edge.serving): `edge status` loads this file too, without the key's
-    read permission."""
-    if bool(s.http_cert_file) != bool(s.http_key_file):
-        given, missing = ("key_file", "cert_file") if s.http_key_file else ("cert_file", "key_file")
-        raise ConfigError(f"http.{given} is set without http.{missing}: give both, or neither")
-    if s.http_client_ca_file and not s.http_cert_file:
-        raise ConfigError(
-            "http.client_ca_file is set without http.cert_file and http.key_file:"
-            " client certificates are only checked over https"
-        )
-    for key in ("cert_file", "key_file", "client_ca_file"):
-        value = getattr(s, f"http_{key}")
-        if value and not Path(value).is_file():
-            raise ConfigError(f"http.{key} {value}: no such file")
-
-
-def _validate_limits(s: Settings) -> None:
-    for name in ("limits_inquiries_per_s", "limits_inquiry_burst", "limits_payments_per_s",
-                 "limits_payment_burst", "limits_per_address_per_s", "limits_per_address_burst",
-                 "limits_auth_failures"):  # fmt: skip
-        value = getattr(s, name)
-        if not 0 <= value < float("inf"):  # also refuses nan
-            raise ConfigError(f"{name.replace('_', '.', 1)} must be 0 (off) or positive")
-    if s.limits_auth_failures and not 1 <= s.limits_auth_block_max_s < float("inf"):
-        raise ConfigError("limits.auth_block_max_s must be at least 1 (second)")
-    if not 0 <= s.limits_hold_s <= 10:
-        raise ConfigError("limits.hold_s must be between 0 (answer at once) and 10 seconds")
-
-
-def _validate_notify(s: Settings) -> None:
-    program = Path(s.notify_exec)
-    if s.notify_exec and not (
-        program.is_absolute() and program.is_file() and os.access(program, os.X_OK)
-    ):
-        raise ConfigError(f"notify.exec {s.notify_exec}: not an executable file (an absolute path)")
-    if s.notify_webhook_url and not s.notify_webhook_url.startswith(("http://", "https://")):
-        raise ConfigError("notify.webhook_url: http://… or https://…, or empty for none")
-    if s.notify_ca_file and not Path(s.notify_ca_file).is_file():
-        raise ConfigError(f"notify.ca_file {s.notify_ca_file}: no such file")
-    for name in ("notify_timeout_s", "notify_check_s"):
-        if not 0 < getattr(s, name) < float("inf"):  # also refuses nan
-            raise ConfigError(f"{key_of(name)} must be positive")
-    for name in ("notify_min_interval_s", "notify_battery_after_s", "notify_link_down_after_s",
-                 "notify_oldest_pending_h", "notify_disk_free_percent"):  # fmt: skip
-        if not 0 <= getattr(s, name) < float("inf"):
-            raise ConfigError(f"{key_of(name)} must be 0 or positive")
-    if not 0 < s.notify_offline_limit_ratio <= 1:
-        raise ConfigError("notify.offline_limit_ratio must be above 0 and at most 1")
+def check(s: Settings, problems: Problems) -> None:
+    """Add a problem for each value, or combination of values, that the node cannot run with."""
+    for name, text in settingrules.broken(s):
+        problems.add(name, text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -31,10 +32,16 @@ MIGRATIONS = (*outbox.OUTBOX_MIGRATIONS, *EDGE_MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    outbox.apply_migrations(conn, MIGRATIONS)
+    # Each step that can take seconds on a big mirror is logged with its time: no silent
+    # gap between "starting" and "serving on".
+    started = time.monotonic()
+    applied = outbox.apply_migrations(conn, MIGRATIONS)
+    log.info("migrations: %d applied in %.1f s", len(applied), time.monotonic() - started)
+    started = time.monotonic()
     result = conn.execute("PRAGMA quick_check").fetchone()
     if result is None or result[0] != "ok":
         raise DatabaseError(f"the database failed its integrity check: {result}")
+    log.info("integrity check (quick_check) ok in %.1f s", time.monotonic() - started)
 
 
 def _reader(path: str) -> sqlite3.Connection:
@@ -56,6 +63,8 @@ class Database:
         self._slow: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
+        started = time.monotonic()
+        log.info("opening the database %s", self.path)
         try:
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -68,7 +77,7 @@ class Database:
         # Last: aiosqlite's thread is not a daemon, so nothing may fail once it runs (a failed
         # connect stops it itself) or the process could not exit without close().
         self._slow = await readers.connect(str(self.path))
-        log.info("database %s open", self.path)
+        log.info("database %s open in %.1f s", self.path, time.monotonic() - started)
 
     async def close(self) -> None:
         await self.writer.close()

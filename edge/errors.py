@@ -14,7 +14,11 @@ class EdgeError(Exception):
 
 
 class ConfigError(EdgeError):
-    """The configuration is invalid; the message names the key."""
+    """The configuration is invalid; each problem (a line of the message) names the key."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class DatabaseError(EdgeError):
@@ -331,6 +335,13 @@ class StorageFailed(ApiError):
     code = "storage_error"
     title = "The node could not write to its disk; the payment was not taken"
     title_ar = "تعذّر على الخادم الكتابة على القرص؛ لم تُقبل الدفعة"
+
+
+class MirrorBootstrapping(ApiError):
+    status = 503
+    code = "mirror_bootstrapping"
+    title = "The node is still loading its bills from the centre; try again shortly"
+    title_ar = "ما زال الخادم يحمّل الفواتير من المركز؛ أعد المحاولة بعد قليل"
 
 
 class NotReady(ApiError):

@@ -121,6 +121,26 @@ class Node:
             self._rules_cache = (now, self.db.read(mirror.rules))
         return self._rules_cache[1]
 
+    def bootstrap(self, state: MirrorState | None = None) -> dict[str, int | None] | None:
+        """`{"bills": n, "of": total}` until the mirror's first snapshot is applied (its cursor
+        is set), then None. Readiness, inquiries and `/v1/status` follow it (DESIGN 5.3).
+
+        `n` is what the current (or last) snapshot stream applied, `of` what the centre
+        announced (None if it did not); with no stream yet, the bills the mirror holds.
+        """
+        state = state or self.mirror_state()
+        if state.cursor is None:
+            # Re-read, not the second-old cache: a node must turn ready as soon as it is.
+            state = self.db.read(mirror.state)
+            self._mirror_cache = (time.monotonic(), state)
+        if state.cursor is not None:
+            return None
+        puller = self.replication.puller
+        progress = None if puller is None else puller.bootstrap_progress
+        if progress is None:
+            return {"bills": state.bills, "of": None}
+        return {"bills": progress.done, "of": progress.total}
+
     def refuse_payments(self, reason: str) -> None:
         self.shutting_down = True
         self.shutdown_reason = reason
@@ -129,11 +149,14 @@ class Node:
         self.shutting_down, self.shutdown_reason = False, ""
 
     def mode(self) -> str:
-        """`normal`, `degraded` (offline or on battery), `read_only` or `shutting_down`."""
+        """`normal`, `degraded` (offline, on battery or bootstrapping), `read_only` or
+        `shutting_down`."""
         if self.shutting_down:
             return "read_only" if self.settings.power_on_low == "read_only" else "shutting_down"
         if self.power.state in ("battery", "low") or self.link.state in ("down", "degraded"):
             return "degraded"
+        if self.db.is_open and self.bootstrap() is not None:
+            return "degraded"  # inquiries are refused until the mirror is loaded
         return "normal"
 
     def not_ready(self) -> list[str]:

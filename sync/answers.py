@@ -18,6 +18,11 @@ ANSWER_HEADER = "X-Edge-Answer"
 ANSWER_TAG = "edge-answer/2"
 PAGE_TAG = "edge-page/2"
 STREAM = "stream"  # the digest line of a snapshot's answer: its pages are signed one by one
+# The snapshot's announced size (PROTOCOL.md 4.4): headers, so a node that predates them
+# reads the stream as before; signed apart from the answer, whose string is unchanged.
+COUNT_HEADER = "X-Edge-Snapshot-Count"
+COUNT_MAC_HEADER = "X-Edge-Snapshot-Count-Mac"
+COUNT_TAG = "edge-snapshot-count/2"
 
 
 def answer_string(request_signature: str, status: int, date: str, digest: str) -> bytes:
@@ -57,6 +62,28 @@ def page_mac(
     end: tuple[int, int] | None = None,
 ) -> str:
     return mac(secret, page_string(request_signature, page, bills, digest, end))
+
+
+def count_mac(secret: bytes, request_signature: str, count: int) -> str:
+    """The X-Edge-Snapshot-Count-Mac value over the request's signature and the count."""
+    return mac(secret, f"{COUNT_TAG}\n{request_signature}\n{count}".encode())
+
+
+def announced_count(
+    secret: bytes, request_signature: str, headers: Mapping[str, str]
+) -> int | None:
+    """The snapshot's announced bill count if present and signed for this request, else None.
+
+    It only feeds progress (the end seal's signed `count` is what is checked), so a missing
+    or wrong one costs the progress its total, never the snapshot.
+    """
+    raw, given = header(headers, COUNT_HEADER), header(headers, COUNT_MAC_HEADER).lower()
+    if not raw or not raw.isascii() or not raw.isdigit() or len(raw) > 18 or not given:
+        return None
+    expected = count_mac(secret, request_signature, int(raw))
+    if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
+        return None
+    return int(raw)
 
 
 def check_answer(

@@ -27,6 +27,7 @@ from sync.errors import BadAnswer, CentreRefused, CentreUnavailable, ProtocolErr
 from sync.fines import Rule
 from sync.link import Link
 from sync.loop import ATTEMPTS_PER_STEP, Loop, Sleep
+from sync.progress import Progress
 
 log = logging.getLogger(__name__)
 ApplyBatch = Callable[[list[dict[str, Any]], int | None], Coroutine[Any, Any, None]]
@@ -83,8 +84,12 @@ class Puller(Loop[int]):
         self.clock = clock
         self.interval_s = config.interval_s
         self.base = f"/v1/governorates/{config.governorate}/bills"
+        self._bootstrap_told = False
         # The key to sign with now: a SecretFile follows a rotation without a restart.
         self.secret: Callable[[], bytes] = secret or (lambda: config.secret)
+        # The bootstrap's bills applied and the total the centre announced (readiness shows
+        # them); the last attempt's, None before the first.
+        self.bootstrap_progress: Progress | None = None
         link.on_ok(self.resume)
 
     def trigger(self) -> None:
@@ -178,7 +183,16 @@ class Puller(Loop[int]):
         pending: list[dict[str, Any]] = []
         applied = 0
         in_flight: asyncio.Task[None] | None = None
-        log.info("mirror is empty: bootstrapping from the centre's snapshot")
+        progress: Progress | None = None  # from the stream's start: no bar for a refusal
+
+        async def apply(bills: list[dict[str, Any]], cursor: int | None) -> None:
+            await self.apply(bills, cursor)
+            if progress is not None:
+                progress.advance(len(bills))
+
+        if not self._bootstrap_told:  # once, not once per retry of a centre that is away
+            self._bootstrap_told = True
+            log.info("mirror is empty: bootstrapping from the centre's snapshot")
         try:
             # The session's total timeout bounds ordinary requests; a snapshot of a whole
             # governorate takes as long as the link needs, so only a stalled read times out.
@@ -186,13 +200,17 @@ class Puller(Loop[int]):
             # comes with the last seal, so it is stored only after that page verified.
             async with self._request(path, headers, timeout=self._stream_timeout()) as resp:
                 await self._check(resp, headers, secret, None)
+                total = answers.announced_count(secret, headers[signing.SIGNATURE_HEADER],
+                                                resp.headers)  # fmt: skip
+                progress = Progress("mirror bootstrap", total, unit="bills")
+                self.bootstrap_progress = progress
                 async for chunk in resp.content.iter_chunked(256 * 1024):
                     pending.extend(reader.feed(chunk))
                     if len(pending) >= SNAPSHOT_BATCH:
                         # One batch is written while the next is read and decoded.
                         if in_flight is not None:
                             await in_flight
-                        in_flight = asyncio.create_task(self.apply(pending, None))
+                        in_flight = asyncio.create_task(apply(pending, None))
                         applied += len(pending)
                         pending = []
                 reader.finish()
@@ -200,15 +218,18 @@ class Puller(Loop[int]):
             if in_flight is not None:
                 await in_flight
                 in_flight = None
+            await apply(pending, reader.cursor)
+            applied += len(pending)
         finally:
+            took = 0.0 if progress is None else progress.finish()
             if in_flight is not None:
                 in_flight.cancel()
                 with contextlib.suppress(BaseException):
                     await in_flight
-        await self.apply(pending, reader.cursor)
-        applied += len(pending)
         self._heard_from_centre(date)
-        log.info("mirror bootstrapped: %d bills, cursor %s", applied, reader.cursor)
+        log.info(
+            "mirror bootstrapped: %d bills, cursor %s, in %.1f s", applied, reader.cursor, took
+        )
         return applied
 
     def _stream_timeout(self) -> aiohttp.ClientTimeout:

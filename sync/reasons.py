@@ -81,6 +81,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "http_error": ("The centre answered with an HTTP error", "ردّ المركز بخطأ HTTP"),
     "storage_error": ("The centre cannot write to its disk; the node retries",
                       "تعذّر على المركز الكتابة على قرصه؛ يعيد الخادم المحاولة"),
+    "storage_unavailable": ("The centre's database is unavailable; the node retries",
+                            "قاعدة بيانات المركز غير متاحة؛ يعيد الخادم المحاولة"),
     "internal_error": ("Internal error at the centre; the node retries",
                        "خطأ داخلي لدى المركز؛ يعيد الخادم المحاولة"),
     # Failures the node finds itself on the link (sync.errors and sync.protocol codes).

@@ -47,18 +47,7 @@ def read_secret(path: Path, *, check_owner: bool = True) -> bytes:
         text = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise SyncError(f"cannot read the secret file {path}: {exc}", code="bad_secret") from exc
-    if info.st_mode & 0o077:
-        raise SyncError(
-            f"the secret file {path} has mode {info.st_mode & 0o777:03o}: a secret file must"
-            f" be mode 0600 or stricter (chmod 600 {path})",
-            code="bad_secret",
-        )
-    if check_owner and info.st_uid not in (os.geteuid(), 0):
-        raise SyncError(
-            f"the secret file {path} is owned by uid {info.st_uid}: it must be owned by the"
-            f" user running this service (uid {os.geteuid()}) or root",
-            code="bad_secret",
-        )
+    check_private(path, info, "secret file", check_owner=check_owner)
     key = text.encode()
     if len(key) < MIN_SECRET:
         raise SyncError(
@@ -67,6 +56,24 @@ def read_secret(path: Path, *, check_owner: bool = True) -> bytes:
             code="bad_secret",
         )
     return key
+
+
+def check_private(path: Path, info: os.stat_result, what: str, *, check_owner: bool = True) -> None:
+    """The rule for secrets and private keys: no group or other permission bits, owned by the
+    running user or root (SyncError `bad_secret` naming the file and the fix)."""
+    if info.st_mode & 0o077:
+        article = "an" if what[0] in "aeiou" else "a"
+        raise SyncError(
+            f"the {what} {path} has mode {info.st_mode & 0o777:03o}: {article} {what} must"
+            f" be mode 0600 or stricter (chmod 600 {path})",
+            code="bad_secret",
+        )
+    if check_owner and info.st_uid not in (os.geteuid(), 0):
+        raise SyncError(
+            f"the {what} {path} is owned by uid {info.st_uid}: it must be owned by the"
+            f" user running this service (uid {os.geteuid()}) or root",
+            code="bad_secret",
+        )
 
 
 def write_secret(path: Path, *, force: bool = False) -> str:

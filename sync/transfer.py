@@ -14,13 +14,11 @@ import os
 import re
 import secrets as _random
 import struct
-import sys
-import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
 import msgpack
 from cryptography.hazmat.primitives import hashes
@@ -257,29 +255,3 @@ def _split(buf: bytearray) -> Iterator[bytes]:
         frame = bytes(buf[_LEN.size : _LEN.size + length])
         del buf[: _LEN.size + length]
         yield frame
-
-
-class Progress:
-    """Progress lines on stderr, at most one a second (long exports and imports)."""
-
-    def __init__(
-        self,
-        label: str,
-        total: int | None = None,
-        out: TextIO | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.out, self.clock = out or sys.stderr, clock
-        self._start = self._last = clock()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        now = self.clock()
-        if now - self._last >= 1.0:
-            self._last = now
-            of = f"/{self.total}" if self.total else ""
-            print(f"{self.label}: {self.done}{of} ({now - self._start:.0f} s)", file=self.out)
-
-    def finish(self) -> float:
-        return self.clock() - self._start

@@ -11,7 +11,6 @@ import io
 import sqlite3
 import sys
 from contextlib import closing
-from pathlib import Path
 from urllib.parse import quote
 
 from edge import audit, config, mirror
@@ -68,7 +67,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd = sub.add_parser("audit", help="print the audit trail as CSV (read-only, node may run)")
-    cmd.add_argument("--config", type=Path, required=True)
+    config.config_option(cmd)
     cmd.add_argument("--since", required=True, help="YYYY-MM-DD (local day) or ISO 8601 time")
     cmd.add_argument("--until", help="YYYY-MM-DD (that day included) or ISO 8601 time (excluded)")
     cmd.add_argument("--token", help="only this client token's name")

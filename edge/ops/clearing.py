@@ -16,7 +16,6 @@ import sys
 import time
 from contextlib import closing
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from edge import config, dayprint, dayreport, reconcile, replication
@@ -120,12 +119,12 @@ def register(sub: Any) -> None:
         dest="report_cmd", required=True
     )
     day = group.add_parser("day", help="the day's close (read-only; the node may run)")
-    day.add_argument("--config", type=Path, required=True)
+    config.config_option(day)
     day.add_argument("--date", help="local day YYYY-MM-DD (node.timezone; default today)")
-    day.add_argument("--format", choices=FORMATS, default="json")
+    day.add_argument("--format", choices=FORMATS, default="json", help="default json")
     day.set_defaults(func=cmd_day)
     p = sub.add_parser("reconcile", help="this node's day against the centre's (exit 1: differs)")
-    p.add_argument("--config", type=Path, required=True)
+    config.config_option(p)
     p.add_argument("--date", help="local day YYYY-MM-DD (node.timezone; default yesterday)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="default text")
     p.set_defaults(func=cmd_reconcile)

@@ -1,7 +1,9 @@
 """`edge demo`: a reference centre seeded with a demo governorate, and a node against it.
 
 Both run in this one process on embedded SQLite under one data dir; the node's config is
-written to DIR/edge.toml so the operator tools (`edge status --config ...`) work on it.
+written to DIR/edge.toml and the centre's to DIR/centre.toml, so the operator tools
+(`edge status --config DIR/edge.toml`, `edge centre pay --config DIR/centre.toml ...`) work
+on them.
 """
 
 from __future__ import annotations
@@ -73,6 +75,21 @@ def _write_node_config(path: Path, s: config.Settings) -> None:
     )
 
 
+def _toml(value: Path | str) -> str:
+    """A TOML basic string (paths may hold quotes or backslashes)."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _write_centre_config(path: Path, s: CentreSettings, port: int, secret_file: Path) -> None:
+    """The running centre's own config: every `edge centre` command works with --config it."""
+    path.write_text(
+        "# Written by `edge demo`: the demo's centre, for `edge centre ... --config` this file.\n"
+        f'[centre]\ndata_dir = {_toml(s.data_dir)}\nhost = "127.0.0.1"\nport = {port}\n'
+        f'governorate = "{GOV}"\n'
+        f'[nodes.{NODE_ID}]\ngovernorate = "{GOV}"\nsecret_file = {_toml(secret_file)}\n'
+    )
+
+
 def _sample_accounts(db: Path, n: int = 3) -> list[tuple[str, int]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -106,6 +123,8 @@ async def run_demo(args: argparse.Namespace, data: Path) -> int:
     await centre_runner.setup()
     await web.TCPSite(centre_runner, "127.0.0.1", args.centre_port).start()
     centre_port = centre_runner.addresses[0][1]
+    centre_config = data / "centre.toml"
+    _write_centre_config(centre_config, centre_settings, centre_port, secret_path)
 
     tokens_file = data / "tokens.toml"
     given = tokencli.given_token(args, None) or None
@@ -135,6 +154,7 @@ async def run_demo(args: argparse.Namespace, data: Path) -> int:
         print(f"  Cashier token: {cashier}", flush=True)
         print(f"  Admin token:   {admin}", flush=True)
         print(f"  Node config:   {data / 'edge.toml'}", flush=True)
+        print(f"  Centre config: {centre_config}", flush=True)
         for account, due in samples:
             print(f"  Sample account: {account} (due {due} piastres)", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
@@ -176,5 +196,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tokencli.token_arguments(demo, "a cashier token to use instead of a new one")
     demo.add_argument("--bills", type=int, default=10_000, help="demo accounts to seed")
     demo.add_argument("--centre-port", type=int, default=0, help="the centre's port (0: any)")
-    demo.add_argument("--ups", default="none", choices=("none", "nut", "psutil"))
+    demo.add_argument(
+        "--ups", default="none", choices=("none", "nut", "psutil"), help="ups.source (default none)"
+    )
     demo.set_defaults(func=cmd_demo)

@@ -1,4 +1,4 @@
-"""`edge check-config` and `edge doctor`: is this server ready to run a node, and if not, why.
+"""`edge doctor`: is this server ready to run a node, and if not, why.
 
 Each doctor check prints OK, WARN or FAIL with what it saw and, when it is not OK, what to
 do. The exit status is 0 when nothing FAILs, 1 otherwise, 2 for an unusable configuration.
@@ -16,80 +16,21 @@ import statistics
 import sys
 import tempfile
 import time
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import fields
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import outbox
-from edge import config, mirror, serving, tokens
+from edge import config, mirror, tokens
 from edge.errors import ConfigError
 from edge.ops import backup, probes
 from edge.ops.probes import FAIL, OK, WARN, Check
 from outbox import readers
-from sync import signing, tls
+from sync import signing
 
 SERVICE_USER = "edge"
 SLOW_FSYNC_S = 0.050
 OLD_PENDING_S, LOST_PENDING_S = 3600.0, 72 * 3600.0
-
-
-# --- check-config ----------------------------------------------------------------------
-
-
-def effective(path: Path, env: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
-    """(key, value, source) for every setting; raises ConfigError naming the bad key."""
-    settings = config.load(path, env)
-    with path.open("rb") as fh:
-        in_file = set(config.flatten(tomllib.load(fh), path))
-    environ = os.environ if env is None else env
-    rows = []
-    for field in fields(settings):
-        variable = f"EDGE_{field.name.upper()}"
-        source = (
-            f"env {variable}"
-            if variable in environ
-            else "file"
-            if field.name in in_file
-            else "default"
-        )
-        value = getattr(settings, field.name)
-        shown = f'"{value}"' if isinstance(value, str | Path) else str(value)
-        rows.append((config.key_of(field.name), shown, source))
-    return rows
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        rows = effective(args.file)
-    except ConfigError as exc:
-        print(f"{args.file}: error: {exc}", file=sys.stderr)
-        return 2
-    width = max(len(key) for key, _, _ in rows)
-    for key, value, source in rows:
-        print(f"{key:<{width}} = {value:<40} # {source}")
-    for warning in config_warnings(config.load(args.file)):
-        print(f"{args.file}: warning: {warning}", file=sys.stderr)
-    print(f"{args.file}: valid. Next: edge doctor --config {args.file}", file=sys.stderr)
-    return 0
-
-
-def config_warnings(s: config.Settings) -> list[str]:
-    """Valid but unwise settings: check-config says so without refusing the file."""
-    out = []
-    if tls.insecure(s.centre_url):
-        out.append(f"centre.url {tls.origin(s.centre_url)} is plain http:// to another machine:"
-                   " use https:// with centre.ca_file (deploy/README.md, TLS)")  # fmt: skip
-    tls_keys = [k for k in ("ca_file", "cert_file", "key_file") if getattr(s, f"centre_{k}")]
-    if tls_keys and not s.centre_url.startswith("https://"):
-        out.append(
-            f"centre.{', centre.'.join(tls_keys)} set but unused: centre.url is not https://"
-        )
-    if serving.insecure(s):
-        out.append(f"http.host {s.http_host or '*'} serves plain http to other machines:"
-                   f" {serving.PLAIN_ADVICE}")  # fmt: skip
-    return out
 
 
 # --- local checks ----------------------------------------------------------------------
@@ -382,15 +323,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `check-config` and `doctor` to the `edge` command."""
-    parser = sub.add_parser(
-        "check-config",
-        help="validate a node's TOML file and print the effective settings",
-        description="Load and validate FILE (then EDGE_* variables); print every setting with"
-        " where it came from. Exit 2, naming the key, when something is wrong.",
-    )
-    parser.add_argument("file", type=Path, metavar="FILE")
-    parser.set_defaults(func=cmd_check_config)
+    """Add `doctor` to the `edge` command."""
     parser = sub.add_parser(
         "doctor",
         help="check this server: disk, database, UPS, centre, clock",
@@ -398,5 +331,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " (NUT), the centre (a signed request) and the clock; say what to do about each"
         " problem. Exit 0 when nothing FAILs. Run it as the service user: sudo -u edge ...",
     )
-    parser.add_argument("--config", type=Path, required=True)
+    config.config_option(parser)
     parser.set_defaults(func=cmd_doctor)

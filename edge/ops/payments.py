@@ -104,16 +104,18 @@ def register(sub: Any) -> None:
         dest="payments_cmd", required=True
     )
     ls = group.add_parser("list", help="find payments, newest first (read-only; the node may run)")
-    ls.add_argument("--config", type=Path, required=True)
+    config.config_option(ls)
     ls.add_argument("--receipt", help="DAM-20261201-000003 or DAM-DAM1-20261201-000003")
-    ls.add_argument("--account")
-    ls.add_argument("--bill-id", dest="bill_id")
-    ls.add_argument("--cashier")
+    ls.add_argument("--account", help="only this account")
+    ls.add_argument("--bill-id", dest="bill_id", help="only this bill")
+    ls.add_argument("--cashier", help="only what this cashier took")
     ls.add_argument("--day", help="local day YYYY-MM-DD (node.timezone)")
     ls.add_argument("--state", help="pending_sync, synced, credited or rejected")
     ls.add_argument("--channel", help="only what this token name took (default: every channel)")
     ls.add_argument("--limit", help=f"per page, 1-{paymentquery.MAX_LIMIT} (default 50)")
     ls.add_argument("--after", help="the cursor the previous page ended at")
     ls.add_argument("--all", action="store_true", help="follow the cursor to the last page")
-    ls.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    ls.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="default table"
+    )
     ls.set_defaults(func=cmd_list)

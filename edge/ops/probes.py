@@ -6,10 +6,12 @@ down or wrong: saying what is wrong, and what to do, is the point.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -34,6 +36,13 @@ class Check:
     advice: str = ""
 
 
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
 async def check_node(s: config.Settings) -> Check:
     url = serving.local_url(s, "/readyz")
     try:
@@ -48,6 +57,7 @@ async def check_node(s: config.Settings) -> Check:
             session.get(url) as resp,
         ):
             status = resp.status
+            body = _json(await resp.read()) if status == 503 else None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         refused = isinstance(exc, aiohttp.ClientConnectorError)
         # Under TLS 1.3 a refused client certificate shows as the connection closing.
@@ -66,6 +76,14 @@ async def check_node(s: config.Settings) -> Check:
             f"nothing answers at {url}",
             "start it: systemctl start edge (logs: journalctl -u edge -e)",
         )
+    if isinstance(body, dict) and body.get("status") == "bootstrapping":
+        progress = body.get("progress") or {}
+        return Check(
+            "node", WARN,
+            f"{url} answers 503: the mirror is loading, {progress.get('bills')} of"
+            f" {progress.get('of') or '?'} bills",
+            "inquiries answer 503 until it is in; with centre.url empty, import a bills file",
+        )  # fmt: skip
     if status != 200:
         return Check(
             "node",

@@ -12,7 +12,6 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from edge import config, serving
@@ -110,14 +109,18 @@ def register(sub: Any) -> None:
     rejected = sub.add_parser("rejected", help="payments the centre rejected: list, resolve")
     cmds = rejected.add_subparsers(dest="rejected_cmd", required=True)
     listing = cmds.add_parser("list", help="the rejected payments (newest first, at most 200)")
-    listing.add_argument("--config", type=Path, required=True)
-    listing.add_argument("--format", choices=("table", "json"), default="table")
+    config.config_option(listing)
+    listing.add_argument(
+        "--format", choices=("table", "json"), default="table", help="default table"
+    )
     tokencli.token_arguments(listing, f"an admin token (or {tokencli.ENV})")
     listing.set_defaults(func=cmd_list)
     resolve = cmds.add_parser("resolve", help="refund a rejected payment, or move it to a bill")
-    resolve.add_argument("--config", type=Path, required=True)
-    resolve.add_argument("payment_id")
-    resolve.add_argument("--action", choices=("refund", "retarget"), required=True)
+    config.config_option(resolve)
+    resolve.add_argument("payment_id", help="the rejected payment's id")
+    resolve.add_argument(
+        "--action", choices=("refund", "retarget"), required=True, help="refund, or move to --bill"
+    )
     resolve.add_argument("--reason", required=True, help="why (kept with the resolution)")
     resolve.add_argument("--bill", help="retarget: the corrected bill id")
     resolve.add_argument("--key", help="Idempotency-Key (default: from the id and action)")

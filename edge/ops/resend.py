@@ -14,7 +14,6 @@ import sqlite3
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import outbox
 from edge import audit, config
@@ -112,5 +111,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " with 409 chain_gap), make the entries after it pending again, so the node sends"
         " them when it starts. Refuses while the node runs and when the two chains differ.",
     )
-    parser.add_argument("--config", type=Path, required=True, help="the node's settings file")
+    config.config_option(parser)
     parser.set_defaults(func=cmd_resend)

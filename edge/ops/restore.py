@@ -24,6 +24,7 @@ import aiosqlite
 
 import outbox
 from edge import config
+from edge.db import DB_NAME
 from edge.ops import backup, resync
 from edge.ops.backup import BackupError, Facts, read_only
 from outbox import private, readers
@@ -102,7 +103,7 @@ def _copy_into(src: sqlite3.Connection, tmp: Path) -> None:
     private.create(tmp)
     copy = sqlite3.connect(tmp, isolation_level=None)
     try:
-        src.backup(copy, pages=-1)
+        backup.copy_pages(src, copy, f"restore {DB_NAME}")  # with progress
     finally:
         copy.close()
     backup.fsync_path(tmp)
@@ -286,7 +287,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " on after them). The replaced database is kept as edge.db.replaced-<UTC time>.",
     )
     parser.add_argument("src", type=Path, metavar="SRC", help="the backup file to put back")
-    parser.add_argument("--config", type=Path, required=True, help="the node's settings file")
+    config.config_option(parser)
     parser.add_argument(
         "--force",
         action="store_true",

@@ -10,7 +10,6 @@ import os
 import sqlite3
 import sys
 import time
-from pathlib import Path
 
 from edge import config, lastused, tokens
 from edge.db import DB_NAME
@@ -104,7 +103,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="token_cmd", required=True
     )
     add = token.add_parser("add", help="create a client token (printed once)")
-    add.add_argument("--config", type=Path, required=True)
+    config.config_option(add)
     add.add_argument("--name", required=True, help="the client, e.g. counter-3")
     add.add_argument(
         "--scope", default="inquire,pay", help=f"comma list of {','.join(tokens.SCOPES)}"
@@ -113,10 +112,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.set_defaults(func=cmd_add)
 
     listing = token.add_parser("list", help="name, scopes, state, created, last used, expiry")
-    listing.add_argument("--config", type=Path, required=True)
+    config.config_option(listing)
     listing.set_defaults(func=cmd_list)
 
     revoke = token.add_parser("revoke", help="revoke a token (the node refuses it within 2 s)")
-    revoke.add_argument("--config", type=Path, required=True)
-    revoke.add_argument("name")
+    config.config_option(revoke)
+    revoke.add_argument("name", help="the token's name, as edge token list shows it")
     revoke.set_defaults(func=cmd_revoke)

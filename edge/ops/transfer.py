@@ -20,7 +20,8 @@ from edge.db import Database
 from edge.errors import ConfigError
 from sync import protocol, signing
 from sync.errors import ProtocolError, SyncError, TransferRefused
-from sync.transfer import Header, Progress, TransferFile, write_file
+from sync.progress import Progress
+from sync.transfer import Header, TransferFile, write_file
 
 
 def _secret(settings: config.Settings) -> bytes:
@@ -62,7 +63,7 @@ async def export_outbox(settings: config.Settings, to: Path) -> int:
                 count, first, last, head = outbox.pending_range(conn)
                 if not count:
                     return None
-                progress = Progress(f"export {to.name}", count)
+                progress = Progress(f"export {to.name}", count, unit="entries")
                 header = Header("outbox", node, settings.node_governorate, "", time.time(),
                                 first, last, head, count)  # fmt: skip
 
@@ -73,7 +74,8 @@ async def export_outbox(settings: config.Settings, to: Path) -> int:
                         yield protocol.encode_batch(node, batch)
                         after = batch[-1].seq
 
-                digest = write_file(to, secret, header, frames())
+                with progress:
+                    digest = write_file(to, secret, header, frames())
             finally:
                 conn.execute("COMMIT")
             return transfers.Transfer(header.created_at, "export", "outbox", count, 0, first,
@@ -147,7 +149,8 @@ async def import_bills(settings: config.Settings, path: Path) -> int:
                     f" {'empty' if held is None else held}: ask the centre for `--since {held or 0}` (an empty mirror needs"
                     " a snapshot); nothing was changed"
                 )
-            stored = await _apply(db, f, h, Progress(f"import {path.name}", h.count))
+            with Progress(f"import {path.name}", h.count, unit="bills") as progress:
+                stored = await _apply(db, f, h, progress)
             now = time.time()
             await db.write(lambda c: transfers.record(c, transfers.Transfer(
                 now, "import", "bills", h.count, stored, 0, 0, h.cursor, digest)))  # fmt: skip
@@ -218,11 +221,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`edge export outbox` and `edge import verdicts|bills` (PROTOCOL.md 11)."""
     export = sub.add_parser("export", help="write a signed transfer file for the centre")
     export.add_argument("what", choices=["outbox"], help="outbox: every unacknowledged entry")
-    export.add_argument("--config", type=Path, required=True)
-    export.add_argument("--to", type=Path, required=True, metavar="FILE")
+    config.config_option(export)
+    export.add_argument("--to", type=Path, required=True, metavar="FILE", help="the file to write")
     export.set_defaults(func=_command)
     imp = sub.add_parser("import", help="apply a signed transfer file from the centre")
-    imp.add_argument("what", choices=["verdicts", "bills"])
-    imp.add_argument("file", type=Path, metavar="FILE")
-    imp.add_argument("--config", type=Path, required=True)
+    imp.add_argument(
+        "what", choices=["verdicts", "bills"], help="verdicts or bills, as the centre wrote"
+    )
+    imp.add_argument("file", type=Path, metavar="FILE", help="the centre's signed file")
+    config.config_option(imp)
     imp.set_defaults(func=_command)

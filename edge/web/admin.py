@@ -3,6 +3,7 @@ payments an operator must resolve (resolving one is edge.web.corrections')."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
 
@@ -17,6 +18,17 @@ from sync.timefmt import iso_or_none
 
 routes = web.RouteTableDef()
 REJECTED_LIMIT = 200
+REPLAY_WAIT_MAX_S = 30
+
+
+def _wait_s(request: web.Request) -> int:
+    """`?wait=S` (0-30, default 0): how long to wait for the centre's answer to the replay."""
+    if set(request.query) - {"wait"} or len(request.query.getall("wait", [])) > 1:
+        raise errors.InvalidQuery("the only parameter is wait (seconds, 0-30)")
+    raw = request.query.get("wait", "0")
+    if not raw.isascii() or not raw.isdigit() or int(raw) > REPLAY_WAIT_MAX_S:
+        raise errors.InvalidQuery(f"wait must be whole seconds from 0 to {REPLAY_WAIT_MAX_S}")
+    return int(raw)
 
 
 @routes.post("/v1/admin/replay")
@@ -24,10 +36,22 @@ REJECTED_LIMIT = 200
 async def replay_now(request: web.Request) -> web.Response:
     client_of(request, "admin")
     node = request.app[NODE]
+    wait, link = _wait_s(request), node.link
+    since = link.clock()
     if not node.replication.trigger():
         raise errors.NoCentre("centre.url is empty in this node's configuration")
+    # Until an exchange with the centre ends after the trigger (or `wait` runs out), so the
+    # caller learns whether the link carried it, not only that it was asked.
+    deadline = asyncio.get_running_loop().time() + wait
+    tried = False
+    while not (tried := max(link.last_ok_at or -1, link.last_error_at or -1) >= since):
+        if asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.05)
     pending = await node.db.read_slow(lambda c: outbox.stats(c).pending)
-    return json_response({"triggered": True, "pending": pending}, status=202)
+    shown = {"state": link.state, "tried": tried,
+             "last_error": None if link.state == "up" else link.last_error}  # fmt: skip
+    return json_response({"triggered": True, "pending": pending, "link": shown}, status=202)
 
 
 @routes.get("/v1/admin/pending")

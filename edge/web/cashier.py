@@ -35,6 +35,25 @@ def freshness(node: Node, state: mirror.MirrorState) -> tuple[str | None, bool]:
     return iso(state.as_of), age > node.settings.mirror_stale_after_s
 
 
+BOOTSTRAP_RETRY_S = 5
+
+
+def refuse_while_bootstrapping(node: Node) -> None:
+    """Nothing is judged against a half-loaded mirror: an account whose bills are not in yet
+    would read as unknown (404), or show part of what it owes."""
+    progress = node.bootstrap()
+    if progress is None:
+        return
+    source = (
+        "the centre's snapshot" if node.settings.centre_url else "a bills file (edge import bills)"
+    )
+    of = "?" if progress["of"] is None else f"{progress['of']:,}"
+    raise errors.MirrorBootstrapping(
+        f"the mirror is loading from {source}: {progress['bills']:,} of {of} bills so far",
+        headers={"Retry-After": str(BOOTSTRAP_RETRY_S)}, extra={"progress": progress},
+    )  # fmt: skip
+
+
 def bill_json(view: mirror.BillView) -> dict[str, Any]:
     return {
         "bill_id": view.bill_id,
@@ -58,6 +77,7 @@ def bill_json(view: mirror.BillView) -> dict[str, Any]:
 async def account_bills(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client_of(request, "inquire")
+    refuse_while_bootstrapping(node)
     account = request.match_info["account"]
     if not mirror.ACCOUNT.match(account):
         raise errors.InvalidAccount(f"{account[:40]!r} is not an account number")
@@ -84,6 +104,7 @@ async def account_bills(request: web.Request) -> web.Response:
 async def one_bill(request: web.Request) -> web.Response:
     node = request.app[NODE]
     client_of(request, "inquire")
+    refuse_while_bootstrapping(node)
     bill_id = request.match_info["bill_id"]
     if not mirror.BILL_ID.match(bill_id):
         raise errors.InvalidBillId(f"{bill_id[:60]!r} is not a bill id like DAM-2026-05-0100234567")
@@ -152,19 +173,22 @@ async def create_payment(request: web.Request) -> web.Response:
     client = client_of(request, "pay")
     key = idempotency_key(request)
     req = parse_payment(await read_json(request))
-    if node.shutting_down or disk_low(node):
+    booting = node.bootstrap() is not None
+    if booting or node.shutting_down or disk_low(node):
         # A retry of a payment already taken still gets its receipt; new money is refused.
         stored = stored_reply(node, client.name, key, req)
         if stored is not None:
             return reply_response(stored)
+        refuse_while_bootstrapping(node)
         if node.shutting_down:
             raise errors.NodeShuttingDown(
                 node.shutdown_reason or "the node is stopping",
                 headers={"Retry-After": str(node.settings.power_retry_after_s)},
             )
-        raise errors.StorageFull(
-            f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
-        )
+        if disk_low(node):
+            raise errors.StorageFull(
+                f"less than {node.settings.storage_min_free_mb} MB free on the data disk"
+            )
     settings = node.settings
     call = payments.prepare(
         settings.node_id, client.name, key, req, node.clock(), settings.tz,

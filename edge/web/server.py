@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
+import time
 from ssl import SSLContext
 
 from aiohttp import web
 
 from edge.config import Settings
 from edge.web import connections
+
+log = logging.getLogger(__name__)
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def runner(app: web.Application, settings: Settings) -> web.AppRunner:
@@ -49,9 +57,17 @@ async def serve_until_signal(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app_runner = runner(app, settings)
+    started = time.monotonic()
     await app_runner.setup()  # opens the database: a failure here is the start's failure
     try:
         await site(app_runner, settings, ssl_context=ssl_context).start()
+        # Only now: the socket listens, so the port answers from this line on.
+        scheme = "https" if ssl_context else "http"
+        log.info(
+            "serving on %s (started in %.1f s)",
+            ", ".join(f"{scheme}://{_host(a[0])}:{a[1]}" for a in app_runner.addresses),
+            time.monotonic() - started,
+        )
         await stop.wait()
     finally:
         await app_runner.cleanup()

@@ -84,6 +84,8 @@ async def snapshot(node: Node) -> dict[str, Any]:
             "as_of": _iso(state.as_of),
             "age_s": None if age is None else round(age, 1),
             "stale": age is None or age > node.settings.mirror_stale_after_s,
+            # {"bills": n, "of": total} until the first snapshot is applied, then null.
+            "bootstrap": node.bootstrap(state),
         },
         "transfers": moved,
         "offline_limits": offline.status(
@@ -130,6 +132,11 @@ async def readyz(request: web.Request) -> web.Response:
     problems = node.not_ready()
     if problems:
         raise errors.NotReady("; ".join(problems), headers={"Retry-After": "5"})
+    progress = node.bootstrap()
+    if progress is not None:
+        # Not problem+json: its `status` member would have to be the HTTP status.
+        return json_response({"status": "bootstrapping", "progress": progress}, status=503,
+                             headers={"Retry-After": "5"})  # fmt: skip
     return json_response({"status": "ready"})
 
 

@@ -210,7 +210,13 @@ async def get_changes(request: web.Request) -> web.Response:
 
 async def get_snapshot(request: web.Request) -> web.StreamResponse:
     governorate, signed = await _reader_for(request)
-    response = web.StreamResponse(headers={"Content-Type": protocol.CONTENT_TYPE})
+    # Read just before the stream's own transaction, so only a progress figure: the end
+    # seal's count is the one checked.
+    total = await request.app[STORE].bill_count(governorate)
+    response = web.StreamResponse(headers={
+        "Content-Type": protocol.CONTENT_TYPE, answers.COUNT_HEADER: str(total),
+        answers.COUNT_MAC_HEADER: answers.count_mac(signed.secret, signed.signature, total),
+    })  # fmt: skip
     sealer = snapshot.Sealer(signed.secret, signed.signature)
     async with contextlib.aclosing(request.app[STORE].snapshot(governorate)) as pages:
         async for page, n in pages:

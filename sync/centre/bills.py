@@ -12,11 +12,11 @@ import csv
 import io
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from outbox.lookup import select_in
 from sync.bill import ACCOUNT, CYCLE
@@ -31,6 +31,7 @@ from sync.timefmt import iso
 CSV_HEADER = ("account", "cycle", "name", "address", "meter", "kwh", "amount", "paid", "due_date")
 _DIGITS = re.compile(r"^[0-9]{1,18}\Z")
 _TEXT_MAX = 512
+CHUNK = 5_000  # rows per write job of an import: a running centre commits between them
 
 
 @dataclass(frozen=True)
@@ -100,42 +101,86 @@ def parse_row(row: dict[str, str], line: int) -> BillInput:
     )
 
 
-def parse_csv(text: str) -> list[BillInput]:
-    """Every row of a billing export; the whole file is refused at its first bad line."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = tuple(name.strip() for name in reader.fieldnames or ())
-    if sorted(header) != sorted(CSV_HEADER):
-        raise ImportFailed(
-            f"line 1: the header must be {','.join(CSV_HEADER)}, not {','.join(header)}"
-        )
-    reader.fieldnames = list(header)
-    bills: list[BillInput] = []
-    seen: dict[tuple[str, str], int] = {}
+def _rows(text: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, row) of a billing export, header checked; ImportFailed naming the line."""
+    reader = csv.DictReader(text)
     try:
+        header = tuple(name.strip() for name in reader.fieldnames or ())
+        if sorted(header) != sorted(CSV_HEADER):
+            raise ImportFailed(
+                f"line 1: the header must be {','.join(CSV_HEADER)}, not {','.join(header)}"
+            )
+        reader.fieldnames = list(header)
         for row in reader:
             line = reader.line_num
             if None in row or any(value is None for value in row.values()):
                 raise ImportFailed(f"line {line}: expected {len(CSV_HEADER)} columns")
-            bill = parse_row(row, line)
-            key = (bill.account, bill.cycle)
-            if key in seen:
-                raise ImportFailed(f"line {line}: account {bill.account} cycle {bill.cycle}"
-                                   f" is already on line {seen[key]}")  # fmt: skip
-            seen[key] = line
-            bills.append(bill)
+            yield line, row
     except csv.Error as exc:
         raise ImportFailed(f"line {reader.line_num}: {exc}") from exc
-    return bills
+    except UnicodeDecodeError as exc:
+        raise ImportFailed(f"after line {reader.line_num}: not UTF-8 ({exc.reason})") from exc
 
 
-def read_csv(path: Path) -> list[BillInput]:
+def iter_csv(
+    path: Path, *, read: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, BillInput]]:
+    """(line, bill) for every row of the file at `path`, checked, streamed: memory stays flat
+    whatever its size. `read(n)` is told of the bytes read (progress). Duplicates are
+    `check_csv`'s to find."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        raw = path.open("rb")
     except OSError as exc:
         raise ImportFailed(f"cannot read {path}: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ImportFailed(f"{path} is not UTF-8 (byte {exc.start})") from exc
-    return parse_csv(text)
+    with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+        at = 0
+        for rows, (line, row) in enumerate(_rows(text), 1):
+            yield line, parse_row(row, line)
+            if read is not None and rows % 1000 == 0:
+                now = raw.tell()
+                read(now - at)
+                at = now
+        if read is not None:
+            read(raw.tell() - at)
+
+
+def check_csv(path: Path, *, read: Callable[[int], None] | None = None) -> int:
+    """Check the whole file (every field, and no account and cycle twice) before anything is
+    applied; return its rows. The pairs seen go to a temporary SQLite table on disk, not a
+    Python set: 2,000,000 of them would cost hundreds of MB."""
+    seen = sqlite3.connect("")  # a private temporary database, deleted when closed
+    try:
+        seen.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
+        rows, chunk = 0, []
+        for line, bill in iter_csv(path, read=read):
+            rows += 1
+            chunk.append((f"{bill.account}|{bill.cycle}", line))
+            if len(chunk) >= CHUNK:
+                _remember(seen, chunk)
+                chunk = []
+        _remember(seen, chunk)
+        return rows
+    finally:
+        seen.close()
+
+
+def _remember(seen: sqlite3.Connection, chunk: list[tuple[str, int]]) -> None:
+    try:
+        with seen:  # all of the chunk or none of it
+            seen.executemany("INSERT INTO seen VALUES (?, ?)", chunk)
+        return
+    except sqlite3.IntegrityError:
+        pass
+    with seen:
+        for key, line in chunk:  # rare: find the repeated pair, and where it came first
+            first = seen.execute("SELECT line FROM seen WHERE key = ?", (key,)).fetchone()
+            if first is not None:
+                account, cycle = key.split("|")
+                raise ImportFailed(
+                    f"line {line}: account {account} cycle {cycle} is already on line {first[0]}"
+                )
+            seen.execute("INSERT INTO seen VALUES (?, ?)", (key, line))
+    raise AssertionError("a repeated row was reported and not found")  # pragma: no cover
 
 
 # What upsert_bills compares of a bill already at the centre (and the version and credit).
@@ -254,6 +299,14 @@ def accounts_without_cycle(
         (governorate, cycle),
     ).fetchall()
     return [(str(a), str(n), str(ad), str(m)) for a, n, ad, m in rows]
+
+
+def count_of(conn: sqlite3.Connection, governorate: str) -> int:
+    """The governorate's bills: what a snapshot announces it will carry (PROTOCOL.md 4.4)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM bills WHERE governorate = ?", (governorate,)
+    ).fetchone()
+    return int(row[0])
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,9 @@ from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
 from sync.centre.connect import open_store
 from sync.centre.stores import CentreDB
-from sync.errors import CentreConfigError, SyncError
+from sync.errors import CentreConfigError, ImportFailed, SyncError
 from sync.fines import Rule
+from sync.progress import Progress
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,14 +66,10 @@ async def _with_store(settings: CentreSettings, job: Callable[[CentreDB], Awaita
 
 def _run(args: argparse.Namespace, action: Callable[[CentreSettings], int]) -> int:
     try:
-        settings = load_settings(args.config)
+        return action(load_settings(args.config))
     except CentreConfigError as exc:
-        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
-        return 2
-    try:
-        return action(settings)
-    except CentreConfigError as exc:
-        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
+        for problem in exc.detail.splitlines():  # every problem in the file, one a line
+            print(f"edge centre: configuration error: {problem}", file=sys.stderr)
         return 2
     except SyncError as exc:
         print(f"edge centre: {exc.detail}", file=sys.stderr)
@@ -97,6 +94,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _run(args, action)
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """What `serve` checks before it starts: the file (every problem at once), then TLS."""
+
+    def action(settings: CentreSettings) -> int:
+        context = settings.ssl_context()
+        print(f"{args.config}: valid: {len(settings.nodes)} nodes, data in {settings.data_dir},"
+              f" serving {'http' if context is None else 'https'} on {settings.host}:"
+              f"{settings.port}", file=sys.stderr)  # fmt: skip
+        return 0
+
+    return _run(args, action)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     if args.file is not None:  # `import outbox FILE`: a node's transfer file (PROTOCOL.md 11)
         if str(args.csv) != "outbox":
@@ -105,17 +115,76 @@ def cmd_import(args: argparse.Namespace) -> int:
         return transfers.cmd_import_outbox(args)
 
     def action(settings: CentreSettings) -> int:
-        governorate = settings.require_governorate()
-        rows = bills.read_csv(args.csv)
-        now = time.time()
-        result = asyncio.run(
-            _with_store(settings, lambda db: db.upsert_bills(governorate, rows, now))
-        )
-        print(f"{len(rows)} rows: {result.inserted} new, {result.updated} changed,"
+        rows, result = import_bills(settings, args.csv)
+        print(f"{rows} rows: {result.inserted} new, {result.updated} changed,"
               f" {result.unchanged} unchanged")  # fmt: skip
         return 0
 
     return _run(args, action)
+
+
+def import_bills(settings: CentreSettings, path: Path) -> tuple[int, bills.UpsertResult]:
+    """Check the whole file first (a bad row changes nothing), then apply it in chunks of
+    `bills.CHUNK` rows, one write job each, while the next chunk is read: memory stays flat.
+    Cut short after the check (killed, disk full), the chunks committed stay; running the
+    same import again finishes it, the rows already in counting as unchanged."""
+    governorate = settings.require_governorate()
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImportFailed(f"cannot read {path}: {exc}") from exc
+    with Progress(f"check {path.name}", size, unit="B") as checking:
+        rows = bills.check_csv(path, read=checking.advance)
+    return rows, asyncio.run(_apply_csv(settings, governorate, path, rows))
+
+
+async def _apply_csv(
+    settings: CentreSettings, governorate: str, path: Path, rows: int
+) -> bills.UpsertResult:
+    now, totals = time.time(), [0, 0, 0]
+    store = open_store(settings)
+    await store.open()
+    applied = 0
+    try:
+        with Progress(f"import {path.name}", rows, unit="rows") as progress:
+
+            async def apply(chunk: list[bills.BillInput]) -> None:
+                nonlocal applied
+                done = await store.upsert_bills(governorate, chunk, now)
+                applied += len(chunk)
+                totals[0], totals[1] = totals[0] + done.inserted, totals[1] + done.updated
+                totals[2] += done.unchanged
+                progress.advance(len(chunk))
+
+            in_flight: asyncio.Task[None] | None = None
+            chunk: list[bills.BillInput] = []
+            try:
+                for _, bill in bills.iter_csv(path):
+                    chunk.append(bill)
+                    if len(chunk) >= bills.CHUNK:
+                        if in_flight is not None:
+                            await in_flight
+                        in_flight = asyncio.create_task(apply(chunk))
+                        await asyncio.sleep(0)  # hand it to the writer, then read on
+                        chunk = []
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
+                await apply(chunk)
+            except ImportFailed as exc:
+                raise ImportFailed(
+                    f"{path} changed while it was imported ({exc.detail}); {applied} rows were"
+                    " applied: check the file and import it again"
+                ) from exc
+            finally:
+                if in_flight is not None:
+                    in_flight.cancel()
+    finally:
+        await store.close()
+    if applied != rows:
+        raise ImportFailed(f"{path} changed while it was imported: {rows} rows checked,"
+                           f" {applied} applied; import it again")  # fmt: skip
+    return bills.UpsertResult(*totals)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
@@ -259,15 +328,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     parser = command("serve", "run the reference centre", cmd_serve)
     parser.add_argument("--port", type=_port, help="listen here instead of [centre] port")
+    command(
+        "check-config",
+        "check the centre's file as serve does (every key, secret and TLS file); exit 2 listing"
+        " every error",
+        cmd_check_config,
+    )
     parser = command(
         "import",
         "load or update bills from a billing export (CSV); `import outbox FILE --verdicts-out"
         " V`: record a node's transfer file and write the signed verdicts",
         cmd_import,
     )
-    parser.add_argument("csv", type=Path, metavar="BILLS.csv|outbox")
-    parser.add_argument("file", type=Path, nargs="?", metavar="FILE")
-    parser.add_argument("--verdicts-out", type=Path, metavar="FILE")
+    parser.add_argument(
+        "csv", type=Path, metavar="BILLS.csv|outbox", help="a billing export, or the word outbox"
+    )
+    parser.add_argument(
+        "file", type=Path, nargs="?", metavar="FILE", help="outbox: the node's file"
+    )
+    parser.add_argument(
+        "--verdicts-out", type=Path, metavar="FILE", help="outbox: where to write the verdicts"
+    )
     transfers.register(command)
     parser = command("ledger", "the entries recorded from nodes, as CSV", cmd_ledger)
     parser.add_argument("--node", help="only this node's entries")
@@ -279,14 +360,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--date", required=True, help="the recording day YYYY-MM-DD")
     parser.add_argument("--governorate", help="only this governorate (e.g. DAM)")
     parser.add_argument("--timezone", default="Asia/Damascus", help="whose day (IANA zone)")
-    parser.add_argument("--format", choices=("csv", "json"), default="csv")
+    parser.add_argument("--format", choices=("csv", "json"), default="csv", help="default csv")
     parser.set_defaults(func=cmd_report_clearing)
     parser = command("seed", "add realistic demo bills", cmd_seed)
     parser.add_argument("--bills", type=_positive, required=True, help="how many bills")
     parser.add_argument("--cycle", type=_cycle, default=current_cycle(), help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed (repeatable data)")
     parser = command("pay", "record an online payment at the centre", cmd_pay)
-    parser.add_argument("bill_id", metavar="BILL_ID")
+    parser.add_argument("bill_id", metavar="BILL_ID", help="the bill paid")
     parser.add_argument("amount", type=_positive, metavar="AMOUNT", help="piastres")
     credits.register(command, cmd_credits)
     fines.register(command, cmd_fine_rule)

@@ -7,13 +7,15 @@ config file's directory. For programmatic use build `CentreSettings(...)` direct
 
 from __future__ import annotations
 
+import difflib
 import math
 import ssl
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from outbox.ids import NODE_ID
@@ -21,15 +23,18 @@ from sync import tls
 from sync.bill import GOVERNORATE, MAX_INT
 from sync.errors import CentreConfigError, SyncError
 from sync.receiptcode import RECEIPT_CODE
-from sync.signing import key_id, read_secret
+from sync.signing import check_private, key_id, read_secret
 
 GOVERNORATES = (
     "DAM", "RDA", "ALE", "HMS", "HAM", "LAT", "TAR", "IDL", "RAQ", "DEZ", "HAS", "DAR", "SWE",
     "QUN",
 )  # fmt: skip
 DB_NAME = "centre.db"
-CENTRE_KEYS = ("cert_file", "key_file", "client_ca_file", "max_credit", "database",
-               "database_pool_size")  # fmt: skip
+CENTRE_KEYS = ("data_dir", "host", "port", "governorate", "max_skew_s", "cert_file", "key_file",
+               "client_ca_file", "max_credit", "database", "database_pool_size")  # fmt: skip
+NODE_KEYS = ("governorate", "secret_file", "next_secret_file", "max_payment", "max_credit",
+             "duplicate_receipt_codes")  # fmt: skip
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,21 @@ class CentreSettings:
         return {node: settings.secret for node, settings in self.nodes.items()}
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The server context when `cert_file` is set (else None: plain http, for loopback)."""
+        """The server context when `cert_file` is set (else None: plain http, for loopback):
+        what serve and check-config load; each file must exist, the key be mode 0600 and the
+        centre's (or root's)."""
         if self.cert_file is None:
             return None
+        missing = [
+            f"centre.{name} {path}: no such file"
+            for name, path in (("cert_file", self.cert_file), ("key_file", self.key_file),
+                               ("client_ca_file", self.client_ca_file))
+            if path is not None and not path.is_file()
+        ]  # fmt: skip
+        if missing:
+            raise CentreConfigError("\n".join(missing))
+        if self.key_file is not None:
+            _private(self.key_file, "centre.key_file")
         try:
             return tls.server_context(self.cert_file, self.key_file, self.client_ca_file)
         except SyncError as exc:
@@ -111,6 +128,28 @@ class CentreSettings:
         return self.governorate
 
 
+class _Problems:
+    """Every problem in the file, each naming its key: a helper's CentreConfigError is kept
+    and its key's default used, so the keys after it are checked too."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def get(self, read: Callable[[], T], default: T) -> T:
+        try:
+            return read()
+        except CentreConfigError as exc:
+            self.lines.append(exc.detail)
+            return default
+
+    def unknown(self, given: Iterable[str], known: Iterable[str], where: str) -> None:
+        known = list(known)
+        for key in sorted(set(given) - set(known)):
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else f"{where} has {', '.join(known)}"
+            self.lines.append(f"unknown key {key} in {where}: {hint}")
+
+
 def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
@@ -126,7 +165,7 @@ def _governorate(value: object, key: str) -> str:
 
 def _path(value: object, key: str, base: Path) -> Path:
     if not isinstance(value, str) or not value:
-        raise CentreConfigError(f"{key} must be a non-empty path")
+        raise CentreConfigError(f"{key} must be a non-empty path (a string), not {value!r}")
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
 
@@ -136,7 +175,9 @@ def _piastres(table: Mapping[str, Any], name: str, key: str, low: int) -> int | 
     if value is None:
         return None
     if type(value) is not int or not low <= value <= MAX_INT:
-        raise CentreConfigError(f"{key} must be whole piastres in [{low}, 2^63-1], not {value!r}")
+        raise CentreConfigError(
+            f"{key} must be an integer number of piastres in [{low}, 2^63-1], not {value!r}"
+        )
     return value
 
 
@@ -149,29 +190,24 @@ def _codes(table: Mapping[str, Any], key: str) -> frozenset[str]:
     return frozenset(value)
 
 
-def _tls(centre: Mapping[str, Any], base: Path) -> dict[str, Path | None]:
-    paths = {
-        name: _path(centre[name], f"centre.{name}", base) if name in centre else None
-        for name in ("cert_file", "key_file", "client_ca_file")
-    }
+def _tls(centre: Mapping[str, Any], base: Path, problems: _Problems) -> dict[str, Path | None]:
+    paths: dict[str, Path | None] = {}
+    for name in ("cert_file", "key_file", "client_ca_file"):
+        key = f"centre.{name}"
+        given = name in centre
+        paths[name] = (
+            problems.get(partial(_path, centre.get(name), key, base), None) if given else None
+        )
     if paths["cert_file"] is None and (paths["key_file"] or paths["client_ca_file"]):
-        raise CentreConfigError("centre.key_file and centre.client_ca_file need centre.cert_file")
+        problems.lines.append("centre.key_file and centre.client_ca_file need centre.cert_file")
     return paths
 
 
-def _database(centre: Mapping[str, Any]) -> tuple[str, int]:
-    url = centre.get("database", "")
-    if not isinstance(url, str) or (url and not url.startswith(("postgresql://", "postgres://"))):
-        raise CentreConfigError("centre.database must be empty (SQLite) or a postgresql:// URL")
-    if url and "@" in url and ":" in urlsplit(url).netloc.rpartition("@")[0]:
-        # The file is readable by whoever runs the centre's tools; a password goes to ~/.pgpass.
-        raise CentreConfigError(
-            "centre.database must not carry a password: put it in ~/.pgpass (mode 600)"
-        )
-    pool = centre.get("database_pool_size", CentreSettings.database_pool_size)
-    if type(pool) is not int or not 1 <= pool <= 100:
-        raise CentreConfigError(f"centre.database_pool_size must be 1-100, not {pool!r}")
-    return url, pool
+def _private(path: Path, key: str) -> None:
+    try:
+        check_private(path, path.stat(), "private key")
+    except (OSError, SyncError) as exc:
+        raise CentreConfigError(f"{key}: {getattr(exc, 'detail', exc)}") from exc
 
 
 def _secret(value: object, key: str, base: Path) -> bytes:
@@ -181,69 +217,121 @@ def _secret(value: object, key: str, base: Path) -> bytes:
         raise CentreConfigError(f"{key}: {exc.detail}") from exc
 
 
+def _port(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= 65535:
+        shown = f'the string "{value}"' if isinstance(value, str) else repr(value)
+        raise CentreConfigError(f"centre.port must be an integer in 0-65535, not {shown}")
+    return value
+
+
+def _host(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise CentreConfigError(f"centre.host must be a non-empty string, not {value!r}")
+    return value
+
+
+def _skew(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CentreConfigError(f"centre.max_skew_s must be a number, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise CentreConfigError(f"centre.max_skew_s must be a positive number, not {value!r}")
+    return float(value)
+
+
+def _database(url: object) -> str:
+    if not isinstance(url, str) or (url and not url.startswith(("postgresql://", "postgres://"))):
+        raise CentreConfigError("centre.database must be empty (SQLite) or a postgresql:// URL")
+    if url and "@" in url and ":" in urlsplit(url).netloc.rpartition("@")[0]:
+        # The file is readable by whoever runs the centre's tools; a password goes to ~/.pgpass.
+        raise CentreConfigError(
+            "centre.database must not carry a password: put it in ~/.pgpass (mode 600)"
+        )
+    return url
+
+
+def _pool(value: object) -> int:
+    if type(value) is not int or not 1 <= value <= 100:
+        raise CentreConfigError(f"centre.database_pool_size must be 1-100, not {value!r}")
+    return value
+
+
+def _node(node: str, table: object, base: Path, problems: _Problems) -> NodeSettings | None:
+    key = f"nodes.{node}"
+    if not NODE_ID.match(node):
+        problems.lines.append(f"[{key}]: a node id is 1-32 lowercase letters, digits or '-'")
+        return None
+    if not isinstance(table, dict):
+        problems.lines.append(f"[{key}] must be a table")
+        return None
+    problems.unknown(table, NODE_KEYS, f"[{key}]")
+    if "secret_file" not in table:
+        problems.lines.append(f"{key}.secret_file is required (a file made by edge secret new)")
+    gov = problems.get(lambda: _governorate(table.get("governorate"), f"{key}.governorate"), "")
+    secret = problems.get(
+        lambda: _secret(table["secret_file"], f"{key}.secret_file", base), b""
+    ) if "secret_file" in table else b""  # fmt: skip
+    upcoming = table.get("next_secret_file")
+    next_secret = None if upcoming is None else problems.get(
+        lambda: _secret(upcoming, f"{key}.next_secret_file", base), None
+    )  # fmt: skip
+    return NodeSettings(
+        governorate=gov, secret=secret, next_secret=next_secret,
+        max_payment=problems.get(partial(_piastres, table, "max_payment", f"{key}.max_payment", 1),
+                                 None),
+        max_credit=problems.get(partial(_piastres, table, "max_credit", f"{key}.max_credit", 0),
+                                None),
+        duplicate_receipt_codes=problems.get(
+            lambda: _codes(table, f"{key}.duplicate_receipt_codes"), frozenset()
+        ),
+    )  # fmt: skip
+
+
 def parse(raw: Mapping[str, Any], base: Path) -> CentreSettings:
-    """Settings from an already-parsed TOML document; relative paths resolve against `base`."""
-    unknown = set(raw) - {"centre", "nodes"}
-    if unknown:
-        raise CentreConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
-    centre = _table(raw, "centre")
+    """Settings from an already-parsed TOML document; relative paths resolve against `base`.
+    A CentreConfigError lists every problem, one a line."""
+    problems = _Problems()
+    problems.unknown(raw, ("centre", "nodes"), "the file")
+    empty: Mapping[str, Any] = {}
+    centre = problems.get(lambda: _table(raw, "centre"), empty)
     defaults = CentreSettings()
-    unknown = set(centre) - {"data_dir", "host", "port", "governorate", "max_skew_s", *CENTRE_KEYS}
-    if unknown:
-        raise CentreConfigError(f"unknown key(s) in [centre]: {', '.join(sorted(unknown))}")
-    data_dir = _path(centre.get("data_dir", str(defaults.data_dir)), "centre.data_dir", base)
-    host = centre.get("host", defaults.host)
-    if not isinstance(host, str) or not host:
-        raise CentreConfigError("centre.host must be a non-empty string")
-    port = centre.get("port", defaults.port)
-    if type(port) is not int or not 0 <= port <= 65535:
-        raise CentreConfigError(f"centre.port must be an integer in 0-65535, not {port!r}")
+    problems.unknown(centre, CENTRE_KEYS, "[centre]")
+    data_dir = problems.get(
+        lambda: _path(centre.get("data_dir", str(defaults.data_dir)), "centre.data_dir", base),
+        defaults.data_dir,
+    )
+    host = problems.get(lambda: _host(centre.get("host", defaults.host)), defaults.host)
+    port = problems.get(lambda: _port(centre.get("port", defaults.port)), defaults.port)
     governorate = centre.get("governorate")
     if governorate is not None:
-        governorate = _governorate(governorate, "centre.governorate")
-    skew = centre.get("max_skew_s", defaults.max_skew_s)
-    if type(skew) not in (int, float) or not math.isfinite(skew) or skew <= 0:
-        raise CentreConfigError(f"centre.max_skew_s must be a positive number, not {skew!r}")
-
-    database, pool = _database(centre)
+        governorate = problems.get(lambda: _governorate(governorate, "centre.governorate"), None)
+    skew = problems.get(
+        lambda: _skew(centre.get("max_skew_s", defaults.max_skew_s)), defaults.max_skew_s
+    )
     nodes: dict[str, NodeSettings] = {}
-    for node, table in _table(raw, "nodes").items():
-        key = f"nodes.{node}"
-        if not NODE_ID.match(node):
-            raise CentreConfigError(f"[{key}]: a node id is 1-32 lowercase letters, digits or '-'")
-        if not isinstance(table, dict):
-            raise CentreConfigError(f"[{key}] must be a table")
-        unknown = set(table) - {
-            "governorate", "secret_file", "next_secret_file", "max_payment", "max_credit",
-            "duplicate_receipt_codes",
-        }  # fmt: skip
-        if unknown:
-            raise CentreConfigError(f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
-        if "secret_file" not in table:
-            raise CentreConfigError(f"{key}.secret_file is required")
-        gov = _governorate(table.get("governorate"), f"{key}.governorate")
-        secret = _secret(table["secret_file"], f"{key}.secret_file", base)
-        upcoming = table.get("next_secret_file")
-        next_secret = (
-            None if upcoming is None else _secret(upcoming, f"{key}.next_secret_file", base)
-        )
-        nodes[node] = NodeSettings(
-            governorate=gov, secret=secret, next_secret=next_secret,
-            max_payment=_piastres(table, "max_payment", f"{key}.max_payment", 1),
-            max_credit=_piastres(table, "max_credit", f"{key}.max_credit", 0),
-            duplicate_receipt_codes=_codes(table, f"{key}.duplicate_receipt_codes"),
-        )  # fmt: skip
+    for node, table in problems.get(lambda: _table(raw, "nodes"), empty).items():
+        settings = _node(node, table, base, problems)
+        if settings is not None:
+            nodes[node] = settings
+    tls_paths = _tls(centre, base, problems)
+    max_credit = problems.get(lambda: _piastres(centre, "max_credit", "centre.max_credit", 0), None)
+    database = problems.get(lambda: _database(centre.get("database", "")), "")
+    pool = problems.get(
+        lambda: _pool(centre.get("database_pool_size", defaults.database_pool_size)),
+        defaults.database_pool_size,
+    )
+    if problems.lines:
+        raise CentreConfigError("\n".join(problems.lines))
     return CentreSettings(
         data_dir=data_dir,
         host=host,
         port=port,
         governorate=governorate,
-        max_skew_s=float(skew),
+        max_skew_s=skew,
         nodes=nodes,
-        max_credit=_piastres(centre, "max_credit", "centre.max_credit", 0),
+        max_credit=max_credit,
         database=database,
         database_pool_size=pool,
-        **_tls(centre, base),
+        **tls_paths,
     )
 
 

@@ -115,12 +115,16 @@ def register(
     """`edge centre fine-rule set --governorate G --grace-days N --fixed P --percent-bp B
     [--cap C] --effective YYYY-MM-DD`."""
     parser = command("fine-rule", "publish the next version of a governorate's fine rule", run)
-    parser.add_argument("action", choices=("set",))
-    parser.add_argument("--governorate", required=True)
-    parser.add_argument("--grace-days", type=int, required=True)
+    parser.add_argument("action", choices=("set",), help="set: publish a new version")
+    parser.add_argument("--governorate", required=True, help="whose rule (e.g. DAM)")
+    parser.add_argument(
+        "--grace-days", type=int, required=True, help="days after the due date before a fine"
+    )
     parser.add_argument("--fixed", type=int, default=0, help="piastres per started month")
     parser.add_argument(
         "--percent-bp", type=int, default=0, help="basis points of the bill per started month"
     )
     parser.add_argument("--cap", type=int, default=None, help="piastres (default: no cap)")
-    parser.add_argument("--effective", type=date.fromisoformat, required=True)
+    parser.add_argument(
+        "--effective", type=date.fromisoformat, required=True, help="from this day YYYY-MM-DD"
+    )

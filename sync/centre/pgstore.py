@@ -207,6 +207,15 @@ class PgCentre:
         finally:
             await conn.close()
 
+    async def bill_count(self, governorate: str) -> int:
+        async def job(conn: Conn) -> int:
+            found = await conn.fetchval(
+                "SELECT COUNT(*) FROM bills WHERE governorate = $1", governorate
+            )
+            return int(found)
+
+        return await self._read(job)
+
     async def fine_rules(self, governorate: str) -> list[Rule]:
         return await self._read(lambda c: pgops.rules_of(c, governorate))
 

@@ -289,7 +289,7 @@ def register(
     parser = sub.add_parser("set-status", help="give a request a new status (and note)")
     parser.add_argument("--config", required=True, type=Path, help="the centre's TOML file")
     parser.add_argument("id", metavar="ID", help="the request id or its number")
-    parser.add_argument("status", choices=SET_STATUSES)
+    parser.add_argument("status", choices=SET_STATUSES, help="the new status")
     parser.add_argument("--note", default=None, type=_note, help="shown to the subscriber")
     parser.set_defaults(func=set_status_cmd)
     parser = sub.add_parser("list", help="every request and its status, as CSV")

@@ -7,15 +7,18 @@ centre app (see sync.centre.app). The tariff is illustrative, in piastres, per t
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 import time
+from collections.abc import Iterator
 
 from sync.bill import CYCLE
-from sync.centre.bills import BillInput, UpsertResult, upsert_bills
+from sync.centre.bills import CHUNK, BillInput, UpsertResult, upsert_bills
 from sync.centre.config import CentreSettings
 from sync.centre.connect import open_store
 from sync.errors import ImportFailed
+from sync.progress import Progress
 
 FIRST_NAMES = (
     "محمد", "أحمد", "محمود", "علي", "حسن", "خالد", "عمر", "يوسف", "إبراهيم", "سامر", "باسل",
@@ -104,24 +107,25 @@ def paid_share(rng: random.Random, amount: int) -> int:
     return 0
 
 
-def make_bills(governorate: str, n: int, cycle: str, rng: random.Random) -> list[BillInput]:
+def iter_bills(governorate: str, n: int, cycle: str, rng: random.Random) -> Iterator[BillInput]:
+    """`n` demo bills of `cycle`, one at a time (the same ones `make_bills` gives)."""
     if not CYCLE.match(cycle):
         raise ImportFailed(f"bad cycle {cycle!r}: use YYYY-MM")
     accounts = rng.sample(range(1_000_000_000, 10_000_000_000), n)
     due = due_date(cycle)
-    bills = []
     for account in accounts:
         name, address = subscriber(rng, governorate)
         kwh = consumption(rng)
         amount = bill_amount(kwh)
-        bills.append(
-            BillInput(
-                account=str(account), cycle=cycle, name=name, address=address,
-                meter=f"EM-{rng.randint(10_000_000, 99_999_999)}", kwh=kwh, amount=amount,
-                paid=paid_share(rng, amount), due_date=due,
-            )
+        yield BillInput(
+            account=str(account), cycle=cycle, name=name, address=address,
+            meter=f"EM-{rng.randint(10_000_000, 99_999_999)}", kwh=kwh, amount=amount,
+            paid=paid_share(rng, amount), due_date=due,
         )  # fmt: skip
-    return bills
+
+
+def make_bills(governorate: str, n: int, cycle: str, rng: random.Random) -> list[BillInput]:
+    return list(iter_bills(governorate, n, cycle, rng))
 
 
 def seed_bills(
@@ -156,14 +160,25 @@ def cycle_bills(
 async def seed_database(
     settings: CentreSettings, n: int, cycle: str, seed: int | None = None
 ) -> UpsertResult:
-    """Open the centre's database, add `n` demo bills for its governorate, close it again."""
+    """Open the centre's database, add `n` demo bills for its governorate, close it again.
+
+    Written in write jobs of `CHUNK` bills (progress shown as they commit); the bills are
+    the same whatever the chunking, for one `seed`.
+    """
     governorate = settings.require_governorate()
     rng = random.Random(seed)  # noqa: S311 - demo data, not a secret
+    made = iter_bills(governorate, n, cycle, rng)
+    now, totals = time.time(), UpsertResult(0, 0, 0)
     store = open_store(settings)
     await store.open()
     try:
-        return await store.upsert_bills(
-            governorate, make_bills(governorate, n, cycle, rng), time.time()
-        )
+        with Progress(f"seed {governorate}", n, unit="bills") as progress:
+            while chunk := list(itertools.islice(made, CHUNK)):
+                done = await store.upsert_bills(governorate, chunk, now)
+                totals = UpsertResult(totals.inserted + done.inserted,
+                                      totals.updated + done.updated,
+                                      totals.unchanged + done.unchanged)  # fmt: skip
+                progress.advance(len(chunk))
     finally:
         await store.close()
+    return totals

@@ -75,6 +75,9 @@ class SqliteCentre(CentreStore):
 
         return await self.write(job)
 
+    async def bill_count(self, governorate: str) -> int:
+        return await self.read(lambda c: bills.count_of(c, governorate))
+
     async def fine_rules(self, governorate: str) -> list[Rule]:
         return await self.read(lambda c: fines.rules_of(c, governorate))
 

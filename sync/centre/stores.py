@@ -60,6 +60,9 @@ class CentreDB(Protocol):
         Use with `contextlib.aclosing` so an abandoned stream ends its read transaction.
         """
 
+    async def bill_count(self, governorate: str) -> int:
+        """The governorate's bills (a snapshot announces it: progress only, PROTOCOL.md 4.4)."""
+
     async def fine_rules(self, governorate: str) -> list[Rule]: ...
 
     async def node_day(self, node: str, day: date) -> list[protocol.LedgerEntry]: ...

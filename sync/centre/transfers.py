@@ -19,7 +19,8 @@ from sync.centre import store
 from sync.centre.config import CentreSettings, NodeSettings, load_settings
 from sync.centre.connect import open_store
 from sync.errors import CentreConfigError, ProtocolError, Refused, SyncError, TransferRefused
-from sync.transfer import Header, Progress, TransferFile, write_file
+from sync.progress import Progress
+from sync.transfer import Header, TransferFile, write_file
 
 Command = Callable[[str, str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]
 
@@ -72,13 +73,16 @@ async def import_outbox(settings: CentreSettings, path: Path, verdicts_out: Path
 
     # One transaction for the whole file: refused (a chain gap, a code another node holds)
     # means nothing of it recorded. Entries the link brought meanwhile are known. The file's
-    # batches are one chain, so they are recorded as one batch with the same verdicts.
+    # batches are one chain, so they are recorded as one batch with the same verdicts (the
+    # progress bar moves once, when that transaction commits).
     entries = [e for batch in batches for e in batch.entries]
     db = open_store(settings)
     await db.open()
     try:
-        reply = await db.record_batch(h.node, own.governorate, entries, now, limits,
-                                      own.duplicate_receipt_codes)  # fmt: skip
+        with Progress(f"import {path.name}", h.count, unit="entries") as progress:
+            reply = await db.record_batch(h.node, own.governorate, entries, now, limits,
+                                          own.duplicate_receipt_codes)  # fmt: skip
+            progress.advance(len(entries))
     except Refused as exc:  # what the online endpoint answers 409 (chain) or 403 (codes)
         raise TransferRefused(
             f"{path}: the centre refuses it ({exc.code}): {exc.detail}; nothing was changed"
@@ -150,7 +154,7 @@ def export_bills(settings: CentreSettings, node: str, gov: str | None, since: in
                 (gov, since),
             ).fetchone()
             cursor = since if top is None else top
-        progress = Progress(f"export {to.name}", count)
+        progress = Progress(f"export {to.name}", count, unit="bills")
         header = Header("bills", node, gov, "", time.time(), count=count, since=since,
                         cursor=cursor)  # fmt: skip
         frames = (
@@ -158,7 +162,8 @@ def export_bills(settings: CentreSettings, node: str, gov: str | None, since: in
             if since is None
             else _changes(conn, gov, since, progress)
         )
-        digest = write_file(to, own.secret, header, frames)
+        with progress:
+            digest = write_file(to, own.secret, header, frames)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -171,7 +176,8 @@ def _run(args: argparse.Namespace, action: Callable[[CentreSettings], str]) -> i
     try:
         settings = load_settings(args.config)
     except CentreConfigError as exc:
-        print(f"edge centre: configuration error: {exc.detail}", file=sys.stderr)
+        for problem in exc.detail.splitlines():
+            print(f"edge centre: configuration error: {problem}", file=sys.stderr)
         return 2
     try:
         print(action(settings))
@@ -206,8 +212,8 @@ def _cursor(text: str) -> int:
 
 def register(command: Command) -> None:
     parser = command("export", "write a signed bills file for a node without a link", cmd_export)
-    parser.add_argument("what", choices=["bills"])
+    parser.add_argument("what", choices=["bills"], help="bills: the node's bills and fine rules")
     parser.add_argument("--node", required=True, help="the node the file is for (its key signs it)")
     parser.add_argument("--governorate", help="must be the node's (a check)")
     parser.add_argument("--since", type=_cursor, help="only the changes after this cursor")
-    parser.add_argument("--to", type=Path, required=True, metavar="FILE")
+    parser.add_argument("--to", type=Path, required=True, metavar="FILE", help="the file to write")

@@ -160,6 +160,11 @@ def test_check_config_prints_effective_settings_and_names_bad_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     example = Path(__file__).parents[2] / "deploy" / "edge.toml.example"
+    # As serve would, check-config refuses the example's /etc/edge/centre.secret if missing.
+    assert cli.main(["check-config", "--config", str(example)]) == 2
+    assert "centre.secret_file is refused" in capsys.readouterr().err
+    assert cli.main(["secret", "new", str(tmp_path / "centre.secret")]) == 0
+    monkeypatch.setenv("EDGE_CENTRE_SECRET_FILE", str(tmp_path / "centre.secret"))
     assert cli.main(["check-config", str(example)]) == 0
     out = capsys.readouterr().out
     assert "node.data_dir" in out and '"/var/lib/edge"' in out and "# file" in out

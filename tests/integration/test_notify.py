@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from helpers import eventually, free_port
+from helpers import eventually, free_port, make_bill
 
-from edge import config
+from edge import config, mirror
 from edge.app import create_app
+from edge.node import NODE
 from edge.ops import notify
 
 
@@ -102,6 +103,8 @@ async def test_node_ready_only_once_serving_then_watchdog_then_stopping(
     notify.install(app)
     runner = web.AppRunner(app)
     await runner.setup()  # the app has started; its port is not bound yet
+    # A loaded mirror (an empty one would be bootstrapping: mode degraded, not normal).
+    await app[NODE].db.write(lambda c: mirror.apply_changes(c, [make_bill("0100234567")], 1))
     try:
         await asyncio.sleep(0.5)
         seen = receiver.fields()

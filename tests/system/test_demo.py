@@ -28,6 +28,11 @@ def call(url: str, token: str, body: dict[str, Any] | None = None, key: str = ""
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
+def centre_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge.cli", "centre", *args], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)  # fmt: skip
+
+
 def test_edge_demo_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -58,6 +63,24 @@ def test_edge_demo_end_to_end(tmp_path: Path) -> None:
         assert paid["state"] == "pending_sync"
         url = f"{base}/v1/payments/{paid['payment_id']}"
         wait_until(lambda: call(url, tok)["state"] == "synced", 20, "the payment synced", every=0.2)
+
+        # The centre's config is written beside the node's: `edge centre` works against it.
+        centre = re.search(r"Centre config: (\S+)", out)
+        assert centre and Path(centre.group(1)) == tmp_path / "demo" / "centre.toml", out
+        ledger = centre_cli("ledger", "--config", centre.group(1))
+        assert paid["payment_id"] in ledger.stdout, ledger.stderr
+        online = centre_cli("pay", "--config", centre.group(1), bill["bill_id"], "200")
+        assert online.returncode == 0 and bill["bill_id"] in online.stdout, online.stderr
+        # The node's mirror follows the online payment within a pull (5 s in the demo).
+        wait_until(lambda: next(b for b in call(f"{base}/v1/accounts/{account.group(1)}/bills",
+                                                tok)["bills"] if b["bill_id"] == bill["bill_id"])
+                   ["paid"] == bill["paid"] + 100 + 200, 30, "the online payment in the mirror",
+                   every=0.5)  # fmt: skip
+        credits = centre_cli("credits", "--config", centre.group(1))
+        assert credits.returncode == 0, credits.stderr
+        # The non-TTY output has no bars, and the seed and the bootstrap said how far they got.
+        assert "\r" not in out and "seed DAM: 300/300 bills (100%" in out, out
+        assert "mirror bootstrap: 300/300 bills (100%" in out, out
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)

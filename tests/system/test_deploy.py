@@ -212,12 +212,15 @@ def test_offline_install_runs_and_upgrades_in_place(
     secret = (etc / "centre.secret").read_text()
 
     node = serve(site)  # type: ignore[operator]
-    assert get(f"{node.url}/readyz")[0] == 200
+    # No centre and no bills yet: up, but not ready until a mirror is loaded.
+    assert get(f"{node.url}/readyz") == (503, {"status": "bootstrapping",
+                                               "progress": {"bills": 0, "of": None}})  # fmt: skip
     db = site.prefix / "var" / "lib" / "edge" / "edge.db"
     with closing(sqlite3.connect(db, timeout=10, isolation_level=None)) as conn:
         conn.execute("BEGIN IMMEDIATE")
         mirror.apply_changes(conn, [make_bill("0100234567")], 1)
         conn.execute("COMMIT")
+    assert get(f"{node.url}/readyz")[0] == 200
     body = json.dumps({"bill_id": "DAM-2026-05-0100234567", "amount": 5000, "method": "cash",
                        "cashier": "c1"}).encode()  # fmt: skip
     request = urllib.request.Request(

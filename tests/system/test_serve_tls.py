@@ -48,8 +48,9 @@ def test_a_node_served_over_tls_with_client_certificates_answers_its_own_tools(
     counter_context = ssl.create_default_context(cafile=str(ca.cert))
     counter_context.load_cert_chain(str(counter.cert), str(counter.key))
     try:
+        site.start_centre()  # ready means bootstrapped: the node needs its centre's snapshot
         site.node.start()
-        wait_http(f"{https}/healthz", site.node, context=counter_context)
+        wait_http(f"{https}/readyz", site.node, context=counter_context)
         shown = run("status", "--config", str(site.node_config))
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["http"] == {
@@ -66,7 +67,7 @@ def test_a_node_served_over_tls_with_client_certificates_answers_its_own_tools(
         with pytest.raises(OSError):
             urllib.request.urlopen(f"{https}/healthz", timeout=5, context=bare).close()
         log = site.node.tail()
-        assert "serving https on 127.0.0.1" in log and "client certificates required" in log
+        assert "serving on https://127.0.0.1:" in log and "client certificates required" in log
         assert "plain http" not in log
     finally:
         site.shutdown()

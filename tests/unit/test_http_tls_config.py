@@ -9,7 +9,7 @@ import pytest
 
 from edge import config, serving
 from edge.errors import ConfigError
-from edge.ops import doctor
+from edge.ops import checkconfig
 
 
 def files(tmp_path: Path) -> dict[str, str]:
@@ -92,10 +92,10 @@ def test_plain_http_is_insecure_unless_on_loopback_only(
     s = config.Settings(http_host=host)
     assert serving.insecure(s) is insecure
     assert serving.local_url(s) == url
-    warned = [w for w in doctor.config_warnings(s) if w.startswith("http.host")]
+    warned = [w for w in checkconfig.config_warnings(s) if w.startswith("http.host")]
     assert len(warned) == int(insecure)
     assert all("http.cert_file and http.key_file" in w for w in warned)
     # With TLS nothing is said, whatever the address.
     tls = s.replace(http_cert_file="/n.pem", http_key_file="/n.key")
     assert not serving.insecure(tls)
-    assert [w for w in doctor.config_warnings(tls) if w.startswith("http.host")] == []
+    assert [w for w in checkconfig.config_warnings(tls) if w.startswith("http.host")] == []

@@ -154,3 +154,23 @@ def test_changes_refuse_a_foreign_bill() -> None:
     with pytest.raises(ProtocolError) as info:
         protocol.decode_changes(body, "DAM")
     assert info.value.code == "foreign_bill"
+
+
+def test_the_announced_count_counts_only_when_signed_for_this_request() -> None:
+    """The snapshot's size in its headers (PROTOCOL.md 4.4) feeds progress only if the MAC
+    over this request's signature verifies; anything else leaves the total unknown."""
+    from sync import answers
+
+    def headers(count: str, mac: str) -> dict[str, str]:
+        return {answers.COUNT_HEADER: count, answers.COUNT_MAC_HEADER: mac}
+
+    good = answers.count_mac(SECRET, SIG, 1_000_000)
+    assert answers.announced_count(SECRET, SIG, headers("1000000", good)) == 1_000_000
+    assert answers.announced_count(SECRET, SIG, headers("1000000", good.upper())) == 1_000_000
+    assert answers.announced_count(SECRET, SIG, headers("999999", good)) is None  # edited
+    assert answers.announced_count(SECRET, "cd" * 32, headers("1000000", good)) is None  # moved
+    assert answers.announced_count(b"t" * 32, SIG, headers("1000000", good)) is None  # forged
+    assert answers.announced_count(SECRET, SIG, headers("-1", good)) is None
+    assert answers.announced_count(SECRET, SIG, headers("١٠", good)) is None  # not ASCII digits
+    assert answers.announced_count(SECRET, SIG, {answers.COUNT_HEADER: "10"}) is None
+    assert answers.announced_count(SECRET, SIG, {}) is None

@@ -10,7 +10,7 @@ import pytest
 
 from sync.errors import TransferRefused
 from sync.signing import key_id
-from sync.transfer import MAGIC, TAG, Header, Progress, TransferFile, write_file
+from sync.transfer import MAGIC, TAG, Header, TransferFile, write_file
 
 SECRET = b"unit-test-secret-0123456789abcdef0123"
 OTHER = b"unit-test-other--0123456789abcdef0123"
@@ -89,17 +89,3 @@ def test_a_file_of_another_kind_of_content_is_refused(tmp_path: Path) -> None:
     path.write_text("just some text that someone put on the stick\n" * 10)
     with pytest.raises(TransferRefused, match="not an edge transfer file"):
         TransferFile(path)
-
-
-def test_progress_prints_at_most_once_a_second(tmp_path: Path) -> None:
-    now = [100.0]
-    with (tmp_path / "progress.txt").open("w+") as out:
-        progress = Progress("export f.xfer", 1000, out, clock=lambda: now[0])
-        for _ in range(1000):
-            now[0] += 0.01  # 1,000 items over 10 s
-            progress.advance(1)
-        out.seek(0)
-        lines = out.read().splitlines()
-    assert 9 <= len(lines) <= 10
-    assert lines[0] == "export f.xfer: 100/1000 (1 s)"
-    assert progress.done == 1000 and progress.finish() == pytest.approx(10.0)
