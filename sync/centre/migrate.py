@@ -24,6 +24,7 @@ import msgpack
 from sync.centre import pgschema
 from sync.centre.store import CENTRE_MIGRATIONS
 from sync.errors import ImportFailed, SyncError
+from sync.progress import Progress
 
 if TYPE_CHECKING:  # asyncpg is imported only when a move runs (the CLI loads this module)
     import asyncpg
@@ -31,7 +32,6 @@ if TYPE_CHECKING:  # asyncpg is imported only when a move runs (the CLI loads th
 log = logging.getLogger(__name__)
 
 CHUNK = 10_000  # rows per COPY call and per digest fetch
-PROGRESS_S = 5.0  # one progress line at most this often per table
 SKIPPED = frozenset({"schema_migrations"})  # each side keeps its own migration ledger
 # Rows a fresh PostgreSQL schema starts with (the source's replace them).
 SEEDED_ROWS = {"change_counter": 1}
@@ -255,15 +255,13 @@ async def copy_table(conn: asyncpg.Connection, source: sqlite3.Connection, table
     columns = list(table.columns) + ([ROWID] if table.rowid else [])
     if table.name in SEEDED_ROWS:  # a singleton the schema made: the source's replaces it
         await conn.execute(f'DELETE FROM "{table.name}"')
-    done, started, shown = 0, clock(), clock()
-    async for chunk in _chunks(source_rows(source, table, ordered=False), convert):
-        await conn.copy_records_to_table(table.name, records=chunk, columns=columns)
-        done += len(chunk)
-        if clock() - shown >= PROGRESS_S:
-            shown = clock()
-            log.info("%s: %d of %d rows (%.0f/s)", table.name, done, total,
-                     done / max(shown - started, 1e-9))  # fmt: skip
-    log.info("%s: %d rows copied in %.1f s", table.name, done, clock() - started)
+    done = 0
+    # The one progress of long work: a bar on a terminal, a log line every few seconds else.
+    with Progress(f"copy {table.name}", total, unit="rows", clock=clock) as progress:
+        async for chunk in _chunks(source_rows(source, table, ordered=False), convert):
+            await conn.copy_records_to_table(table.name, records=chunk, columns=columns)
+            done += len(chunk)
+            progress.advance(len(chunk))
     return done
 
 
