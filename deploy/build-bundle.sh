@@ -2,7 +2,8 @@
 # Build the offline installation bundle on a machine with Internet access:
 # dist/edge-bundle-<version>.tar.gz holds the wheels of the node and of every dependency
 # (uvloop, its [fast] extra, included: http.loop = "uvloop" needs nothing more),
-# install.sh, the example configuration, the systemd units and the NUT examples.
+# install.sh, the example configuration, the systemd units, the NUT examples and the
+# centre's HAProxy configuration.
 #
 # The wheels are built for this machine's Python (major.minor) and CPU: build on the same
 # Debian release as the governorate servers (Debian 12 -> Python 3.11), or pass
@@ -46,7 +47,7 @@ echo "building wheels for Python $pyver ($(uname -m)) ..."
 
 install -m 0755 "$here/install.sh" "$bundle/install.sh"
 install -m 0644 "$here/edge.toml.example" "$here/README.md" "$bundle/"
-cp -R "$here/systemd" "$here/nut" "$bundle/"
+cp -R "$here/systemd" "$here/nut" "$here/haproxy" "$bundle/"
 cat > "$bundle/MANIFEST" <<EOF
 version=$version
 python=$pyver

@@ -118,8 +118,8 @@ say "installing governorate-edge $version from $(find "$wheels" -name '*.whl' | 
 offline_pip "$venv/bin/python" -m pip install --force-reinstall "governorate-edge[fast]==$version"
 install -d -m 0755 "$venv/share"
 install -m 0644 "$bundle/README.md" "$bundle/edge.toml.example" "$venv/share/"
-rm -rf "$venv/share/systemd" "$venv/share/nut"
-cp -R "$bundle/systemd" "$bundle/nut" "$venv/share/"
+rm -rf "$venv/share/systemd" "$venv/share/nut" "$venv/share/haproxy"
+cp -R "$bundle/systemd" "$bundle/nut" "$bundle/haproxy" "$venv/share/"
 
 # Paths inside the configuration and the units follow the prefix.
 relocate() {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import json
 import logging
 import random
@@ -24,7 +25,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from sync import bill, protocol
-from sync.centre import bills, clearing, credits, fines, receipts, requests, seed, transfers
+from sync.centre import (
+    bills,
+    clearing,
+    credits,
+    fines,
+    migrate,
+    receipts,
+    requests,
+    seed,
+    transfers,
+)
 from sync.centre.app import create_app
 from sync.centre.config import CentreSettings, load_settings
 from sync.centre.connect import open_store
@@ -67,6 +78,8 @@ def _run(args: argparse.Namespace, action: Callable[[CentreSettings], int]) -> i
 
 def cmd_serve(args: argparse.Namespace) -> int:
     def action(settings: CentreSettings) -> int:
+        if args.port is not None:  # one file for several processes (edge-centre@.service)
+            settings = dataclasses.replace(settings, port=args.port)
         context = settings.ssl_context()
         mode = "http" if context is None else "https"
         if settings.client_ca_file is not None:
@@ -288,6 +301,12 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return int(text)
+
+
 def _cycle(text: str) -> str:
     if not bill.CYCLE.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a cycle YYYY-MM")
@@ -307,7 +326,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.set_defaults(func=func)
         return parser
 
-    command("serve", "run the reference centre", cmd_serve)
+    parser = command("serve", "run the reference centre", cmd_serve)
+    parser.add_argument("--port", type=_port, help="listen here instead of [centre] port")
     command(
         "check-config",
         "check the centre's file as serve does (every key, secret and TLS file); exit 2 listing"
@@ -352,6 +372,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     credits.register(command, cmd_credits)
     fines.register(command, cmd_fine_rule)
     requests.register(sub, _run, _with_store)
+    migrate.register(sub)
     parser = command("cycle", "issue a new cycle's bill for every account", cmd_cycle)
     parser.add_argument("--cycle", type=_cycle, required=True, help="YYYY-MM")
     parser.add_argument("--seed", type=int, default=None, help="random seed for consumption")
