@@ -365,7 +365,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     text = "move an SQLite centre into PostgreSQL (one transaction, verified after)"
     parser = sub.add_parser("migrate-to-postgres", help=text, description=text)
-    parser.add_argument("--from", dest="source", type=Path, required=True, metavar="CENTRE.db")
+    parser.add_argument("--from", dest="source", type=Path, required=True, metavar="CENTRE.db",
+                        help="the SQLite centre's database file (read only)")  # fmt: skip
     parser.add_argument("--to", required=True, metavar="postgresql://USER@HOST/DB",
                         help="no password here: it comes from PGPASSFILE or ~/.pgpass")  # fmt: skip
     parser.add_argument("--replace", action="store_true",

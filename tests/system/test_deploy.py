@@ -178,10 +178,12 @@ def serve(tmp_path: Path) -> Iterator[object]:
         return served
 
     yield start
-    for served in started:
+    for served in started:  # a failed test leaves its node running and its socket open
         if served.proc.poll() is None:
             served.proc.kill()
             served.proc.wait()
+        if served.notify.sock.fileno() != -1:
+            served.notify.close()
 
 
 def test_offline_install_runs_and_upgrades_in_place(
@@ -223,6 +225,10 @@ def test_offline_install_runs_and_upgrades_in_place(
         conn.execute("BEGIN IMMEDIATE")
         mirror.apply_changes(conn, [make_bill("0100234567")], 1)
         conn.execute("COMMIT")
+    # Another process's commit: the node's held read snapshot sees it within 100 ms.
+    deadline = time.monotonic() + 10
+    while get(f"{node.url}/readyz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert get(f"{node.url}/readyz")[0] == 200
     body = json.dumps({"bill_id": "DAM-2026-05-0100234567", "amount": 5000, "method": "cash",
                        "cashier": "c1"}).encode()  # fmt: skip

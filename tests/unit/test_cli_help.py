@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from edge import cli
 
 # Commands that read no settings file: the demo writes its own, a new secret is just a file.
-WITHOUT_CONFIG = {"edge demo", "edge secret new"}
+# migrate-to-postgres names both databases itself (--from, --to) and reads no settings.
+WITHOUT_CONFIG = {"edge demo", "edge secret new", "edge centre migrate-to-postgres"}
 
 
 def commands(
